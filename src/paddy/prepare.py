@@ -1,0 +1,82 @@
+"""Pre-resize every image once (fastai's resize_images), report the bad ones, and write one index table."""
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from paddy.competition import TEST_DIR, TRAIN_DIR, check_layout
+from paddy.fileio import write_csv, write_json
+
+INDEX = "index.csv"
+BAD_FILES = "bad_files.csv"
+LABELS = "labels.json"
+
+
+def resize_image(src, dst, max_size):
+    """Shrink so the longest side is at most max_size; return (width, height) or raise ValueError(reason)."""
+    src = Path(src)
+    if not src.exists():
+        raise ValueError("missing: listed in the CSV but not on disk")
+    if src.stat().st_size == 0:
+        raise ValueError("zero bytes")
+    try:
+        with Image.open(src) as im:
+            im.draft("RGB", (max_size, max_size))  # JPEG decodes at a reduced scale: much faster for big photos
+            im = im.convert("RGB")
+            im.thumbnail((max_size, max_size), Image.Resampling.BICUBIC)
+    except UnidentifiedImageError:
+        raise ValueError("not an image PIL can read") from None
+    except (OSError, SyntaxError) as e:  # truncated or corrupt data
+        raise ValueError(f"unreadable ({e})") from None
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(dst).with_suffix(".tmp")
+    im.save(tmp, format="JPEG", quality=95)
+    os.replace(tmp, dst)
+    return im.size
+
+
+def _resize_job(job):
+    src, dst, max_size = job
+    try:
+        return resize_image(src, dst, max_size), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def prepare_competition(raw_dir, out_dir, max_size, workers=2):
+    """Resize into out_dir/images/{train,test}/ and write index.csv, bad_files.csv and labels.json."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    train, sample = check_layout(raw_dir)
+    train = train.assign(split="train", src=[raw_dir / TRAIN_DIR / lab / i for lab, i in zip(train.label, train.image_id)])
+    test = sample[["image_id"]].assign(split="test", src=[raw_dir / TEST_DIR / i for i in sample.image_id])
+    rows = pd.concat([train, test], ignore_index=True)
+    rows["path"] = [f"images/{s}/{i}" for s, i in zip(rows.split, rows.image_id)]
+    jobs = [(src, out_dir / path, max_size) for src, path in zip(rows.src, rows.path)]
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(tqdm(pool.map(_resize_job, jobs, chunksize=32), total=len(jobs), desc="resize", unit="img"))
+    rows["width"] = [r[0][0] if r[0] else 0 for r in results]
+    rows["height"] = [r[0][1] if r[0] else 0 for r in results]
+    rows["ok"] = [r[1] is None for r in results]
+    bad = rows.loc[~rows.ok, ["image_id", "split"]].assign(
+        file=[str(s) for s in rows.src[~rows.ok]], reason=[r[1] for r in results if r[1]]
+    )
+    for b in bad.itertuples():
+        print(f"left out {b.file}: {b.reason}")
+    index = rows.drop(columns="src").loc[rows.ok | (rows.split == "test")]  # a test row needs a prediction anyway
+    write_csv(index, out_dir / INDEX)
+    write_csv(bad, out_dir / BAD_FILES)
+    write_json(out_dir / LABELS, sorted(train["label"].unique()))
+    return index, bad
+
+
+def read_labels(prepared_dir):
+    return json.loads((Path(prepared_dir) / LABELS).read_text())
+
+
+def read_index(prepared_dir):
+    return pd.read_csv(Path(prepared_dir) / INDEX, dtype={"image_id": str, "label": str})

@@ -1,0 +1,67 @@
+"""Where the competition comes from (`data.source`): generated, downloaded from Kaggle, or a folder/.zip on disk."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from paddy.archive import extract_zip
+from paddy.competition import check_layout
+from paddy.errors import PaddyError
+from paddy.fileio import write_csv
+from paddy.synthetic import make_competition
+
+TRUTH_COLUMNS = ["image_id", "label"]
+
+
+def fetch_competition(data, raw_dir, truth_path):
+    """Lay the competition out at `raw_dir`; write the test set's true labels to `truth_path` when known.
+
+    Without known test labels (Kaggle, or a user's own copy) the truth file holds only its header, so the
+    ensemble knows there is nothing to score against.
+    """
+    raw_dir, truth_path = Path(raw_dir), Path(truth_path)
+    raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    source = str(data["source"])
+    if source == "synthetic":
+        # Generate into a temp folder and rename, so an interrupted run never leaves a half competition.
+        tmp = Path(tempfile.mkdtemp(dir=raw_dir.parent, prefix=f".{raw_dir.name}."))
+        try:
+            make_competition(tmp / "competition", truth_path, **data["synthetic"])
+            _replace_dir(tmp / "competition", raw_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return check_layout(raw_dir)
+    if source == "kaggle":
+        from paddy.kaggle_api import download_competition
+
+        download_competition(data["competition"], raw_dir)
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise PaddyError(
+                f"`data.source` is {source!r}, which is neither synthetic, kaggle, nor an existing folder or .zip "
+                f"(looked for {path.resolve()}). Give the path of the competition folder or zip, relative to the "
+                "repository root or absolute."
+            )
+        if path.is_dir():
+            check_layout(path)  # refuse before copying anything
+            tmp = Path(tempfile.mkdtemp(dir=raw_dir.parent, prefix=f".{raw_dir.name}."))
+            try:
+                shutil.copytree(path, tmp / "competition")
+                _replace_dir(tmp / "competition", raw_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        elif path.suffix.lower() == ".zip":
+            extract_zip(path, raw_dir)
+        else:
+            raise PaddyError(f"`data.source` {source!r} is a file but not a .zip: give a folder or a .zip archive.")
+    write_csv(pd.DataFrame(columns=TRUTH_COLUMNS), truth_path)
+    return check_layout(raw_dir)
+
+
+def _replace_dir(src, dest):
+    if dest.exists():
+        shutil.rmtree(dest)
+    src.rename(dest)

@@ -1,0 +1,22 @@
+"""Stage download: lay the competition out in data/raw (generated, from Kaggle, or from a folder/.zip)."""
+
+import argparse
+
+from paddy.errors import exit_on_error
+from paddy.params import load_params
+from paddy.sources import fetch_competition
+
+
+@exit_on_error
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("raw_dir")
+    parser.add_argument("truth_csv", help="the test set's true labels, when the source knows them")
+    args = parser.parse_args()
+    params = load_params()  # checks every setting now, before hours of work downstream
+    train, sample = fetch_competition(params["data"], args.raw_dir, args.truth_csv)
+    print(f"{args.raw_dir}: {len(train)} training images, {train['label'].nunique()} labels, {len(sample)} test images")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Stage tta@MODEL: TTA probabilities for the test set (averaged over folds/bags) and out-of-fold rows."""
+
+import argparse
+from pathlib import Path
+
+from paddy.device import pick_device, resolve_precision
+from paddy.errors import exit_on_error
+from paddy.fileio import write_csv
+from paddy.params import load_params
+from paddy.prepare import read_index
+from paddy.tta import predict_model
+
+
+@exit_on_error
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("prepared_dir")
+    parser.add_argument("split_csv")
+    parser.add_argument("ckpt_dir")
+    parser.add_argument("out_dir")
+    args = parser.parse_args()
+    params = load_params()
+    device = pick_device()
+    precision = resolve_precision(params["train"]["precision"], device)
+    index = read_index(args.prepared_dir)
+    test, oof = predict_model(params, index, args.prepared_dir, args.split_csv, args.ckpt_dir, device, precision)
+    write_csv(test, Path(args.out_dir) / "test_probs.csv", float_format="%.6f")
+    write_csv(oof, Path(args.out_dir) / "oof_probs.csv", float_format="%.6f")
+    print(f"{args.out_dir}: {len(test)} test and {len(oof)} out-of-fold rows")
+
+
+if __name__ == "__main__":
+    main()
