@@ -28,8 +28,13 @@ def main():
     index = read_index(args.prepared_dir)
     train = index[index.split == "train"][["image_id", "label"]]
     sub, metrics, confusion = build_ensemble(
-        params["models"], labels, read_sample_submission(args.raw_dir), args.preds_dir, train,
-        pd.read_csv(args.truth_csv, dtype=str), fallback_label=train["label"].mode()[0],
+        params["models"],
+        labels,
+        read_sample_submission(args.raw_dir),
+        args.preds_dir,
+        train,
+        pd.read_csv(args.truth_csv, dtype=str),
+        fallback_label=train["label"].mode()[0],
     )
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
     write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")

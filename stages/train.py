@@ -4,10 +4,10 @@ import argparse
 from pathlib import Path
 
 from dvclive import Live
-
 from paddy.device import pick_device, resolve_precision
 from paddy.errors import exit_on_error
 from paddy.fit import train_model
+from paddy.memory import resolve_micro_batch
 from paddy.params import load_params
 
 
@@ -19,19 +19,17 @@ def main():
     parser.add_argument("split_csv")
     parser.add_argument("out_dir")
     parser.add_argument("live_dir")
-    parser.add_argument("--profile", type=Path, help="the memory profile, for micro_batch: auto")
+    parser.add_argument("--profile", type=Path, help="profile@MODEL output, read for auto")
     args = parser.parse_args()
     params = load_params()
     device = pick_device()
     precision = resolve_precision(params["train"]["precision"], device)
-    micro_batch = params["models"][args.model]["micro_batch"]
-    if micro_batch == "auto" or args.profile:
-        from paddy.memory import resolve_micro_batch
-
-        micro_batch = resolve_micro_batch(args.model, params, args.profile, device)
+    micro_batch = resolve_micro_batch(args.model, params, args.profile, device)  # an explicit integer always wins
     effective = params["train"]["effective_batch"]
-    print(f"{args.model}: {device.type}, {precision}, micro-batch {micro_batch} x {-(-effective // micro_batch)} "
-          f"accumulated to {effective} samples per step")
+    print(
+        f"{args.model}: {device.type}, {precision}, micro-batch {micro_batch} x {-(-effective // micro_batch)} "
+        f"accumulated to {effective} samples per step"
+    )
 
     # dvcyaml=False: dvc.yaml declares these metrics and plots; letting dvclive rewrite dvc.yaml mid-run corrupts it
     with Live(args.live_dir, dvcyaml=False, save_dvc_exp=False, report=None) as live:
@@ -43,12 +41,17 @@ def main():
             print(f"split {split} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
         results = train_model(
-            args.model, params, args.prepared_dir, args.split_csv, args.out_dir, micro_batch, device, precision,
+            args.model,
+            params,
+            args.prepared_dir,
+            args.split_csv,
+            args.out_dir,
+            micro_batch,
+            device,
+            precision,
             on_epoch,
         )
-        live.summary = {
-            f"split{s}/{k}": v for s, m in enumerate(results) for k, v in m.items() if k != "epoch_time_s"
-        }
+        live.summary = {f"split{s}/{k}": v for s, m in enumerate(results) for k, v in m.items() if k != "epoch_time_s"}
         live.summary["valid_acc"] = sum(m["valid_acc"] for m in results) / len(results)
         live.summary["train_time_s"] = sum(m["train_time_s"] for m in results)
         live.summary["micro_batch"] = micro_batch

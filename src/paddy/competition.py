@@ -1,9 +1,9 @@
 """The competition's layout on disk, as Kaggle ships it, and the checks that catch a malformed copy early.
 
-    train.csv                 image_id,label[,variety,age]
-    train_images/<label>/<image_id>
-    test_images/<image_id>
-    sample_submission.csv     image_id,label  (the row order a submission must keep)
+train.csv                 image_id,label[,variety,age]
+train_images/<label>/<image_id>
+test_images/<image_id>
+sample_submission.csv     image_id,label  (the row order a submission must keep)
 """
 
 from pathlib import Path

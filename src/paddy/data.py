@@ -24,7 +24,9 @@ def create_transforms(model, model_cfg, train_cfg):
     """(train, eval) transforms at the model's size, with the model's own mean/std/interpolation from timm."""
     h, w = as_hw(model_cfg["size"])
     data_cfg = resolve_model_data_config(model)
-    common = dict(input_size=(3, h, w), interpolation=data_cfg["interpolation"], mean=data_cfg["mean"], std=data_cfg["std"])
+    common = dict(
+        input_size=(3, h, w), interpolation=data_cfg["interpolation"], mean=data_cfg["mean"], std=data_cfg["std"]
+    )
     train = create_transform(
         is_training=True,
         scale=(train_cfg["min_scale"], 1.0),

@@ -33,30 +33,51 @@ def train_model(name, params, prepared_dir, split_csv, out_dir, micro_batch, dev
         def subset(mask, transform, paths=paths, targets=targets):
             keep = [i for i, m in enumerate(mask) if m]
             return ImageDataset(
-                prepared_dir, [paths[i] for i in keep], [targets[i] for i in keep], cfg["item_size"],
-                cfg["item_method"], transform,
+                prepared_dir,
+                [paths[i] for i in keep],
+                [targets[i] for i in keep],
+                cfg["item_size"],
+                cfg["item_method"],
+                transform,
             )
 
         workers = train_cfg["workers"]
         train_loader = create_loader(
-            subset(~is_valid, train_tf), train_cfg["effective_batch"], shuffle=True,
-            drop_last=train_cfg["drop_last"], workers=workers, seed=seed,
+            subset(~is_valid, train_tf),
+            train_cfg["effective_batch"],
+            shuffle=True,
+            drop_last=train_cfg["drop_last"],
+            workers=workers,
+            seed=seed,
         )
         valid_loader = create_loader(subset(is_valid, eval_tf), micro_batch * 2, workers=workers, seed=seed)
         start = time.time()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         metrics = fine_tune(
-            model, train_loader, valid_loader, train_cfg, micro_batch, device, precision,
+            model,
+            train_loader,
+            valid_loader,
+            train_cfg,
+            micro_batch,
+            device,
+            precision,
             on_epoch=None if on_epoch is None else (lambda e, m, s=s: on_epoch(s, e, m)),
         )
         metrics["train_time_s"] = time.time() - start
         if device.type == "cuda":
             metrics["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
         meta = {
-            "model": name, "arch": cfg["arch"], "labels": labels, "splits": splits,
-            "size": cfg["size"], "item_size": cfg["item_size"], "item_method": cfg["item_method"],
-            "micro_batch": micro_batch, "effective_batch": train_cfg["effective_batch"], "precision": precision,
+            "model": name,
+            "arch": cfg["arch"],
+            "labels": labels,
+            "splits": splits,
+            "size": cfg["size"],
+            "item_size": cfg["item_size"],
+            "item_method": cfg["item_method"],
+            "micro_batch": micro_batch,
+            "effective_batch": train_cfg["effective_batch"],
+            "precision": precision,
         }
         save_checkpoint(model, meta, out_dir, col)
         results.append(metrics)
@@ -64,4 +85,3 @@ def train_model(name, params, prepared_dir, split_csv, out_dir, micro_batch, dev
         if device.type == "cuda":
             torch.cuda.empty_cache()  # free between folds so fragmentation never builds up (the seed's gc trick)
     return results
-

@@ -13,7 +13,7 @@ from timm.optim._param_groups import auto_group_layers
 from paddy.errors import PaddyError
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def arch_config(arch):
     """The pretrained config of `arch` (input size, fixed size, mean/std), built on the meta device: no weights."""
     with warnings.catch_warnings(), torch.device("meta"):
@@ -24,7 +24,11 @@ def arch_config(arch):
 def check_arch(name, arch, size, path="params.yaml"):
     if not isinstance(arch, str) or not timm.is_model(arch):
         close = difflib.get_close_matches(str(arch), timm.list_models(), n=3, cutoff=0.6)
-        hint = f" Close names: {', '.join(close)}." if close else " `python -c 'import timm; print(timm.list_models(\"*vit*\"))'` lists names."
+        hint = (
+            f" Close names: {', '.join(close)}."
+            if close
+            else " `python -c 'import timm; print(timm.list_models(\"*vit*\"))'` lists names."
+        )
         raise PaddyError(f"`models.{name}.arch` in {path} is {arch!r}, which timm does not know.{hint}")
     cfg = arch_config(arch)
     built = tuple(cfg["input_size"][1:])

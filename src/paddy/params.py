@@ -19,7 +19,7 @@ def load_params(path="params.yaml", check_archs=True):
     try:
         params = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise PaddyError(f"{path} is not valid YAML ({e}). Fix the file or restore it with `git checkout {path}`.")
+        raise PaddyError(f"{path} is not valid YAML ({e}). Fix it, or restore it with `git checkout {path}`.") from e
     check_params(params, path, check_archs=check_archs)
     return params
 

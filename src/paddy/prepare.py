@@ -52,7 +52,9 @@ def prepare_competition(raw_dir, out_dir, max_size, workers=2):
     """Resize into out_dir/images/{train,test}/ and write index.csv, bad_files.csv and labels.json."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     train, sample = check_layout(raw_dir)
-    train = train.assign(split="train", src=[raw_dir / TRAIN_DIR / lab / i for lab, i in zip(train.label, train.image_id)])
+    train = train.assign(
+        split="train", src=[raw_dir / TRAIN_DIR / lab / i for lab, i in zip(train.label, train.image_id)]
+    )
     test = sample[["image_id"]].assign(split="test", src=[raw_dir / TEST_DIR / i for i in sample.image_id])
     rows = pd.concat([train, test], ignore_index=True)
     rows["path"] = [f"images/{s}/{i}" for s, i in zip(rows.split, rows.image_id)]

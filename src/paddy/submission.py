@@ -10,7 +10,9 @@ def validate_submission(sub, sample, vocab, where="submission.csv"):
     if list(sub.columns) != list(sample.columns):
         raise PaddyError(f"{where} has header {list(sub.columns)}; Kaggle expects {list(sample.columns)}.")
     if len(sub) != len(sample):
-        raise PaddyError(f"{where} has {len(sub)} rows; sample_submission.csv has {len(sample)}: one row per test image.")
+        raise PaddyError(
+            f"{where} has {len(sub)} rows; sample_submission.csv has {len(sample)}: one row per test image."
+        )
     ids = sub["image_id"].astype(str)
     dupes = ids[ids.duplicated()]
     if len(dupes):

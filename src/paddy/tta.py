@@ -19,7 +19,9 @@ def blend(augmented, plain, beta):
 
 def tta_probs(model, make_dataset, train_tf, eval_tf, n, beta, batch_size, device, precision, workers=0, seed=0):
     """make_dataset(transform) -> Dataset. Returns the blended probabilities, one row per item."""
-    plain = predict(model, create_loader(make_dataset(eval_tf), batch_size, workers=workers, seed=seed), device, precision)
+    plain = predict(
+        model, create_loader(make_dataset(eval_tf), batch_size, workers=workers, seed=seed), device, precision
+    )
     if n == 0:
         return plain
     passes = []
@@ -51,8 +53,17 @@ def predict_model(params, index, prepared_dir, split_csv, ckpt_dir, device, prec
                 return ImageDataset(prepared_dir, paths, [-1] * len(paths), meta["item_size"], meta["item_method"], tf)
 
             return tta_probs(
-                model, make, train_tf, eval_tf, tta["n"], tta["beta"], batch, device, precision,
-                train_cfg["workers"], params["seed"] + 1000 * s,
+                model,
+                make,
+                train_tf,
+                eval_tf,
+                tta["n"],
+                tta["beta"],
+                batch,
+                device,
+                precision,
+                train_cfg["workers"],
+                params["seed"] + 1000 * s,
             )
 
         p = probs_for(test.path.tolist())
@@ -64,4 +75,3 @@ def predict_model(params, index, prepared_dir, split_csv, ckpt_dir, device, prec
     test_probs.insert(0, "image_id", test.image_id.to_numpy())
     oof = pd.concat(oof_parts).groupby("image_id", sort=False)[labels].mean().reset_index()
     return test_probs, oof
-

@@ -1,0 +1,67 @@
+"""Sources (folder, zip, synthetic) and prepare: bad images are reported and left out, never a crash."""
+
+import shutil
+import zipfile
+
+import pandas as pd
+import pytest
+
+from paddy.competition import check_layout
+from paddy.prepare import prepare_competition, read_labels
+from paddy.sources import fetch_competition
+from paddy.synthetic import LABEL_COUNTS, VARIETY_COUNTS
+
+
+def test_synthetic_competition_is_laid_out_like_kaggle(competition):
+    raw, truth = competition
+    train, sample = check_layout(raw)
+    assert list(train.columns) == ["image_id", "label", "variety", "age"]
+    assert set(train.label) == set(LABEL_COUNTS) and set(train.variety) <= set(VARIETY_COUNTS)
+    assert train.label.value_counts().idxmax() in ("normal", "blast")  # the real imbalance
+    assert sample.image_id.tolist()[0] == "200001.jpg"
+    assert pd.read_csv(truth).image_id.tolist() == sample.image_id.tolist()
+    assert not (raw / "truth.csv").exists()  # the model never sees the answers
+
+
+def test_synthetic_is_deterministic(tmp_path):
+    from paddy.synthetic import make_competition
+
+    for name in ("a", "b"):
+        make_competition(tmp_path / name, tmp_path / f"{name}.csv", n_train=12, n_test=3, width=24, height=32, seed=5)
+    for f in ["train.csv", "train_images/normal/100001.jpg"]:
+        if (tmp_path / "a" / f).exists():
+            assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_folder_and_zip_sources(competition, tmp_path, kind):
+    raw, _ = competition
+    source = raw
+    if kind == "zip":
+        source = tmp_path / "paddy.zip"
+        with zipfile.ZipFile(source, "w") as zf:
+            for p in raw.rglob("*"):
+                zf.write(p, "paddy/" + str(p.relative_to(raw)))  # wrapped in one top folder, as hand-made zips are
+    train, _ = fetch_competition({"source": str(source)}, tmp_path / "out" / "raw", tmp_path / "out" / "truth.csv")
+    assert len(train) == 60
+    assert pd.read_csv(tmp_path / "out" / "truth.csv").empty  # no known test labels
+
+
+def test_prepare_reports_bad_images(competition, tmp_path):
+    raw, _ = competition
+    shutil.copytree(raw, tmp_path / "raw")
+    train = pd.read_csv(tmp_path / "raw" / "train.csv")
+    files = [tmp_path / "raw" / "train_images" / lab / i for lab, i in zip(train.label, train.image_id)]
+    files[0].write_bytes(b"")  # zero bytes
+    files[1].write_bytes(files[1].read_bytes()[:200])  # truncated
+    files[2].write_text("not a jpeg")  # unreadable
+    files[3].unlink()  # listed but missing
+    index, bad = prepare_competition(tmp_path / "raw", tmp_path / "prep", max_size=40, workers=1)
+    assert sorted(bad.image_id) == sorted(f.name for f in files[:4])
+    assert {"zero bytes", "not an image PIL can read"} <= set(bad.reason)
+    assert any(r.startswith("unreadable") for r in bad.reason) and any(r.startswith("missing") for r in bad.reason)
+    ok = index[index.split == "train"]
+    assert len(ok) == 56 and ok.ok.all()
+    assert (index[["width", "height"]].max() <= 40).all().all()
+    assert read_labels(tmp_path / "prep") == sorted(LABEL_COUNTS)
+    assert (tmp_path / "prep" / "images" / "test" / "200001.jpg").exists()

@@ -1,0 +1,198 @@
+"""`paddy submit`: validation, staleness, identity in the message, dry run, the ledger row, no leaked key."""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from paddy import kaggle_api, ledger, submit
+from paddy.errors import PaddyError
+
+ROOT = Path(__file__).resolve().parents[1]
+SLUG = "paddy-disease-classification"
+GOOD = "image_id,label\n200001.jpg,blast\n200002.jpg,normal\n200003.jpg,blast\n"
+
+
+class FakeKaggle:
+    """Records submissions; scores appear after `pending_polls` listings."""
+
+    def __init__(self, pending_polls=1, public="0.98123", private=""):
+        self.sent, self.listings = [], 0
+        self.pending_polls, self.public, self.private = pending_polls, public, private
+
+    def competition_submit(self, file_name, message, competition, quiet=False):
+        self.sent.append((Path(file_name).read_text(), message, competition))
+        return SimpleNamespace(ref=4242, message="Successfully submitted to Paddy Doctor")
+
+    def competition_submissions(self, competition):
+        self.listings += 1
+        done = self.listings > self.pending_polls
+        return [
+            SimpleNamespace(
+                ref=4242,
+                date="2024-01-01",
+                description=self.sent[-1][1] if self.sent else "",
+                status="COMPLETE" if done else "PENDING",
+                public_score=self.public if done else "",
+                private_score=self.private if done else "",
+            )
+        ]
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A workspace after `dvc repro`: competition files, params, submission.csv recorded in dvc.lock, metrics."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(submit, "git_rev", lambda: "abc1234")
+    raw = tmp_path / "data/raw"
+    raw.mkdir(parents=True)
+    (raw / "train.csv").write_text("image_id,label\n1.jpg,blast\n2.jpg,normal\n3.jpg,tungro\n")
+    (raw / "sample_submission.csv").write_text("image_id,label\n200001.jpg,\n200002.jpg,\n200003.jpg,\n")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    write_submission(GOOD)
+    (tmp_path / "metrics").mkdir()
+    oof = {"oof_acc": {"convnext": 0.93, "vit": 0.95, "ensemble": 0.96}}
+    (tmp_path / "metrics/ensemble.json").write_text(json.dumps(oof))
+    return tmp_path
+
+
+def write_submission(text, lock=True):
+    Path("submission.csv").write_text(text)
+    if lock:
+        outs = [{"path": "submission.csv", "hash": "md5", "md5": submit.file_md5("submission.csv"), "size": 1}]
+        Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"ensemble": {"outs": outs}}}))
+
+
+def exp_json(md5, name="vit-x2"):
+    """What `dvc exp show --json` says: an experiment whose submission.csv has this md5."""
+    data = {"params": {}, "metrics": {}, "outs": {"submission.csv": {"hash": md5}}}
+    exp = {"rev": "f" * 40, "name": name, "data": data}
+    return [{"rev": "a" * 40, "name": "main", "data": {"outs": {}}, "experiments": [{"revs": [exp]}]}]
+
+
+def args(**kw):
+    parser = argparse.ArgumentParser()
+    submit.add_arguments(parser)
+    argv = ["-m", kw.pop("message", "vit x2")]
+    for key, value in kw.items():
+        flag = "--" + key.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return parser.parse_args(argv)
+
+
+def run(client=None, status=None, **kw):
+    md5 = submit.file_md5("submission.csv")
+    return submit.run(args(**kw), client=client, exp_json=exp_json(md5), status=status or {}, sleep=lambda s: None)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("image_id,label\n200001.jpg,blast\n200002.jpg,normal\n999999.jpg,blast\n", "999999.jpg"),
+        ("image_id,label\n200001.jpg,blast\n200002.jpg,normal\n", "2 rows"),
+        ("image_id,label\n200001.jpg,blast\n200002.jpg,rust\n200003.jpg,blast\n", "rust"),
+        ("id,label\n200001.jpg,blast\n200002.jpg,normal\n200003.jpg,blast\n", "header"),
+    ],
+    ids=["wrong-id", "missing-row", "unknown-label", "header"],
+)
+def test_invalid_file_is_refused_before_sending(repo, text, expected):
+    write_submission(text)
+    client = FakeKaggle()
+    with pytest.raises(PaddyError, match=expected):
+        run(client)
+    assert client.sent == [] and not (repo / "submissions.csv").exists()
+
+
+def test_file_not_in_dvc_lock_is_stale(repo):
+    write_submission(GOOD)
+    Path("submission.csv").write_text(GOOD.replace("200003.jpg,blast", "200003.jpg,tungro"))  # edited by hand
+    client = FakeKaggle()
+    with pytest.raises(PaddyError, match="stale"):
+        run(client)
+    assert client.sent == []
+    assert run(client, force=True, wait=0) == 0 and len(client.sent) == 1  # --force sends it anyway
+
+
+def test_pipeline_with_unreproduced_changes_is_stale(repo):
+    client = FakeKaggle()
+    status = {"train@vit": [{"changed deps": {"params.yaml": {"train.epochs": "modified"}}}]}
+    with pytest.raises(PaddyError, match="not reproduced.*train@vit"):
+        run(client, status=status)
+    assert client.sent == []
+
+
+def test_no_dvc_lock_is_refused(repo):
+    Path("dvc.lock").unlink()
+    with pytest.raises(PaddyError, match="records no output"):
+        run(FakeKaggle())
+
+
+def test_dry_run_sends_nothing(repo, capsys, monkeypatch):
+    monkeypatch.setattr(kaggle_api, "make_client", lambda: pytest.fail("a dry run must not log in"))
+    client = FakeKaggle()
+    assert run(client, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert client.sent == [] and client.listings == 0 and not (repo / "submissions.csv").exists()
+    assert "dry run" in out and "vit x2 [vit-x2 abc1234 p:" in out
+
+
+def test_submission_is_recorded_and_scored(repo, capsys):
+    client = FakeKaggle(pending_polls=1, public="0.98123", private="0.97900")
+    assert run(client, wait=60, poll=5) == 0
+    ((_, message, slug),) = client.sent
+    digest = submit.params_digest(yaml.safe_load(Path("params.yaml").read_text()))
+    assert message == f"vit x2 [vit-x2 abc1234 p:{digest}]" and slug == SLUG
+    df = ledger.read_ledger()
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row["experiment"] == "vit-x2" and row["params_digest"] == digest and row["ref"] == "4242"
+    assert row["cv"] == pytest.approx(0.96) and row["cv_models"] == "convnext=0.93000;vit=0.95000"
+    assert row["message"] == "vit x2" and row["status"] == "complete"
+    assert row["public_score"] == pytest.approx(0.98123) and row["private_score"] == pytest.approx(0.979)
+    assert client.listings == 2  # polled until the score came
+    assert "git add submissions.csv" in capsys.readouterr().out
+
+    # A second submission appends; the first row stays.
+    run(FakeKaggle(pending_polls=99), message="second", wait=0)
+    df = ledger.read_ledger()
+    assert list(df["message"]) == ["vit x2", "second"] and df.iloc[1]["status"] == "pending"
+
+
+def test_unknown_experiment_is_named_by_revision(repo):
+    client = FakeKaggle()
+    submit.run(args(wait=0), client=client, exp_json=[], status={}, sleep=lambda s: None)
+    assert "[abc1234+workspace p:" in client.sent[0][1]
+
+
+def test_planted_key_never_written(repo, monkeypatch, capsys):
+    key = "PLANTED-fake-key-5a4b3c2d1e"
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", key)
+    run(FakeKaggle(), dry_run=True)
+    run(FakeKaggle(), wait=10)
+    captured = capsys.readouterr()
+    assert key not in captured.out + captured.err
+    for path in repo.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
+def test_identity_prefers_the_experiment_with_the_workspace_params():
+    same = {"train": {"epochs": 9}}
+    exps = exp_json("m")
+    other = {
+        "rev": "e" * 40,
+        "name": "ep9",
+        "data": {
+            "params": {"params.yaml": {"data": same}},
+            "outs": exps[0]["experiments"][0]["revs"][0]["data"]["outs"],
+        },
+    }
+    exps[0]["experiments"].append({"revs": [other]})
+    assert submit.identify("m", exps, "abc1234", params=same) == "ep9"
+    assert submit.identify("m", exps, "abc1234") == "vit-x2"
+    assert submit.identify("other", exps, "abc1234") == "abc1234+workspace"
