@@ -58,6 +58,10 @@ def _model_of(path):
     return PurePosixPath(path).stem
 
 
+# what training used (dvclive); a profile's own choice may differ when micro_batch is explicit
+SIZING = ("micro_batch", "accumulation")
+
+
 def metric_columns(metrics):
     """The columns paddy shows from `dvc exp show`'s metrics block: {file: {'data': {...}}} -> {column: value}."""
     cols = {}
@@ -73,9 +77,12 @@ def metric_columns(metrics):
                 cols.setdefault(f"cv.{model}", value)
             elif model == "ensemble" and key.startswith("test_acc"):
                 cols[key] = value  # only the synthetic competition has test labels
-            elif "peak" in key or "mem" in key or "time" in key:
-                leaf = key.rsplit(".", 1)[-1]
-                cols[f"{leaf}.{model}"] = value
+            elif (
+                "." not in key
+                and "/" not in key
+                and ((key in SIZING and "profile" not in path) or any(w in key for w in ("peak", "mem", "time")))
+            ):
+                cols[f"{key}.{model}"] = value  # whole-model figures; per-split and per-candidate ones stay in dvc
     return cols
 
 
