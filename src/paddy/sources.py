@@ -18,25 +18,19 @@ TRUTH_COLUMNS = ["image_id", "label"]
 def fetch_competition(data, raw_dir, truth_path):
     """Lay the competition out at `raw_dir`; write the test set's true labels to `truth_path` when known.
 
-    Without known test labels (Kaggle, or a user's own copy) the truth file holds only its header, so the
-    ensemble knows there is nothing to score against.
+    Returns (train, sample) from the layout check. Without known test labels (Kaggle, or a user's own copy) the
+    truth file holds only its header, so the ensemble knows there is nothing to score against.
     """
     raw_dir, truth_path = Path(raw_dir), Path(truth_path)
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
     source = str(data["source"])
     if source == "synthetic":
-        # Generate into a temp folder and rename, so an interrupted run never leaves a half competition.
-        tmp = Path(tempfile.mkdtemp(dir=raw_dir.parent, prefix=f".{raw_dir.name}."))
-        try:
-            make_competition(tmp / "competition", truth_path, **data["synthetic"])
-            _replace_dir(tmp / "competition", raw_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _build_dir(raw_dir, lambda tmp: make_competition(tmp, truth_path, **data["synthetic"]))
         return check_layout(raw_dir)
     if source == "kaggle":
         from paddy.kaggle_api import download_competition
 
-        download_competition(data["competition"], raw_dir)
+        tables = download_competition(data["competition"], raw_dir)  # checks the layout itself
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -46,22 +40,25 @@ def fetch_competition(data, raw_dir, truth_path):
                 "repository root or absolute."
             )
         if path.is_dir():
-            check_layout(path)  # refuse before copying anything
-            tmp = Path(tempfile.mkdtemp(dir=raw_dir.parent, prefix=f".{raw_dir.name}."))
-            try:
-                shutil.copytree(path, tmp / "competition")
-                _replace_dir(tmp / "competition", raw_dir)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            tables = check_layout(path)  # refuse before copying anything
+            _build_dir(raw_dir, lambda tmp: shutil.copytree(path, tmp))
         elif path.suffix.lower() == ".zip":
             extract_zip(path, raw_dir)
+            tables = check_layout(raw_dir)
         else:
             raise PaddyError(f"`data.source` {source!r} is a file but not a .zip: give a folder or a .zip archive.")
     write_csv(pd.DataFrame(columns=TRUTH_COLUMNS), truth_path)
-    return check_layout(raw_dir)
+    return tables
 
 
-def _replace_dir(src, dest):
-    if dest.exists():
-        shutil.rmtree(dest)
-    src.rename(dest)
+def _build_dir(dest, fill):
+    """fill(path) writes a new folder at `path` beside `dest`; it replaces `dest` only once complete, so an
+    interrupted run never leaves half a competition."""
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        fill(tmp / "competition")
+        if dest.exists():
+            shutil.rmtree(dest)
+        (tmp / "competition").rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
