@@ -7,8 +7,10 @@ from dvclive import Live
 from paddy.device import pick_device, resolve_precision
 from paddy.errors import exit_on_error
 from paddy.fit import train_model
-from paddy.memory import resolve_micro_batch
+from paddy.models import check_archs
 from paddy.params import load_params
+from paddy.prepare import read_labels
+from paddy.profile import accumulation, resolve_batches
 
 
 @exit_on_error
@@ -19,16 +21,20 @@ def main():
     parser.add_argument("split_csv")
     parser.add_argument("out_dir")
     parser.add_argument("live_dir")
-    parser.add_argument("--profile", type=Path, help="profile@MODEL output, read for auto")
+    parser.add_argument(
+        "--batches", type=Path, help="profile@MODEL's choice of batch sizes, read where params say auto"
+    )
     args = parser.parse_args()
     params = load_params()
+    check_archs(params)
     device = pick_device()
     precision = resolve_precision(params["train"]["precision"], device)
-    micro_batch = resolve_micro_batch(args.model, params, args.profile, device)  # an explicit integer always wins
+    num_classes = len(read_labels(args.prepared_dir))
+    micro, evals = resolve_batches(args.model, params, args.batches, device, num_classes)  # explicit values win
     effective = params["train"]["effective_batch"]
     print(
-        f"{args.model}: {device.type}, {precision}, micro-batch {micro_batch} x {-(-effective // micro_batch)} "
-        f"accumulated to {effective} samples per step"
+        f"{args.model}: {device.type}, {precision}, micro-batch {micro} x {accumulation(effective, micro)} "
+        f"accumulated to {effective} samples per step, eval batch {evals}"
     )
 
     # dvcyaml=False: dvc.yaml declares these metrics and plots; letting dvclive rewrite dvc.yaml mid-run corrupts it
@@ -46,7 +52,7 @@ def main():
             args.prepared_dir,
             args.split_csv,
             args.out_dir,
-            micro_batch,
+            (micro, evals),
             device,
             precision,
             on_epoch,
@@ -54,8 +60,9 @@ def main():
         live.summary = {f"split{s}/{k}": v for s, m in enumerate(results) for k, v in m.items() if k != "epoch_time_s"}
         live.summary["valid_acc"] = sum(m["valid_acc"] for m in results) / len(results)
         live.summary["train_time_s"] = sum(m["train_time_s"] for m in results)
-        live.summary["micro_batch"] = micro_batch
-        live.summary["accumulation"] = -(-effective // micro_batch)
+        live.summary["micro_batch"] = micro
+        live.summary["accumulation"] = accumulation(effective, micro)
+        live.summary["eval_batch"] = evals
         if device.type == "cuda":
             live.summary["peak_memory_gb"] = max(m["peak_memory_gb"] for m in results)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from paddy.device import pick_device, resolve_precision
 from paddy.errors import exit_on_error
 from paddy.fileio import write_csv
+from paddy.models import check_archs
 from paddy.params import load_params
 from paddy.prepare import read_index
 from paddy.tta import predict_model
@@ -20,6 +21,7 @@ def main():
     parser.add_argument("out_dir")
     args = parser.parse_args()
     params = load_params()
+    check_archs(params)
     device = pick_device()
     precision = resolve_precision(params["train"]["precision"], device)
     index = read_index(args.prepared_dir)

@@ -28,6 +28,7 @@ def params():
         "resnet": dict(
             arch="test_resnet",
             pretrained=False,
+            head="fastai",
             item_size=[64, 48],
             item_method="squish",
             size=[48, 32],
@@ -35,10 +36,26 @@ def params():
             weight=1,
         ),
         "vit": dict(
-            arch="test_vit", pretrained=False, item_size=160, item_method="pad", size=160, micro_batch=8, weight=2
+            arch="test_vit",
+            pretrained=False,
+            head="fastai",
+            item_size=160,
+            item_method="pad",
+            size=160,
+            micro_batch=8,
+            weight=2,
         ),
     }
     return p
+
+
+@pytest.fixture(autouse=True, scope="session")
+def item_cache(tmp_path_factory):
+    """Item arrays go to a folder of the test session, never the user's ~/.cache/paddy."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PADDY_CACHE", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

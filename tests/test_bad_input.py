@@ -9,6 +9,7 @@ import pytest
 
 from paddy.competition import check_layout
 from paddy.errors import PaddyError
+from paddy.models import check_archs
 from paddy.params import check_params
 from paddy.sources import fetch_competition
 
@@ -55,18 +56,44 @@ def test_label_folder_not_in_train_csv(comp):
 def test_unknown_architecture(params):
     params["models"]["resnet"]["arch"] = "resnet_does_not_exist"
     with pytest.raises(PaddyError, match="models.resnet.arch.*resnet_does_not_exist.*timm does not know"):
-        check_params(params)
+        check_archs(params)
 
 
 def test_fixed_size_model_at_another_size(params):
     params["models"]["vit"]["size"] = [128, 96]
     with pytest.raises(PaddyError, match=r"fixed input of \[160, 160\]"):
-        check_params(params)
+        check_archs(params)
 
 
 def test_micro_batch_larger_than_effective_batch(params):
     params["models"]["resnet"]["micro_batch"] = 32
     with pytest.raises(PaddyError, match=r"micro_batch` \(32\) is larger than `train.effective_batch` \(16\)"):
+        check_params(params)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("train.lr", 0, "above 0.*cannot train"),
+        ("train.lr", -0.1, "above 0"),
+        ("train.aug.p_affine", 1.5, "at most 1.0"),
+        ("train.aug.max_zoom", 0.9, "at least 1.0"),
+        ("train.eval_batch", "big", "auto or an integer"),
+        ("train.workers", -1, "auto or an integer at least 0"),
+        ("train.recipe", "timm", "one of fastai"),
+        ("train.lr_groups", "all", "body_head, layers"),
+        ("tta.beta", 2, "at most 1.0"),
+        ("models.vit.head", "keras", "fastai .*or timm"),
+        ("models.vit.pretrained", "", "path of a weights file"),
+    ],
+)
+def test_settings_out_of_range_are_refused(params, key, value, message):
+    *path, last = key.split(".")
+    node = params
+    for part in path:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(PaddyError, match=f"`{key}` in params.yaml.*{message}"):
         check_params(params)
 
 
@@ -87,8 +114,9 @@ def test_a_stage_prints_one_paragraph_not_a_traceback(tmp_path):
     """What a user sees from `dvc repro` with a bad setting: exit 2, `error: ...`, no traceback, nothing written."""
     text = (ROOT / "params.yaml").read_text().replace("arch: test_vit", "arch: test_vitt")
     (tmp_path / "params.yaml").write_text(text)
+    stage = [str(ROOT / "stages" / "profile_memory.py"), "vit", "data/prepared/labels.json", "data/p.json"]
     out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "download.py"), "data/raw", "data/truth.csv"],
+        [sys.executable, *stage, "data/b.json", "data/m.json", "data/plot.csv"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -1,7 +1,5 @@
 """The real train -> TTA -> ensemble path on a tiny competition: fast enough for the default test run."""
 
-import shutil
-
 import pandas as pd
 import pytest
 import torch
@@ -12,7 +10,6 @@ from paddy.fileio import write_csv
 from paddy.fit import train_model
 from paddy.prepare import prepare_competition, read_labels
 from paddy.split import make_splits
-from paddy.train import fine_tune
 from paddy.tta import predict_model
 
 CPU = torch.device("cpu")
@@ -23,6 +20,7 @@ def prepared(competition, tmp_path_factory):
     raw, truth = competition
     out = tmp_path_factory.mktemp("prep")
     index, _ = prepare_competition(raw, out / "prepared", max_size=64, workers=1)
+    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), out / "split.csv")
     return out, index
 
 
@@ -30,27 +28,27 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     out, index = prepared
     raw, truth = competition
     train = index[index.split == "train"]
-    write_csv(make_splits(train, "bag", 1, 0.2, 0), tmp_path / "split.csv")
     epochs = []
     params["models"].pop("vit")  # one model keeps this fast; the ensemble still weighs it
     results = train_model(
         "resnet",
         params,
         out / "prepared",
-        tmp_path / "split.csv",
+        out / "split.csv",
         tmp_path / "models" / "resnet",
-        8,
+        (8, 24),
         CPU,
         "fp32",
         on_epoch=lambda s, e, m: epochs.append((s, e, m)),
     )
     assert len(results) == 1 and [(s, e) for s, e, _ in epochs] == [(0, 0)]
-    assert {"train_loss", "valid_loss", "valid_acc", "train_time_s"} <= set(results[0])
+    assert {"train_loss", "valid_loss", "valid_acc", "train_time_s", "images_per_s"} <= set(results[0])
     model, meta = load_checkpoint(tmp_path / "models" / "resnet", "v0")
-    assert meta["labels"] == read_labels(out / "prepared") and meta["micro_batch"] == 8
+    assert meta["labels"] == read_labels(out / "prepared") and (meta["micro_batch"], meta["eval_batch"]) == (8, 24)
+    assert meta["head"] == "fastai" and isinstance(model, torch.nn.Sequential)
 
     test, oof = predict_model(
-        params, index, out / "prepared", tmp_path / "split.csv", tmp_path / "models" / "resnet", CPU, "fp32"
+        params, index, out / "prepared", out / "split.csv", tmp_path / "models" / "resnet", CPU, "fp32"
     )
     assert len(test) == 12 and len(oof) == 12  # 20% of 60 validate
     assert test.iloc[:, 1:].sum(axis=1).round(4).eq(1).all()
@@ -73,42 +71,39 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     assert len(confusion) == 12
 
 
-def test_training_is_deterministic_on_cpu(prepared, params, tmp_path):
+def test_training_and_tta_are_deterministic_on_cpu(prepared, params, tmp_path):
     out, index = prepared
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), tmp_path / "split.csv")
     runs = []
     for name in ("a", "b"):
-        res = train_model("resnet", params, out / "prepared", tmp_path / "split.csv", tmp_path / name, 8, CPU, "fp32")
-        runs.append(res[0]["valid_loss"])
-    assert runs[0] == runs[1]
+        res = train_model("resnet", params, out / "prepared", out / "split.csv", tmp_path / name, (8, 16), CPU, "fp32")
+        test, _ = predict_model(params, index, out / "prepared", out / "split.csv", tmp_path / name, CPU, "fp32")
+        runs.append((res[0]["valid_loss"], res[0]["train_loss"], test.iloc[:, 1:].to_numpy()))
+    assert runs[0][:2] == runs[1][:2] and (runs[0][2] == runs[1][2]).all()
 
 
-def test_fine_tune_freezes_the_body_first(prepared, params, tmp_path):
-    """frozen_epochs: only the head changes; then every layer trains, earliest at lr/2/lr_mult."""
-    import timm
+def test_fine_tune_freezes_the_body_then_trains_everything_with_a_fresh_adam(prepared, params, tmp_path):
+    """frozen_epochs: the head and the body's norm layers change, nothing else; then every layer trains, and Adam
+    starts the unfrozen phase afresh (fastai clears the optimizer state on unfreeze)."""
+    out, _ = prepared
+    params["train"].update(frozen_epochs=1, epochs=1, lr_mult=100)
+    snapshots, adam_steps = {}, []
 
-    from paddy.data import ImageDataset, create_loader, create_transforms
-    from paddy.models import discriminative_param_groups
+    def on_step(split, epoch, step, model, optimizer):
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        snapshots.setdefault(epoch, []).append(state)
+        if step == 0:
+            adam_steps.append(int(optimizer.state[next(model[1].parameters())]["step"]))
 
-    out, index = prepared
-    torch.manual_seed(0)
-    model = timm.create_model("test_vit", num_classes=10)
-    cfg = params["models"]["vit"]
-    train_tf, eval_tf = create_transforms(model, cfg, params["train"])
-    train = index[index.split == "train"]
-    ds = ImageDataset(out / "prepared", train.path[:32], [0] * 32, cfg["item_size"], cfg["item_method"], train_tf)
-    loader = create_loader(ds, 16, shuffle=True, drop_last=True)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg_train = dict(params["train"], frozen_epochs=1, epochs=1, lr_mult=100)
-    seen = []
-
-    def on_epoch(e, m):
-        changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
-        seen.append(changed)
-
-    fine_tune(model, loader, create_loader(ds, 16), cfg_train, 8, CPU, on_epoch=on_epoch)
-    assert seen[0] == {"head.weight", "head.bias"}  # frozen epoch: the head only
-    assert "patch_embed.proj.weight" in seen[1]  # then the body too
-    scales = sorted({g["lr_scale"] for g in discriminative_param_groups(model, 0.01, 100)})
-    assert scales[0] == pytest.approx(0.01) and scales[-1] == 1.0
-    shutil.rmtree(tmp_path, ignore_errors=True)
+    train_model("resnet", params, out / "prepared", out / "split.csv", tmp_path / "m", (8, 16), CPU, "fp32",
+                on_step=on_step)  # fmt: skip
+    final = load_checkpoint(tmp_path / "m", "v0")[0].state_dict()
+    frozen_start, frozen_end = snapshots[0][0], snapshots[0][-1]  # after the frozen epoch's first and last steps
+    changed = {k for k in final if not torch.equal(frozen_start[k], frozen_end[k]) and "num_batches" not in k}
+    body = {k for k in changed if k.startswith("0.")}
+    norms = {f"0.{n}." for n, m in load_checkpoint(tmp_path / "m", "v0")[0][0].named_modules()
+             if isinstance(m, torch.nn.BatchNorm2d)}  # fmt: skip
+    assert body and all(any(k.startswith(n) for n in norms) for k in body), body  # the body's norm layers only
+    assert any(k.startswith("1.") for k in changed)  # the head learned
+    assert "0.model.conv1.0.weight" not in changed
+    assert not torch.equal(final["0.model.conv1.0.weight"], frozen_end["0.model.conv1.0.weight"])  # then the body
+    assert adam_steps == [1, 1]  # the first step of each phase is Adam's first

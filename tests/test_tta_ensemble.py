@@ -14,7 +14,6 @@ LABELS = ["a", "b", "c"]
 def test_tta_blend_is_three_quarters_augmented():
     aug, plain = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
     torch.testing.assert_close(blend(aug, plain, 0.25), torch.tensor([[0.75, 0.25]]))
-    torch.testing.assert_close(blend(None, plain, 0.25), plain)
 
 
 def probs(ids, rows):

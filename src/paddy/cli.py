@@ -11,7 +11,7 @@ COMMANDS = {
     "submit": ("paddy.submit", "validate submission.csv, send it to Kaggle and record it in the ledger"),
     "scores": ("paddy.ledger", "pull pending public/private scores for the ledger's submissions"),
     "compare": ("paddy.compare", "table of experiments (dvc exp show) joined with the ledger's scores"),
-    "profile": ("paddy.memory", "peak memory per architecture and micro-batch: measured on CUDA, else estimated"),
+    "profile": ("paddy.profile_cli", "peak memory per architecture and micro-batch: measured on CUDA, else estimated"),
 }
 
 

@@ -7,12 +7,28 @@ import yaml
 
 from paddy.errors import PaddyError
 
-MODEL_KEYS = ("arch", "pretrained", "item_size", "item_method", "size", "micro_batch", "weight")
+MODEL_KEYS = ("arch", "pretrained", "head", "item_size", "item_method", "size", "micro_batch", "weight")
 ITEM_METHODS = ("squish", "crop", "pad")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+HEADS = ("fastai", "timm")
+LR_GROUPS = ("body_head", "layers")
+RECIPES = ("fastai",)
+# fastai's aug_transforms arguments: (key, kind, low, high); kind "bool" or "number"
+AUG_KEYS = (
+    ("min_scale", "number", 0.05, 1.0),
+    ("do_flip", "bool", None, None),
+    ("flip_vert", "bool", None, None),
+    ("max_rotate", "number", 0.0, 180.0),
+    ("min_zoom", "number", 0.1, 1.0),
+    ("max_zoom", "number", 1.0, 4.0),
+    ("max_warp", "number", 0.0, 0.9),
+    ("max_lighting", "number", 0.0, 0.9),
+    ("p_affine", "number", 0.0, 1.0),
+    ("p_lighting", "number", 0.0, 1.0),
+)
 
 
-def load_params(path="params.yaml", check_archs=True):
+def load_params(path="params.yaml"):
     path = Path(path)
     if not path.exists():
         raise PaddyError(f"{path} does not exist: run from the repository root, where dvc.yaml and params.yaml live.")
@@ -20,7 +36,7 @@ def load_params(path="params.yaml", check_archs=True):
         params = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise PaddyError(f"{path} is not valid YAML ({e}). Fix it, or restore it with `git checkout {path}`.") from e
-    check_params(params, path, check_archs=check_archs)
+    check_params(params, path)
     return params
 
 
@@ -33,17 +49,29 @@ def _require(params, dotted, path):
     return node
 
 
-def _number(params, dotted, path, lo=None, hi=None, integer=False):
+def _number(params, dotted, path, lo=None, hi=None, integer=False, above=None, auto=False, why=""):
+    """A number in range: lo <= value <= hi, value > above; `auto` also accepts the string auto."""
     value = _require(params, dotted, path)
+    if auto and value == "auto":
+        return value
     ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
-    if ok and lo is not None:
-        ok = value >= lo
-    if ok and hi is not None:
-        ok = value <= hi
+    ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi) and (above is None or value > above)
     if not ok:
         kind = "an integer" if integer else "a number"
-        bounds = f" between {lo} and {hi}" if hi is not None else (f" of at least {lo}" if lo is not None else "")
-        raise PaddyError(f"`{dotted}` in {path} is {value!r}; it must be {kind}{bounds}.")
+        bounds = [f"at least {lo}" if lo is not None else "", f"above {above}" if above is not None else ""]
+        bounds += [f"at most {hi}" if hi is not None else ""]
+        text = " and ".join(b for b in bounds if b)
+        raise PaddyError(
+            f"`{dotted}` in {path} is {value!r}; it must be {'auto or ' if auto else ''}{kind}"
+            f"{' ' + text if text else ''}{why}."
+        )
+    return value
+
+
+def _bool(params, dotted, path):
+    value = _require(params, dotted, path)
+    if not isinstance(value, bool):
+        raise PaddyError(f"`{dotted}` in {path} is {value!r}; it must be true or false.")
     return value
 
 
@@ -63,10 +91,11 @@ def as_hw(value):
     return None
 
 
-def check_params(params, path="params.yaml", check_archs=True):
+def check_params(params, path="params.yaml"):
+    """Every setting's presence, type and range (architectures are timm's to judge: paddy.models.check_archs)."""
     if not isinstance(params, dict):
         raise PaddyError(f"{path} must hold a mapping of settings; restore it from git.")
-    _number(params, "seed", path, integer=True)
+    _number(params, "seed", path, lo=0, integer=True)
     source = _require(params, "data.source", path)
     if not isinstance(source, str) or not source:
         raise PaddyError(f"`data.source` in {path} must be synthetic, kaggle, or a path to a folder or .zip.")
@@ -77,23 +106,40 @@ def check_params(params, path="params.yaml", check_archs=True):
     scheme = _choice(params, "cv.scheme", path, ("kfold", "bag"))
     _number(params, "cv.n_splits", path, lo=2 if scheme == "kfold" else 1, integer=True)
     _number(params, "cv.valid_pct", path, lo=0.01, hi=0.99)
+    _number(params, "cv.seed", path, lo=0, integer=True)
+    _number(params, "data.synthetic.seed", path, lo=0, integer=True)
+    _choice(params, "train.recipe", path, RECIPES)
     _number(params, "train.epochs", path, lo=1, integer=True)
     _number(params, "train.frozen_epochs", path, lo=0, integer=True)
-    _number(params, "train.lr", path, lo=0)
+    _number(params, "train.lr", path, above=0, hi=10, why=" (a rate of 0 cannot train)")
     _number(params, "train.lr_mult", path, lo=1)
+    _number(params, "train.weight_decay", path, lo=0, hi=1)
+    _choice(params, "train.lr_groups", path, LR_GROUPS)
     effective_batch = _number(params, "train.effective_batch", path, lo=1, integer=True)
-    _number(params, "train.min_scale", path, lo=0.05, hi=1.0)
+    _number(params, "train.eval_batch", path, lo=1, integer=True, auto=True)
+    _bool(params, "train.drop_last", path)
+    for key, kind, lo, hi in AUG_KEYS:
+        if kind == "bool":
+            _bool(params, f"train.aug.{key}", path)
+        else:
+            _number(params, f"train.aug.{key}", path, lo=lo, hi=hi)
+    if params["train"]["aug"]["max_zoom"] < params["train"]["aug"]["min_zoom"]:
+        raise PaddyError(f"`train.aug.max_zoom` in {path} is below `train.aug.min_zoom`: give min_zoom <= max_zoom.")
     _choice(params, "train.precision", path, PRECISIONS)
+    _number(params, "train.workers", path, lo=0, integer=True, auto=True)
     _number(params, "tta.n", path, lo=0, integer=True)
     _number(params, "tta.beta", path, lo=0.0, hi=1.0)
+    _number(params, "profile.budget_gb", path, above=0, why=" (the GB of GPU memory a training step may use)")
+    _number(params, "profile.headroom", path, lo=0, hi=0.9, why=" (the fraction of the budget kept free)")
+    _number(params, "profile.min_micro_batch", path, lo=1, integer=True)
     models = _require(params, "models", path)
     if not isinstance(models, dict) or not models:
         raise PaddyError(f"`models` in {path} is empty: name at least one model (arch, size, ...) to train.")
     for name, cfg in models.items():
-        check_model(name, cfg, models, effective_batch, path, check_archs)
+        check_model(name, cfg, models, effective_batch, path)
 
 
-def check_model(name, cfg, models, effective_batch, path="params.yaml", check_archs=True):
+def check_model(name, cfg, models, effective_batch, path="params.yaml"):
     where = f"`models.{name}` in {path}"
     if not isinstance(cfg, dict):
         raise PaddyError(f"{where} must be a mapping with {', '.join(MODEL_KEYS)}.")
@@ -131,9 +177,13 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml", check_ar
     weight = cfg["weight"]
     if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
         raise PaddyError(f"`models.{name}.weight` in {path} is {weight!r}; it must be a number >= 0.")
-    if not isinstance(cfg["pretrained"], bool):
-        raise PaddyError(f"`models.{name}.pretrained` in {path} is {cfg['pretrained']!r}; it must be true or false.")
-    if check_archs:
-        from paddy.models import check_arch
-
-        check_arch(name, cfg["arch"], as_hw(cfg["size"]), path)
+    if not isinstance(cfg["pretrained"], (bool, str)) or cfg["pretrained"] == "":
+        raise PaddyError(
+            f"`models.{name}.pretrained` in {path} is {cfg['pretrained']!r}; it must be true (timm's weights), false "
+            "(random initialisation) or the path of a weights file."
+        )
+    if cfg["head"] not in HEADS:
+        raise PaddyError(
+            f"`models.{name}.head` in {path} is {cfg['head']!r}; it must be fastai (fastai's vision_learner head: "
+            "concat pooling, BatchNorm, dropout, a hidden layer of 512) or timm (the architecture's own classifier)."
+        )

@@ -1,7 +1,7 @@
 """Pre-resize every image once (fastai's resize_images), report the bad ones, and write one index table."""
 
+import hashlib
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from paddy.competition import TEST_DIR, TRAIN_DIR, check_layout
-from paddy.fileio import write_csv, write_json
+from paddy.fileio import atomic_path, write_csv, write_json
 
 INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
@@ -18,7 +18,8 @@ LABELS = "labels.json"
 
 
 def resize_image(src, dst, max_size):
-    """Shrink so the longest side is at most max_size; return (width, height) or raise ValueError(reason)."""
+    """Shrink so the longest side is at most max_size; return (width, height, md5 of the file written) or raise
+    ValueError(reason). The md5 keys the item cache (paddy.items): new content, new items."""
     src = Path(src)
     if not src.exists():
         raise ValueError("missing: listed in the CSV but not on disk")
@@ -33,11 +34,10 @@ def resize_image(src, dst, max_size):
         raise ValueError("not an image PIL can read") from None
     except (OSError, SyntaxError) as e:  # truncated or corrupt data
         raise ValueError(f"unreadable ({e})") from None
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(dst).with_suffix(".tmp")
-    im.save(tmp, format="JPEG", quality=95)
-    os.replace(tmp, dst)
-    return im.size
+    with atomic_path(dst) as tmp:
+        im.save(tmp, format="JPEG", quality=95)
+        md5 = hashlib.md5(tmp.read_bytes()).hexdigest()
+    return (*im.size, md5)
 
 
 def _resize_job(job):
@@ -63,6 +63,7 @@ def prepare_competition(raw_dir, out_dir, max_size, workers=2):
         results = list(tqdm(pool.map(_resize_job, jobs, chunksize=32), total=len(jobs), desc="resize", unit="img"))
     rows["width"] = [r[0][0] if r[0] else 0 for r in results]
     rows["height"] = [r[0][1] if r[0] else 0 for r in results]
+    rows["md5"] = [r[0][2] if r[0] else "" for r in results]
     rows["ok"] = [r[1] is None for r in results]
     bad = rows.loc[~rows.ok, ["image_id", "split"]].assign(
         file=[str(s) for s in rows.src[~rows.ok]], reason=[r[1] for r in results if r[1]]
@@ -81,4 +82,4 @@ def read_labels(prepared_dir):
 
 
 def read_index(prepared_dir):
-    return pd.read_csv(Path(prepared_dir) / INDEX, dtype={"image_id": str, "label": str})
+    return pd.read_csv(Path(prepared_dir) / INDEX, dtype={"image_id": str, "label": str, "md5": str})

@@ -167,7 +167,7 @@ def run(args, client=None, exp_json=None, status=None, sleep=time.sleep):
     message = args.message.strip()
     if not message:
         raise PaddyError("The message (-m) is empty: say what this submission is, e.g. -m 'vit x2, 12 epochs'.")
-    params = load_params(args.params, check_archs=False)
+    params = load_params(args.params)
     slug = params["data"]["competition"]
     load_submission(args.file, args.data)
     print(f"{args.file}: valid against {Path(args.data) / 'sample_submission.csv'}")

@@ -3,33 +3,41 @@
 import pandas as pd
 import torch
 
+from paddy.augment import create_augment
 from paddy.checkpoint import load_checkpoint, read_meta
-from paddy.data import ImageDataset, create_loader, create_transforms
-from paddy.device import seed_everything
+from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
+from paddy.params import as_hw
 from paddy.split import read_splits
-from paddy.train import predict
+from paddy.step import predict_step, step_seed
 
 
 def blend(augmented, plain, beta):
     """beta x plain + (1 - beta) x mean of the augmented passes: fastai's torch.lerp(aug, plain, beta)."""
-    if augmented is None:
-        return plain
     return torch.lerp(augmented, plain, beta)
 
 
-def tta_probs(model, make_dataset, train_tf, eval_tf, n, beta, batch_size, device, precision, workers=0, seed=0):
-    """make_dataset(transform) -> Dataset. Returns the blended probabilities, one row per item."""
-    plain = predict(
-        model, create_loader(make_dataset(eval_tf), batch_size, workers=workers, seed=seed), device, precision
-    )
-    if n == 0:
-        return plain
-    passes = []
-    for i in range(n):
-        seed_everything(seed + i)  # each augmented pass draws its own crops, repeatably
-        loader = create_loader(make_dataset(train_tf), batch_size, workers=workers, seed=seed + i)
-        passes.append(predict(model, loader, device, precision))
-    return blend(torch.stack(passes).mean(0), plain, beta)
+@torch.no_grad()
+def tta_probs(model, loader, augment, n, beta, precision, seed=0):
+    """The blended probabilities, one row per item, as a float32 CPU tensor.
+
+    Each batch of items crosses to the device once and every pass runs on it there: the plain one, then n augmented
+    ones, each batch and pass with its own seed (repeatable, whatever the batch size or the number of workers).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device)
+    out = []
+    for b, (items, _) in enumerate(loader):
+        items = items.to(device, non_blocking=True)
+        probs = predict_step(model, items, augment, precision)
+        if n:
+            augmented = torch.zeros_like(probs)
+            for i in range(n):
+                generator.manual_seed(step_seed(seed, i, b))
+                augmented += predict_step(model, items, augment, precision, generator)
+            probs = blend(augmented / n, probs, beta)
+        out.append(probs)
+    return torch.cat(out).cpu()
 
 
 def predict_model(params, index, prepared_dir, split_csv, ckpt_dir, device, precision):
@@ -39,38 +47,29 @@ def predict_model(params, index, prepared_dir, split_csv, ckpt_dir, device, prec
     several bags (bagging) are averaged over them; rows that never validate are absent.
     """
     meta = read_meta(ckpt_dir)
-    labels, tta, train_cfg = meta["labels"], params["tta"], params["train"]
+    labels, tta = meta["labels"], params["tta"]
     table, splits = read_splits(split_csv)
     test = index[(index.split == "test") & index.ok]
-    batch = 2 * meta["micro_batch"]
+    workers = resolve_workers(params["train"]["workers"], device)
+    item_size = as_hw(meta["item_size"])
+
+    def loader(paths, rows=None):
+        items = open_items(prepared_dir, index, paths, item_size, meta["item_method"], workers)
+        rows = range(len(paths)) if rows is None else rows
+        return create_loader(ItemDataset(items, rows, [-1] * len(rows)), meta["eval_batch"], device, workers=workers)
+
+    test_loader = loader(test.path.tolist())
+    train_paths = [f"images/train/{i}" for i in table.image_id]  # the same item array training used
+    augment = create_augment(meta["arch"], as_hw(meta["size"]), params["train"]["aug"])
     test_sum, oof_parts = None, []
     for s, col in enumerate(splits):
         model, _ = load_checkpoint(ckpt_dir, col, device)
-        train_tf, eval_tf = create_transforms(model, meta, train_cfg)
-
-        def probs_for(paths, model=model, train_tf=train_tf, eval_tf=eval_tf, s=s):
-            def make(tf):
-                return ImageDataset(prepared_dir, paths, [-1] * len(paths), meta["item_size"], meta["item_method"], tf)
-
-            return tta_probs(
-                model,
-                make,
-                train_tf,
-                eval_tf,
-                tta["n"],
-                tta["beta"],
-                batch,
-                device,
-                precision,
-                train_cfg["workers"],
-                params["seed"] + 1000 * s,
-            )
-
-        p = probs_for(test.path.tolist())
+        seed = params["seed"] + 1000 * s
+        p = tta_probs(model, test_loader, augment, tta["n"], tta["beta"], precision, seed)
         test_sum = p if test_sum is None else test_sum + p
-        valid = table[table[col] == 1]
-        oof = probs_for([f"images/train/{i}" for i in valid.image_id])
-        oof_parts.append(pd.DataFrame(oof.numpy(), columns=labels).assign(image_id=valid.image_id.to_numpy()))
+        valid = (table[col] == 1).to_numpy().nonzero()[0]
+        oof = tta_probs(model, loader(train_paths, valid), augment, tta["n"], tta["beta"], precision, seed + 1)
+        oof_parts.append(pd.DataFrame(oof.numpy(), columns=labels).assign(image_id=table.image_id.to_numpy()[valid]))
     test_probs = pd.DataFrame((test_sum / len(splits)).numpy(), columns=labels)
     test_probs.insert(0, "image_id", test.image_id.to_numpy())
     oof = pd.concat(oof_parts).groupby("image_id", sort=False)[labels].mean().reset_index()

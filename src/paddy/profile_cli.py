@@ -1,0 +1,130 @@
+"""`paddy profile`: the memory profile of any timm architectures, or of params.yaml's models, as a table."""
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from paddy.augment import AugmentSettings
+from paddy.device import device_name, pick_device
+from paddy.errors import PaddyError
+from paddy.fileio import write_json
+from paddy.memory import Spec
+from paddy.params import load_params
+from paddy.profile import (
+    candidates,
+    eval_candidates,
+    format_table,
+    model_spec,
+    planned_precision,
+    profile_model,
+    read_num_classes,
+)
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "--arch",
+        nargs="+",
+        metavar="ARCH[:SIZE]",
+        help="timm architectures, each with an optional size: 224 or HxW (e.g. convnext_large_in22k:320x224); "
+        "without a size, the one the architecture was built for",
+    )
+    parser.add_argument("--params", action="store_true", help="profile the models in params.yaml instead")
+    parser.add_argument(
+        "--batch",
+        nargs="+",
+        type=int,
+        help="micro-batches (default: from --effective-batch down to profile.min_micro_batch)",
+    )
+    parser.add_argument(
+        "--effective-batch",
+        type=int,
+        help="samples per optimizer step, accumulated from micro-batches (default: train.effective_batch)",
+    )
+    parser.add_argument("--eval-batch", nargs="+", type=int, help="prediction batches (default: 4x, 2x, 1x, ...)")
+    parser.add_argument(
+        "--item-size", metavar="HxW", help="the uint8 items the step augments from (default: the model's size)"
+    )
+    parser.add_argument("--head", choices=("fastai", "timm"), help="default: fastai, or params.yaml's with --params")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default: train.precision")
+    parser.add_argument("--estimate", action="store_true", help="estimate even where CUDA is available")
+    parser.add_argument("--budget-gb", type=float, help="default: profile.budget_gb")
+    parser.add_argument("--num-classes", type=int, help="default: data/prepared/labels.json's length, else 10")
+    parser.add_argument("--json", type=Path, help="also write the profiles to this file")
+
+
+def parse_size(text, what):
+    try:
+        h, _, w = text.lower().partition("x")
+        return int(h), int(w or h)
+    except ValueError:
+        raise PaddyError(f"{what}: the size must be 224 or HxW, e.g. 320x224.") from None
+
+
+def parse_arch(text):
+    """'vit_large_patch16_224' or 'convnext_large_in22k:320x224' -> (arch, (height, width)), checked against timm."""
+    from paddy.models import arch_config, check_arch
+
+    arch, _, size = text.partition(":")
+    hw = parse_size(size, f"--arch {text}") if size else None
+    check_arch(f"--arch {text}", arch, hw)
+    return arch, hw or tuple(arch_config(arch)["input_size"][1:])
+
+
+def run(args):
+    if bool(args.arch) == bool(args.params):
+        raise PaddyError("`paddy profile` needs either --arch ARCH[:SIZE] ... or --params (the models in params.yaml).")
+    params = load_params()
+    prof, train = params["profile"], params["train"]
+    budget_gb = prof["budget_gb"] if args.budget_gb is None else args.budget_gb
+    device = torch.device("cpu") if args.estimate else pick_device()
+    effective = args.effective_batch or train["effective_batch"]
+    batches = sorted(set(args.batch), reverse=True) if args.batch else candidates(effective, prof["min_micro_batch"])
+    evals = args.eval_batch or eval_candidates(effective, prof["min_micro_batch"])
+    if any(b < 1 for b in [effective, *batches, *evals]):
+        raise PaddyError(f"batches must be >= 1 (effective {effective}, micro {batches}, eval {evals}).")
+    labels = Path("data/prepared/labels.json")
+    num_classes = args.num_classes or (read_num_classes(labels) if labels.exists() else 10)
+    precision = planned_precision(args.precision or train["precision"], device)
+    overrides = {"precision": precision, "effective_batch": effective, **({"head": args.head} if args.head else {})}
+    if args.params:
+        jobs = [(name, model_spec(name, params, num_classes, device)) for name in params["models"]]
+        jobs = [(n, dataclasses.replace(s, **overrides)) for n, s in jobs]
+    else:
+        jobs = []
+        for text in args.arch:
+            arch, hw = parse_arch(text)
+            item = parse_size(args.item_size, "--item-size") if args.item_size else hw
+            spec = Spec(
+                arch=arch,
+                size=hw,
+                item_size=item,
+                num_classes=num_classes,
+                precision=precision,
+                effective_batch=effective,
+                head=args.head or "fastai",
+                weight_decay=train["weight_decay"],
+                lr_mult=train["lr_mult"],
+                lr_groups=train["lr_groups"],
+                aug=AugmentSettings(**train["aug"]),
+            )
+            jobs.append((arch, spec))
+    print(f"profiling on {device_name(device) if device.type == 'cuda' else 'the CPU: estimates for a CUDA card'}")
+    profiles = []
+    for name, spec in jobs:
+        start = time.perf_counter()
+        profiles.append(profile_model(name, spec, batches, evals, budget_gb, prof["headroom"], device))
+        print(f"  {name}: {time.perf_counter() - start:.1f} s")
+    print(format_table(profiles))
+    if args.json:
+        write_json(args.json, profiles)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="paddy profile")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

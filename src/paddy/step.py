@@ -1,0 +1,103 @@
+"""The one training step, and the optimizer it steps: training, the memory profile and every benchmark call these.
+
+An optimizer step takes a whole effective batch of uint8 items, moves it to the device once, then for each
+micro-batch: augments it on the device, runs forward under autocast and backward with the loss scaled by the
+micro-batch's share of the step's samples (so the gradient is the full batch's whatever the accumulation), and
+finally steps the optimizer. The losses are summed on the device: nothing waits for the GPU until an epoch ends.
+"""
+
+import torch
+import torch.nn.functional as F
+from timm.models import group_parameters
+from timm.optim._param_groups import auto_group_layers
+
+from paddy.augment import slice_draws
+from paddy.device import autocast
+from paddy.models import TimmBody, head_parameters, norm_bias_params
+
+LR_GROUPS = ("body_head", "layers")
+
+
+def create_optimizer(model, weight_decay, lr_mult=1.0, lr_groups="body_head"):
+    """fastai's Adam(mom=0.9, sqr_mom=0.99, eps=1e-5, wd, decouple_wd=True) as torch's AdamW, over fastai's split.
+
+    Groups carry `part` (body or head) and `layer_scale`, which the schedule turns into rates
+    (paddy.schedule.set_hyperparameters); fastai's wd_bn_bias=False puts norm layers and biases in groups without
+    weight decay. lr_groups: body_head (fastai's default_split: the body at lr/lr_mult, the head at lr) or layers
+    (timm's layer groups spread geometrically from lr/lr_mult, the earliest, up to lr).
+    """
+    head = {id(p) for p in head_parameters(model)}
+    no_decay = {id(p) for p in norm_bias_params(model, with_bias=True)}
+    layer_scale = _layer_scales(model, head, lr_mult) if lr_groups == "layers" else {}
+    groups = {}
+    for p in model.parameters():
+        part = "head" if id(p) in head else "body"
+        key = (part, layer_scale.get(id(p), 1.0), id(p) not in no_decay)
+        groups.setdefault(key, []).append(p)
+    param_groups = [
+        {"params": ps, "part": part, "layer_scale": scale, "weight_decay": weight_decay if decay else 0.0}
+        for (part, scale, decay), ps in groups.items()
+    ]
+    # fused: one kernel for the whole update, on CUDA and the CPU alike (fake tensors too, so the memory estimate
+    # sees the same update as the GPU); the rates are set by the schedule before every step.
+    return torch.optim.AdamW(param_groups, lr=0.0, betas=(0.9, 0.99), eps=1e-5, fused=True)
+
+
+def _layer_scales(model, head, lr_mult):
+    body = model[0].model if isinstance(model, torch.nn.Sequential) and isinstance(model[0], TimmBody) else model
+    if hasattr(body, "group_matcher"):
+        layer_of = group_parameters(body, body.group_matcher(coarse=False), reverse=True)
+    else:
+        layer_of = auto_group_layers(body)
+    named = dict(body.named_parameters())
+    ids = {id(named[name]): layer for name, layer in layer_of.items() if id(named[name]) not in head}
+    n = max(ids.values()) + 1
+    return {pid: lr_mult ** (layer / n) for pid, layer in ids.items()}
+
+
+def step_seed(seed, epoch, step):
+    """Every step draws its augmentation and dropout from its own seed, so a run resumed at any step repeats the
+    uninterrupted one exactly, with no random-number state to save."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + step
+
+
+def train_step(model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler=None):
+    """One optimizer step over a whole effective batch; returns its mean loss as a device tensor (no sync).
+
+    items: (B, H, W, 3) uint8 at the item size, targets: (B,) class indices. The step counts samples: each
+    micro-batch's loss is weighted by its size / B, so 1 x 64, 2 x 32 and 4 x 16 give one 64-sample gradient, and a
+    short last group is averaged over its real size (exact for models without BatchNorm).
+    """
+    device = next(model.parameters()).device
+    items, targets = items.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    n = len(items)
+    draws = augment.draw(items, generator)  # for the whole batch: the same images whatever the micro-batch
+    total = torch.zeros((), device=device)
+    for start in range(0, n, micro_batch):
+        x = augment.apply(items[start : start + micro_batch], slice_draws(draws, start, start + micro_batch))
+        y = targets[start : start + micro_batch]
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), y)
+        scaled = loss * (len(x) / n)
+        # The earlier micro-batches' gradients stay in .grad while the later ones run: that is the accumulation.
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        total += loss.detach() * len(x)
+    if scaler is not None:  # fp16: unscale, skip the step if a gradient overflowed, adapt the scale
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / n
+
+
+@torch.no_grad()
+def predict_step(model, items, augment, precision, generator=None):
+    """Softmax probabilities (float32, on the device) for a batch of uint8 items: the plain transform, or the
+    training augmentation when a generator is given (a TTA pass)."""
+    device = next(model.parameters()).device
+    items = items.to(device, non_blocking=True)
+    x = augment.plain(items) if generator is None else augment.train(items, generator)
+    with autocast(device, precision):
+        logits = model(x)
+    return logits.float().softmax(dim=1)
