@@ -18,7 +18,7 @@ from paddy.params import load_params
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="a key of `models` in params.yaml")
-    parser.add_argument("labels_json", help="the label vocabulary: its length is the head size")
+    parser.add_argument("targets_json", help="each target's classes: the head's size")
     parser.add_argument("out_json", help="the profile: tables, device, choices")
     parser.add_argument("batches_json", help="what train takes from the profile: the batch sizes set to auto")
     parser.add_argument("metrics_json", help="figures for `dvc exp show`")
@@ -26,8 +26,8 @@ def main():
     args = parser.parse_args()
     params = load_params()
     check_archs(params)
-    num_classes = prof.read_num_classes(args.labels_json)
-    profile = prof.profile_from_params(args.model, params, num_classes, pick_device())
+    vocab = prof.read_vocab(args.targets_json)
+    profile = prof.profile_from_params(args.model, params, vocab, pick_device())
     print(prof.format_table([profile]))
     # Only `auto` depends on the choice; an explicit batch size always wins, so there a warning is enough.
     auto = [k for k, v in prof.batches_of(profile, params).items() if k != "device"]

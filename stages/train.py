@@ -1,6 +1,12 @@
-"""Stage train@MODEL: fine-tune one model on every fold/bag; checkpoints, dvclive metrics and learning curves."""
+"""Stage train@MODEL: fine-tune one model on every fold/bag; checkpoints, dvclive metrics and learning curves.
+
+Interrupted (a kill, Ctrl-C, SIGTERM, a lost machine), the same command or `dvc repro` continues from the last
+checkpoint in --resume-dir: finished folds are restored, the interrupted one goes on from its last epoch or step."""
 
 import argparse
+import shutil
+import sys
+import time
 from pathlib import Path
 
 from dvclive import Live
@@ -9,8 +15,10 @@ from paddy.errors import exit_on_error
 from paddy.fit import train_model
 from paddy.models import check_archs
 from paddy.params import load_params
-from paddy.prepare import read_labels
+from paddy.prepare import read_targets
 from paddy.profile import accumulation, resolve_batches
+from paddy.split import read_splits
+from paddy.train import Interrupted, stop_at_next_step_on_signals
 
 
 @exit_on_error
@@ -21,21 +29,25 @@ def main():
     parser.add_argument("split_csv")
     parser.add_argument("out_dir")
     parser.add_argument("live_dir")
-    parser.add_argument(
-        "--batches", type=Path, help="profile@MODEL's choice of batch sizes, read where params say auto"
-    )
+    parser.add_argument("--batches", type=Path, help="profile@MODEL's batch sizes, for auto")
+    parser.add_argument("--resume-dir", type=Path, help="checkpoints to continue an interrupted run from")
     args = parser.parse_args()
     params = load_params()
     check_archs(params)
     device = pick_device()
     precision = resolve_precision(params["train"]["precision"], device)
-    num_classes = len(read_labels(args.prepared_dir))
-    micro, evals = resolve_batches(args.model, params, args.batches, device, num_classes)  # explicit values win
+    vocab = read_targets(args.prepared_dir)
+    micro, evals = resolve_batches(args.model, params, args.batches, device, vocab)  # explicit values win
     effective = params["train"]["effective_batch"]
     print(
         f"{args.model}: {device.type}, {precision}, micro-batch {micro} x {accumulation(effective, micro)} "
-        f"accumulated to {effective} samples per step, eval batch {evals}"
+        f"accumulated to {effective} samples per step, eval batch {evals}",
+        flush=True,
     )
+    stop_at_next_step_on_signals()
+    epochs = params["train"]["frozen_epochs"] + params["train"]["epochs"]
+    splits = len(read_splits(args.split_csv)[1])
+    started, done = time.time(), {"epochs": 0, "seconds": 0.0}
 
     # dvcyaml=False: dvc.yaml declares these metrics and plots; letting dvclive rewrite dvc.yaml mid-run corrupts it
     with Live(args.live_dir, dvcyaml=False, save_dvc_exp=False, report=None) as live:
@@ -44,27 +56,42 @@ def main():
             live.step = epoch
             for key, value in metrics.items():
                 live.log_metric(f"split{split}/{key}", value)
-            print(f"split {split} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            done["epochs"] += 1
+            done["seconds"] += metrics["epoch_time_s"]
+            left = (splits * epochs - done["epochs"]) * done["seconds"] / done["epochs"]
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("epoch_time_s", "micro_batch"))
+            print(
+                f"{args.model} split {split} epoch {epoch + 1}/{epochs}: {shown}; {left / 60:.1f} min left", flush=True
+            )
 
-        results = train_model(
-            args.model,
-            params,
-            args.prepared_dir,
-            args.split_csv,
-            args.out_dir,
-            (micro, evals),
-            device,
-            precision,
-            on_epoch,
-        )
-        live.summary = {f"split{s}/{k}": v for s, m in enumerate(results) for k, v in m.items() if k != "epoch_time_s"}
-        live.summary["valid_acc"] = sum(m["valid_acc"] for m in results) / len(results)
-        live.summary["train_time_s"] = sum(m["train_time_s"] for m in results)
-        live.summary["micro_batch"] = micro
-        live.summary["accumulation"] = accumulation(effective, micro)
+        try:
+            results = train_model(
+                args.model, params, args.prepared_dir, args.split_csv, args.out_dir, (micro, evals), device,
+                precision, on_epoch, resume_dir=args.resume_dir,
+            )  # fmt: skip
+        except Interrupted as stop:
+            print(
+                f"\n{stop} after {(time.time() - started) / 60:.1f} min: checkpoint written to {args.resume_dir}. "
+                f"Run `dvc repro train@{args.model}` (or this command) again to continue from it.",
+                file=sys.stderr,
+            )
+            sys.exit(130)
+        live.summary = {
+            f"split{s}/{k}": v for s, m in enumerate(results) for k, v in m.items() if isinstance(v, (int, float))
+        }
+        for key in [k for k in results[0] if k.startswith("valid_acc")] + ["train_time_s"]:
+            values = [m[key] for m in results]
+            live.summary[key] = sum(values) if key == "train_time_s" else sum(values) / len(values)
+        live.summary["micro_batch"] = min(m["micro_batch"] for m in results)
+        live.summary["accumulation"] = accumulation(effective, live.summary["micro_batch"])
         live.summary["eval_batch"] = evals
+        live.summary["out_of_memory_fallbacks"] = sum(
+            len([e for e in m["events"] if "out of memory" in e]) for m in results
+        )
         if device.type == "cuda":
             live.summary["peak_memory_gb"] = max(m["peak_memory_gb"] for m in results)
+    if args.resume_dir is not None:
+        shutil.rmtree(args.resume_dir, ignore_errors=True)  # every split is in out_dir now; DVC keeps it
 
 
 if __name__ == "__main__":

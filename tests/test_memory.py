@@ -17,6 +17,7 @@ from paddy.profile_cli import parse_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
+VOCAB = {"label": [f"d{i}" for i in range(10)], "variety": [f"v{i}" for i in range(10)]}
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_the_prediction_step_is_estimated_with_the_training_state_alive():
 
 
 def test_profile_from_params_estimates_on_the_cpu(params):
-    profile = prof.profile_from_params("vit", params, 10, CPU)
+    profile = prof.profile_from_params("vit", params, VOCAB, CPU)
     assert profile["device"] == prof.ESTIMATE
     effective, floor = params["train"]["effective_batch"], params["profile"]["min_micro_batch"]
     assert [r["micro_batch"] for r in profile["table"]] == sorted(
@@ -181,7 +182,7 @@ def test_train_depends_only_on_the_choices_it_takes(params):
     """batches_of holds the auto choices and nothing else: a profile rerun that changes only timings, the budget
     or the table leaves the file, and so train, as it was."""
     p = with_batches(params, "vit", "auto")
-    profile = prof.profile_from_params("vit", p, 10, CPU, run=fake_run({64: 3.0, 32: 2.0, 16: 1.0, 8: 1.0}))
+    profile = prof.profile_from_params("vit", p, VOCAB, CPU, run=fake_run({64: 3.0, 32: 2.0, 16: 1.0, 8: 1.0}))
     assert prof.batches_of(profile, p) == {"micro_batch": 64, "eval_batch": 256, "device": "cpu"}
     other = dict(profile, headroom=0.3, limit_gb=11.2, table=[])
     assert prof.batches_of(other, p) == prof.batches_of(profile, p)
@@ -190,13 +191,16 @@ def test_train_depends_only_on_the_choices_it_takes(params):
 
 
 def test_train_takes_explicit_values_and_the_profile_for_auto(params, tmp_path):
-    assert prof.resolve_batches("vit", with_batches(params, "vit", 8, 32), tmp_path / "none.json", CPU, 10) == (8, 32)
+    assert prof.resolve_batches("vit", with_batches(params, "vit", 8, 32), tmp_path / "none.json", CPU, VOCAB) == (
+        8,
+        32,
+    )
     p = with_batches(params, "vit", "auto", 48)
     path = tmp_path / "vit.batches.json"
     path.write_text(json.dumps({"micro_batch": 16, "device": "estimate"}))  # a choice only the file can have made
-    assert prof.resolve_batches("vit", p, path, CPU, 10) == (16, 48)
+    assert prof.resolve_batches("vit", p, path, CPU, VOCAB) == (16, 48)
     with pytest.raises(PaddyError, match="dvc repro profile@vit"):
-        prof.resolve_batches("vit", p, tmp_path / "missing.json", CPU, 10)
+        prof.resolve_batches("vit", p, tmp_path / "missing.json", CPU, VOCAB)
 
 
 def test_cli_prints_the_estimate_table_with_accumulation(monkeypatch, capsys):
@@ -218,11 +222,11 @@ def test_cuda_measures_and_reprofiles_an_estimate(params, tmp_path):
 
     cuda = torch.device("cuda")
     p = with_batches(params, "vit", "auto")
-    profile = prof.profile_from_params("vit", p, 10, cuda)
+    profile = prof.profile_from_params("vit", p, VOCAB, cuda)
     assert profile["device"] == device_name(cuda)
     assert all(r["reserved_gb"] >= r["allocated_gb"] > 0 for r in profile["table"])
-    estimate = prof.profile_from_params("vit", p, 10, CPU)
+    estimate = prof.profile_from_params("vit", p, VOCAB, CPU)
     estimate["micro_batch"] = 8  # the estimate's choice must not be used on a GPU: it is measured again
     path = tmp_path / "vit.batches.json"
     path.write_text(json.dumps(prof.batches_of(estimate, p)))
-    assert prof.resolve_batches("vit", p, path, cuda, 10) == (profile["micro_batch"], profile["eval_batch"])
+    assert prof.resolve_batches("vit", p, path, cuda, VOCAB) == (profile["micro_batch"], profile["eval_batch"])

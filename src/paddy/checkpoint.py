@@ -25,6 +25,7 @@ def read_meta(ckpt_dir):
 def load_checkpoint(ckpt_dir, split, device="cpu"):
     """Rebuild the model from meta.json (no pretrained download: the weights are ours) and load split's weights."""
     meta = read_meta(ckpt_dir)
-    model = create_model(meta["arch"], len(meta["labels"]), pretrained=False, head=meta["head"])
+    outputs = sum(len(classes) for classes in meta["targets"].values())
+    model = create_model(meta["arch"], outputs, pretrained=False, head=meta["head"])
     model.load_state_dict(load_file(str(Path(ckpt_dir) / f"{split}.safetensors"), device=str(device)))
     return model.to(device).eval(), meta

@@ -1,7 +1,9 @@
 """Train one model over every fold/bag of the shared split table, one checkpoint each."""
 
+import hashlib
 import time
 
+import numpy as np
 import torch
 
 from paddy.augment import create_augment
@@ -10,37 +12,73 @@ from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
 from paddy.device import seed_everything
 from paddy.models import create_model
 from paddy.params import as_hw
-from paddy.prepare import read_index, read_labels
+from paddy.prepare import read_index, read_targets
+from paddy.resume import Checkpoint, run_dir
 from paddy.split import read_splits
 from paddy.train import fine_tune
 
+# What does not change a model: left out of the resume key (and of the train stage's params in dvc.yaml)
+NOT_TRAINING = ("workers", "checkpoint_minutes")
+
+
+def target_table(table, index, names, vocab):
+    """(N,) class indices for one target, (N, T) for several, in split-table order."""
+    rows = index[index.split == "train"].set_index("image_id").loc[table.image_id]
+    columns = [rows[n].map({v: i for i, v in enumerate(vocab[n])}).to_numpy() for n in names]
+    return columns[0] if len(columns) == 1 else np.stack(columns, 1)
+
 
 def train_model(
-    name, params, prepared_dir, split_csv, out_dir, batches, device, precision, on_epoch=None, on_step=None
+    name,
+    params,
+    prepared_dir,
+    split_csv,
+    out_dir,
+    batches,
+    device,
+    precision,
+    on_epoch=None,
+    on_step=None,
+    resume_dir=None,
 ):
     """Fine-tune models.<name> on each split; on_epoch(split, epoch, metrics) after every epoch, on_step(split,
-    epoch, step, model, optimizer) after every optimizer step. Returns the per-split final metrics.
+    epoch, step, model, optimizer) after every optimizer step. Returns each split's final metrics, train_time_s
+    (the epochs' time, resumes included), micro_batch (after any out-of-memory fallback) and events.
 
     batches: (micro_batch, eval_batch), from params or the memory profile (paddy.profile.resolve_batches).
+    resume_dir: where checkpoints go (paddy.resume); a rerun after an interruption continues from them.
     """
     cfg, train_cfg = params["models"][name], params["train"]
     micro_batch, eval_batch = batches
-    labels = read_labels(prepared_dir)
+    index, vocab = read_index(prepared_dir), read_targets(prepared_dir)
+    names = cfg["targets"]
+    sizes = tuple(len(vocab[n]) for n in names)
     table, splits = read_splits(split_csv)
-    targets = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    targets = target_table(table, index, names, vocab)
     paths = [f"images/train/{i}" for i in table.image_id]
     workers = resolve_workers(train_cfg["workers"], device)
-    items = open_items(
-        prepared_dir, read_index(prepared_dir), paths, as_hw(cfg["item_size"]), cfg["item_method"], workers
-    )
+    items = open_items(prepared_dir, index, paths, as_hw(cfg["item_size"]), cfg["item_method"], workers)
     augment = create_augment(cfg["arch"], as_hw(cfg["size"]), train_cfg["aug"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN time its kernels once and keep the best
+    runs = None
+    if resume_dir is not None:
+        settings = {
+            "seed": params["seed"],
+            "train": {k: v for k, v in train_cfg.items() if k not in NOT_TRAINING},
+            "model": {k: v for k, v in cfg.items() if k != "weight"},
+            "batches": [micro_batch, eval_batch],
+            "precision": precision,
+            "device": device.type,
+            "split": hashlib.sha256(table.to_csv(index=False).encode()).hexdigest(),
+            "images": hashlib.sha256("".join(index.md5.fillna("")).encode()).hexdigest(),
+        }
+        runs = run_dir(resume_dir, settings)
     results = []
     for s, col in enumerate(splits):
         seed = params["seed"] + s
         seed_everything(seed)
-        model = create_model(cfg["arch"], len(labels), cfg["pretrained"], cfg["head"]).to(device)
+        model = create_model(cfg["arch"], sum(sizes), cfg["pretrained"], cfg["head"]).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         is_valid = table[col].to_numpy() == 1
@@ -58,7 +96,7 @@ def train_model(
         start = time.time()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        metrics = fine_tune(
+        progress = fine_tune(
             model,
             train_loader,
             valid_loader,
@@ -69,26 +107,37 @@ def train_model(
             seed,
             on_epoch=None if on_epoch is None else (lambda e, m, s=s: on_epoch(s, e, m)),
             on_step=None if on_step is None else (lambda e, i, m, o, s=s: on_step(s, e, i, m, o)),
+            checkpoint=None if runs is None else Checkpoint(runs / f"{col}.pt", train_cfg["checkpoint_minutes"]),
+            sizes=sizes,
+            target_names=names,
+            min_micro_batch=params["profile"]["min_micro_batch"],
         )
-        metrics["train_time_s"] = time.time() - start
+        result = {
+            **progress.history[-1],
+            "train_time_s": sum(m["epoch_time_s"] for m in progress.history),
+            "wall_time_s": time.time() - start,  # this process's: less than train_time_s after a resume
+            "micro_batch": progress.micro_batch,
+            "events": progress.events,
+        }
         if device.type == "cuda":
-            metrics["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
+            result["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
         meta = {
             "model": name,
             "arch": cfg["arch"],
             "head": cfg["head"],
-            "labels": labels,
+            "labels": vocab["label"],
+            "targets": {n: vocab[n] for n in names},
             "splits": splits,
             "size": cfg["size"],
             "item_size": cfg["item_size"],
             "item_method": cfg["item_method"],
-            "micro_batch": micro_batch,
+            "micro_batch": progress.micro_batch,
             "eval_batch": eval_batch,
             "effective_batch": train_cfg["effective_batch"],
             "precision": precision,
         }
         save_checkpoint(model, meta, out_dir, col)
-        results.append(metrics)
+        results.append(result)
         del model, train_loader, valid_loader
         if device.type == "cuda":
             torch.cuda.empty_cache()  # free between folds so fragmentation never builds up (the seed's gc trick)

@@ -7,7 +7,7 @@ import yaml
 
 from paddy.errors import PaddyError
 
-MODEL_KEYS = ("arch", "pretrained", "head", "item_size", "item_method", "size", "micro_batch", "weight")
+MODEL_KEYS = ("arch", "pretrained", "head", "targets", "item_size", "item_method", "size", "micro_batch", "weight")
 ITEM_METHODS = ("squish", "crop", "pad")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 HEADS = ("fastai", "timm")
@@ -127,6 +127,7 @@ def check_params(params, path="params.yaml"):
         raise PaddyError(f"`train.aug.max_zoom` in {path} is below `train.aug.min_zoom`: give min_zoom <= max_zoom.")
     _choice(params, "train.precision", path, PRECISIONS)
     _number(params, "train.workers", path, lo=0, integer=True, auto=True)
+    _number(params, "train.checkpoint_minutes", path, above=0)
     _number(params, "tta.n", path, lo=0, integer=True)
     _number(params, "tta.beta", path, lo=0.0, hi=1.0)
     _number(params, "profile.budget_gb", path, above=0, why=" (the GB of GPU memory a training step may use)")
@@ -181,6 +182,13 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml"):
         raise PaddyError(
             f"`models.{name}.pretrained` in {path} is {cfg['pretrained']!r}; it must be true (timm's weights), false "
             "(random initialisation) or the path of a weights file."
+        )
+    targets = cfg["targets"]
+    if not (isinstance(targets, list) and targets and targets[0] == "label" and len(set(targets)) == len(targets)
+            and set(targets) <= {"label", "variety"}):  # fmt: skip
+        raise PaddyError(
+            f"`models.{name}.targets` in {path} is {targets!r}; it must be [label] (the disease) or [label, variety] "
+            "(the seed's multi-target model: one output per disease and per variety, the sum of both losses)."
         )
     if cfg["head"] not in HEADS:
         raise PaddyError(

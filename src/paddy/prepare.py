@@ -15,6 +15,8 @@ from paddy.fileio import atomic_path, write_csv, write_json
 INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
 LABELS = "labels.json"
+TARGETS = "targets.json"
+TARGET_COLUMNS = ("label", "variety")  # what a model can predict (models.<name>.targets): the disease, the variety
 
 
 def resize_image(src, dst, max_size):
@@ -74,6 +76,8 @@ def prepare_competition(raw_dir, out_dir, max_size, workers=2):
     write_csv(index, out_dir / INDEX)
     write_csv(bad, out_dir / BAD_FILES)
     write_json(out_dir / LABELS, sorted(train["label"].unique()))
+    vocab = {c: sorted(train[c].dropna().astype(str).unique()) for c in TARGET_COLUMNS if c in train.columns}
+    write_json(out_dir / TARGETS, vocab)
     return index, bad
 
 
@@ -81,5 +85,10 @@ def read_labels(prepared_dir):
     return json.loads((Path(prepared_dir) / LABELS).read_text())
 
 
+def read_targets(prepared_dir):
+    """{target: its classes in output order}: label (the disease) and, where train.csv has it, variety."""
+    return json.loads((Path(prepared_dir) / TARGETS).read_text())
+
+
 def read_index(prepared_dir):
-    return pd.read_csv(Path(prepared_dir) / INDEX, dtype={"image_id": str, "label": str, "md5": str})
+    return pd.read_csv(Path(prepared_dir) / INDEX, dtype={"image_id": str, "label": str, "variety": str, "md5": str})

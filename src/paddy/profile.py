@@ -6,7 +6,6 @@ larger batches fit). Each candidate runs the real steps (paddy.memory: measured 
 choice is the largest whose process total fits budget_gb less the headroom.
 """
 
-import gc
 import json
 import math
 from pathlib import Path
@@ -19,6 +18,7 @@ from paddy.errors import PaddyError
 from paddy.fileio import write_json
 from paddy.memory import GiB, Spec, estimate, measure, oom_row
 from paddy.params import as_hw
+from paddy.step import free_cuda_cache
 
 ESTIMATE = "estimate"  # the device recorded for a profile computed without a GPU
 
@@ -56,14 +56,6 @@ def choose(rows, limit, key="micro_batch"):
     return max(fitting) if fitting else None
 
 
-def _free_cuda():
-    # The exception (and the tensors its frames hold) is gone here, so the cache can really be emptied: a candidate
-    # that ran out of memory must not poison the next.
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def profile_model(name, spec, micro_batches, eval_batches, budget_gb, headroom, device, micro_batch=None, run=None):
     """The profile of one model: the table, where it came from, the chosen micro-batch, accumulation, eval batch.
 
@@ -87,7 +79,7 @@ def profile_model(name, spec, micro_batches, eval_batches, budget_gb, headroom, 
             train, evals[mb] = run(mb, eval_batches)
         except torch.OutOfMemoryError as e:
             train, evals[mb] = oom_row(e), []
-        _free_cuda()
+        free_cuda_cache()  # outside the except: its frames (and their tensors) are gone, so this frees everything
         rows.append({"micro_batch": mb, "accumulation": accumulation(spec.effective_batch, mb), **train})
     chosen = choose(rows, limit)
     used = micro_batch or chosen
@@ -144,8 +136,9 @@ def require_fit(profile, what=("micro_batch", "eval_batch")):
 # From params.yaml
 
 
-def model_spec(name, params, num_classes, device):
-    """The Spec of `models.<name>`; precision resolved for `device`, or for a CUDA card when estimating on a CPU."""
+def model_spec(name, params, vocab, device):
+    """The Spec of `models.<name>`: its outputs are one per class of each of its targets (vocab: {target: classes});
+    precision resolved for `device`, or for a CUDA card when estimating on a CPU."""
     models = params.get("models") or {}
     if name not in models:
         raise PaddyError(f"params.yaml has no `models.{name}`. Models defined: {', '.join(models) or 'none'}.")
@@ -154,7 +147,7 @@ def model_spec(name, params, num_classes, device):
         arch=cfg["arch"],
         size=as_hw(cfg["size"]),
         item_size=as_hw(cfg["item_size"]),
-        num_classes=num_classes,
+        num_classes=sum(len(vocab[t]) for t in cfg["targets"]),
         precision=planned_precision(train["precision"], device),
         effective_batch=train["effective_batch"],
         head=cfg["head"],
@@ -173,12 +166,12 @@ def planned_precision(precision, device):
     return "fp32" if precision == "fp32" else ("bf16" if precision == "auto" else precision)
 
 
-def profile_from_params(name, params, num_classes, device, run=None):
+def profile_from_params(name, params, vocab, device, run=None):
     p, train = params["profile"], params["train"]
     effective, floor = train["effective_batch"], p["min_micro_batch"]
     micro = params["models"][name]["micro_batch"]
     evals = [train["eval_batch"]] if train["eval_batch"] != "auto" else eval_candidates(effective, floor)
-    spec = model_spec(name, params, num_classes, device)
+    spec = model_spec(name, params, vocab, device)
     return profile_model(
         name,
         spec,
@@ -206,7 +199,7 @@ def batches_of(profile, params):
     return out
 
 
-def resolve_batches(name, params, batches_path, device, num_classes):
+def resolve_batches(name, params, batches_path, device, vocab):
     """(micro_batch, eval_batch) for training: the explicit values of params.yaml, and for `auto` the profile's.
 
     A profile estimated, or measured on another GPU, is not trusted on this CUDA device: it is measured again here.
@@ -221,20 +214,21 @@ def resolve_batches(name, params, batches_path, device, num_classes):
     here = device_name(device) if device.type == "cuda" else None
     if here is not None and chosen.get("device") != here:
         print(f"{path}: planned on {chosen.get('device')}, not {here}; profiling {name} again here")
-        profile = profile_from_params(name, params, num_classes, device)
+        profile = profile_from_params(name, params, vocab, device)
         require_fit(profile)
         chosen = batches_of(profile, params)
     return chosen.get("micro_batch", micro), chosen.get("eval_batch", evals)
 
 
-def read_num_classes(labels_path):
-    path = Path(labels_path)
+def read_vocab(targets_path):
+    """{target: classes} from prepare's targets.json: the head's size is the sum over a model's targets."""
+    path = Path(targets_path)
     if not path.exists():
-        raise PaddyError(f"{path} does not exist: run `dvc repro prepare` first (it writes the label vocabulary).")
-    labels = json.loads(path.read_text())
-    if not isinstance(labels, list) or not labels:
-        raise PaddyError(f"{path} must hold a non-empty JSON list of labels; rerun `dvc repro -f prepare`.")
-    return len(labels)
+        raise PaddyError(f"{path} does not exist: run `dvc repro prepare` first (it writes the target classes).")
+    vocab = json.loads(path.read_text())
+    if not isinstance(vocab, dict) or not vocab.get("label"):
+        raise PaddyError(f"{path} must map each target to its classes, label first; rerun `dvc repro -f prepare`.")
+    return vocab
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from paddy.profile import (
     model_spec,
     planned_precision,
     profile_model,
-    read_num_classes,
+    read_vocab,
 )
 
 
@@ -52,7 +52,7 @@ def add_arguments(parser):
     parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default: train.precision")
     parser.add_argument("--estimate", action="store_true", help="estimate even where CUDA is available")
     parser.add_argument("--budget-gb", type=float, help="default: profile.budget_gb")
-    parser.add_argument("--num-classes", type=int, help="default: data/prepared/labels.json's length, else 10")
+    parser.add_argument("--num-classes", type=int, help="default: data/prepared/targets.json's labels, else 10")
     parser.add_argument("--json", type=Path, help="also write the profiles to this file")
 
 
@@ -86,12 +86,15 @@ def run(args):
     evals = args.eval_batch or eval_candidates(effective, prof["min_micro_batch"])
     if any(b < 1 for b in [effective, *batches, *evals]):
         raise PaddyError(f"batches must be >= 1 (effective {effective}, micro {batches}, eval {evals}).")
-    labels = Path("data/prepared/labels.json")
-    num_classes = args.num_classes or (read_num_classes(labels) if labels.exists() else 10)
+    targets = Path("data/prepared/targets.json")
+    vocab = read_vocab(targets) if targets.exists() else {"label": list(range(10)), "variety": list(range(10))}
+    if args.num_classes:
+        vocab = {"label": list(range(args.num_classes)), "variety": vocab.get("variety", [])}
+    num_classes = len(vocab["label"])
     precision = planned_precision(args.precision or train["precision"], device)
     overrides = {"precision": precision, "effective_batch": effective, **({"head": args.head} if args.head else {})}
     if args.params:
-        jobs = [(name, model_spec(name, params, num_classes, device)) for name in params["models"]]
+        jobs = [(name, model_spec(name, params, vocab, device)) for name in params["models"]]
         jobs = [(n, dataclasses.replace(s, **overrides)) for n, s in jobs]
     else:
         jobs = []

@@ -6,6 +6,8 @@ micro-batch's share of the step's samples (so the gradient is the full batch's w
 finally steps the optimizer. The losses are summed on the device: nothing waits for the GPU until an epoch ends.
 """
 
+import gc
+
 import torch
 import torch.nn.functional as F
 from timm.models import group_parameters
@@ -61,12 +63,21 @@ def step_seed(seed, epoch, step):
     return (seed * 1_000_003 + epoch) * 1_000_003 + step
 
 
-def train_step(model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler=None):
+def target_loss(logits, targets, sizes=None):
+    """Cross-entropy; with several targets (targets (B, T), outputs split by `sizes`), the seed's multi-target loss:
+    the sum of each target's cross-entropy over its slice of the outputs."""
+    if targets.dim() == 1:
+        return F.cross_entropy(logits, targets)
+    return sum(F.cross_entropy(part, targets[:, t]) for t, part in enumerate(logits.split(list(sizes), dim=1)))
+
+
+def train_step(model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler=None, sizes=None):
     """One optimizer step over a whole effective batch; returns its mean loss as a device tensor (no sync).
 
-    items: (B, H, W, 3) uint8 at the item size, targets: (B,) class indices. The step counts samples: each
-    micro-batch's loss is weighted by its size / B, so 1 x 64, 2 x 32 and 4 x 16 give one 64-sample gradient, and a
-    short last group is averaged over its real size (exact for models without BatchNorm).
+    items: (B, H, W, 3) uint8 at the item size; targets: (B,) class indices, or (B, T) for T targets whose outputs
+    have `sizes`. The step counts samples: each micro-batch's loss is weighted by its size / B, so 1 x 64, 2 x 32
+    and 4 x 16 give one 64-sample gradient, and a short last group is averaged over its real size (exact for models
+    without BatchNorm).
     """
     device = next(model.parameters()).device
     items, targets = items.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -77,7 +88,7 @@ def train_step(model, optimizer, items, targets, micro_batch, augment, generator
         x = augment.apply(items[start : start + micro_batch], slice_draws(draws, start, start + micro_batch))
         y = targets[start : start + micro_batch]
         with autocast(device, precision):
-            loss = F.cross_entropy(model(x), y)
+            loss = target_loss(model(x), y, sizes)
         scaled = loss * (len(x) / n)
         # The earlier micro-batches' gradients stay in .grad while the later ones run: that is the accumulation.
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -92,12 +103,38 @@ def train_step(model, optimizer, items, targets, micro_batch, augment, generator
 
 
 @torch.no_grad()
-def predict_step(model, items, augment, precision, generator=None):
+def predict_step(model, items, augment, precision, draws=None, sizes=None):
     """Softmax probabilities (float32, on the device) for a batch of uint8 items: the plain transform, or the
-    training augmentation when a generator is given (a TTA pass)."""
+    training augmentation's `draws` (a TTA pass). With several targets, each target's slice of the outputs is
+    softmaxed on its own (the first is the disease)."""
     device = next(model.parameters()).device
     items = items.to(device, non_blocking=True)
-    x = augment.plain(items) if generator is None else augment.train(items, generator)
+    x = augment.plain(items) if draws is None else augment.apply(items, draws)
     with autocast(device, precision):
-        logits = model(x)
-    return logits.float().softmax(dim=1)
+        logits = model(x).float()
+    if sizes is None or len(sizes) == 1:
+        return logits.softmax(dim=1)
+    return torch.cat([part.softmax(dim=1) for part in logits.split(list(sizes), dim=1)], dim=1)
+
+
+def predict_chunked(model, items, augment, precision, draws=None, sizes=None):
+    """predict_step, halving the batch on an out-of-memory error (another process on the card, fragmentation)
+    until it fits; the draws are made for the whole batch, so the result does not depend on the split."""
+    try:
+        return predict_step(model, items, augment, precision, draws, sizes)
+    except torch.OutOfMemoryError:
+        if len(items) == 1:
+            raise
+        free_cuda_cache()
+        half = len(items) // 2
+        parts = [(0, half), (half, len(items))]
+        return torch.cat(
+            [predict_chunked(model, items[a:b], augment, precision, draws and slice_draws(draws, a, b), sizes)
+             for a, b in parts]
+        )  # fmt: skip
+
+
+def free_cuda_cache():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,6 +1,14 @@
-"""The training loop: fastai's fine_tune, phase by phase, epoch by epoch, over the one training step (paddy.step)."""
+"""The training loop: fastai's fine_tune, phase by phase, epoch by epoch, over the one training step (paddy.step).
 
+A run can stop anywhere (a kill, Ctrl-C, a preempted machine) and continue where it was: after every epoch, and
+every few minutes within one, a checkpoint (paddy.resume) holds the weights, the optimizer and grad-scaler state and
+the position (epoch, step). Every step draws its randomness from its own seed (paddy.step.step_seed) and the loader's
+order depends only on (seed, epoch), so a resumed run repeats the uninterrupted one exactly.
+"""
+
+import dataclasses
 import math
+import signal
 import sys
 import time
 
@@ -11,58 +19,156 @@ from tqdm import tqdm
 from paddy.errors import PaddyError
 from paddy.models import set_frozen
 from paddy.schedule import fine_tune_phases, position, set_hyperparameters
-from paddy.step import create_optimizer, predict_step, step_seed, train_step
+from paddy.step import create_optimizer, free_cuda_cache, predict_chunked, step_seed, train_step
 
 
-def train_one_epoch(
-    model, loader, optimizer, phase, phase_epoch, epoch, micro_batch, augment, precision, scaler, seed, on_step=None
-):
-    """One pass over `loader` (whole optimizer steps of train.effective_batch samples); loss and images/s.
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands, besides its tensors: what a resume needs and what the logs show."""
 
-    on_step(epoch, step, model, optimizer) after every optimizer step."""
+    micro_batch: int  # halved on an out-of-memory error, then kept
+    epoch: int = 0  # the next epoch to run, frozen ones included
+    step: int = 0  # the next optimizer step of that epoch
+    loss_sum: float = 0.0  # this epoch's summed training loss so far
+    seen: int = 0  # and its samples
+    seconds: float = 0.0  # this epoch's training time so far
+    history: list = dataclasses.field(default_factory=list)  # every finished epoch's metrics
+    events: list = dataclasses.field(default_factory=list)  # out-of-memory fallbacks, resumes
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the run stopped at a step boundary after writing a checkpoint."""
+
+
+_signal = {"received": None}
+
+
+def stop_at_next_step_on_signals():
+    """SIGINT/SIGTERM end the run at the next step boundary, checkpoint written, instead of wherever they land."""
+
+    def handler(signum, frame):
+        _signal["received"] = signal.Signals(signum).name
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run):
+    """Run `progress.epoch` from `progress.step` to its end; returns its training loss and images/s.
+
+    run: the fixed parts (augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step).
+    """
     model.train()
-    steps = len(loader)
-    accumulation = math.ceil(loader.batch_sampler.batch_size / micro_batch)
+    steps, epoch = len(loader), progress.epoch
     device = next(model.parameters()).device
     generator = torch.Generator(device)
-    loader.batch_sampler.set_epoch(epoch)
-    total, seen, start = torch.zeros((), device=device), 0, time.perf_counter()
+    loader.batch_sampler.set_epoch(epoch, start=progress.step)
+    total = torch.tensor(progress.loss_sum, device=device)
+    start, seconds = time.perf_counter(), progress.seconds
     bar = tqdm(loader, desc=f"epoch {epoch + 1} ({phase.name})", leave=False, disable=not sys.stderr.isatty())
-    for i, (items, targets) in enumerate(bar):
-        set_hyperparameters(optimizer, phase, position(phase_epoch * steps + i, phase.epochs * steps, accumulation))
-        generator.manual_seed(step_seed(seed, epoch, i))
-        torch.manual_seed(step_seed(seed, epoch, i))
-        loss = train_step(model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler)
+    for i, (items, targets) in enumerate(bar, start=progress.step):
+        while True:
+            accumulation = math.ceil(loader.batch_sampler.batch_size / progress.micro_batch)
+            pos = position(phase_epoch * steps + i, phase.epochs * steps, accumulation)
+            set_hyperparameters(optimizer, phase, pos)
+            generator.manual_seed(step_seed(run.seed, epoch, i))
+            torch.manual_seed(step_seed(run.seed, epoch, i))
+            try:
+                loss = train_step(
+                    model, optimizer, items, targets, progress.micro_batch, run.augment, generator, run.precision,
+                    run.scaler, run.sizes,
+                )  # fmt: skip
+                break
+            except torch.OutOfMemoryError as e:
+                _fall_back(optimizer, progress, run.min_micro_batch, e, epoch, i)
         total += loss * len(items)
-        seen += len(items)
-        if on_step is not None:
-            on_step(epoch, i, model, optimizer)
-    loss = (total / max(seen, 1)).item()  # the epoch's only wait for the device
-    return {"train_loss": loss, "images_per_s": seen / (time.perf_counter() - start)}
+        progress.step, progress.seen = i + 1, progress.seen + len(items)
+        if run.on_step is not None:
+            run.on_step(epoch, i, model, optimizer)
+        stop = _signal["received"]
+        if run.checkpoint is not None and (stop or run.checkpoint.due()):
+            progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
+            run.checkpoint.save(progress, model, optimizer, run.scaler)
+        if stop:
+            raise Interrupted(stop)
+    seconds += time.perf_counter() - start
+    loss = (total / max(progress.seen, 1)).item()  # the epoch's only wait for the device
+    return {"train_loss": loss, "images_per_s": progress.seen / max(seconds, 1e-9)}
 
 
-def predict(model, loader, augment, precision, generator=None):
-    """Softmax probabilities for every item of `loader`, in order, as a float32 CPU tensor (one sync at the end)."""
+def _fall_back(optimizer, progress, floor, error, epoch, step):
+    """Out of memory in a step: drop its partial gradients, halve the micro-batch (the effective batch, so the
+    optimization, stays the same) and let the step run again from its start, same seed, same draws."""
+    optimizer.zero_grad(set_to_none=True)
+    free_cuda_cache()
+    half = progress.micro_batch // 2
+    if half < floor:
+        raise PaddyError(
+            f"Out of memory at epoch {epoch + 1}, step {step + 1} with micro-batch {progress.micro_batch}, and "
+            f"halving it would go below profile.min_micro_batch ({floor}). Free the GPU of other processes, lower "
+            f"the model's size, or lower profile.min_micro_batch. ({str(error).splitlines()[0][:160]})"
+        ) from error
+    note = f"out of memory at epoch {epoch + 1} step {step + 1}: micro-batch {progress.micro_batch} -> {half}"
+    print(note, flush=True)
+    progress.events.append(note)
+    progress.micro_batch = half
+
+
+def predict(model, loader, augment, precision, sizes=None):
+    """Softmax probabilities (per target) for every item of `loader`, in order, as a float32 CPU tensor."""
     model.eval()
-    out = [predict_step(model, items, augment, precision, generator) for items, _ in loader]
-    return torch.cat(out).cpu()
+    out = [predict_chunked(model, items, augment, precision, sizes=sizes) for items, _ in loader]
+    return torch.cat(out).cpu()  # one wait for the device, at the end
 
 
-def validate(model, loader, augment, precision):
-    probs = predict(model, loader, augment, precision)
+def validate(model, loader, augment, precision, sizes=None, names=("label",)):
+    """valid_loss (summed over targets, like the training loss) and one accuracy per target: valid_acc for the
+    disease, valid_acc_<target> for the others."""
+    probs = predict(model, loader, augment, precision, sizes)
     targets = loader.dataset.targets
-    loss = F.nll_loss(probs.clamp_min(1e-12).log(), targets).item()
-    return {"valid_loss": loss, "valid_acc": (probs.argmax(1) == targets).float().mean().item()}
+    targets = targets[:, None] if targets.dim() == 1 else targets
+    metrics, loss = {}, 0.0
+    for t, (name, part) in enumerate(zip(names, probs.split(list(sizes or [probs.shape[1]]), dim=1))):
+        loss += F.nll_loss(part.clamp_min(1e-12).log(), targets[:, t]).item()
+        key = "valid_acc" if t == 0 else f"valid_acc_{name}"
+        metrics[key] = (part.argmax(1) == targets[:, t]).float().mean().item()
+    return {"valid_loss": loss, **metrics}
+
+
+@dataclasses.dataclass
+class Run:
+    augment: object
+    precision: str
+    scaler: object
+    seed: int
+    sizes: tuple = None
+    min_micro_batch: int = 1
+    checkpoint: object = None
+    on_step: object = None
 
 
 def fine_tune(
-    model, train_loader, valid_loader, cfg, micro_batch, augment, precision, seed, on_epoch=None, on_step=None
+    model,
+    train_loader,
+    valid_loader,
+    cfg,
+    micro_batch,
+    augment,
+    precision,
+    seed,
+    on_epoch=None,
+    on_step=None,
+    checkpoint=None,
+    sizes=None,
+    target_names=("label",),
+    min_micro_batch=1,
 ):
     """fastai's fine_tune(cfg.epochs, cfg.lr, freeze_epochs=cfg.frozen_epochs, lr_mult=cfg.lr_mult) (paddy.schedule).
 
-    One optimizer for both phases; freezing and unfreezing clear Adam's state, as fastai's Learner.freeze_to does.
-    on_epoch(epoch, metrics) after each epoch (frozen ones included): train/valid loss, accuracy, time, images/s;
-    on_step(epoch, step, model, optimizer) after every optimizer step.
+    One optimizer for both phases; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does.
+    on_epoch(epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs already done):
+    train/valid loss, accuracies, time, images/s. on_step(epoch, step, model, optimizer) after every optimizer step.
+    checkpoint: a paddy.resume.Checkpoint to resume from and save to. Returns the Progress (history: the metrics).
     """
     steps = len(train_loader)
     if steps == 0:
@@ -74,31 +180,36 @@ def fine_tune(
     device = next(model.parameters()).device
     optimizer = create_optimizer(model, cfg["weight_decay"], cfg["lr_mult"], cfg["lr_groups"])
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    phases = fine_tune_phases(cfg["epochs"], cfg["lr"], cfg["frozen_epochs"], cfg["lr_mult"])
-    epoch, metrics = 0, {}
-    for phase in phases:
-        set_frozen(model, phase.name == "frozen")
-        optimizer.state.clear()
-        for phase_epoch in range(phase.epochs):
-            start = time.perf_counter()
-            metrics = train_one_epoch(
-                model,
-                train_loader,
-                optimizer,
-                phase,
-                phase_epoch,
-                epoch,
-                micro_batch,
-                augment,
-                precision,
-                scaler,
-                seed,
-                on_step,
-            )
-            metrics.update(validate(model, valid_loader, augment, precision))
-            metrics["epoch_time_s"] = time.perf_counter() - start
+    progress = Progress(micro_batch)
+    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler)) is not None:
+        progress = saved
+        for e, metrics in enumerate(progress.history):
             if on_epoch is not None:
-                on_epoch(epoch, metrics)
-            epoch += 1
+                on_epoch(e, metrics)
+    run = Run(augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step)
+    first = 0
+    for phase in fine_tune_phases(cfg["epochs"], cfg["lr"], cfg["frozen_epochs"], cfg["lr_mult"]):
+        end = first + phase.epochs
+        if progress.epoch < end:
+            set_frozen(model, phase.name == "frozen")
+            if (progress.epoch, progress.step) == (first, 0):
+                optimizer.state.clear()
+        while progress.epoch < end:
+            start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
+            metrics = train_one_epoch(model, train_loader, optimizer, phase, progress.epoch - first, progress, run)
+            metrics.update(validate(model, valid_loader, augment, precision, sizes, target_names))
+            metrics["epoch_time_s"] = carried + time.perf_counter() - start
+            metrics["micro_batch"] = progress.micro_batch
+            progress.history.append(metrics)
+            progress.epoch, progress.step, progress.loss_sum, progress.seen, progress.seconds = (
+                progress.epoch + 1, 0, 0.0, 0, 0.0,
+            )  # fmt: skip
+            if checkpoint is not None:
+                checkpoint.save(progress, model, optimizer, scaler)
+            if on_epoch is not None:
+                on_epoch(progress.epoch - 1, metrics)
+        first = end
     set_frozen(model, False)
-    return metrics
+    if checkpoint is not None:
+        checkpoint.save(progress, model)  # done: the weights and the history, no optimizer state to keep
+    return progress

@@ -8,7 +8,7 @@ from paddy.checkpoint import load_checkpoint, read_meta
 from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
 from paddy.params import as_hw
 from paddy.split import read_splits
-from paddy.step import predict_step, step_seed
+from paddy.step import predict_chunked, step_seed
 
 
 def blend(augmented, plain, beta):
@@ -17,24 +17,27 @@ def blend(augmented, plain, beta):
 
 
 @torch.no_grad()
-def tta_probs(model, loader, augment, n, beta, precision, seed=0):
-    """The blended probabilities, one row per item, as a float32 CPU tensor.
+def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None):
+    """The blended disease probabilities, one row per item, as a float32 CPU tensor.
 
     Each batch of items crosses to the device once and every pass runs on it there: the plain one, then n augmented
-    ones, each batch and pass with its own seed (repeatable, whatever the batch size or the number of workers).
+    ones, each batch and pass with its own seed (repeatable, whatever the number of workers). A multi-target model
+    (sizes: outputs per target) contributes its disease outputs, the first.
     """
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device)
+    classes = sizes[0] if sizes else None
     out = []
     for b, (items, _) in enumerate(loader):
         items = items.to(device, non_blocking=True)
-        probs = predict_step(model, items, augment, precision)
+        probs = predict_chunked(model, items, augment, precision, sizes=sizes)[:, :classes]
         if n:
             augmented = torch.zeros_like(probs)
             for i in range(n):
                 generator.manual_seed(step_seed(seed, i, b))
-                augmented += predict_step(model, items, augment, precision, generator)
+                draws = augment.draw(items, generator)
+                augmented += predict_chunked(model, items, augment, precision, draws, sizes)[:, :classes]
             probs = blend(augmented / n, probs, beta)
         out.append(probs)
     return torch.cat(out).cpu()
@@ -48,6 +51,7 @@ def predict_model(params, index, prepared_dir, split_csv, ckpt_dir, device, prec
     """
     meta = read_meta(ckpt_dir)
     labels, tta = meta["labels"], params["tta"]
+    sizes = tuple(len(classes) for classes in meta["targets"].values())
     table, splits = read_splits(split_csv)
     test = index[(index.split == "test") & index.ok]
     workers = resolve_workers(params["train"]["workers"], device)
@@ -65,10 +69,10 @@ def predict_model(params, index, prepared_dir, split_csv, ckpt_dir, device, prec
     for s, col in enumerate(splits):
         model, _ = load_checkpoint(ckpt_dir, col, device)
         seed = params["seed"] + 1000 * s
-        p = tta_probs(model, test_loader, augment, tta["n"], tta["beta"], precision, seed)
+        p = tta_probs(model, test_loader, augment, tta["n"], tta["beta"], precision, seed, sizes)
         test_sum = p if test_sum is None else test_sum + p
         valid = (table[col] == 1).to_numpy().nonzero()[0]
-        oof = tta_probs(model, loader(train_paths, valid), augment, tta["n"], tta["beta"], precision, seed + 1)
+        oof = tta_probs(model, loader(train_paths, valid), augment, tta["n"], tta["beta"], precision, seed + 1, sizes)
         oof_parts.append(pd.DataFrame(oof.numpy(), columns=labels).assign(image_id=table.image_id.to_numpy()[valid]))
     test_probs = pd.DataFrame((test_sum / len(splits)).numpy(), columns=labels)
     test_probs.insert(0, "image_id", test.image_id.to_numpy())
