@@ -88,7 +88,7 @@ def test_a_stage_prints_one_paragraph_not_a_traceback(tmp_path):
     text = (ROOT / "params.yaml").read_text().replace("arch: test_vit", "arch: test_vitt")
     (tmp_path / "params.yaml").write_text(text)
     out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "download.py"), "data/raw", "data/truth.csv"],
+        [sys.executable, str(ROOT / "stages" / "check.py"), "data/checked"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -58,7 +58,8 @@ def stage_modules(script, src=SRC):
     return seen
 
 
-def dvc_stages():
+@pytest.fixture(scope="module")
+def stages():
     """(name, script, file deps) for every stage of dvc.yaml, `foreach` ones resolved (train@resnet, ...)."""
     from dvc.repo import Repo
 
@@ -77,9 +78,9 @@ def _rel(path):
     return Path(path).relative_to(ROOT).as_posix()
 
 
-def test_every_stage_lists_exactly_the_paddy_modules_it_imports():
+def test_every_stage_lists_exactly_the_paddy_modules_it_imports(stages):
     problems = []
-    for name, script, deps in dvc_stages():
+    for name, script, deps in stages:
         listed = {d for d in deps if d.startswith("src/")}
         needed = {_rel(p) for p in stage_modules(ROOT / script)}
         if script not in deps:
@@ -120,3 +121,9 @@ def test_relative_imports_are_refused(package):
     (root / "src" / "paddy" / "c.py").write_text("from . import errors\n")
     with pytest.raises(ValueError, match="relative import"):
         stage_modules(script, root / "src")
+
+
+def test_every_stage_runs_after_the_params_check(stages):
+    """DVC deletes a stage's outputs before running it: a bad setting must fail in `check`, before any of that."""
+    late = [name for name, _, deps in stages if name != "check" and "data/checked" not in deps]
+    assert not late, f"add data/checked to the deps of {', '.join(late)}"
