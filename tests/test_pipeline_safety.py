@@ -1,14 +1,18 @@
-"""Never lose a run: a bad setting fails in `check` before DVC deletes any output (slow: real `dvc` runs on a
-shrunk copy of the repository).
+"""Never lose a run, never reuse a stale one: real `dvc` runs on a shrunk copy of the repository (slow).
+
+A bad setting fails in `check` before DVC deletes any output; an edit to a user's own source folder reruns
+download and only what changed after it.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import test_pipeline
+import yaml
 
 pytestmark = pytest.mark.slow
 repo = test_pipeline.repo  # a module-scoped fixture: this module's own shrunk copy of the repository
@@ -57,4 +61,19 @@ def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, setting, 
     assert snapshot(repo) == before
     run("git checkout params.yaml", repo)
     out = run("dvc repro", repo)  # the good settings again: nothing after the check (or its run-cache) reruns
-    assert set(stages_run(out)) <= {"check"}, out
+    assert set(stages_run(out)) <= {"check", "fingerprint"}, out
+
+
+def test_editing_a_folder_source_reruns_download_and_only_what_changed(repo, tmp_path):
+    if not (repo / "submission.csv").exists():
+        run("dvc repro", repo)
+    source = shutil.copytree(repo / "data/raw", tmp_path / "my-competition")  # a user's own copy, outside
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["source"] = str(source)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "download" in stages_run(run("dvc repro", repo))
+    assert stages_run(run("dvc repro", repo)) == ["fingerprint"]  # nothing changed: nothing after it reruns
+
+    with open(source / "train.csv", "a") as f:
+        f.write("\n")  # an edit that changes the file, not the competition
+    assert stages_run(run("dvc repro", repo)) == ["fingerprint", "download", "prepare"]
