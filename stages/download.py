@@ -13,7 +13,7 @@ def main():
     parser.add_argument("raw_dir")
     parser.add_argument("truth_csv", help="the test set's true labels, when the source knows them")
     args = parser.parse_args()
-    params = load_params()  # checks every setting now, before hours of work downstream
+    params = load_params()
     train, sample = fetch_competition(params["data"], args.raw_dir, args.truth_csv)
     print(f"{args.raw_dir}: {len(train)} training images, {train['label'].nunique()} labels, {len(sample)} test images")
 

@@ -53,6 +53,36 @@ def test_label_folder_not_in_train_csv(comp):
         check_layout(comp)
 
 
+def test_duplicated_id_in_sample_submission_names_it_and_the_fix(comp):
+    sample = comp / "sample_submission.csv"
+    lines = sample.read_text().splitlines()
+    sample.write_text("\n".join(lines + [lines[1]]) + "\n")  # the first test image listed twice
+    with pytest.raises(PaddyError) as err:
+        check_layout(comp)
+    image_id = lines[1].split(",")[0]
+    assert f"lists image_id '{image_id}' more than once (again at line {len(lines) + 1}" in str(err.value)
+    assert "Delete the repeated rows" in str(err.value)
+
+
+def test_random_bytes_named_zip_are_not_called_truncated(params, tmp_path):
+    fake = tmp_path / "competition.zip"
+    fake.write_bytes(bytes(range(256)) * 8)
+    params["data"]["source"] = str(fake)
+    with pytest.raises(PaddyError, match="is not a zip archive at all") as err:
+        fetch_competition(params["data"], tmp_path / "raw", tmp_path / "truth.csv")
+    assert "interrupted" not in str(err.value) and not (tmp_path / "raw").exists()
+
+
+def test_a_truncated_zip_is_called_truncated(comp, params, tmp_path):
+    whole = Path(shutil.make_archive(str(tmp_path / "whole"), "zip", comp))
+    cut = tmp_path / "competition.zip"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    params["data"]["source"] = str(cut)
+    with pytest.raises(PaddyError, match="is not a complete zip archive .*interrupted download or copy"):
+        fetch_competition(params["data"], tmp_path / "data/raw", tmp_path / "data/truth.csv")
+    assert not (tmp_path / "data/raw").exists()
+
+
 def test_unknown_architecture(params):
     params["models"]["resnet"]["arch"] = "resnet_does_not_exist"
     with pytest.raises(PaddyError, match="models.resnet.arch.*resnet_does_not_exist.*timm does not know"):
@@ -114,9 +144,8 @@ def test_a_stage_prints_one_paragraph_not_a_traceback(tmp_path):
     """What a user sees from `dvc repro` with a bad setting: exit 2, `error: ...`, no traceback, nothing written."""
     text = (ROOT / "params.yaml").read_text().replace("arch: test_vit", "arch: test_vitt")
     (tmp_path / "params.yaml").write_text(text)
-    stage = [str(ROOT / "stages" / "profile_memory.py"), "vit", "data/prepared/labels.json", "data/p.json"]
     out = subprocess.run(
-        [sys.executable, *stage, "data/b.json", "data/m.json", "data/plot.csv"],
+        [sys.executable, str(ROOT / "stages" / "check.py"), "data/checked"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -1,18 +1,21 @@
 """The Kaggle download: a fake client stands in for kaggle.KaggleApi (the package cannot target a test server)."""
 
+import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
-from paddy import kaggle_api
+from paddy import kaggle_api, kaggle_cache
 from paddy.errors import PaddyError
 
 SLUG = "paddy-disease-classification"
@@ -76,7 +79,8 @@ def test_good_download_extracts_checks_and_is_cached(tmp_path):
     assert len(train) == 2 and len(sample) == 2
     assert (dest / "train_images/blast/100.jpg").is_file() and (dest / "test_images/200002.jpg").is_file()
     assert (cache / f"{SLUG}.zip").is_file() and fake.downloads == 1
-    assert [p.name for p in cache.iterdir()] == [f"{SLUG}.zip"]  # no scratch folder left behind
+    names = sorted(p.name for p in cache.iterdir())  # no scratch folder left behind
+    assert names == [f"{SLUG}.zip", f"{SLUG}.zip.json", f"{SLUG}.zip.lock"]
 
     # dvc deletes data/raw before the stage re-runs: the verified zip in the cache is reused, not downloaded again.
     import shutil
@@ -131,6 +135,53 @@ def test_truncated_cached_zip_is_downloaded_again(tmp_path, capsys):
     kaggle_api.download_competition(SLUG, tmp_path / "raw", client=fake, cache_dir=cache)
     assert fake.downloads == 1 and (tmp_path / "raw/train.csv").is_file()
     assert "downloading again" in capsys.readouterr().err
+
+
+def test_the_cache_records_size_and_sha256_and_reuses_only_a_match(tmp_path, capsys):
+    data = make_zip(competition_files())
+    cache = tmp_path / "cache"
+    zip_path = kaggle_api.fetch_zip(SLUG, client=FakeKaggle(data), cache_dir=cache)
+    record = json.loads((cache / f"{SLUG}.zip.json").read_text())
+    assert record == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    # Same size, one byte changed (bit rot, or a copy overwritten by hand): the sha256 no longer matches.
+    zip_path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    fake = FakeKaggle(data)
+    assert kaggle_api.fetch_zip(SLUG, client=fake, cache_dir=cache) == zip_path
+    assert fake.downloads == 1 and zip_path.read_bytes() == data
+    assert "does not match its recorded size and sha256" in capsys.readouterr().err
+
+    (cache / f"{SLUG}.zip.json").unlink()  # a zip nobody verified is not trusted either
+    fake = FakeKaggle(data)
+    kaggle_api.fetch_zip(SLUG, client=fake, cache_dir=cache)
+    assert fake.downloads == 1
+
+
+def test_the_cache_is_per_user_and_can_be_moved(tmp_path, monkeypatch):
+    monkeypatch.delenv(kaggle_cache.ENV, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert kaggle_cache.default_dir() == tmp_path / "home/.cache/paddy/kaggle"
+    monkeypatch.setenv(kaggle_cache.ENV, str(tmp_path / "shared"))
+    zip_path = kaggle_api.fetch_zip(SLUG, client=FakeKaggle(make_zip(competition_files())))
+    assert zip_path == tmp_path / "shared" / f"{SLUG}.zip" and kaggle_cache.is_verified(zip_path)
+
+
+class SlowKaggle(FakeKaggle):
+    """A download that takes a while, so that two workers overlap."""
+
+    def competition_download_files(self, competition, path=None, force=False, quiet=True):
+        time.sleep(0.5)
+        super().competition_download_files(competition, path, force, quiet)
+
+
+def test_concurrent_workers_download_once(tmp_path):
+    data = make_zip(competition_files())
+    fake = SlowKaggle(data)  # shared, so that `downloads` counts both workers' calls
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: kaggle_api.fetch_zip(SLUG, client=fake, cache_dir=tmp_path), range(2)))
+    assert paths[0] == paths[1] and fake.downloads == 1
+    assert paths[0].read_bytes() == data and kaggle_cache.is_verified(paths[0])
 
 
 def test_wrong_layout_leaves_no_folder(tmp_path):

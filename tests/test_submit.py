@@ -11,6 +11,7 @@ import yaml
 
 from paddy import kaggle_api, ledger, submit
 from paddy.errors import PaddyError
+from paddy.fingerprint import fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "paddy-disease-classification"
@@ -123,6 +124,22 @@ def test_pipeline_with_unreproduced_changes_is_stale(repo):
     with pytest.raises(PaddyError, match="not reproduced.*train@vit"):
         run(client, status=status)
     assert client.sent == []
+
+
+def test_the_always_changed_fingerprint_counts_only_when_the_source_changed(repo, monkeypatch):
+    """dvc status names the fingerprint stage on every run; submit compares the fingerprint itself."""
+    answer = SimpleNamespace(returncode=0, stdout='{"fingerprint": ["always changed"]}', stderr="")
+    monkeypatch.setattr(submit.subprocess, "run", lambda *a, **k: answer)
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["data"]["source"] = str(repo / "data/raw")  # the user's own folder
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    Path("data/source.json").write_text(json.dumps(fingerprint(params["data"])))
+    assert submit.dvc_status() == {}
+    with open("data/raw/train.csv", "a") as f:
+        f.write("4.jpg,blast\n")  # edited after the last download
+    assert "changed since the last download" in submit.dvc_status()["fingerprint"][0]
+    with pytest.raises(PaddyError, match="not reproduced.*fingerprint"):
+        run(FakeKaggle(), status=submit.dvc_status())
 
 
 def test_no_dvc_lock_is_refused(repo):

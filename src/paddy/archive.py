@@ -9,6 +9,8 @@ from pathlib import Path, PurePosixPath
 
 from paddy.errors import PaddyError
 
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")  # a first entry, an empty archive, a split one
+
 
 def check_zip(zip_path):
     """Return the open archive's entries after checking it is a complete zip whose entries all stay inside."""
@@ -16,9 +18,19 @@ def check_zip(zip_path):
     try:
         zf = zipfile.ZipFile(zip_path)
         bad = zf.testzip()
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
+    except OSError as e:
+        raise PaddyError(f"{zip_path} cannot be read ({e}). Check that it exists and that you may read it.") from e
+    except (zipfile.BadZipFile, EOFError) as e:
+        with open(zip_path, "rb") as f:
+            head = f.read(4)
+        if head not in ZIP_SIGNATURES:  # random bytes, an HTML error page, a renamed file: not truncation
+            raise PaddyError(
+                f"{zip_path} is not a zip archive at all: it does not start with a zip signature (first bytes "
+                f"{head!r}). Check that it is the competition's .zip, then download or copy it again."
+            ) from e
         raise PaddyError(
-            f"{zip_path} is not a complete zip archive ({e}). It may be truncated: delete it and download it again."
+            f"{zip_path} is not a complete zip archive ({e}): it starts like one but is cut short or damaged, "
+            "probably by an interrupted download or copy. Delete it and download or copy it again."
         ) from e
     with zf:
         if bad is not None:

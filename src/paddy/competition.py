@@ -38,7 +38,11 @@ def _read_csv(path, required, what):
         raise PaddyError(f"{path} has rows with no image_id (first at row {int(df['image_id'].isna().argmax()) + 2}).")
     dupes = df["image_id"][df["image_id"].duplicated()]
     if len(dupes):
-        raise PaddyError(f"{path} lists image_id {dupes.iloc[0]!r} more than once ({len(dupes)} duplicates).")
+        raise PaddyError(
+            f"{path} lists image_id {dupes.iloc[0]!r} more than once (again at line {dupes.index[0] + 2}; "
+            f"{len(dupes)} repeated row(s) in all): each image needs exactly one row. Delete the repeated rows, or "
+            "restore the competition's own file (download it again, or point `data.source` at an intact copy)."
+        )
     return df
 
 

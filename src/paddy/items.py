@@ -3,7 +3,7 @@
 fastai decodes each JPEG and resizes it again in every epoch, and TTA does it n+1 times more. Here the result of the
 resize is kept on disk as a .npy array, keyed by the content of the prepared images and the item settings, so a
 second epoch, fold, model with the same item settings, TTA pass or experiment reads raw bytes and decodes nothing.
-The cache lives outside the repository (PADDY_CACHE, default ~/.cache/paddy) so queue workers and clones share it;
+The cache lives outside the repository (cache_dir(): PADDY_CACHE, default ~/.cache/paddy) so queue workers and clones share it;
 a key is a hash of what went in, so a changed image or setting can never read a stale array.
 """
 
@@ -24,7 +24,10 @@ VERSION = 1  # bump when resize_item changes: old arrays then stop matching
 
 
 def cache_dir():
-    return Path(os.environ.get("PADDY_CACHE", "~/.cache/paddy")).expanduser()
+    """$PADDY_CACHE, else $XDG_CACHE_HOME/paddy, else ~/.cache/paddy (beside the Kaggle zip and the GPU locks)."""
+    if os.environ.get("PADDY_CACHE"):
+        return Path(os.environ["PADDY_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddy"
 
 
 def resize_item(img, size, method):

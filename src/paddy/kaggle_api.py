@@ -20,11 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from paddy import kaggle_cache
 from paddy.archive import check_zip, extract_zip
 from paddy.competition import check_layout
 from paddy.errors import PaddyError
-
-CACHE_DIR = Path("data/kaggle")
 
 HOW_TO_AUTHENTICATE = (
     "Create an API token on https://www.kaggle.com/settings (section API) and give it to paddy in one of these "
@@ -217,52 +216,44 @@ def _kaggle_errors(doing, slug):
 # Download
 
 
-def _verified(zip_path):
-    """True if `zip_path` is a complete, safe zip; a broken one is deleted so that the next try downloads again."""
-    if not zip_path.is_file():
-        return False
-    try:
-        check_zip(zip_path)
-    except PaddyError as e:
-        print(f"paddy: {e} Deleting it and downloading again.", file=sys.stderr)
-        zip_path.unlink()
-        return False
-    return True
-
-
-def fetch_zip(slug, client=None, cache_dir=CACHE_DIR):
-    """Path of the verified competition zip in `cache_dir`, downloading it only when no verified copy is there."""
-    cache_dir = Path(cache_dir)
-    zip_path = cache_dir / f"{slug}.zip"
-    if _verified(zip_path):
+def fetch_zip(slug, client=None, cache_dir=None):
+    """Path of the verified competition zip in the per-user cache (paddy.kaggle_cache), downloading it only when
+    no copy there still has the size and sha256 recorded when it was verified."""
+    zip_path = kaggle_cache.zip_path(slug, cache_dir)
+    if kaggle_cache.is_verified(zip_path):
         print(f"paddy: using the verified {zip_path} (delete it to download again)", file=sys.stderr)
         return zip_path
     client = client or make_client()  # before touching the disk: no credentials, nothing created
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Download into a scratch folder and rename: an interrupted download never sits at the final name.
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download."))
-    try:
-        with _kaggle_errors(f"download the competition `{slug}`", slug):
-            client.competition_download_files(slug, path=str(tmp), force=True, quiet=False)
-        got = tmp / f"{slug}.zip"
-        if not got.is_file():
-            found = ", ".join(p.name for p in tmp.iterdir()) or "nothing"
-            raise PaddyError(f"Kaggle's download of `{slug}` gave {found} instead of {got.name}; try again.")
+    with kaggle_cache.lock(zip_path):
+        if kaggle_cache.is_verified(zip_path):  # another worker fetched it while this one waited for the lock
+            return zip_path
+        if zip_path.exists():
+            print(f"paddy: {zip_path} does not match its recorded size and sha256; downloading again", file=sys.stderr)
+            zip_path.unlink()
+        # Download into a scratch folder and rename: an interrupted download never sits at the final name.
+        tmp = Path(tempfile.mkdtemp(dir=zip_path.parent, prefix=".download."))
         try:
-            check_zip(got)
-        except PaddyError as e:
-            raise PaddyError(f"The download from Kaggle is broken: {e} Nothing was extracted; run again.") from None
-        os.replace(got, zip_path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return zip_path
+            with _kaggle_errors(f"download the competition `{slug}`", slug):
+                client.competition_download_files(slug, path=str(tmp), force=True, quiet=False)
+            got = tmp / f"{slug}.zip"
+            if not got.is_file():
+                found = ", ".join(p.name for p in tmp.iterdir()) or "nothing"
+                raise PaddyError(f"Kaggle's download of `{slug}` gave {found} instead of {got.name}; try again.")
+            try:
+                check_zip(got)
+            except PaddyError as e:
+                raise PaddyError(f"The download from Kaggle is broken: {e} Nothing was extracted; run again.") from None
+            return kaggle_cache.store(got, zip_path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def download_competition(slug, dest, client=None, cache_dir=CACHE_DIR):
-    """Make `dest` the competition folder: download `<slug>.zip` into `cache_dir` (once), verify, extract, check.
+def download_competition(slug, dest, client=None, cache_dir=None):
+    """Make `dest` the competition folder: download `<slug>.zip` into the cache (once), verify, extract, check.
 
     Returns (train_df, sample_df) from `check_layout`. `dest` is complete and checked, or absent: never a partial
-    extraction. `cache_dir` is kept between runs (it is not a DVC output), so a repro does not download again.
+    extraction. The cache (`cache_dir`, default paddy.kaggle_cache.default_dir(): one per user, outside every
+    workspace) is kept between runs, clones and queue workers, so none of them downloads again.
     """
     dest = Path(dest)
     zip_path = fetch_zip(slug, client=client, cache_dir=cache_dir)

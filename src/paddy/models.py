@@ -65,11 +65,13 @@ def check_arch(where, arch, size=None):
 
 
 def check_archs(params, path="params.yaml"):
-    """check_arch for every model of params.yaml (already checked by paddy.params.check_params)."""
+    """check_arch for every model of params.yaml (already checked by paddy.params.check_params), and that its
+    pretrained weights can be had (a file, the local cache, or a reachable hub) before any stage needs them."""
     from paddy.params import as_hw
 
     for name, cfg in params["models"].items():
         check_arch(f"`models.{name}.arch` in {path}", cfg["arch"], as_hw(cfg["size"]))
+        _pretrained_kwargs(cfg["arch"], cfg["pretrained"])
 
 
 class TimmBody(nn.Module):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from paddy.competition import TEST_DIR, TRAIN_DIR, check_layout
 from paddy.fileio import atomic_path, write_csv, write_json
+from paddy.progress import progress
 
 INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
@@ -62,7 +62,7 @@ def prepare_competition(raw_dir, out_dir, max_size, workers=2):
     rows["path"] = [f"images/{s}/{i}" for s, i in zip(rows.split, rows.image_id)]
     jobs = [(src, out_dir / path, max_size) for src, path in zip(rows.src, rows.path)]
     with ProcessPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(_resize_job, jobs, chunksize=32), total=len(jobs), desc="resize", unit="img"))
+        results = list(progress(pool.map(_resize_job, jobs, chunksize=32), "resize", total=len(jobs), unit="img"))
     rows["width"] = [r[0][0] if r[0] else 0 for r in results]
     rows["height"] = [r[0][1] if r[0] else 0 for r in results]
     rows["md5"] = [r[0][2] if r[0] else "" for r in results]

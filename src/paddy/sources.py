@@ -8,8 +8,8 @@ import pandas as pd
 
 from paddy.archive import extract_zip
 from paddy.competition import check_layout
-from paddy.errors import PaddyError
 from paddy.fileio import write_csv
+from paddy.fingerprint import source_path
 from paddy.synthetic import make_competition
 
 TRUTH_COLUMNS = ["image_id", "label"]
@@ -32,21 +32,13 @@ def fetch_competition(data, raw_dir, truth_path):
 
         tables = download_competition(data["competition"], raw_dir)  # checks the layout itself
     else:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise PaddyError(
-                f"`data.source` is {source!r}, which is neither synthetic, kaggle, nor an existing folder or .zip "
-                f"(looked for {path.resolve()}). Give the path of the competition folder or zip, relative to the "
-                "repository root or absolute."
-            )
+        path = source_path(source)
         if path.is_dir():
             tables = check_layout(path)  # refuse before copying anything
             _build_dir(raw_dir, lambda tmp: shutil.copytree(path, tmp))
-        elif path.suffix.lower() == ".zip":
+        else:
             extract_zip(path, raw_dir)
             tables = check_layout(raw_dir)
-        else:
-            raise PaddyError(f"`data.source` {source!r} is a file but not a .zip: give a folder or a .zip archive.")
     write_csv(pd.DataFrame(columns=TRUTH_COLUMNS), truth_path)
     return tables
 

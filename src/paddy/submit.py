@@ -26,6 +26,7 @@ import yaml
 from paddy import compare, kaggle_api, ledger
 from paddy.competition import read_sample_submission, read_train_csv
 from paddy.errors import PaddyError
+from paddy.fingerprint import fingerprint
 from paddy.params import load_params
 from paddy.submission import validate_submission
 
@@ -52,8 +53,12 @@ def git_rev():
     return out.stdout.strip() if out.returncode == 0 else "nogit"
 
 
-def dvc_status():
-    """`dvc status --json` as a dict: empty when every stage is up to date."""
+def dvc_status(params_path="params.yaml", source_json="data/source.json"):
+    """`dvc status --json` as a dict: empty when every stage is up to date.
+
+    The fingerprint stage is always_changed, so dvc names it every time; it counts only when the source's
+    fingerprint now differs from the one download last saw.
+    """
     try:
         out = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True, check=False)
     except FileNotFoundError:
@@ -61,9 +66,19 @@ def dvc_status():
     if out.returncode != 0:
         raise PaddyError(f"`dvc status` failed: {out.stderr.strip()[:400]}. Run paddy from the repository root.")
     try:
-        return json.loads(out.stdout or "{}")
+        status = json.loads(out.stdout or "{}")
     except ValueError:
         raise PaddyError("`dvc status --json` printed something that is not JSON; is dvc 3.x installed?") from None
+    if status.get("fingerprint") == ["always changed"]:
+        del status["fingerprint"]
+        data = load_params(params_path, check_archs=False)["data"]
+        try:
+            seen = json.loads(Path(source_json).read_text())
+        except (OSError, ValueError):
+            seen = None
+        if seen != fingerprint(data):
+            status["fingerprint"] = [f"data.source {data['source']!r} changed since the last download"]
+    return status
 
 
 def locked_md5(path, lock="dvc.lock"):

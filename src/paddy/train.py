@@ -9,15 +9,14 @@ order depends only on (seed, epoch), so a resumed run repeats the uninterrupted 
 import dataclasses
 import math
 import signal
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from paddy.errors import PaddyError
 from paddy.models import set_frozen
+from paddy.progress import progress as progress_bar
 from paddy.schedule import fine_tune_phases, position, set_hyperparameters
 from paddy.step import create_optimizer, free_cuda_cache, predict_chunked, step_seed, train_step
 
@@ -65,8 +64,8 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
     loader.batch_sampler.set_epoch(epoch, start=progress.step)
     total = torch.tensor(progress.loss_sum, device=device)
     start, seconds = time.perf_counter(), progress.seconds
-    bar = tqdm(loader, desc=f"epoch {epoch + 1} ({phase.name})", leave=False, disable=not sys.stderr.isatty())
-    for i, (items, targets) in enumerate(bar, start=progress.step):
+    steps_left = progress_bar(loader, f"epoch {epoch + 1} ({phase.name})", total=steps - progress.step, unit="step")
+    for i, (items, targets) in enumerate(steps_left, start=progress.step):
         while True:
             accumulation = math.ceil(loader.batch_sampler.batch_size / progress.micro_batch)
             pos = position(phase_epoch * steps + i, phase.epochs * steps, accumulation)

@@ -1,0 +1,25 @@
+"""Stage fingerprint: what `data.source` holds now, cheaply, so that download reruns exactly when it changed.
+
+dvc.yaml marks it always_changed: DVC cannot see a Kaggle zip, or a folder or zip outside the repository, so this
+runs on every repro and download depends on its output instead.
+"""
+
+import argparse
+
+from paddy.errors import exit_on_error
+from paddy.fileio import write_json
+from paddy.fingerprint import fingerprint
+from paddy.params import load_params
+
+
+@exit_on_error
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out_json")
+    args = parser.parse_args()
+    data = load_params(check_archs=False)["data"]  # the check stage has checked every setting, archs included
+    write_json(args.out_json, fingerprint(data))
+
+
+if __name__ == "__main__":
+    main()
