@@ -7,9 +7,9 @@ import argparse
 import pandas as pd
 
 from paddy import profile as prof
-from paddy.device import pick_device
 from paddy.errors import exit_on_error
 from paddy.fileio import write_csv, write_json
+from paddy.gpus import claim_device
 from paddy.models import check_archs
 from paddy.params import load_params
 
@@ -27,7 +27,7 @@ def main():
     params = load_params()
     check_archs(params)
     vocab = prof.read_vocab(args.targets_json)
-    profile = prof.profile_from_params(args.model, params, vocab, pick_device())
+    profile = prof.profile_from_params(args.model, params, vocab, claim_device())
     print(prof.format_table([profile]))
     # Only `auto` depends on the choice; an explicit batch size always wins, so there a warning is enough.
     auto = [k for k, v in prof.batches_of(profile, params).items() if k != "device"]

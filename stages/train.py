@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 from dvclive import Live
-from paddy.device import pick_device, resolve_precision
+from paddy.device import resolve_precision
 from paddy.errors import exit_on_error
 from paddy.fit import train_model
+from paddy.gpus import claim_device
 from paddy.models import check_archs
 from paddy.params import load_params
 from paddy.prepare import read_targets
@@ -34,7 +35,7 @@ def main():
     args = parser.parse_args()
     params = load_params()
     check_archs(params)
-    device = pick_device()
+    device = claim_device()  # a GPU no other run holds (dvc queue -j N: one experiment per GPU), or the CPU
     precision = resolve_precision(params["train"]["precision"], device)
     vocab = read_targets(args.prepared_dir)
     micro, evals = resolve_batches(args.model, params, args.batches, device, vocab)  # explicit values win

@@ -3,9 +3,10 @@
 import argparse
 from pathlib import Path
 
-from paddy.device import pick_device, resolve_precision
+from paddy.device import resolve_precision
 from paddy.errors import exit_on_error
 from paddy.fileio import write_csv
+from paddy.gpus import claim_device
 from paddy.models import check_archs
 from paddy.params import load_params
 from paddy.prepare import read_index
@@ -22,7 +23,7 @@ def main():
     args = parser.parse_args()
     params = load_params()
     check_archs(params)
-    device = pick_device()
+    device = claim_device()  # a GPU no other run holds, or the CPU
     precision = resolve_precision(params["train"]["precision"], device)
     index = read_index(args.prepared_dir)
     test, oof = predict_model(params, index, args.prepared_dir, args.split_csv, args.ckpt_dir, device, precision)

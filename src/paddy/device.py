@@ -10,10 +10,6 @@ import torch
 from paddy.errors import PaddyError
 
 
-def pick_device():
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def device_name(device):
     """What a memory profile is tied to: the GPU model and its memory, or 'cpu'."""
     if device.type != "cuda":

@@ -3,8 +3,8 @@
 fastai decodes each JPEG and resizes it again in every epoch, and TTA does it n+1 times more. Here the result of the
 resize is kept on disk as a .npy array, keyed by the content of the prepared images and the item settings, so a
 second epoch, fold, model with the same item settings, TTA pass or experiment reads raw bytes and decodes nothing.
-The cache lives outside the repository (cache_dir(): PADDY_CACHE, default ~/.cache/paddy) so queue workers and clones share it;
-a key is a hash of what went in, so a changed image or setting can never read a stale array.
+The cache lives outside the repository (cache_dir(): PADDY_CACHE, default ~/.cache/paddy), so queue workers and
+clones share it; a key is a hash of what went in, so a changed image or setting can never read a stale array.
 """
 
 import hashlib

@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from paddy.augment import AugmentSettings
-from paddy.device import device_name, pick_device
+from paddy.device import device_name
 from paddy.errors import PaddyError
 from paddy.fileio import write_json
+from paddy.gpus import claim_device
 from paddy.memory import Spec
 from paddy.params import load_params
 from paddy.profile import (
@@ -80,7 +81,7 @@ def run(args):
     params = load_params()
     prof, train = params["profile"], params["train"]
     budget_gb = prof["budget_gb"] if args.budget_gb is None else args.budget_gb
-    device = torch.device("cpu") if args.estimate else pick_device()
+    device = torch.device("cpu") if args.estimate else claim_device()  # measured alone on its GPU
     effective = args.effective_batch or train["effective_batch"]
     batches = sorted(set(args.batch), reverse=True) if args.batch else candidates(effective, prof["min_micro_batch"])
     evals = args.eval_batch or eval_candidates(effective, prof["min_micro_batch"])
