@@ -17,7 +17,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out_json")
     args = parser.parse_args()
-    data = load_params(check_archs=False)["data"]  # the check stage has checked every setting, archs included
+    data = load_params()["data"]  # the check stage has checked every setting, archs included
     write_json(args.out_json, fingerprint(data))
 
 

@@ -71,7 +71,7 @@ def dvc_status(params_path="params.yaml", source_json="data/source.json"):
         raise PaddyError("`dvc status --json` printed something that is not JSON; is dvc 3.x installed?") from None
     if status.get("fingerprint") == ["always changed"]:
         del status["fingerprint"]
-        data = load_params(params_path, check_archs=False)["data"]
+        data = load_params(params_path)["data"]
         try:
             seen = json.loads(Path(source_json).read_text())
         except (OSError, ValueError):
