@@ -11,6 +11,7 @@ COMMANDS = {
     "submit": ("paddy.submit", "validate submission.csv, send it to Kaggle and record it in the ledger"),
     "scores": ("paddy.ledger", "pull pending public/private scores for the ledger's submissions"),
     "compare": ("paddy.compare", "table of experiments (dvc exp show) joined with the ledger's scores"),
+    "lr-find": ("paddy.lr_find_cli", "fastai's learning-rate finder on a model's real training step, with suggestions"),
     "profile": ("paddy.profile_cli", "peak memory per architecture and micro-batch: measured on CUDA, else estimated"),
 }
 

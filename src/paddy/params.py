@@ -195,3 +195,26 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml"):
             f"`models.{name}.head` in {path} is {cfg['head']!r}; it must be fastai (fastai's vision_learner head: "
             "concat pooling, BatchNorm, dropout, a hidden layer of 512) or timm (the architecture's own classifier)."
         )
+
+
+def override(params, assignments, path="params.yaml"):
+    """Apply `key=value` assignments as `dvc exp run -S` does: dotted keys that exist already (a leading + adds
+    one), values parsed as YAML. Returns a new dict; check it with check_params."""
+    import copy
+
+    params = copy.deepcopy(params)
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        if not sep:
+            raise PaddyError(f"-S {text!r}: give key=value, e.g. -S train.lr=0.02.")
+        add, key = key.startswith("+"), key.lstrip("+")
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise PaddyError(f"-S {text!r}: {path} has no `{'.'.join(parents)}` section.")
+            node = node[part]
+        if last not in node and not add:
+            raise PaddyError(f"-S {text!r}: {path} has no `{key}`; add a new key with -S '+{key}=...'.")
+        node[last] = yaml.safe_load(raw)
+    return params
