@@ -18,7 +18,7 @@ status=0
 for part in ${parts[@]}; do
   echo "=== $part ==="
   case "$part" in
-    tests) python3 -m pytest -m gpu -q -p no:cacheprovider tests || status=1 ;;
+    tests) python3 -m pytest -m gpu -q -p no:cacheprovider $(grep -l "mark.gpu" tests/*.py) || status=1 ;;
     memory) python3 benchmarks/memory_gpu.py || status=1 ;;
     precision) python3 benchmarks/precision_gpu.py || status=1 ;;
     throughput) python3 benchmarks/throughput.py || status=1 ;;
