@@ -118,8 +118,11 @@ def main():
     print(f"\n{'model':<8} {'tool':<9} {'valid acc':>14} {'test acc (TTA)':>16} {'train s':>8} {'total s':>8}")
     for (name, tool), g in runs.groupby(["model", "tool"], sort=False):
         sd = lambda s: statistics.stdev(s) if len(s) > 1 else 0.0  # noqa: E731
-        print(f"{name:<8} {tool:<9} {g.valid_acc.mean():.4f}+-{sd(g.valid_acc):.4f} "
-              f"{g.test_acc.mean():>9.4f}+-{sd(g.test_acc):.4f} {g.train_s.mean():>8.1f} {g.total_s.mean():>8.1f}")  # fmt: skip
+        valid, test = (
+            f"{g.valid_acc.mean():.4f}+-{sd(g.valid_acc):.4f}",
+            f"{g.test_acc.mean():.4f}+-{sd(g.test_acc):.4f}",
+        )
+        print(f"{name:<8} {tool:<9} {valid:>14} {test:>16} {g.train_s.mean():>8.1f} {g.total_s.mean():>8.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
 
