@@ -1,0 +1,88 @@
+"""download, prepare and tta killed midway (SIGKILL, a real process): nothing they leave reads as a whole output, and
+running them again completes to the same outputs as an uninterrupted run (slow: real stages on a tiny competition)."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+STAGES = {  # stage -> (command after `python`, the outputs it writes, a sign it is under way in folder `run`)
+    "download": (
+        ["stages/download.py", "{run}/raw", "{run}/truth.csv"],
+        ["raw/train.csv", "truth.csv"],
+        lambda run: run.exists(),  # its scratch folder: the competition is being generated
+    ),
+    "prepare": (
+        ["stages/prepare.py", "ref/raw", "{run}/prepared"],
+        ["prepared/index.csv"],
+        lambda run: any((run / "prepared").rglob("*.jpg")),  # resized images are arriving
+    ),
+    "tta": (
+        ["stages/tta.py", "ref/prepared", "ref/split.csv", "ref/models/resnet", "{run}/preds"],
+        ["preds/test_probs.csv", "preds/oof_probs.csv"],
+        None,  # nothing shows until the end: killed a few seconds in, inside its passes
+    ),
+}
+
+
+def stage(work, name, run, check=True):
+    args = [a.format(run=run) for a in STAGES[name][0]]
+    out = subprocess.run([sys.executable, str(ROOT / args[0]), *args[1:]], cwd=work, capture_output=True, text=True)
+    assert not check or out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    work = tmp_path_factory.mktemp("kill")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["synthetic"].update(n_train=300, n_test=120, width=96, height=128)
+    params["train"].update(epochs=1, effective_batch=16, eval_batch=8, workers=0)
+    params["tta"]["n"] = 6
+    params["models"] = {"resnet": dict(params["models"]["resnet"], micro_batch=8)}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stage(work, "download", "ref")
+    stage(work, "prepare", "ref")
+    subprocess.run(
+        [sys.executable, str(ROOT / "stages/split.py"), "ref/prepared", "ref/split.csv"], cwd=work, check=True
+    )
+    subprocess.run(
+        [sys.executable, str(ROOT / "stages/train.py"), "resnet", "ref/prepared", "ref/split.csv", "ref/models/resnet",
+         "ref/live"], cwd=work, check=True, capture_output=True,
+    )  # fmt: skip
+    stage(work, "tta", "ref")
+    return work
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_killed_stage_leaves_nothing_whole_and_reruns_to_the_same_output(work, name):
+    command, outputs, started = STAGES[name]
+    run = f"killed_{name}"
+    args = [a.format(run=run) for a in command]
+    proc = subprocess.Popen([sys.executable, str(ROOT / args[0]), *args[1:]], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + (5 if started is None else 120)
+    while time.time() < deadline and proc.poll() is None and not (started and started(work / run)):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if proc.returncode == -signal.SIGKILL:  # killed midway: nothing it writes at the end may look whole
+        assert not all((work / run / out).exists() for out in outputs), f"{name} left complete-looking outputs"
+    stage(work, name, run)
+    for out in outputs:
+        ours, ref = work / run / out, work / "ref" / out
+        if out.endswith(".csv") and "raw" not in out:
+            a, b = pd.read_csv(ours), pd.read_csv(ref)
+            if "path" in a:  # prepare: the index names its own folder's files
+                a, b = a.drop(columns="path"), b.drop(columns="path")
+            pd.testing.assert_frame_equal(a, b)
+        else:
+            assert ours.read_bytes() == ref.read_bytes()
