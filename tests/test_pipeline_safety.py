@@ -77,3 +77,16 @@ def test_editing_a_folder_source_reruns_download_and_only_what_changed(repo, tmp
     with open(source / "train.csv", "a") as f:
         f.write("\n")  # an edit that changes the file, not the competition
     assert stages_run(run("dvc repro", repo)) == ["fingerprint", "download", "prepare"]
+
+
+def test_a_new_profile_headroom_reruns_the_profiles_and_no_training(repo):
+    if not (repo / "submission.csv").exists():
+        run("dvc repro", repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profile"]["headroom"] = 0.3  # the micro-batches are explicit: train takes nothing from the profile
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = stages_run(run("dvc repro", repo))
+    assert {"profile@resnet", "profile@vit"} <= set(ran), ran
+    assert not [s for s in ran if s.startswith(("train@", "tta@"))] and "ensemble" not in ran, ran
+    run("git checkout params.yaml", repo)
+    run("dvc repro", repo)
