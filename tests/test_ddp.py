@@ -1,17 +1,25 @@
 """DDP over 2 gloo processes on the CPU (paddy.distributed): the real training step, with accumulation and no_sync,
 gives the gradient of one process's whole batch, frozen phase and unfrozen alike (docs/scale.md)."""
 
+import json
 import os
 import shlex
+import shutil
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import yaml
 
 from paddy import distributed
 from paddy.augment import BatchAugment
+from paddy.checkpoint import load_checkpoint
 from paddy.errors import PaddyError
 from paddy.models import create_model, set_frozen
 from paddy.params import check_params
@@ -19,6 +27,7 @@ from paddy.resume import Checkpoint
 from paddy.step import shard_parts, train_step
 from paddy.train import Progress
 
+ROOT = Path(__file__).resolve().parents[1]
 N, MICRO, WORLD = 24, 5, 2  # 12 samples per rank in 3 micro-batches of 4: accumulation > 1 on each
 
 
@@ -91,6 +100,7 @@ def rank_main(rank, port, out):
             all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values())),
         )
         results["written"] = (out / f"resume{rank}.pt").exists()
+        results["stop"] = distributed.any_rank(rank == 1), distributed.any_rank(False)  # a signal seen by rank 1 alone
     torch.save(results, out / f"rank{rank}.pt")
 
 
@@ -147,6 +157,10 @@ def test_rank_0_alone_writes_the_checkpoint_and_every_rank_resumes_from_it(ranks
     assert [r["resumed"] for r in ranks] == [((1, 3), True)] * 2
 
 
+def test_ranks_agree_to_stop_when_any_got_a_signal(ranks):
+    assert [r["stop"] for r in ranks] == [(True, False)] * 2
+
+
 def test_shares_are_even_and_cover_the_batch():
     for n, micro, world in [(24, 5, 2), (64, 32, 4), (37, 8, 2), (65, 16, 4)]:
         parts = [shard_parts(n, micro, r, world) for r in range(world)]
@@ -176,3 +190,46 @@ def test_rendezvous_flags_come_from_the_environment(monkeypatch):
     monkeypatch.setenv(distributed.ARGS_ENV, flags)
     cmd = distributed.torchrun_command(4, argv)
     assert "--standalone" not in cmd and shlex.join(cmd[3:-5]) == flags
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_with_two_devices_trains_both_models_and_writes_a_submission(tmp_path):
+    """The default models through the whole pipeline, train@ as 2 gloo processes under torchrun, with a frozen epoch
+    (the model is wrapped again when the body unfreezes)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for name in ("stages", "src", ".dvc"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["synthetic"].update(n_train=80, n_test=16, width=48, height=64)
+    params["train"].update(epochs=1, effective_batch=16)
+    params["tta"]["n"] = 1
+    for m in params["models"].values():
+        m["micro_batch"] = 4  # 8 samples per process: 2 micro-batches each, no_sync on the first
+    params["models"]["resnet"].update(item_size=[64, 48], size=[48, 32])
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    git = "git -c user.name=t -c user.email=t@t"
+    subprocess.run(f"git init -q && git add -A && {git} commit -qm init", cwd=repo, shell=True, check=True, env=env)
+    out = subprocess.run(
+        "dvc exp run -S train.devices=2 -S train.frozen_epochs=1", cwd=repo, shell=True,
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-5000:]
+    for name in ("resnet", "vit"):
+        assert f"{name}: cpu, fp32, micro-batch 4 x 2 on each of 2 processes" in log, log[-5000:]
+        metrics = json.loads((repo / "dvclive" / name / "metrics.json").read_text())
+        assert 0 <= metrics["valid_acc"] <= 1 and metrics["split0/train_time_s"] > 0, metrics
+        assert metrics["accumulation"] == 2
+        history = (repo / "dvclive" / name / "plots" / "metrics" / "split0" / "valid_acc.tsv").read_text().splitlines()
+        assert len(history) == 1 + 2, history  # a header, then the frozen and the unfrozen epoch
+        model, meta = load_checkpoint(repo / "data" / "models" / name, "v0")  # plain keys, no `module.` prefix
+        assert meta["effective_batch"] == 16
+    sub = pd.read_csv(repo / "submission.csv")
+    sample = pd.read_csv(repo / "data" / "raw" / "sample_submission.csv")
+    assert sub.image_id.tolist() == sample.image_id.tolist() and sub.label.notna().all()
+    assert json.loads((repo / "metrics" / "ensemble.json").read_text())
+    assert not (repo / "data" / "resume" / "vit").exists()  # rank 0 removed the resume folder once done
