@@ -39,7 +39,7 @@ def main():
     args = parser.parse_args()
     params = load_params()
     devices = params["train"]["devices"]
-    if devices > 1 and not distributed.launched():
+    if distributed.wanted(devices) and not distributed.launched():
         sys.exit(distributed.relaunch(devices, sys.argv))
     check_archs(params)
     if distributed.launched():

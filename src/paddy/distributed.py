@@ -35,6 +35,12 @@ TIMEOUT = datetime.timedelta(minutes=60)
 _state = {"control": None}
 
 
+def wanted(devices):
+    """Whether the train stage runs under torchrun: several devices here, or rendezvous flags for several machines
+    (one device each is several processes too)."""
+    return devices > 1 or bool(os.environ.get(ARGS_ENV, "").strip())
+
+
 def launched():
     """True in a process torchrun started."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -64,10 +70,16 @@ def relaunch(devices, argv):
         env[CLAIMED_ENV] = "1"
     cmd = torchrun_command(devices, argv)
     print(f"train.devices={devices}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(cmd, env=env)
+    proc, received = subprocess.Popen(cmd, env=env), []
+
+    def forward(signum, frame):
+        received.append(signum)
+        proc.send_signal(signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
-    return proc.wait()
+        signal.signal(sig, forward)
+    status = proc.wait()
+    return 130 if received and status != 0 else status  # stopped as one process would be (torchrun says 1)
 
 
 def rank_device():
@@ -108,6 +120,11 @@ def cleanup():
 
 def world_size():
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def local_world_size():
+    """Processes of this run on this machine."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if dist.is_initialized() else 1
 
 
 def rank():

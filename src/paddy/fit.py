@@ -59,7 +59,7 @@ def train_model(
     table, splits = read_splits(split_csv)
     targets = target_table(table, index, names, vocab)
     paths = [f"images/train/{i}" for i in table.image_id]
-    workers = resolve_workers(train_cfg["workers"], device)
+    workers = resolve_workers(train_cfg["workers"], device, distributed.local_world_size())
     items = open_items(prepared_dir, index, paths, as_hw(cfg["item_size"]), cfg["item_method"], workers)
     augment = create_augment(cfg["arch"], as_hw(cfg["size"]), train_cfg["aug"])
     if device.type == "cuda":

@@ -88,6 +88,7 @@ class Checkpoint:
         note = f"{self.path}: {'finished earlier' if done else 'resumed'} at epoch {progress.epoch + 1 - done}"
         if not done:
             note += f", step {progress.step + 1}"
-        print(note, flush=True)
+        if distributed.is_main():
+            print(note, flush=True)
         progress.events.append(note)
         return progress
