@@ -1,15 +1,19 @@
 """Stage train@MODEL: fine-tune one model on every fold/bag; checkpoints, dvclive metrics and learning curves.
 
 Interrupted (a kill, Ctrl-C, SIGTERM, a lost machine), the same command or `dvc repro` continues from the last
-checkpoint in --resume-dir: finished folds are restored, the interrupted one goes on from its last epoch or step."""
+checkpoint in --resume-dir: finished folds are restored, the interrupted one goes on from its last epoch or step.
+
+With train.devices N > 1 the command starts itself again under torchrun as N DDP processes (paddy.distributed)."""
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from dvclive import Live
+from paddy import distributed
 from paddy.device import resolve_precision
 from paddy.errors import exit_on_error
 from paddy.fit import train_model
@@ -34,24 +38,42 @@ def main():
     parser.add_argument("--resume-dir", type=Path, help="checkpoints to continue an interrupted run from")
     args = parser.parse_args()
     params = load_params()
+    devices = params["train"]["devices"]
+    if distributed.wanted(devices) and not distributed.launched():
+        sys.exit(distributed.relaunch(devices, sys.argv))
     check_archs(params)
-    device = claim_device()  # a GPU no other run holds (dvc queue -j N: one experiment per GPU), or the CPU
+    if distributed.launched():
+        device = distributed.rank_device()
+        with distributed.process_group(device):
+            train(args, params, device)
+    else:
+        device = claim_device()  # a GPU no other run holds (dvc queue -j N: one experiment per GPU), or the CPU
+        train(args, params, device)
+
+
+def train(args, params, device):
+    rank0 = distributed.is_main()  # rank 0 under DDP: it alone prints, logs and writes
     precision = resolve_precision(params["train"]["precision"], device)
     vocab = read_targets(args.prepared_dir)
     micro, evals = resolve_batches(args.model, params, args.batches, device, vocab)  # explicit values win
     effective = params["train"]["effective_batch"]
-    print(
-        f"{args.model}: {device.type}, {precision}, micro-batch {micro} x {accumulation(effective, micro)} "
-        f"accumulated to {effective} samples per step, eval batch {evals}",
-        flush=True,
-    )
+    world = distributed.world_size()
+    if rank0:
+        shares = f" on each of {world} processes," if world > 1 else ""
+        steps = accumulation(-(-effective // world), micro)  # micro-batches per step on each process
+        print(
+            f"{args.model}: {device.type}, {precision}, micro-batch {micro} x {steps}{shares} accumulated to "
+            f"{effective} samples per step, eval batch {evals}",
+            flush=True,
+        )
     stop_at_next_step_on_signals()
     epochs = params["train"]["frozen_epochs"] + params["train"]["epochs"]
     splits = len(read_splits(args.split_csv)[1])
     started, done = time.time(), {"epochs": 0, "seconds": 0.0}
 
     # dvcyaml=False: dvc.yaml declares these metrics and plots; letting dvclive rewrite dvc.yaml mid-run corrupts it
-    with Live(args.live_dir, dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    logger = Live(args.live_dir, dvcyaml=False, save_dvc_exp=False, report=None) if rank0 else contextlib.nullcontext()
+    with logger as live:
 
         def on_epoch(split, epoch, metrics):
             live.step = epoch
@@ -68,15 +90,19 @@ def main():
         try:
             results = train_model(
                 args.model, params, args.prepared_dir, args.split_csv, args.out_dir, (micro, evals), device,
-                precision, on_epoch, resume_dir=args.resume_dir,
+                precision, on_epoch if rank0 else None, resume_dir=args.resume_dir,
             )  # fmt: skip
         except Interrupted as stop:
+            if not rank0:
+                sys.exit(130)
             print(
                 f"\n{stop} after {(time.time() - started) / 60:.1f} min: checkpoint written to {args.resume_dir}. "
                 f"Run `dvc repro train@{args.model}` (or this command) again to continue from it.",
                 file=sys.stderr,
             )
             sys.exit(130)
+        if not rank0:
+            return
         live.summary = {
             f"split{s}/{k}": v for s, m in enumerate(results) for k, v in m.items() if isinstance(v, (int, float))
         }
@@ -84,7 +110,7 @@ def main():
             values = [m[key] for m in results]
             live.summary[key] = sum(values) if key == "train_time_s" else sum(values) / len(values)
         live.summary["micro_batch"] = min(m["micro_batch"] for m in results)
-        live.summary["accumulation"] = accumulation(effective, live.summary["micro_batch"])
+        live.summary["accumulation"] = accumulation(-(-effective // world), live.summary["micro_batch"])  # per process
         live.summary["eval_batch"] = evals
         live.summary["out_of_memory_fallbacks"] = sum(
             len([e for e in m["events"] if "out of memory" in e]) for m in results

@@ -14,12 +14,12 @@ def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def resolve_workers(workers, device):
-    """auto: every usable core feeds a GPU; on the CPU the model's own compute uses them, and reading items is a
-    memory copy, so the main process loads."""
+def resolve_workers(workers, device, processes=1):
+    """auto: every usable core feeds a GPU (shared among `processes` on one machine: DDP's ranks); on the CPU the
+    model's own compute uses them, and reading items is a memory copy, so the main process loads."""
     if workers != "auto":
         return workers
-    return min(usable_cores(), 16) if device.type == "cuda" else 0
+    return max(1, min(usable_cores() // processes, 16)) if device.type == "cuda" else 0
 
 
 class ItemDataset(Dataset):

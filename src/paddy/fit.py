@@ -2,10 +2,12 @@
 
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from paddy import distributed
 from paddy.augment import create_augment
 from paddy.checkpoint import save_checkpoint
 from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
@@ -13,7 +15,7 @@ from paddy.device import seed_everything
 from paddy.models import create_model
 from paddy.params import as_hw
 from paddy.prepare import read_index, read_targets
-from paddy.resume import Checkpoint, run_dir
+from paddy.resume import Checkpoint, run_dir, run_key
 from paddy.split import read_splits
 from paddy.train import fine_tune
 
@@ -47,6 +49,7 @@ def train_model(
 
     batches: (micro_batch, eval_batch), from params or the memory profile (paddy.profile.resolve_batches).
     resume_dir: where checkpoints go (paddy.resume); a rerun after an interruption continues from them.
+    Under DDP (paddy.distributed) every rank calls this alike; rank 0 alone writes, and returns full metrics.
     """
     cfg, train_cfg = params["models"][name], params["train"]
     micro_batch, eval_batch = batches
@@ -56,7 +59,7 @@ def train_model(
     table, splits = read_splits(split_csv)
     targets = target_table(table, index, names, vocab)
     paths = [f"images/train/{i}" for i in table.image_id]
-    workers = resolve_workers(train_cfg["workers"], device)
+    workers = resolve_workers(train_cfg["workers"], device, distributed.local_world_size())
     items = open_items(prepared_dir, index, paths, as_hw(cfg["item_size"]), cfg["item_method"], workers)
     augment = create_augment(cfg["arch"], as_hw(cfg["size"]), train_cfg["aug"])
     if device.type == "cuda":
@@ -73,7 +76,8 @@ def train_model(
             "split": hashlib.sha256(table.to_csv(index=False).encode()).hexdigest(),
             "images": hashlib.sha256("".join(index.md5.fillna("")).encode()).hexdigest(),
         }
-        runs = run_dir(resume_dir, settings)
+        # Rank 0 alone keeps the folder (and removes stale runs'); the others only name it
+        runs = run_dir(resume_dir, settings) if distributed.is_main() else Path(resume_dir) / run_key(settings)
     results = []
     for s, col in enumerate(splits):
         seed = params["seed"] + s
@@ -136,7 +140,8 @@ def train_model(
             "effective_batch": train_cfg["effective_batch"],
             "precision": precision,
         }
-        save_checkpoint(model, meta, out_dir, col)
+        if distributed.is_main():
+            save_checkpoint(model, meta, out_dir, col)
         results.append(result)
         del model, train_loader, valid_loader
         if device.type == "cuda":

@@ -127,6 +127,11 @@ def check_params(params, path="params.yaml"):
         raise PaddyError(f"`train.aug.max_zoom` in {path} is below `train.aug.min_zoom`: give min_zoom <= max_zoom.")
     _choice(params, "train.precision", path, PRECISIONS)
     _number(params, "train.workers", path, lo=0, integer=True, auto=True)
+    _number(
+        params, "train.devices", path, lo=1, integer=True,
+        why=" (processes training one model with DistributedDataParallel: GPUs on CUDA, gloo processes on the CPU; "
+        "1 trains in this process, docs/scale.md)",
+    )  # fmt: skip
     _number(params, "train.checkpoint_minutes", path, above=0)
     _number(params, "tta.n", path, lo=0, integer=True)
     _number(params, "tta.beta", path, lo=0.0, hi=1.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from paddy import distributed
 from paddy.fileio import atomic_path, write_json
 
 
@@ -50,6 +51,9 @@ class Checkpoint:
         return time.monotonic() - self.last >= self.interval
 
     def save(self, progress, model, optimizer=None, scaler=None):
+        """model: the plain model, never its DDP wrapper (whose keys start with `module.`). Rank 0 alone writes."""
+        if not distributed.is_main():
+            return
         state = {"progress": dataclasses.asdict(progress), "model": model.state_dict()}
         if optimizer is not None:
             state["optimizer"] = optimizer.state_dict()
@@ -60,12 +64,20 @@ class Checkpoint:
         self.last = time.monotonic()
 
     def load(self, model, optimizer, scaler=None):
-        """Restore the tensors into model, optimizer and scaler; the Progress, or None when there is nothing."""
+        """Restore the tensors into model, optimizer and scaler; the Progress, or None when there is nothing.
+        Under DDP rank 0 reads the file and sends it to the others: they need not share its disk."""
         from paddy.train import Progress
 
-        if not self.path.exists():
+        device = next(model.parameters()).device
+        if distributed.world_size() > 1:
+            state = None
+            if distributed.is_main() and self.path.exists():
+                state = torch.load(self.path, map_location="cpu", weights_only=False)
+            state = distributed.broadcast(state)
+        else:
+            state = torch.load(self.path, map_location=device, weights_only=False) if self.path.exists() else None
+        if state is None:
             return None
-        state = torch.load(self.path, map_location=next(model.parameters()).device, weights_only=False)
         model.load_state_dict(state["model"])
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
@@ -76,6 +88,7 @@ class Checkpoint:
         note = f"{self.path}: {'finished earlier' if done else 'resumed'} at epoch {progress.epoch + 1 - done}"
         if not done:
             note += f", step {progress.step + 1}"
-        print(note, flush=True)
+        if distributed.is_main():
+            print(note, flush=True)
         progress.events.append(note)
         return progress

@@ -6,7 +6,9 @@ micro-batch's share of the step's samples (so the gradient is the full batch's w
 finally steps the optimizer. The losses are summed on the device: nothing waits for the GPU until an epoch ends.
 """
 
+import contextlib
 import gc
+import math
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from timm.optim._param_groups import auto_group_layers
 
 from paddy.augment import slice_draws
 from paddy.device import autocast
+from paddy.errors import PaddyError
 from paddy.models import TimmBody, head_parameters, norm_bias_params
 
 LR_GROUPS = ("body_head", "layers")
@@ -71,27 +74,44 @@ def target_loss(logits, targets, sizes=None):
     return sum(F.cross_entropy(part, targets[:, t]) for t, part in enumerate(logits.split(list(sizes), dim=1)))
 
 
-def train_step(model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler=None, sizes=None):
+def train_step(
+    model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler=None, sizes=None,
+    no_sync=None, shard=None,
+):  # fmt: skip
     """One optimizer step over a whole effective batch; returns its mean loss as a device tensor (no sync).
 
     items: (B, H, W, 3) uint8 at the item size; targets: (B,) class indices, or (B, T) for T targets whose outputs
     have `sizes`. The step counts samples: each micro-batch's loss is weighted by its size / B, so 1 x 64, 2 x 32
     and 4 x 16 give one 64-sample gradient, and a short last group is averaged over its real size (exact for models
     without BatchNorm).
+
+    Under DDP (paddy.distributed), shard=(rank, world): every rank gets the whole batch and draws its augmentation
+    (the same generator seed, so the same images as one process), then trains on its share only; weights of
+    size x world / B make DDP's average of the ranks' gradients the whole batch's. no_sync: the DDP model's
+    no_sync, entered for all but the last micro-batch, so gradients cross between ranks once per step. Returns
+    this rank's share of the mean loss: the sum over ranks is the batch's.
     """
     device = next(model.parameters()).device
-    items, targets = items.to(device, non_blocking=True), targets.to(device, non_blocking=True)
     n = len(items)
-    draws = augment.draw(items, generator)  # for the whole batch: the same images whatever the micro-batch
+    draws = augment.draw(_like(items, device), generator)  # for the whole batch: the same images whatever the split
+    if shard is None:
+        world, parts = 1, [(start, min(start + micro_batch, n)) for start in range(0, n, micro_batch)]
+    else:
+        world, parts = shard[1], shard_parts(n, micro_batch, *shard)
+    lo, hi = parts[0][0], parts[-1][1]
+    items = items[lo:hi].to(device, non_blocking=True)  # only this rank's share crosses to the device
+    targets = targets[lo:hi].to(device, non_blocking=True)
     total = torch.zeros((), device=device)
-    for start in range(0, n, micro_batch):
-        x = augment.apply(items[start : start + micro_batch], slice_draws(draws, start, start + micro_batch))
-        y = targets[start : start + micro_batch]
-        with autocast(device, precision):
-            loss = target_loss(model(x), y, sizes)
-        scaled = loss * (len(x) / n)
-        # The earlier micro-batches' gradients stay in .grad while the later ones run: that is the accumulation.
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+    for j, (start, stop) in enumerate(parts):
+        local = no_sync() if no_sync is not None and j < len(parts) - 1 else contextlib.nullcontext()
+        with local:
+            x = augment.apply(items[start - lo : stop - lo], slice_draws(draws, start, stop))
+            y = targets[start - lo : stop - lo]
+            with autocast(device, precision):
+                loss = target_loss(model(x), y, sizes)
+            scaled = loss * (len(x) * world / n)
+            # The earlier micro-batches' gradients stay in .grad while the later ones run: that is the accumulation.
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach() * len(x)
     if scaler is not None:  # fp16: unscale, skip the step if a gradient overflowed, adapt the scale
         scaler.step(optimizer)
@@ -100,6 +120,30 @@ def train_step(model, optimizer, items, targets, micro_batch, augment, generator
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total / n
+
+
+def shard_parts(n, micro_batch, rank, world):
+    """A rank's micro-batches of a batch of n samples, as [(start, stop)] in the batch's indices.
+
+    Ranks take contiguous shares differing by at most one sample, each cut into the same number of micro-batches
+    (of at most micro_batch samples): DDP reduces gradients once per backward and broadcasts BatchNorm buffers once
+    per forward, so every rank must run as many of both or they wait on each other forever.
+    """
+    lo, hi = rank * n // world, (rank + 1) * n // world
+    parts = math.ceil(math.ceil(n / world) / micro_batch)
+    if n // world < parts:
+        raise PaddyError(
+            f"A batch of {n} samples cannot be split over {world} processes in {parts} micro-batches each: raise the "
+            "micro-batch (models.<name>.micro_batch), lower train.devices, or set train.drop_last: true so that no "
+            "short last batch is left."
+        )
+    size = hi - lo
+    return [(lo + j * size // parts, lo + (j + 1) * size // parts) for j in range(parts)]
+
+
+def _like(items, device):
+    """A stand-in with the batch's shape on the device, holding no memory: what the draws need of the items."""
+    return torch.empty((), dtype=items.dtype, device=device).expand(items.shape)
 
 
 @torch.no_grad()

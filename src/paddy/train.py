@@ -14,11 +14,12 @@ import time
 import torch
 import torch.nn.functional as F
 
+from paddy import distributed
 from paddy.errors import PaddyError
 from paddy.models import set_frozen
 from paddy.progress import progress as progress_bar
 from paddy.schedule import fine_tune_phases, position, set_hyperparameters
-from paddy.step import create_optimizer, free_cuda_cache, predict_chunked, step_seed, train_step
+from paddy.step import create_optimizer, free_cuda_cache, predict_chunked, shard_parts, step_seed, train_step
 
 
 @dataclasses.dataclass
@@ -56,8 +57,12 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
     """Run `progress.epoch` from `progress.step` to its end; returns its training loss and images/s.
 
     run: the fixed parts (augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step).
+    model: under DDP, the wrapped model (paddy.distributed.wrap); every rank gets the same batches and trains on its
+    share of each (paddy.step.train_step), and the ranks stop together.
     """
     model.train()
+    world, plain = distributed.world_size(), distributed.unwrap(model)
+    shard = (distributed.rank(), world) if world > 1 else None
     steps, epoch = len(loader), progress.epoch
     device = next(model.parameters()).device
     generator = torch.Generator(device)
@@ -75,19 +80,28 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
             try:
                 loss = train_step(
                     model, optimizer, items, targets, progress.micro_batch, run.augment, generator, run.precision,
-                    run.scaler, run.sizes,
+                    run.scaler, run.sizes, distributed.no_sync(model), shard,
                 )  # fmt: skip
                 break
             except torch.OutOfMemoryError as e:
+                if world > 1:  # the other ranks are inside the step's collectives: they cannot retry with this one
+                    raise PaddyError(
+                        f"Out of memory at epoch {epoch + 1}, step {i + 1} on rank {distributed.rank()} "
+                        f"with micro-batch {progress.micro_batch}; with train.devices > 1 the micro-batch is not "
+                        "halved on the fly. Lower models.<name>.micro_batch (or profile.budget_gb with auto) and run "
+                        f"again: it resumes from the last checkpoint. ({str(e).splitlines()[0][:160]})"
+                    ) from e
                 _fall_back(optimizer, progress, run.min_micro_batch, e, epoch, i)
-        total += loss * len(items)
+        total += distributed.all_reduce_sum(loss) * len(items)  # each rank's loss is its share of the batch's
         progress.step, progress.seen = i + 1, progress.seen + len(items)
         if run.on_step is not None:
-            run.on_step(epoch, i, model, optimizer)
+            run.on_step(epoch, i, plain, optimizer)
         stop = _signal["received"]
+        if world > 1 and distributed.any_rank(stop):  # torchrun signals every rank, but they may be steps apart
+            stop = stop or "SIGTERM"
         if run.checkpoint is not None and (stop or run.checkpoint.due()):
             progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
-            run.checkpoint.save(progress, model, optimizer, run.scaler)
+            run.checkpoint.save(progress, plain, optimizer, run.scaler)
         if stop:
             raise Interrupted(stop)
     seconds += time.perf_counter() - start
@@ -134,6 +148,17 @@ def validate(model, loader, augment, precision, sizes=None, names=("label",)):
     return {"valid_loss": loss, **metrics}
 
 
+def _check_shards(loader, micro_batch):
+    """Under DDP, fail before training when a batch (the short last one) cannot be shared by the ranks."""
+    world = distributed.world_size()
+    if world == 1:
+        return
+    sampler = loader.batch_sampler
+    sizes = {sampler.batch_size} if sampler.drop_last else {sampler.batch_size, sampler.n % sampler.batch_size}
+    for n in sizes - {0}:
+        shard_parts(n, micro_batch, distributed.rank(), world)
+
+
 @dataclasses.dataclass
 class Run:
     augment: object
@@ -168,6 +193,9 @@ def fine_tune(
     on_epoch(epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs already done):
     train/valid loss, accuracies, time, images/s. on_step(epoch, step, model, optimizer) after every optimizer step.
     checkpoint: a paddy.resume.Checkpoint to resume from and save to. Returns the Progress (history: the metrics).
+
+    Under DDP (paddy.distributed) every rank calls this with the same arguments; rank 0 alone validates (the other
+    ranks wait at a barrier; their history holds the training metrics only) and writes checkpoints.
     """
     steps = len(train_loader)
     if steps == 0:
@@ -176,6 +204,7 @@ def fine_tune(
             f"(train.effective_batch = {train_loader.batch_sampler.batch_size}) with train.drop_last on: lower "
             "train.effective_batch, set train.drop_last: false, or use more data."
         )
+    _check_shards(train_loader, micro_batch)
     device = next(model.parameters()).device
     optimizer = create_optimizer(model, cfg["weight_decay"], cfg["lr_mult"], cfg["lr_groups"])
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
@@ -191,12 +220,15 @@ def fine_tune(
         end = first + phase.epochs
         if progress.epoch < end:
             set_frozen(model, phase.name == "frozen")
+            net = distributed.wrap(model)  # after set_frozen: DDP reduces the parameters that require gradients
             if (progress.epoch, progress.step) == (first, 0):
                 optimizer.state.clear()
         while progress.epoch < end:
             start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
-            metrics = train_one_epoch(model, train_loader, optimizer, phase, progress.epoch - first, progress, run)
-            metrics.update(validate(model, valid_loader, augment, precision, sizes, target_names))
+            metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, run)
+            if distributed.is_main():
+                metrics.update(validate(model, valid_loader, augment, precision, sizes, target_names))
+            distributed.barrier()
             metrics["epoch_time_s"] = carried + time.perf_counter() - start
             metrics["micro_batch"] = progress.micro_batch
             progress.history.append(metrics)
