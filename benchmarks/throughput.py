@@ -38,10 +38,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from paddy.augment import create_augment
-from paddy.data import ItemDataset, create_loader
+from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
 from paddy.device import device_name, seed_everything
 from paddy.fileio import write_csv, write_json
 from paddy.fit import train_model
@@ -261,6 +262,91 @@ def pipeline(p, name, work, device, precision, compiled):
     return row, out
 
 
+class _Forward(torch.nn.Module):
+    """The model under a profiler label: train_step calls it as it calls the model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with torch.profiler.record_function("forward"):
+            return self.model(x)
+
+
+class _Augment:
+    """The batch augmentation under a profiler label."""
+
+    def __init__(self, augment):
+        self.augment = augment
+
+    def draw(self, items, generator):
+        with torch.profiler.record_function("augment"):
+            return self.augment.draw(items, generator)
+
+    def apply(self, items, draws):
+        with torch.profiler.record_function("augment"):
+            return self.augment.apply(items, draws)
+
+
+def breakdown(p, name, work, device, precision, steps):
+    """Where a step's time goes: a profiler trace of `steps` steps of the real loader and train_step (eager), as
+    milliseconds per step of host (CPU) and device time: data wait (the loader), augmentation, forward, backward
+    (autograd's engine), optimizer (AdamW's step and zero_grad), and the sync that ends the run (the host waiting
+    for the device: how far the device lags behind the host's launches)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    cfg, train = p["models"][name], p["train"]
+    index = read_index(work / "prepared")
+    train_ids = pd.read_csv(work / "split.csv", dtype=str).query("v0 == '0'").image_id
+    paths = [f"images/train/{i}" for i in train_ids]
+    workers = resolve_workers(train["workers"], device)
+    items = open_items(work / "prepared", index, paths, as_hw(cfg["item_size"]), cfg["item_method"], workers)
+    loader = create_loader(ItemDataset(items, range(len(paths)), [0] * len(paths)), train["effective_batch"], device,
+                           shuffle=True, drop_last=True, workers=workers)  # fmt: skip
+    seed_everything(0)
+    inner = create_model(cfg["arch"], 10, pretrained=False, head=cfg["head"]).to(device).train()
+    if device.type == "cuda":
+        inner = inner.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer(inner, train["weight_decay"])
+    for group in optimizer.param_groups:
+        group["lr"] = 1e-4
+    model, augment = _Forward(inner), _Augment(create_augment(cfg["arch"], as_hw(cfg["size"]), train["aug"]))
+    generator = torch.Generator(device).manual_seed(0)
+
+    def batches():
+        while True:
+            yield from loader
+
+    it = batches()
+    for _ in range(2):  # warm-up: cuDNN's autotuning, the optimizer state, the loader's workers
+        train_step(model, optimizer, *next(it), cfg["micro_batch"], augment, generator, precision)
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            with record_function("data_wait"):
+                batch = next(it)
+            train_step(model, optimizer, *batch, cfg["micro_batch"], augment, generator, precision)
+        with record_function("sync"):
+            sync(device)
+    wall = time.perf_counter() - start
+    phases = {k: [0.0, 0.0] for k in ("data_wait", "augment", "forward", "backward", "optimizer", "sync")}
+    for e in prof.key_averages():
+        key = e.key if e.key in phases else None
+        if e.key.startswith("autograd::engine::evaluate_function"):
+            key = "backward"
+        elif e.key.startswith(("Optimizer.step", "Optimizer.zero_grad")):
+            key = "optimizer"
+        if key is not None:
+            phases[key][0] += e.cpu_time_total / 1e3 / steps
+            phases[key][1] += getattr(e, "device_time_total", 0.0) / 1e3 / steps
+    del model, inner, optimizer, it
+    return {"steps": steps, "step_ms": wall / steps * 1e3, "note": "ms per step: [host (CPU), device]",
+            **{k: [round(c, 2), round(d, 2)] for k, (c, d) in phases.items()}}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 3. fastai
 
@@ -277,7 +363,6 @@ def fastai_recipe(p, name, work, device, precision):
     except ImportError as e:
         return {"skipped": f"fastai is not installed ({e}); it is an optional extra: pip install -e '.[fastai]', or "
                            "its wheels in .whl/ for benchmarks/gpu.sh (docs/performance.md)"}  # fmt: skip
-    import pandas as pd
 
     class Clock(Callback):
         order = 99
@@ -481,11 +566,14 @@ def main():
     parser.add_argument("--loader-images", type=int, default=256)
     parser.add_argument("--archs", nargs="+", help="names from the list (default: all)")
     parser.add_argument("--steps", type=int, help="timed ceiling steps (default 20; smoke 2)")
+    parser.add_argument("--note", help="written into the JSON (e.g. what else ran on the machine)")
     args = parser.parse_args()
     if args.loader:
         work = args.work or Path("/tmp/paddy_throughput_loader")
         out = {**versions(torch.device("cpu")), **loader_per_core(work, args.loader_images)}
         out["note"] = "per core = images per CPU-second of the one process (one thread); wall-clock figures second"
+        if args.note:
+            out["machine_note"] = args.note
         path = args.out or ROOT / "benchmarks/results/throughput_loader_cpu.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, out)
@@ -506,6 +594,8 @@ def main():
     images = args.images or (64 if smoke else 2000)
     steps = args.steps or (2 if smoke else 20)
     report = versions(device)
+    if args.note:
+        report["machine_note"] = args.note
     report["settings"] = {"images": images, "photo": "480x640 portrait" if not smoke else "96x128 portrait",
                           "precision": precision, "effective_batch": 16 if smoke else 64,
                           "micro_batch": 8 if smoke else 32, "random_init": True, "smoke": smoke}  # fmt: skip
@@ -547,6 +637,8 @@ def main():
             row["ratios"]["pipeline_eager_over_fastai"] = (
                 row["pipeline_eager"]["images_per_s"] / row["fastai"]["images_per_s"]
             )
+        row["breakdown"] = breakdown(eager_p, name, work, device, precision, 2 if smoke else 10)
+        print(name, "breakdown", json.dumps(row["breakdown"]), flush=True)
         write_json(path, report)  # after every model: a run cut short keeps what it measured
     report["loader"] = loader_per_core(work / "loader", 32 if smoke else args.loader_images, 1 if smoke else 3)
     write_json(path, report)

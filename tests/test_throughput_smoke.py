@@ -36,6 +36,10 @@ def test_smoke_writes_every_section(tmp_path):
     for section in ("pipeline_eager", "pipeline_compiled"):
         assert model[section]["epoch_s"] > 0 and model[section]["steps_timed"] > 0
     assert model["pipeline_compiled"]["compile_s"] > 0
+    parts = model["breakdown"]
+    assert parts["step_ms"] > 0 and parts["data_wait"][0] > 0
+    for part in ("augment", "forward", "backward", "optimizer"):  # host time; no device time on the CPU
+        assert parts[part][0] > 0, (part, parts)
     try:
         import fastai  # noqa: F401
 
