@@ -28,6 +28,7 @@ against it; wall-clock figures are written too). Its last line: loader_images_pe
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -437,6 +438,17 @@ def _rate(fn, n, repeats):
     return n / max(min(cpu), 1e-9), n / max(min(wall), 1e-9)
 
 
+def _top_ops(fn, n=5):
+    """The ops `fn` spends its CPU time in: [op, share of the total] for the top n (torch.profiler)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1
+    return [[e.key, round(e.self_cpu_time_total / total, 3)] for e in rows[:n]]
+
+
 def loader_per_core(work, n, repeats=3, settings=(([640, 480], "crop"), (480, "squish")), size=224):
     """Images/s per CPU core of each part of the data path, on `n` prepared 480x640 JPEGs, one thread."""
     import timm.data
@@ -489,6 +501,7 @@ def loader_per_core(work, n, repeats=3, settings=(([640, 480], "crop"), (480, "s
         cached = _rate(read_cached, n, repeats)
         augmented = _rate(cached_and_augment, n, repeats)
         out[key] = {
+            "augment_cpu_top_ops": _top_ops(functools.partial(augment.train, next(iter(loader))[0], generator)),
             "decode_resize_cache": resize,  # the item cache's build: once per image and item setting
             "cached_read": cached,  # a later epoch, augmentation on the GPU: the CPU only copies bytes
             "cached_read_augment_cpu": augmented,  # a later epoch on a CPU-only machine
@@ -525,6 +538,9 @@ def print_loader(out):
         if isinstance(row, dict):
             print(f"  {key}:")
             for part, value in row.items():
+                if part == "augment_cpu_top_ops":
+                    print(f"    {part:<28} " + ", ".join(f"{op} {share:.0%}" for op, share in value))
+                    continue
                 value = value if isinstance(value, (list, tuple)) else (value,)
                 print(f"    {part:<28} {value[0]:8.0f}" + (f" ({value[1]:.0f})" if len(value) > 1 else ""))
     print("headline: a first epoch (decode + item resize into the cache, then the read), augmentation on the device")

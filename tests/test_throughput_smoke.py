@@ -50,5 +50,7 @@ def test_smoke_writes_every_section(tmp_path):
     for key in ("jpeg_decode", "timm_imagedataset_create_transform"):
         assert loader[key][0] > 0
     for setting in ("crop_640x480", "squish_480x480"):
+        top_ops = loader[setting].pop("augment_cpu_top_ops")
+        assert top_ops and all(0 < share <= 1 for _, share in top_ops)
         assert all((v[0] if isinstance(v, list) else v) > 0 for v in loader[setting].values())
     assert loader["loader_images_per_s_per_core"] > 0
