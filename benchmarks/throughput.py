@@ -137,9 +137,9 @@ def spec_tflops(device):
 def with_mfu(row, flops, peaks):
     """MFU: achieved training FLOPs (3 x forward per image) over the spec peak, and over the measured matmul."""
     achieved = row["images_per_s"] * 3 * flops / 1e12
-    row["train_tflops"] = round(achieved, 3)
-    row["mfu"] = round(achieved / peaks["spec_tflops"], 4) if peaks["spec_tflops"] else None
-    row["mfu_of_matmul"] = round(achieved / peaks["matmul_tflops"], 4)
+    row["train_tflops"] = achieved
+    row["mfu"] = achieved / peaks["spec_tflops"] if peaks["spec_tflops"] else None
+    row["mfu_of_matmul"] = achieved / peaks["matmul_tflops"]
     return row
 
 
