@@ -17,6 +17,7 @@ from paddy.params import as_hw
 from paddy.prepare import read_index, read_targets
 from paddy.resume import Checkpoint, run_dir, run_key
 from paddy.split import read_splits
+from paddy.step import maybe_compile
 from paddy.train import fine_tune
 
 # What does not change a model: left out of the resume key (and of the train stage's params in dvc.yaml)
@@ -85,6 +86,7 @@ def train_model(
         model = create_model(cfg["arch"], sum(sizes), cfg["pretrained"], cfg["head"]).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
+        clock = maybe_compile(model, train_cfg["compile"], device)
         is_valid = table[col].to_numpy() == 1
         train_rows, valid_rows = (~is_valid).nonzero()[0], is_valid.nonzero()[0]
         train_loader = create_loader(
@@ -115,6 +117,7 @@ def train_model(
             sizes=sizes,
             target_names=names,
             min_micro_batch=params["profile"]["min_micro_batch"],
+            clock=clock,
         )
         result = {
             **progress.history[-1],
@@ -123,6 +126,8 @@ def train_model(
             "micro_batch": progress.micro_batch,
             "events": progress.events,
         }
+        if clock is not None and clock.compile_s is not None:
+            result["compile_s"] = clock.compile_s
         if device.type == "cuda":
             result["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
         meta = {

@@ -126,6 +126,12 @@ def check_params(params, path="params.yaml"):
     if params["train"]["aug"]["max_zoom"] < params["train"]["aug"]["min_zoom"]:
         raise PaddyError(f"`train.aug.max_zoom` in {path} is below `train.aug.min_zoom`: give min_zoom <= max_zoom.")
     _choice(params, "train.precision", path, PRECISIONS)
+    compile_ = _require(params, "train.compile", path)
+    if not (compile_ == "auto" or isinstance(compile_, bool)):
+        raise PaddyError(
+            f"`train.compile` in {path} is {compile_!r}; it must be auto (torch.compile on CUDA only), true (always, "
+            "the CPU included: slow to start there) or false (never: eager PyTorch)."
+        )
     _number(params, "train.workers", path, lo=0, integer=True, auto=True)
     _number(
         params, "train.devices", path, lo=1, integer=True,

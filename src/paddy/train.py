@@ -71,6 +71,8 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
     start, seconds = time.perf_counter(), progress.seconds
     steps_left = progress_bar(loader, f"epoch {epoch + 1} ({phase.name})", total=steps - progress.step, unit="step")
     for i, (items, targets) in enumerate(steps_left, start=progress.step):
+        if run.clock is not None:  # a compiled model: time its first steps (paddy.step.CompileClock)
+            run.clock.tick()
         while True:
             accumulation = math.ceil(loader.batch_sampler.batch_size / progress.micro_batch)
             pos = position(phase_epoch * steps + i, phase.epochs * steps, accumulation)
@@ -169,6 +171,7 @@ class Run:
     min_micro_batch: int = 1
     checkpoint: object = None
     on_step: object = None
+    clock: object = None
 
 
 def fine_tune(
@@ -186,6 +189,7 @@ def fine_tune(
     sizes=None,
     target_names=("label",),
     min_micro_batch=1,
+    clock=None,
 ):
     """fastai's fine_tune(cfg.epochs, cfg.lr, freeze_epochs=cfg.frozen_epochs, lr_mult=cfg.lr_mult) (paddy.schedule).
 
@@ -193,6 +197,7 @@ def fine_tune(
     on_epoch(epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs already done):
     train/valid loss, accuracies, time, images/s. on_step(epoch, step, model, optimizer) after every optimizer step.
     checkpoint: a paddy.resume.Checkpoint to resume from and save to. Returns the Progress (history: the metrics).
+    clock: a compiled model's paddy.step.CompileClock, ticked at every step.
 
     Under DDP (paddy.distributed) every rank calls this with the same arguments; rank 0 alone validates (the other
     ranks wait at a barrier; their history holds the training metrics only) and writes checkpoints.
@@ -214,7 +219,7 @@ def fine_tune(
         for e, metrics in enumerate(progress.history):
             if on_epoch is not None:
                 on_epoch(e, metrics)
-    run = Run(augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step)
+    run = Run(augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step, clock)
     first = 0
     for phase in fine_tune_phases(cfg["epochs"], cfg["lr"], cfg["frozen_epochs"], cfg["lr_mult"]):
         end = first + phase.epochs
