@@ -150,7 +150,8 @@ def check_ensemble(params, path="params.yaml"):
             "fit (non-negative weights summing to 1, fitted to the out-of-fold log loss), e.g. "
             "`dvc exp run -S ensemble.weights=fit`."
         )
-    _number(params, "ensemble.cv_folds", path, lo=2, integer=True, why=" (folds of the fitted weights' cross-validation)")
+    why = " (folds of the fitted weights' cross-validation)"
+    _number(params, "ensemble.cv_folds", path, lo=2, integer=True, why=why)
 
 
 def check_model(name, cfg, models, effective_batch, path="params.yaml"):
