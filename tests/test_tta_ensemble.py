@@ -165,6 +165,8 @@ def test_bagging_cross_validates_over_stratified_folds_of_the_oof_rows():
     assert sorted(np.unique(folds)) == [0, 1, 2, 3]
     assert all((y[folds == k] == 0).sum() == 5 for k in range(4))  # stratified
     assert np.array_equal(folds, cv_folds(ids, y, table, n_folds=4, seed=0))
+    rare = np.arange(12) % 6  # every label rarer than the folds, as in a tiny validation set: plain folds
+    assert np.bincount(cv_folds(ids[:12], rare, None, n_folds=4, seed=0)).tolist() == [3, 3, 3, 3]
     with pytest.raises(PaddyError, match="ensemble.cv_folds"):
         cv_folds(ids[:3], y[:3], None, n_folds=4, seed=0)
 

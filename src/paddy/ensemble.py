@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from sklearn.metrics import accuracy_score, log_loss
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from paddy.errors import PaddyError
 from paddy.split import split_columns
@@ -118,10 +118,11 @@ def cv_folds(ids, y, split_table, n_folds, seed):
             "fitted weights on. Lower ensemble.cv_folds."
         )
     folds = np.zeros(len(y), dtype=int)
+    # Stratifying needs some label with n_folds rows (a tiny validation set may have none): else plain folds.
+    kind = StratifiedKFold if np.bincount(y).max() >= n_folds else KFold
     with warnings.catch_warnings():  # a label rarer than n_folds just misses some folds
         warnings.simplefilter("ignore", UserWarning)
-        kfold = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        for k, (_, rows) in enumerate(kfold.split(np.zeros(len(y)), y)):
+        for k, (_, rows) in enumerate(kind(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)):
             folds[rows] = k
     return folds
 
