@@ -11,6 +11,7 @@ from paddy.errors import exit_on_error
 from paddy.fileio import write_csv, write_json
 from paddy.params import load_params
 from paddy.prepare import read_index, read_labels
+from paddy.split import read_splits
 
 
 @exit_on_error
@@ -22,6 +23,7 @@ def main():
     parser.add_argument("truth_csv", help="the test set's true labels; header only when unknown")
     parser.add_argument("submission_csv")
     parser.add_argument("metrics_dir")
+    parser.add_argument("--split", help="data/split.csv: kfold's folds cross-validate the fitted weights")
     args = parser.parse_args()
     params = load_params()
     labels = read_labels(args.prepared_dir)
@@ -35,11 +37,17 @@ def main():
         train,
         pd.read_csv(args.truth_csv, dtype=str),
         fallback_label=train["label"].mode()[0],
+        ensemble=params["ensemble"],
+        split_table=read_splits(args.split)[0] if args.split else None,
+        seed=params["seed"],
     )
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
     write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
     write_csv(sub, args.submission_csv)
-    print(f"{args.submission_csv}: {len(sub)} rows; out-of-fold accuracy {metrics['oof_acc']}")
+    print(f"{args.submission_csv}: {len(sub)} rows, {params['ensemble']['weights']} weights {metrics['weights']}")
+    print(f"out-of-fold accuracy {metrics['oof_acc']}, log loss {metrics['oof_loss']}")
+    fit = metrics["fit"]
+    print(f"fitted weights: in-sample log loss {fit['oof_loss']:.4f}, cross-validated {fit['cv_loss']:.4f}")
     if "test_acc" in metrics:
         print(f"test accuracy (synthetic ground truth): {metrics['test_acc']}")
 

@@ -1,5 +1,6 @@
 """The whole DVC pipeline, as a user runs it, on a shrunk copy of the repository (slow: minutes on 2 cores)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -58,3 +59,18 @@ def test_changing_a_weight_reruns_only_the_ensemble(repo):
     assert ran == ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"], out
     shown = run("dvc exp show --md --no-pager", repo)
     assert "oof_acc.ensemble" in shown and "dvclive/vit/metrics.json:valid_acc" in shown
+
+
+def test_fitted_weights_rerun_only_the_ensemble_and_beat_the_params_weights(repo):
+    out = run("dvc exp run -S ensemble.weights=fit", repo)
+    ran = [line for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"], out
+    metrics = json.loads((repo / "metrics" / "ensemble.json").read_text())
+    fit, par = metrics["fit"], metrics["params"]
+    assert fit["oof_loss"] <= par["oof_loss"] and metrics["weights"] == fit["weights"]
+    losses = {name: loss for name, loss in metrics["oof_loss"].items() if name != "ensemble"}
+    weaker = max(losses, key=losses.get)
+    assert fit["weights"][weaker] < par["weights"][weaker], metrics
+    assert fit["cv_loss"] > 0 and 0 <= fit["cv_acc"] <= 1
+    shown = run("dvc exp show --md --no-pager", repo)
+    assert "fit.cv_loss" in shown and "params.oof_loss" in shown and "ensemble.weights" in shown

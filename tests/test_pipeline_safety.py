@@ -48,8 +48,9 @@ def snapshot(repo):
     [
         ("models.vit.weight=-1", "error: `models.vit.weight` in params.yaml is -1; it must be a number >= 0."),
         ("models.resnet.arch=test_resnett", "error: `models.resnet.arch` in params.yaml is 'test_resnett', which timm"),
+        ("ensemble.weights=best", "error: `ensemble.weights` in params.yaml is 'best'; it must be params"),
     ],
-    ids=["ensemble-weight", "arch"],
+    ids=["ensemble-weight", "arch", "ensemble-weights"],
 )
 def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, setting, message):
     if not (repo / "submission.csv").exists():

@@ -13,6 +13,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 HEADS = ("fastai", "timm")
 LR_GROUPS = ("body_head", "layers")
 RECIPES = ("fastai",)
+ENSEMBLE_WEIGHTS = ("params", "fit")
 # fastai's aug_transforms arguments: (key, kind, low, high); kind "bool" or "number"
 AUG_KEYS = (
     ("min_scale", "number", 0.05, 1.0),
@@ -141,6 +142,7 @@ def check_params(params, path="params.yaml"):
     _number(params, "train.checkpoint_minutes", path, above=0)
     _number(params, "tta.n", path, lo=0, integer=True)
     _number(params, "tta.beta", path, lo=0.0, hi=1.0)
+    check_ensemble(params, path)
     _number(params, "profile.budget_gb", path, above=0, why=" (the GB of GPU memory a training step may use)")
     _number(params, "profile.headroom", path, lo=0, hi=0.9, why=" (the fraction of the budget kept free)")
     _number(params, "profile.min_micro_batch", path, lo=1, integer=True)
@@ -149,6 +151,18 @@ def check_params(params, path="params.yaml"):
         raise PaddyError(f"`models` in {path} is empty: name at least one model (arch, size, ...) to train.")
     for name, cfg in models.items():
         check_model(name, cfg, models, effective_batch, path)
+
+
+def check_ensemble(params, path="params.yaml"):
+    weights = _require(params, "ensemble.weights", path)
+    if weights not in ENSEMBLE_WEIGHTS:
+        raise PaddyError(
+            f"`ensemble.weights` in {path} is {weights!r}; it must be params (each model's `models.<name>.weight`) or "
+            "fit (non-negative weights summing to 1, fitted to the out-of-fold log loss), e.g. "
+            "`dvc exp run -S ensemble.weights=fit`."
+        )
+    why = " (folds of the fitted weights' cross-validation)"
+    _number(params, "ensemble.cv_folds", path, lo=2, integer=True, why=why)
 
 
 def check_model(name, cfg, models, effective_batch, path="params.yaml"):
