@@ -178,17 +178,23 @@ def model_params(base, name, arch, item_size, item_method, size, smoke, compile_
 # 1. The ceiling
 
 
-def ceiling(p, name, device, precision, steps, warmup):
-    """train_step on items already on the device: no loader, no host work but the step's own launches."""
-    cfg, train = p["models"][name], p["train"]
+def _model_and_optimizer(cfg, train, device):
+    """The benchmarked model (random init, seeded, channels_last on CUDA) and the step's optimizer at a fixed rate."""
     seed_everything(0)
-    reset_peak(device)
     model = create_model(cfg["arch"], 10, pretrained=False, head=cfg["head"]).to(device).train()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(model, train["weight_decay"])
     for group in optimizer.param_groups:
         group["lr"] = 1e-4
+    return model, optimizer
+
+
+def ceiling(p, name, device, precision, steps, warmup):
+    """train_step on items already on the device: no loader, no host work but the step's own launches."""
+    cfg, train = p["models"][name], p["train"]
+    reset_peak(device)
+    model, optimizer = _model_and_optimizer(cfg, train, device)
     augment = create_augment(cfg["arch"], as_hw(cfg["size"]), train["aug"])
     h, w = as_hw(cfg["item_size"])
     batch = train["effective_batch"]
@@ -305,13 +311,7 @@ def breakdown(p, name, work, device, precision, steps):
     items = open_items(work / "prepared", index, paths, as_hw(cfg["item_size"]), cfg["item_method"], workers)
     loader = create_loader(ItemDataset(items, range(len(paths)), [0] * len(paths)), train["effective_batch"], device,
                            shuffle=True, drop_last=True, workers=workers)  # fmt: skip
-    seed_everything(0)
-    inner = create_model(cfg["arch"], 10, pretrained=False, head=cfg["head"]).to(device).train()
-    if device.type == "cuda":
-        inner = inner.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer(inner, train["weight_decay"])
-    for group in optimizer.param_groups:
-        group["lr"] = 1e-4
+    inner, optimizer = _model_and_optimizer(cfg, train, device)
     model, augment = _Forward(inner), _Augment(create_augment(cfg["arch"], as_hw(cfg["size"]), train["aug"]))
     generator = torch.Generator(device).manual_seed(0)
 

@@ -4,7 +4,6 @@ gives the gradient of one process's whole batch, frozen phase and unfrozen alike
 import json
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -196,12 +195,11 @@ def test_rendezvous_flags_come_from_the_environment(monkeypatch):
 def test_dvc_exp_run_with_two_devices_trains_both_models_and_writes_a_submission(tmp_path):
     """The default models through the whole pipeline, train@ as 2 gloo processes under torchrun, with a frozen epoch
     (the model is wrapped again when the body unfreezes)."""
+    from test_pipeline import copy_pipeline  # here, not at the top: the spawned ranks import this module
+
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for name in ("stages", "src", ".dvc"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+    copy_pipeline(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["synthetic"].update(n_train=80, n_test=16, width=48, height=64)
     params["train"].update(epochs=1, effective_batch=16)

@@ -22,13 +22,18 @@ def run(cmd, cwd):
     return out.stdout + out.stderr
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
+def copy_pipeline(repo):
+    """The pipeline's definition, params and code, without data or DVC's cache: a repository to run dvc in."""
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
     for name in ("stages", "src", ".dvc"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    copy_pipeline(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["synthetic"].update(n_train=80, n_test=16, width=48, height=64)
     params["train"].update(epochs=1, effective_batch=16)

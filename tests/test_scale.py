@@ -4,7 +4,6 @@ See docs/scale.md."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline import copy_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -46,10 +46,7 @@ def repo(tmp_path_factory, remotes):
     git (not to the DVC remote)."""
     repo = tmp_path_factory.mktemp("scale") / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for name in ("stages", "src", ".dvc"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+    copy_pipeline(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["synthetic"].update(n_train=60, n_test=12, width=48, height=64)
     params["prepare"].update(max_size=64, workers=1)
