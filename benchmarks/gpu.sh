@@ -20,7 +20,7 @@ for part in ${parts[@]}; do
   case "$part" in
     tests) python3 -m pytest -m gpu -q -p no:cacheprovider $(grep -l "mark.gpu" tests/*.py) || status=1 ;;
     memory) python3 benchmarks/memory_gpu.py || status=1 ;;
-    precision) python3 benchmarks/precision_gpu.py || status=1 ;;
+    precision) python3 benchmarks/precision.py --device cuda || status=1 ;;
     throughput) python3 benchmarks/throughput.py || status=1 ;;
     *) echo "unknown part $part (tests, memory, precision, throughput)"; status=2 ;;
   esac

@@ -112,6 +112,8 @@ def train(args, params, device):
         live.summary["micro_batch"] = min(m["micro_batch"] for m in results)
         live.summary["accumulation"] = accumulation(-(-effective // world), live.summary["micro_batch"])  # per process
         live.summary["eval_batch"] = evals
+        if precision == "fp16":
+            live.summary["skipped_steps"] = sum(m["skipped_steps"] for m in results)
         live.summary["out_of_memory_fallbacks"] = sum(
             len([e for e in m["events"] if "out of memory" in e]) for m in results
         )

@@ -42,6 +42,21 @@ def arch_config(arch):
         return dict(timm.create_model(arch, pretrained=False).pretrained_cfg)
 
 
+def input_normalization(arch, pretrained):
+    """What normalises the model's input: the architecture's mean/std for pretrained weights (true or a weights
+    file), none for random ones, which then see pixels in [0, 1].
+
+    fastai's vision_learner decides it so (`_timm_norm` and `_add_norm` return at once when not pretrained), and it
+    matters: a random-init ViT fed zero-centred input under the lighting augmentation stalls (valid accuracy 0.90
+    against 0.99, docs/performance.md). Training, validation, TTA, lr-find, the memory profile and the benchmarks
+    all ask here; a checkpoint records the answer, so TTA of an old checkpoint keeps what it was trained with.
+    """
+    if pretrained is False:
+        return None
+    cfg = arch_config(arch)
+    return {"mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]]}
+
+
 def check_arch(where, arch, size=None):
     """A clear error for an architecture timm does not know, or a fixed-size model asked for another size.
 
