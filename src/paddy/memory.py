@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from paddy.augment import AugmentSettings, BatchAugment
-from paddy.models import create_model
+from paddy.models import create_model, to_fake
 from paddy.step import create_optimizer, predict_step, train_step
 
 GiB = 2**30
@@ -180,7 +180,7 @@ def estimate(spec, micro_batch, eval_batches=()):
     spec = dataclasses.replace(spec, precision="fp32" if spec.precision == "fp32" else "bf16")
     tracker = _StorageTracker()
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = model.to_empty(device=torch.device("cpu"))
+        model = to_fake(model)  # not to_empty, which fails on modules shared by several blocks
         for t in [*model.parameters(), *model.buffers()]:
             tracker.track(t)
         with tracker:
