@@ -9,7 +9,7 @@ import argparse
 
 from paddy.errors import exit_on_error
 from paddy.fileio import write_text
-from paddy.models import check_archs
+from paddy.models import check_archs, check_models_train
 from paddy.params import load_params
 
 
@@ -20,6 +20,7 @@ def main():
     args = parser.parse_args()
     params = load_params()  # every setting's presence, type and range
     check_archs(params)  # every architecture and size, and that pretrained weights can be had
+    check_models_train(params)  # every model with its head: one forward and backward on fake tensors, no weights
     write_text(args.out, "params.yaml passed every check\n")
 
 

@@ -18,7 +18,7 @@ import torch
 
 from paddy.augment import AugmentSettings, create_augment
 from paddy.device import create_scaler
-from paddy.models import create_model, input_normalization
+from paddy.models import create_model, input_normalization, to_fake
 from paddy.step import create_optimizer, predict_step, train_step
 
 GiB = 2**30
@@ -182,7 +182,7 @@ def estimate(spec, micro_batch, eval_batches=()):
     spec = dataclasses.replace(spec, precision="fp32" if spec.precision == "fp32" else "bf16")
     tracker = _StorageTracker()
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = model.to_empty(device=torch.device("cpu"))
+        model = to_fake(model)  # not to_empty, which fails on modules shared by several blocks
         for t in [*model.parameters(), *model.buffers()]:
             tracker.track(t)
         with tracker:
