@@ -16,6 +16,7 @@ from dvclive import Live
 from paddy import distributed
 from paddy.device import resolve_precision
 from paddy.errors import exit_on_error
+from paddy.fileio import replace_dir
 from paddy.fit import train_model
 from paddy.gpus import claim_device
 from paddy.models import check_archs
@@ -70,9 +71,14 @@ def train(args, params, device):
     epochs = params["train"]["frozen_epochs"] + params["train"]["epochs"]
     splits = len(read_splits(args.split_csv)[1])
     started, done = time.time(), {"epochs": 0, "seconds": 0.0}
+    # DVC leaves the last good model and metrics in place while this runs (persist, dvc.yaml): the new ones are built
+    # beside them and swapped in once every split is done, so Ctrl-C, a kill or an error leaves them as they were.
+    out_dir, live_dir = Path(f"{args.out_dir}.partial"), Path(f"{args.live_dir}.partial")
+    if rank0:
+        shutil.rmtree(out_dir, ignore_errors=True)  # an interrupted run's splits: its checkpoints are in --resume-dir
 
     # dvcyaml=False: dvc.yaml declares these metrics and plots; letting dvclive rewrite dvc.yaml mid-run corrupts it
-    logger = Live(args.live_dir, dvcyaml=False, save_dvc_exp=False, report=None) if rank0 else contextlib.nullcontext()
+    logger = Live(live_dir, dvcyaml=False, save_dvc_exp=False, report=None) if rank0 else contextlib.nullcontext()
     with logger as live:
 
         def on_epoch(split, epoch, metrics):
@@ -89,15 +95,17 @@ def train(args, params, device):
 
         try:
             results = train_model(
-                args.model, params, args.prepared_dir, args.split_csv, args.out_dir, (micro, evals), device,
+                args.model, params, args.prepared_dir, args.split_csv, out_dir, (micro, evals), device,
                 precision, on_epoch if rank0 else None, resume_dir=args.resume_dir,
             )  # fmt: skip
         except Interrupted as stop:
             if not rank0:
                 sys.exit(130)
+            last = Path(args.out_dir).exists()  # persist: DVC did not delete it; this run did not touch it
+            kept = f" {args.out_dir} and {args.live_dir} are still the last finished run's." if last else ""
             print(
-                f"\n{stop} after {(time.time() - started) / 60:.1f} min: checkpoint written to {args.resume_dir}. "
-                f"Run `dvc repro train@{args.model}` (or this command) again to continue from it.",
+                f"\n{stop} after {(time.time() - started) / 60:.1f} min: checkpoint written to {args.resume_dir}."
+                f"{kept} Run `dvc repro train@{args.model}` (or this command) again to continue from the checkpoint.",
                 file=sys.stderr,
             )
             sys.exit(130)
@@ -119,6 +127,8 @@ def train(args, params, device):
         )
         if device.type == "cuda":
             live.summary["peak_memory_gb"] = max(m["peak_memory_gb"] for m in results)
+    replace_dir(out_dir, args.out_dir)
+    replace_dir(live_dir, args.live_dir)
     if args.resume_dir is not None:
         shutil.rmtree(args.resume_dir, ignore_errors=True)  # every split is in out_dir now; DVC keeps it
 
