@@ -27,7 +27,15 @@ def entry(rev, name, epochs, vit_weight, cv, md5, time_s, peak, params=None):
             "timestamp": "2024-01-01T00:00:00",
             "params": {"params.yaml": {"data": params}},
             "metrics": {
-                "metrics/ensemble.json": {"data": {"oof_acc": oof, "oof_loss": {"vit": 0.3, "ensemble": 0.2}}},
+                "metrics/ensemble.json": {
+                    "data": {
+                        "oof_acc": oof,
+                        "oof_loss": {"vit": 0.3, "ensemble": 0.2},
+                        "test_acc": {"vit": 0.8, "ensemble": 0.9},
+                        "test_loss": {"vit": 0.5, "ensemble": 0.4},
+                        "fit": {"weights": {"vit": 1.0}, "oof_acc": 0.9},
+                    }
+                },
                 "dvclive/vit/metrics.json": {"data": {"train_time_s": time_s, "step": 5}},
                 "metrics/profile/vit.json": {"data": {"peak_gb": peak, "peak_gb_at": {"32": peak}}},
             },
@@ -67,11 +75,13 @@ def test_table_over_experiments_joined_with_ledger(tmp_path):
     write_ledger(tmp_path / "submissions.csv", [("long", "md5-long", 0.95, 0.981), ("vit-x1", "md5-x1", 0.92, None)])
     df = compare.build_table(exp_json(), ledger.read_ledger(tmp_path / "submissions.csv"))
     assert list(df["experiment"]) == ["workspace", "main", "vit-x1", "long"]
-    # The params that differ, then scores per model and for the ensemble, train time, leaderboard scores last; a
-    # memory profile (an old experiment's metrics file) and dvclive's step are not what a competitor compares.
+    # The params that differ, then accuracy per model and for the ensemble, the ensemble's loss, train time,
+    # leaderboard scores last; a memory profile (an old experiment's metrics file), a model's own loss and dvclive's
+    # step are not what a competitor compares (`dvc exp show` has them).
     assert list(df.columns) == [
         "experiment", "rev", "models.vit.weight", "train.epochs", "oof_acc.convnext", "oof_acc.vit",
-        "oof_acc.ensemble", "oof_loss.vit", "oof_loss.ensemble", "train_time_s.vit", "public", "private", "submissions",
+        "oof_acc.ensemble", "oof_loss.ensemble", "test_acc.vit", "test_acc.ensemble", "train_time_s.vit", "public",
+        "private", "submissions",
     ]  # fmt: skip
     long = df.set_index("experiment").loc["long"]
     assert long["public"] == pytest.approx(0.981) and long["oof_acc.ensemble"] == pytest.approx(0.95)
@@ -138,7 +148,7 @@ def test_every_differing_param_once_in_its_own_format(capsys, tmp_path):
                         params_of(**{"models.vit2": vit2, "train.weight_decay": 1e-05, "train.drop_last": False}))]},
     ]  # fmt: skip
     df = compare.build_table([base], ledger.read_ledger(tmp_path / "none.csv"))
-    shown = [c for c in df.columns if "." in c and not c.startswith(compare.SCORES + compare.PER_MODEL)]
+    shown = list(df.columns[2 : df.columns.get_loc("oof_acc.convnext")])  # between rev and the first metric
     expected = ["cv.n_splits", "cv.scheme", "train.drop_last", "train.epochs", "train.weight_decay"]
     expected += [f"models.vit2.{k}" for k in vit2]
     assert sorted(shown) == sorted(expected) and len(set(df.columns)) == len(df.columns)

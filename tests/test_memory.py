@@ -175,7 +175,7 @@ def test_profile_from_params_estimates_on_the_cpu(params):
     assert profile["precision"] == "bf16"  # auto plans for a CUDA card's mixed precision
     assert profile["micro_batch"] == effective  # a tiny model fits 16 GB at full batch
     assert profile["eval_batch"] == 4 * effective
-    metrics = prof.metrics_of(profile)
+    metrics = prof.summary_of(profile)
     assert metrics["accumulation"] == 1 and metrics["measured"] is False
 
 

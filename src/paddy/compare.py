@@ -20,9 +20,10 @@ from paddy.fileio import write_csv, write_text
 from paddy.ledger import read_ledger
 
 SUBMISSION = "submission.csv"
-# What a competitor compares: metrics/ensemble.json's scores per model and for the ensemble, and dvclive's train time.
-SCORES = ("oof_acc", "oof_loss", "test_acc", "test_loss")
-PER_MODEL = ("train_time_s",)
+# What a competitor compares, in this order: out-of-fold accuracy per model and for the ensemble, the ensemble's log
+# loss, test accuracy (only the synthetic competition has test labels), each model's train time (dvclive's). `dvc exp
+# show` has every metric.
+METRICS = ("oof_acc.*", "oof_loss.ensemble", "test_acc.*", "train_time_s.*")
 
 
 def exp_show(all_commits=False):
@@ -69,10 +70,9 @@ def metric_columns(metrics):
         for key, value in flatten(data).items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
-            if key.split(".")[0] in SCORES and "." in key:
-                cols[key] = value  # oof_acc.<model>, oof_acc.ensemble, ...
-            elif key in PER_MODEL:
-                cols[f"{key}.{_model_of(path)}"] = value
+            column = key if "." in key else f"{key}.{_model_of(path)}"  # a per-model file's key: <key>.<model>
+            if _metric_rank(column) < len(METRICS):
+                cols[column] = value
     return cols
 
 
@@ -162,10 +162,14 @@ def build_table(exp_json, ledger, param_keys=None):
     return df[[c for c in first + sorted(middle, key=_metric_order) + last if c in df.columns]]
 
 
+def _metric_rank(column):
+    """The column's place in METRICS; len(METRICS) where it is not one."""
+    kind = column.partition(".")[0]
+    return next((i for i, m in enumerate(METRICS) if m in (column, f"{kind}.*")), len(METRICS))
+
+
 def _metric_order(column):
-    kind, _, model = column.partition(".")
-    rank = SCORES.index(kind) if kind in SCORES else len(SCORES)
-    return rank, model == "ensemble", kind, model
+    return _metric_rank(column), column.endswith(".ensemble"), column
 
 
 def _scores(match):

@@ -240,8 +240,9 @@ def write_profile(profile, params, profile_json, batches_json):
     write_json(batches_json, batches_of(profile, params))
 
 
-def metrics_of(profile):
-    """Numbers for `dvc exp show`: the choices, and the peak (process total, GB) at each candidate."""
+def summary_of(profile):
+    """The profile in short (metrics/profile/<model>.json, a plain file: not a metric of the experiment): the
+    choices, and the peak (process total, GB) at each candidate."""
     chosen = next((r for r in profile["table"] if r["micro_batch"] == profile["micro_batch"]), None)
     return {
         "measured": profile["device"] != ESTIMATE,
@@ -255,7 +256,7 @@ def metrics_of(profile):
 
 
 def plot_rows(profile):
-    """Rows for the dvc bar chart: one bar per micro-batch and eval batch, and one for the limit they face."""
+    """Rows for the memory chart: one bar per micro-batch and eval batch, and one for the limit they face."""
     rows = []
     for key, table in (("micro_batch", profile["table"]), ("eval_batch", profile["eval_table"])):
         label = "x" if key == "micro_batch" else "eval x"
