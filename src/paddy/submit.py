@@ -142,10 +142,9 @@ def cv_figures(path="metrics/ensemble.json"):
     except ValueError:
         return None, ""
     cols = compare.metric_columns({"metrics/ensemble.json": {"data": metrics}})
-    per_model = ";".join(
-        f"{k[3:]}={v:.5f}" for k, v in sorted(cols.items()) if k.startswith("cv.") and k != "cv.ensemble"
-    )
-    return cols.get("cv.ensemble"), per_model
+    models = sorted(k for k in cols if k.startswith("oof_acc.") and k != "oof_acc.ensemble")
+    per_model = ";".join(f"{k.removeprefix('oof_acc.')}={cols[k]:.5f}" for k in models)
+    return cols.get("oof_acc.ensemble"), per_model
 
 
 def load_submission(path, data_dir):
