@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from paddy.augment import create_augment
+from paddy.augment import create_augment, model_augment
 from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
 from paddy.device import device_name, seed_everything
 from paddy.fileio import write_csv, write_json
@@ -195,7 +195,7 @@ def ceiling(p, name, device, precision, steps, warmup):
     cfg, train = p["models"][name], p["train"]
     reset_peak(device)
     model, optimizer = _model_and_optimizer(cfg, train, device)
-    augment = create_augment(cfg["arch"], as_hw(cfg["size"]), train["aug"])
+    augment = model_augment(cfg, train["aug"])
     h, w = as_hw(cfg["item_size"])
     batch = train["effective_batch"]
     items = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, device=device)
@@ -312,7 +312,7 @@ def breakdown(p, name, work, device, precision, steps):
     loader = create_loader(ItemDataset(items, range(len(paths)), [0] * len(paths)), train["effective_batch"], device,
                            shuffle=True, drop_last=True, workers=workers)  # fmt: skip
     inner, optimizer = _model_and_optimizer(cfg, train, device)
-    model, augment = _Forward(inner), _Augment(create_augment(cfg["arch"], as_hw(cfg["size"]), train["aug"]))
+    model, augment = _Forward(inner), _Augment(model_augment(cfg, train["aug"]))
     generator = torch.Generator(device).manual_seed(0)
 
     def batches():
@@ -486,7 +486,7 @@ def loader_per_core(work, n, repeats=3, settings=(([640, 480], "crop"), (480, "s
             os.environ.pop("PADDY_CACHE")
         else:
             os.environ["PADDY_CACHE"] = saved
-        augment = create_augment("test_convnext", (size, size), params["train"]["aug"])
+        augment = create_augment((size, size), params["train"]["aug"])  # a random-init model: no normalisation
         loader = create_loader(ItemDataset(items_path, range(n), [0] * n), 32, torch.device("cpu"))
         generator = torch.Generator().manual_seed(0)
 

@@ -2,15 +2,18 @@
 
 DVC removes a stage's outputs before running it, git-tracked metrics included, so a bad value found by a later
 stage would cost what that stage had written. Every other stage depends on this one's output, whose content never
-changes: an edit to params.yaml reruns this check first, then only the stages whose own settings changed.
+changes: the check runs on every repro (always_changed, dvc.yaml says why), then only the stages whose own settings
+or inputs changed run.
 """
 
 import argparse
+from pathlib import Path
 
 from paddy.errors import exit_on_error
 from paddy.fileio import write_text
-from paddy.models import check_archs
 from paddy.params import load_params
+from paddy.preflight import check_devices, model_checks_key, passed_before, record_pass
+from paddy.sources import check_source
 
 
 @exit_on_error
@@ -18,8 +21,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", help="written once every setting passed; the same text every time")
     args = parser.parse_args()
-    params = load_params()  # every setting's presence, type and range
-    check_archs(params)  # every architecture and size, and that pretrained weights can be had
+    params = load_params()  # every setting's presence, type and range; no unknown key
+    check_devices(params["train"]["devices"])  # no more DDP processes than this machine has GPUs, or cores
+    check_source(params["data"])  # a folder or zip laid out like the competition, safe to extract
+    key = model_checks_key(params, [Path(__file__)])
+    if passed_before(key):
+        print("models: settings, code and packages as when they last passed their checks")
+    else:  # the checks that import timm (seconds): only when something they read changed
+        from paddy.models import check_archs, check_models_train
+
+        check_archs(params)  # every architecture and size, and that pretrained weights can be had
+        check_models_train(params)  # every model with its head: one forward and backward on fake tensors
+        record_pass(key)
     write_text(args.out, "params.yaml passed every check\n")
 
 

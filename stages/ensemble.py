@@ -43,11 +43,11 @@ def main():
         split_table=read_splits(args.split)[0] if args.split else None,
         seed=params["seed"],
     )
-    write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
-    write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
-    if args.plot:
+    if args.plot:  # first: a picture that fails to draw leaves the metrics and the submission as they were
         title = f"ensemble, out of fold: {metrics['oof_acc']['ensemble']:.4f} accuracy over {len(confusion)} images"
         charts.confusion(confusion["actual"], confusion["predicted"], labels, args.plot, title)
+    write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
+    write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
     write_csv(sub, args.submission_csv)
     print(f"{args.submission_csv}: {len(sub)} rows, {params['ensemble']['weights']} weights {metrics['weights']}")
     print(f"out-of-fold accuracy {metrics['oof_acc']}, log loss {metrics['oof_loss']}")

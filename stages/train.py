@@ -3,7 +3,8 @@
 dvclive's metrics.json (a column group of `dvc exp show`) holds the model's figures over its splits and nothing
 else: valid accuracy and loss (means), train time (total). Each split's figures per epoch are in dvclive's plots
 folder, its final ones (batch sizes, events, times, peak memory on CUDA) in <live_dir>/run.json (kept out of the
-model folder, whose hash tta depends on: times differ on every run), the learning curves in --plot.
+model folder, whose hash tta depends on: times differ on every run), the learning curves (PNG, for `dvc plots
+show`) in <live_dir>/learning_curves.png.
 
 Interrupted (a kill, Ctrl-C, SIGTERM, a lost machine), the same command or `dvc repro` continues from the last
 checkpoint in --resume-dir: finished folds are restored, the interrupted one goes on from its last epoch or step.
@@ -21,7 +22,7 @@ from dvclive import Live
 from paddy import charts, distributed
 from paddy.device import resolve_precision
 from paddy.errors import exit_on_error
-from paddy.fileio import write_json
+from paddy.fileio import replace_dir, write_json
 from paddy.fit import train_model
 from paddy.gpus import claim_device
 from paddy.models import check_archs
@@ -42,7 +43,6 @@ def main():
     parser.add_argument("live_dir")
     parser.add_argument("--batches", type=Path, help="profile@MODEL's batch sizes, for auto")
     parser.add_argument("--resume-dir", type=Path, help="checkpoints to continue an interrupted run from")
-    parser.add_argument("--plot", type=Path, help="learning curves (PNG) for `dvc plots show`")
     args = parser.parse_args()
     params = load_params()
     devices = params["train"]["devices"]
@@ -78,9 +78,14 @@ def train(args, params, device):
     splits = len(read_splits(args.split_csv)[1])
     started, done = time.time(), {"epochs": 0, "seconds": 0.0}
     history = {}  # split -> each epoch's metrics (a resume replays the epochs already done first)
+    # DVC leaves the last good model and metrics in place while this runs (persist, dvc.yaml): the new ones are built
+    # beside them and swapped in once every split is done, so Ctrl-C, a kill or an error leaves them as they were.
+    out_dir, live_dir = Path(f"{args.out_dir}.partial"), Path(f"{args.live_dir}.partial")
+    if rank0:
+        shutil.rmtree(out_dir, ignore_errors=True)  # an interrupted run's splits: its checkpoints are in --resume-dir
 
     # dvcyaml=False: dvc.yaml declares these metrics and plots; letting dvclive rewrite dvc.yaml mid-run corrupts it
-    logger = Live(args.live_dir, dvcyaml=False, save_dvc_exp=False, report=None) if rank0 else contextlib.nullcontext()
+    logger = Live(live_dir, dvcyaml=False, save_dvc_exp=False, report=None) if rank0 else contextlib.nullcontext()
     with logger as live:
 
         def on_epoch(split, epoch, metrics):
@@ -98,38 +103,44 @@ def train(args, params, device):
 
         try:
             results = train_model(
-                args.model, params, args.prepared_dir, args.split_csv, args.out_dir, (micro, evals), device,
+                args.model, params, args.prepared_dir, args.split_csv, out_dir, (micro, evals), device,
                 precision, on_epoch if rank0 else None, resume_dir=args.resume_dir,
             )  # fmt: skip
         except Interrupted as stop:
             if not rank0:
                 sys.exit(130)
+            last = Path(args.out_dir).exists()  # persist: DVC did not delete it; this run did not touch it
+            kept = f" {args.out_dir} and {args.live_dir} are still the last finished run's." if last else ""
             print(
-                f"\n{stop} after {(time.time() - started) / 60:.1f} min: checkpoint written to {args.resume_dir}. "
-                f"Run `dvc repro train@{args.model}` (or this command) again to continue from it.",
+                f"\n{stop} after {(time.time() - started) / 60:.1f} min: checkpoint written to {args.resume_dir}."
+                f"{kept} Run `dvc repro train@{args.model}` (or this command) again to continue from the checkpoint.",
                 file=sys.stderr,
             )
             sys.exit(130)
         if not rank0:
             return
     # dvclive's own summary repeats each split's last epoch, and its step: the model's figures replace it
-    write_json(Path(args.live_dir) / "metrics.json", summary(results))
+    write_json(live_dir / "metrics.json", summary(results))
     per_step = accumulation(-(-effective // world), min(m["micro_batch"] for m in results))  # per process
-    write_json(Path(args.live_dir) / "run.json", {"accumulation": per_step, "eval_batch": evals, "splits": results})
-    if args.plot is not None:
-        charts.learning_curves(history, args.plot, f"{args.model} ({params['models'][args.model]['arch']})")
+    write_json(live_dir / "run.json", {"accumulation": per_step, "eval_batch": evals, "splits": results})
+    title = f"{args.model} ({params['models'][args.model]['arch']})"
+    charts.learning_curves(history, live_dir / "learning_curves.png", title)
+    replace_dir(out_dir, args.out_dir)
+    replace_dir(live_dir, args.live_dir)
     if args.resume_dir is not None:
         shutil.rmtree(args.resume_dir, ignore_errors=True)  # every split is in out_dir now; DVC keeps it
 
 
 def summary(results):
     """The model's figures over its splits, for `dvc exp show`: mean valid accuracy (each target's) and loss, total
-    train time; compile time and out-of-memory fallbacks only where there were some."""
+    train time; compile time, fp16's skipped steps and out-of-memory fallbacks only where there are some."""
     keys = [k for k in results[0] if k.startswith("valid_acc")] + ["valid_loss"]
     out = {k: sum(m[k] for m in results) / len(results) for k in keys}
     out["train_time_s"] = sum(m["train_time_s"] for m in results)
     if any("compile_s" in m for m in results):
         out["compile_s"] = sum(m.get("compile_s", 0.0) for m in results)
+    if any("skipped_steps" in m for m in results):  # fp16: steps the grad scaler skipped on an overflow
+        out["skipped_steps"] = sum(m["skipped_steps"] for m in results)
     fallbacks = sum(len([e for e in m["events"] if "out of memory" in e]) for m in results)
     if fallbacks:
         out["out_of_memory_fallbacks"] = fallbacks

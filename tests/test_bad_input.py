@@ -1,17 +1,32 @@
 """Each bad input gets one clear paragraph (PaddyError) before any work starts, naming the file or key."""
 
+import errno
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
+import yaml
+from PIL import Image
 
+from paddy import items, preflight
+from paddy.archive import extract_zip
 from paddy.competition import check_layout
+from paddy.data import item_files
+from paddy.ensemble import build_ensemble
 from paddy.errors import PaddyError
+from paddy.items import cache_dir, load_items
 from paddy.models import check_archs
 from paddy.params import check_params
-from paddy.sources import fetch_competition
+from paddy.prepare import prepare_competition, read_labels
+from paddy.sources import check_source, fetch_competition
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,3 +171,247 @@ def test_a_stage_prints_one_paragraph_not_a_traceback(tmp_path):
     assert "Close names: test_vit" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "data").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Issue 18: bad input that was silently accepted, or found only after DVC had deleted the last good outputs
+
+
+def tree(root):
+    """{relative path: md5} of every file under `root`: what a failed run must leave as it was."""
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "key, nearest",
+    [
+        ("train.epoch", "train.epochs"),
+        ("models.vit.sise", "models.vit.size"),
+        ("train.aug.max_rotation", "train.aug.max_rotate"),
+        ("seeds", "seed"),
+    ],
+)
+def test_an_unknown_key_is_refused_naming_the_nearest_known_one(params, key, nearest):
+    *path, last = key.split(".")
+    node = params
+    for part in path:
+        node = node[part]
+    node[last] = 3  # beside the real key, which keeps its value: the typo would be silently ignored
+    with pytest.raises(
+        PaddyError, match=f"`{key}` in params.yaml is not a setting paddy knows \\(did you mean `{nearest}`"
+    ):
+        check_params(params)
+
+
+def test_user_named_models_are_fine_but_their_keys_are_fixed(params):
+    params["models"]["my_convnext"] = dict(params["models"]["resnet"])
+    check_params(params)
+    params["models"]["my_convnext"]["lr"] = 0.1
+    with pytest.raises(
+        PaddyError,
+        match="`models.my_convnext.lr` in params.yaml is not a setting .*`models.my_convnext` holds arch, pretrained",
+    ):
+        check_params(params)
+
+
+def test_the_repository_params_and_presets_have_no_unknown_key():
+    for path in (ROOT / "params.yaml", ROOT / "presets" / "seed.yaml"):
+        check_params(yaml.safe_load(path.read_text()), path)
+
+
+def test_all_ensemble_weights_zero_is_refused_unless_they_are_fitted(params):
+    for model in params["models"].values():
+        model["weight"] = 0
+    with pytest.raises(PaddyError, match="Every `models.<name>.weight` in params.yaml is 0 and `ensemble.weights` is"):
+        check_params(params)
+    params["ensemble"]["weights"] = "fit"
+    check_params(params)
+
+
+def test_more_devices_than_cpu_cores_is_refused_with_the_count(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(preflight, "usable_cores", lambda: 2)
+    preflight.check_devices(1)
+    preflight.check_devices(2)
+    with pytest.raises(
+        PaddyError,
+        match=r"`train.devices` in params.yaml is 1000, but this machine has no CUDA device, "
+        r"and 2 usable CPU core\(s\).*at most 2",
+    ):
+        preflight.check_devices(1000)
+
+
+def test_more_devices_than_visible_gpus_is_refused_with_the_count(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    preflight.check_devices(2)
+    with pytest.raises(
+        PaddyError, match=r"is 3, but this machine has 2 CUDA device\(s\) \(CUDA_VISIBLE_DEVICES='3,5'\)"
+    ):
+        preflight.check_devices(3)
+
+
+def test_the_model_checks_rerun_whenever_a_setting_changes(params):
+    """What DVC's run-cache got wrong (it ignores every key named `size`): the memo's key sees every setting."""
+    key = preflight.model_checks_key(params)
+    preflight.record_pass(key)
+    assert preflight.passed_before(key) and preflight.model_checks_key(params) == key
+    params["models"]["resnet"]["size"] = [40, 32]
+    assert not preflight.passed_before(preflight.model_checks_key(params))
+    params["models"]["resnet"]["pretrained"] = True  # the hub's cache is the machine's state: checked every time
+    assert preflight.model_checks_key(params) is None and not preflight.passed_before(None)
+
+
+def zip_of(folder, path, extra=()):
+    with zipfile.ZipFile(path, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            zf.write(p, "paddy/" + str(p.relative_to(folder)))  # wrapped in one top folder, as hand-made zips are
+        for name, data in extra:
+            zf.writestr(name, data)
+    return path
+
+
+def test_a_source_download_would_refuse_is_refused_by_the_check(comp, tmp_path):
+    """Found by the check stage, before DVC deletes data/raw to run download: cheap (CSVs and listing, no image)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PaddyError, match=f"{empty / 'train_images'} is missing"):
+        check_source({"source": str(empty)})
+    good = zip_of(comp, tmp_path / "good.zip")
+    check_source({"source": str(good)})
+    check_source({"source": str(comp)})
+    evil = zip_of(comp, tmp_path / "evil.zip", extra=[("../evil", b"x")])
+    with pytest.raises(PaddyError, match=r"evil.zip has an entry '../evil' that would land outside"):
+        check_source({"source": str(evil)})
+    (comp / "train.csv").write_text((comp / "train.csv").read_text().replace("image_id,label", "image_id,disease"))
+    with pytest.raises(PaddyError, match=f"{comp / 'train.csv'} has columns .* \\(missing label\\)"):
+        check_source({"source": str(comp)})
+    unlabelled = zip_of(comp, tmp_path / "unlabelled.zip")
+    with pytest.raises(PaddyError, match=f"{unlabelled}/train.csv has columns .* \\(missing label\\)"):
+        check_source({"source": str(unlabelled)})
+
+
+def test_a_zip_that_fails_only_on_extraction_leaves_the_last_competition(comp, params, tmp_path):
+    """A damaged image entry shows only when extracted (the check reads no image): download then refuses, and the
+    previous data/raw stays whole, built beside and never swapped in."""
+    raw, truth = tmp_path / "data/raw", tmp_path / "data/truth.csv"
+    fetch_competition(params["data"], raw, truth)  # the last good competition: the generated one
+    before = tree(tmp_path / "data")
+    blob = bytearray(zip_of(comp, tmp_path / "damaged.zip").read_bytes())
+    with zipfile.ZipFile(tmp_path / "damaged.zip") as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(".jpg"))
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    blob[start + 10 : start + 20] = bytes(10)  # zeros inside the first image's data: its CRC no longer matches
+    (tmp_path / "damaged.zip").write_bytes(blob)
+    params["data"]["source"] = str(tmp_path / "damaged.zip")
+    check_source(params["data"])  # the listing and the CSVs are fine
+    with pytest.raises(PaddyError, match="damaged.zip is corrupt .*fails its CRC check"):
+        fetch_competition(params["data"], raw, truth)
+    assert tree(tmp_path / "data") == before
+
+
+def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    ids = [f"{i}.jpg" for i in range(20)]
+    truth = pd.DataFrame({"image_id": ids, "label": rng.choice(["a", "b"], 20)})
+    (tmp_path / "solo").mkdir()
+    probs = pd.DataFrame(rng.dirichlet([1, 1], 20), columns=["a", "b"]).assign(image_id=ids)[["image_id", "a", "b"]]
+    probs.to_csv(tmp_path / "solo" / "oof_probs.csv", index=False)
+    probs.head(1).assign(image_id="t.jpg").to_csv(tmp_path / "solo" / "test_probs.csv", index=False)
+    sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
+    ensemble = {"weights": "fit", "cv_folds": 2}
+    _, metrics, _ = build_ensemble(
+        {"solo": {"weight": 1}}, ["a", "b"], sample, tmp_path, truth, truth[:0], "a", ensemble
+    )
+    note = "ensemble.weights is fit, but there is one model (solo): nothing to fit, weight 1"
+    assert metrics["note"] == note and metrics["weights"] == {"solo": 1.0}
+    assert f"note: {note}" in capsys.readouterr().out
+    _, metrics, _ = build_ensemble(
+        {"solo": {"weight": 1}}, ["a", "b"], sample, tmp_path, truth, truth[:0], "a", dict(ensemble, weights="params")
+    )
+    assert "note" not in metrics
+
+
+@pytest.fixture
+def prepared(competition, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "prepared"
+    index, _ = prepare_competition(competition[0], out, max_size=64, workers=1)
+    return out, index
+
+
+def test_a_full_disk_stops_the_item_cache_with_the_sizes_and_the_fix(prepared, monkeypatch):
+    """Checked before writing: a memory map on a full disk dies by SIGBUS, without a word (exit -7)."""
+    out, index = prepared
+    files = item_files(index, index.path[:10].tolist())
+    load_items(out, files, (40, 30), "squish")  # an earlier array, which must stay as it was
+    before = tree(cache_dir())
+    need = 10 * 40 * 32 * 3 + 4096
+    monkeypatch.setattr(items.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(PaddyError) as err:
+        load_items(out, files, (40, 32), "squish")
+    message = str(err.value)
+    assert f"The item cache needs {need:,} bytes" in message and "only 1,000 bytes are free" in message
+    assert str(cache_dir() / "items") in message and "PADDY_CACHE" in message
+    assert tree(cache_dir()) == before
+
+
+def test_a_write_that_runs_out_of_space_midway_is_the_same_message(prepared, monkeypatch):
+    """The space went between the check and the write (another process): ENOSPC from reserving the file's blocks."""
+    out, index = prepared
+    files = item_files(index, index.path[:10].tolist())
+    before = tree(cache_dir())
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(items.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(PaddyError, match="The item cache needs .* bytes .*PADDY_CACHE"):
+        load_items(out, files, (40, 36), "squish")
+    assert tree(cache_dir()) == before  # nothing half-written
+
+
+def test_prepare_reports_foreign_labels_tiny_images_and_misnamed_files(comp, tmp_path, capsys):
+    train = pd.read_csv(comp / "train.csv", dtype=str)
+    rows = train.head(3).itertuples()
+    foreign = next(rows)
+    (comp / "train_images" / "rust").mkdir()
+    os.replace(
+        comp / "train_images" / foreign.label / foreign.image_id, comp / "train_images" / "rust" / foreign.image_id
+    )
+    train.loc[train.image_id == foreign.image_id, "label"] = "rust"
+    train.to_csv(comp / "train.csv", index=False)
+    tiny, png = next(rows), next(rows)
+    Image.new("RGB", (1, 1), (0, 128, 0)).save(comp / "train_images" / tiny.label / tiny.image_id, format="JPEG")
+    Image.new("RGB", (48, 64), (0, 128, 0)).save(comp / "train_images" / png.label / png.image_id, format="PNG")
+    index, bad = prepare_competition(comp, tmp_path / "prepared", max_size=64, workers=1)
+    reasons = dict(zip(bad.image_id, bad.reason))
+    assert reasons == {
+        foreign.image_id: "label 'rust': not one of the competition's 10 classes",
+        tiny.image_id: "1x1 pixels: under the 16 pixels a side an image needs to show a leaf (a thumbnail or a broken "
+        "export)",
+        png.image_id: "a PNG file named .jpg: the competition's images are JPEGs, so this is another file under an "
+        "image's name (convert it to JPEG and rename it if it belongs)",
+    }
+    assert (
+        pd.read_csv(tmp_path / "prepared" / "bad_files.csv", dtype=str).set_index("image_id").reason.to_dict()
+        == reasons
+    )
+    log = capsys.readouterr().out
+    assert all(f"{image_id}: {reason}" in log for image_id, reason in reasons.items())
+    assert "the competition's classes: bacterial_leaf_blight, " in log
+    assert not set(reasons) & set(index.image_id[index.split == "train"])
+    assert "rust" not in read_labels(tmp_path / "prepared")
+
+
+def test_an_extracted_zip_is_checked_before_it_replaces_the_last_competition(comp, tmp_path):
+    """Kaggle's zip is checked once downloaded and extracted (the check stage cannot see it): refused, the previous
+    folder stays."""
+    dest = tmp_path / "data/raw"
+    shutil.copytree(comp, dest)
+    before = tree(dest)
+    (comp / "sample_submission.csv").unlink()
+    with pytest.raises(PaddyError, match=r"incomplete.zip/sample_submission.csv is missing"):
+        extract_zip(zip_of(comp, tmp_path / "incomplete.zip"), dest, check=check_layout)
+    assert tree(dest) == before and sorted(p.name for p in dest.parent.iterdir()) == ["raw"]

@@ -28,7 +28,7 @@ def test_metrics_are_the_models_and_the_ensembles_only():
 def test_plots_are_images():
     """PNG files: `dvc plots show` embeds them as they are, where its vega charts load their library from a CDN."""
     assert sorted(declared("plots")) == [
-        "plots/confusion.png", "plots/learning_curves/${key}.png", "plots/profile/${key}.png"
+        "dvclive/${key}/learning_curves.png", "plots/confusion.png", "plots/profile/${key}.png"
     ]  # fmt: skip
 
 

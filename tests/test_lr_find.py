@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from paddy import lr_find
-from paddy.augment import create_augment
+from paddy.augment import model_augment
 from paddy.data import ItemDataset, create_loader, open_items
 from paddy.fileio import write_csv
 from paddy.fit import target_table, train_model
@@ -63,7 +63,7 @@ def run_sweep(prepared, params, num_it=20):
     torch.manual_seed(0)
     model = create_model(cfg["arch"], len(vocab["label"]), False, cfg["head"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    augment = create_augment(cfg["arch"], cfg["size"], train["aug"])
+    augment = model_augment(cfg, train["aug"])
     lrs, losses = lr_find.sweep(model, loader, augment, 8, "fp32", train, False, 0, num_it=num_it)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the weights are restored
     return lrs, losses

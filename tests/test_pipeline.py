@@ -53,7 +53,8 @@ def test_repro_writes_a_valid_submission_then_has_nothing_to_do(repo):
     assert sub.image_id.tolist() == sample.image_id.tolist() and sub.label.notna().all()
     out = run("dvc repro", repo)
     ran = [line for line in out.splitlines() if line.startswith("Running stage")]
-    assert ran == ["Running stage 'fingerprint':"], out  # always_changed: it looks at data.source; nothing else runs
+    # always_changed: the check (its model checks skipped: nothing changed) and the source's fingerprint; nothing else
+    assert ran == ["Running stage 'check':", "Running stage 'fingerprint':"], out
     assert "Stage 'download' didn't change, skipping" in out
     # Every plot is an image the page embeds: nothing to load from the network.
     run("dvc plots show", repo)

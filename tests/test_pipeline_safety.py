@@ -1,13 +1,19 @@
 """Never lose a run, never reuse a stale one: real `dvc` runs on a shrunk copy of the repository (slow).
 
-A bad setting fails in `check` before DVC deletes any output; an edit to a user's own source folder reruns
-download and only what changed after it.
+A bad setting or source fails in `check` before DVC deletes any output; what only a later stage can find (a damaged
+zip entry, too few rows to cross-validate, Ctrl-C) leaves that stage's last good outputs in place (persist: true,
+built beside and swapped in); an edit to a user's own source folder reruns download and only what changed after it.
 """
 
+import hashlib
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,19 +24,17 @@ pytestmark = pytest.mark.slow
 repo = test_pipeline.repo  # a module-scoped fixture: this module's own shrunk copy of the repository
 run = test_pipeline.run
 
-# What `dvc checkout` cannot restore: git-tracked outputs (cache: false) of the stages a bad setting would rerun.
-KEPT = [
-    "submission.csv",
-    "metrics/ensemble.json",
-    "metrics/confusion.csv",
-    "metrics/profile/resnet.json",
-    "metrics/profile/vit.json",
-]
+# Every output of the last good run: the git-tracked ones (cache: false), which `dvc checkout` cannot restore, and
+# the cached ones, which the next stages and `paddy submit` read.
+OUTPUTS = ["submission.csv", "metrics", "plots", "dvclive", "data/raw", "data/truth.csv", "data/models", "data/preds"]
+
+
+def env():
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
 def fails(cmd, cwd):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    out = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(cmd, cwd=cwd, env=env(), shell=True, capture_output=True, text=True, timeout=900)
     assert out.returncode != 0, out.stdout[-3000:]
     return out.stdout + out.stderr
 
@@ -40,28 +44,168 @@ def stages_run(out):
 
 
 def snapshot(repo):
-    return {path: (repo / path).read_bytes() for path in KEPT}
+    """{path: md5} of every output file (a run's scratch folders, *.partial, aside)."""
+    files = {}
+    for name in OUTPUTS:
+        for p in [repo / name] if (repo / name).is_file() else sorted((repo / name).rglob("*")):
+            if p.is_file() and not any(part.endswith(".partial") for part in p.parts):
+                files[str(p.relative_to(repo))] = hashlib.md5(p.read_bytes()).hexdigest()
+    assert "submission.csv" in files and "data/models/vit/meta.json" in files and "data/raw/train.csv" in files
+    return files
+
+
+def restore_params(repo):
+    """params.yaml as committed. Not `git checkout`: `dvc exp run -S models.vit.size=[224,224]` leaves the file the
+    same length with a time git takes for unchanged, and git then restores nothing."""
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True, text=True)
+    (repo / "params.yaml").write_text(committed.stdout)
+
+
+def exp_run(settings):
+    return "dvc exp run " + " ".join(f"-S {shlex.quote(s)}" for s in settings)
 
 
 @pytest.mark.parametrize(
-    "setting, message",
+    "settings, message",
     [
-        ("models.vit.weight=-1", "error: `models.vit.weight` in params.yaml is -1; it must be a number >= 0."),
-        ("models.resnet.arch=test_resnett", "error: `models.resnet.arch` in params.yaml is 'test_resnett', which timm"),
-        ("ensemble.weights=best", "error: `ensemble.weights` in params.yaml is 'best'; it must be params"),
+        (["models.vit.weight=-1"], "error: `models.vit.weight` in params.yaml is -1; it must be a number >= 0."),
+        (["models.resnet.arch=test_resnett"], "error: `models.resnet.arch` in params.yaml is 'test_resnett', which"),
+        (["ensemble.weights=best"], "error: `ensemble.weights` in params.yaml is 'best'; it must be params"),
+        # DVC's run-cache ignores every key named `size`: it used to restore the check's verdict for [160, 160]
+        (["models.vit.size=[224,224]"], "is test_vit, built for a fixed input of [160, 160] (its position embeddings"),
+        (["models.vit.weight=0", "models.resnet.weight=0"], "error: Every `models.<name>.weight` in params.yaml is 0"),
+        (["train.devices=1000"], "error: `train.devices` in params.yaml is 1000, but this machine has"),
     ],
-    ids=["ensemble-weight", "arch", "ensemble-weights"],
+    ids=["ensemble-weight", "arch", "ensemble-weights", "fixed-size", "weights-all-zero", "devices"],
 )
-def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, setting, message):
+def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, settings, message):
     if not (repo / "submission.csv").exists():
         run("dvc repro", repo)
     before = snapshot(repo)
-    out = fails(f"dvc exp run -S {setting}", repo)
+    out = fails(exp_run(settings), repo)
     assert message in out and "Traceback" not in out, out
     assert stages_run(out) == ["check"], out
     assert snapshot(repo) == before
-    run("git checkout params.yaml", repo)
-    out = run("dvc repro", repo)  # the good settings again: nothing after the check (or its run-cache) reruns
+    restore_params(repo)
+    out = run("dvc repro", repo)  # the good settings again: nothing after the check reruns
+    assert set(stages_run(out)) <= {"check", "fingerprint"}, out
+
+
+def test_a_typo_written_into_params_yaml_fails_in_check(repo):
+    """`dvc exp run -S` refuses an unknown key itself; an edit of the file did not, and was silently ignored."""
+    if not (repo / "submission.csv").exists():
+        run("dvc repro", repo)
+    before = snapshot(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["epoch"] = 3  # beside `epochs`
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = fails("dvc repro", repo)
+    assert "error: `train.epoch` in params.yaml is not a setting paddy knows (did you mean `train.epochs`?)" in out
+    assert stages_run(out) == ["check"] and snapshot(repo) == before, out
+    restore_params(repo)
+
+
+def test_the_check_runs_after_every_edit_whatever_the_run_cache_holds(repo):
+    """DVC's run-cache key leaves out every key named `size`, so it restored the check after a models.resnet.size
+    edit, and the model trained unchecked. always_changed: the check runs, and its model checks run again."""
+    if not (repo / "submission.csv").exists():
+        run("dvc repro", repo)
+    unchanged = "models: settings, code and packages as when they last passed their checks"
+    out = run("dvc repro check", repo)
+    assert stages_run(out) == ["check"] and unchanged in out, out  # nothing changed: the cheap path
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["models"]["resnet"]["size"] = [40, 32]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run("dvc repro check", repo)
+    assert stages_run(out) == ["check"] and "is cached" not in out and unchanged not in out, out
+    restore_params(repo)
+
+
+def test_a_bad_source_fails_in_check_before_data_raw_is_deleted(repo, tmp_path):
+    """An empty folder, a train.csv without its label column, a zip with an entry outside: each used to fail in
+    download after DVC had deleted data/raw (and `paddy submit` failed after that)."""
+    if not (repo / "submission.csv").exists():
+        run("dvc repro", repo)
+    (tmp_path / "empty").mkdir()
+    unlabelled = shutil.copytree(repo / "data/raw", tmp_path / "unlabelled")
+    text = (unlabelled / "train.csv").read_text()
+    (unlabelled / "train.csv").write_text(text.replace("image_id,label,", "image_id,disease,", 1))
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as zf:
+        for p in sorted((repo / "data/raw").rglob("*")):
+            zf.write(p, str(p.relative_to(repo / "data/raw")))
+        zf.writestr("../evil", "outside")
+    cases = {
+        tmp_path / "empty": f"error: {tmp_path / 'empty' / 'train_images'} is missing",
+        unlabelled: f"error: {unlabelled / 'train.csv'} has columns",
+        tmp_path / "evil.zip": f"error: {tmp_path / 'evil.zip'} has an entry '../evil' that would land outside",
+    }
+    before = snapshot(repo)
+    for source, message in cases.items():
+        out = fails(exp_run([f"data.source={source}"]), repo)
+        assert message in out and "Traceback" not in out, out
+        assert stages_run(out) == ["check"] and snapshot(repo) == before, out
+        restore_params(repo)
+
+
+def test_a_failure_only_download_can_find_keeps_the_last_competition(repo, tmp_path):
+    """A damaged image entry (its CRC) shows only on extraction, which the check does not do: download fails, and
+    data/raw, whose stage persists its outputs, is the last good competition still."""
+    if not (repo / "submission.csv").exists():
+        run("dvc repro", repo)
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as zf:
+        for p in sorted((repo / "data/raw").rglob("*")):
+            zf.write(p, str(p.relative_to(repo / "data/raw")))
+    blob = bytearray(damaged.read_bytes())
+    at = blob.index(b"\xff\xd8\xff")  # the first JPEG's data (stored, not compressed)
+    blob[at + 100 : at + 110] = bytes(10)
+    damaged.write_bytes(blob)
+    before = snapshot(repo)
+    out = fails(exp_run([f"data.source={damaged}"]), repo)
+    assert "fails its CRC check" in out and "Traceback" not in out, out
+    assert stages_run(out) == ["check", "fingerprint", "download"] and snapshot(repo) == before, out
+    restore_params(repo)
+    out = run("dvc repro", repo)
+    assert set(stages_run(out)) <= {"check", "fingerprint"}, out
+
+
+def test_a_failure_only_the_ensemble_can_find_keeps_the_last_submission(repo):
+    """Too few out-of-fold rows for ensemble.cv_folds is known only from the predictions: the ensemble fails, and
+    submission.csv and its metrics stay the last good run's."""
+    if not (repo / "submission.csv").exists():
+        run("dvc repro", repo)
+    before = snapshot(repo)
+    out = fails(exp_run(["ensemble.cv_folds=1000"]), repo)
+    assert "`ensemble.cv_folds` is 1000 but there are only" in out and "Traceback" not in out, out
+    assert stages_run(out) == ["check", "fingerprint", "ensemble"] and snapshot(repo) == before, out
+    restore_params(repo)
+    out = run("dvc repro", repo)
+    assert set(stages_run(out)) <= {"check", "fingerprint"}, out
+
+
+def test_ctrl_c_during_training_keeps_the_last_model_and_its_metrics(repo, tmp_path):
+    """SIGINT to dvc's process group, as Ctrl-C in a terminal sends it, once training has a checkpoint: the stage
+    stops, says so, and data/models/resnet and dvclive/resnet are the last finished run's, byte for byte."""
+    if not (repo / "submission.csv").exists():
+        run("dvc repro", repo)
+    before = snapshot(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["epochs"] = 30
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = tmp_path / "repro.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env(), stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    deadline = time.time() + 600
+    while not list((repo / "data/resume/resnet").glob("*/v0.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) != 0
+    out = log.read_text()
+    assert "SIGINT" in out and "data/models/resnet and dvclive/resnet are still the last finished run's" in out, out
+    assert snapshot(repo) == before
+    restore_params(repo)
+    out = run("dvc repro", repo)  # the previous settings: their model is there, nothing to train
     assert set(stages_run(out)) <= {"check", "fingerprint"}, out
 
 
@@ -73,11 +217,11 @@ def test_editing_a_folder_source_reruns_download_and_only_what_changed(repo, tmp
     params["data"]["source"] = str(source)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "download" in stages_run(run("dvc repro", repo))
-    assert stages_run(run("dvc repro", repo)) == ["fingerprint"]  # nothing changed: nothing after it reruns
+    assert stages_run(run("dvc repro", repo)) == ["check", "fingerprint"]  # nothing changed: nothing after them
 
     with open(source / "train.csv", "a") as f:
         f.write("\n")  # an edit that changes the file, not the competition
-    assert stages_run(run("dvc repro", repo)) == ["fingerprint", "download", "prepare"]
+    assert stages_run(run("dvc repro", repo)) == ["check", "fingerprint", "download", "prepare"]
 
 
 def test_a_new_profile_headroom_reruns_the_profiles_and_no_training(repo):
@@ -89,5 +233,5 @@ def test_a_new_profile_headroom_reruns_the_profiles_and_no_training(repo):
     ran = stages_run(run("dvc repro", repo))
     assert {"profile@resnet", "profile@vit"} <= set(ran), ran
     assert not [s for s in ran if s.startswith(("train@", "tta@"))] and "ensemble" not in ran, ran
-    run("git checkout params.yaml", repo)
+    restore_params(repo)
     run("dvc repro", repo)

@@ -134,7 +134,8 @@ def test_a_fresh_clone_pulls_everything_and_has_nothing_to_reproduce(repo, remot
     run("dvc pull", other)
     out = run("dvc repro", other)
     ran = [line for line in out.splitlines() if line.startswith("Running stage")]
-    assert ran == ["Running stage 'fingerprint':"], out  # always_changed: it looks at data.source; nothing else runs
+    # always_changed: the check and the source's fingerprint; nothing else runs
+    assert ran == ["Running stage 'check':", "Running stage 'fingerprint':"], out
     assert (other / "submission.csv").read_text() == (repo / "submission.csv").read_text()
 
 
@@ -149,5 +150,6 @@ def test_exp_push_and_pull_carry_an_experiment_between_clones(repo, remotes, que
     run("dvc exp apply lr-0.02", other)  # outputs from the DVC remote, fetched by exp pull: no dvc pull was run
     assert yaml.safe_load((other / "params.yaml").read_text())["train"]["lr"] == 0.02
     status = json.loads(run("dvc status --json", other))
-    # fingerprint is always_changed by design (it looks at data.source outside DVC's view); every output is restored
-    assert status == {"fingerprint": ["always changed"]}, f"the experiment's outputs were not all restored: {status}"
+    # check and fingerprint are always_changed by design (dvc.yaml says why); every output is restored
+    always = {"check": ["always changed"], "fingerprint": ["always changed"]}
+    assert status == always, f"the experiment's outputs were not all restored: {status}"

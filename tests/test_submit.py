@@ -1,7 +1,6 @@
 """`paddy submit`: validation, staleness, identity in the message, dry run, the ledger row, no leaked key."""
 
 import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,12 +8,14 @@ import pytest
 import yaml
 
 from paddy import cli, kaggle_api, ledger, submit
+from paddy.competition import TEST_IDS
 from paddy.errors import PaddyError
 from paddy.fingerprint import fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "paddy-disease-classification"
-GOOD = "image_id,label\n200001.jpg,blast\n200002.jpg,normal\n200003.jpg,blast\n"
+# Predictions for the real competition's 3469 test images (paddy submits nothing else): blast, normal, then blast.
+GOOD = "image_id,label\n" + "".join(f"{i},{'normal' if i == '200002.jpg' else 'blast'}\n" for i in TEST_IDS)
 
 
 class FakeKaggle:
@@ -45,14 +46,17 @@ class FakeKaggle:
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
-    """A workspace after `dvc repro`: competition files, params, submission.csv recorded in dvc.lock, metrics."""
+    """A workspace after `dvc repro` on the real competition (`data.source: kaggle`): competition files, params,
+    submission.csv recorded in dvc.lock, metrics."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(submit, "git_rev", lambda: "abc1234")
     raw = tmp_path / "data/raw"
     raw.mkdir(parents=True)
     (raw / "train.csv").write_text("image_id,label\n1.jpg,blast\n2.jpg,normal\n3.jpg,tungro\n")
-    (raw / "sample_submission.csv").write_text("image_id,label\n200001.jpg,\n200002.jpg,\n200003.jpg,\n")
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (raw / "sample_submission.csv").write_text("image_id,label\n" + "".join(f"{i},\n" for i in TEST_IDS))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["source"] = "kaggle"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_submission(GOOD)
     (tmp_path / "metrics").mkdir()
     oof = {"oof_acc": {"convnext": 0.93, "vit": 0.95, "ensemble": 0.96}}
@@ -90,10 +94,10 @@ def run(client=None, status=None, **kw):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("image_id,label\n200001.jpg,blast\n200002.jpg,normal\n999999.jpg,blast\n", "999999.jpg"),
-        ("image_id,label\n200001.jpg,blast\n200002.jpg,normal\n", "2 rows"),
-        ("image_id,label\n200001.jpg,blast\n200002.jpg,rust\n200003.jpg,blast\n", "rust"),
-        ("id,label\n200001.jpg,blast\n200002.jpg,normal\n200003.jpg,blast\n", "header"),
+        (GOOD.replace("200003.jpg,blast", "999999.jpg,blast"), "999999.jpg"),
+        (GOOD.replace("203469.jpg,blast\n", ""), "3468 rows"),
+        (GOOD.replace("200002.jpg,normal", "200002.jpg,rust"), "rust"),
+        (GOOD.replace("image_id,label", "id,label"), "header"),
     ],
     ids=["wrong-id", "missing-row", "unknown-label", "header"],
 )
@@ -124,8 +128,10 @@ def test_pipeline_with_unreproduced_changes_is_stale(repo):
 
 
 def test_the_always_changed_fingerprint_counts_only_when_the_source_changed(repo, monkeypatch):
-    """dvc status names the fingerprint stage on every run; submit compares the fingerprint itself."""
-    answer = SimpleNamespace(returncode=0, stdout='{"fingerprint": ["always changed"]}', stderr="")
+    """dvc status names the check and fingerprint stages on every run; submit compares the fingerprint itself."""
+    answer = SimpleNamespace(
+        returncode=0, stdout='{"check": ["always changed"], "fingerprint": ["always changed"]}', stderr=""
+    )
     monkeypatch.setattr(submit.subprocess, "run", lambda *a, **k: answer)
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["data"]["source"] = str(repo / "data/raw")  # the user's own folder
@@ -210,3 +216,36 @@ def test_identity_prefers_the_experiment_with_the_workspace_params():
     assert submit.identify("m", exps, "abc1234", params=same) == "ep9"
     assert submit.identify("m", exps, "abc1234") == "vit-x2"
     assert submit.identify("other", exps, "abc1234") == "abc1234+workspace"
+
+
+def snapshot(repo):
+    return {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+
+
+def test_predictions_of_the_generated_competition_are_never_sent(repo, capsys, monkeypatch):
+    """`data.source: synthetic`: even a dry run refuses, before saying the file is valid or what it would send."""
+    monkeypatch.setattr(kaggle_api, "make_client", lambda: pytest.fail("nothing may log in"))
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["data"]["source"] = "synthetic"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    before, client = snapshot(repo), FakeKaggle()
+    for flags in ({"dry_run": True}, {}):
+        with pytest.raises(PaddyError, match=r"predicts the generated competition \(`data.source: synthetic`"):
+            run(client, **flags)
+    assert client.sent == [] and client.listings == 0 and snapshot(repo) == before
+    assert "valid" not in capsys.readouterr().out
+
+
+def test_a_source_with_other_test_images_is_not_the_competition(repo, tmp_path):
+    """A folder source laid out like the competition but with its own test set (here the generated one's first
+    three ids): its predictions would be valid against its own sample, and meaningless on Kaggle."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["data"]["source"] = str(tmp_path / "data/raw")
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    Path("data/raw/sample_submission.csv").write_text("image_id,label\n200001.jpg,\n200002.jpg,\n200003.jpg,\n")
+    write_submission("image_id,label\n200001.jpg,blast\n200002.jpg,normal\n200003.jpg,blast\n")
+    before, client = snapshot(repo), FakeKaggle()
+    with pytest.raises(PaddyError, match=r"is not paddy-disease-classification's: it lists 3 test images") as err:
+        run(client, dry_run=True)
+    assert "the competition 3469 (200001.jpg ... 203469.jpg)" in str(err.value)
+    assert client.sent == [] and snapshot(repo) == before

@@ -4,11 +4,16 @@ The loader hands over uint8 items (the per-image resize done once, on the CPU); 
 the GPU when there is one, as fastai does it: flip (p 0.5), perspective warp, rotation and zoom (each p_affine),
 brightness and contrast in logit space (each p_lighting), and a random resized crop of the item to the model's size
 (scale min_scale..1, aspect ratio 1 relative to the item, with fastai's centre-crop fallback). The same ranges and
-probabilities as fastai 2.8 (`fastai/vision/augment.py`), drawn per image, then normalised with the model's mean/std.
+probabilities as fastai 2.8 (`fastai/vision/augment.py`), drawn per image. Then, as fastai's `vision_learner`, the
+architecture's mean/std normalise the input of a model that starts from pretrained weights, and nothing does for one
+that starts from random weights: it sees pixels in [0, 1] (paddy.models.input_normalization decides, for every user).
 
-Two differences, both deliberate: fastai samples twice (affine at the item size, then the crop), here the crop, the
-affine and the warp are composed into one grid_sample, so an image is interpolated once; and fastai draws one crop
-per batch (its RandomResizedCropGPU), here each image draws its own from the same distribution.
+Three differences, all deliberate (measured in tests/test_fastai_pixel_parity.py and docs/performance.md): fastai
+samples twice (affine at the item size, then the crop), here the crop, the affine and the warp are composed into one
+grid_sample, so an image is interpolated once; fastai draws one crop per batch (its RandomResizedCropGPU), here each
+image draws its own from the same distribution; and an item more than twice the output size is shrunk whole before
+the one resampling, where fastai shrinks only a crop more than twice the size (following it would read every
+batch's crops back from the device).
 """
 
 import math
@@ -35,7 +40,8 @@ class AugmentSettings:
 
 
 class BatchAugment:
-    """uint8 items (B, H, W, 3) on the device -> float (B, 3, h, w) normalised model input.
+    """uint8 items (B, H, W, 3) on the device -> float (B, 3, h, w) model input, normalised by `mean` and `std` when
+    given (a pretrained model's statistics), else left in [0, 1].
 
     `draw(items, generator)` draws every image's random augmentation, `apply(items, draws)` applies it: a training
     step draws for its whole batch once and applies per micro-batch, so the images a step sees do not depend on how
@@ -43,10 +49,10 @@ class BatchAugment:
     fallback (the centre, at aspect ratio 1) resized to the size.
     """
 
-    def __init__(self, size, mean, std, settings=AugmentSettings()):
+    def __init__(self, size, mean=None, std=None, settings=AugmentSettings()):
         self.size, self.s = tuple(size), settings
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def draw(self, items, generator):
         """The random draws for a batch of items: crop boxes, affine matrices, warps, lighting (per image)."""
@@ -83,7 +89,8 @@ class BatchAugment:
         return self._normalise(_sample(_to_float(items), boxes, None, None, self.size))
 
     def _normalise(self, x):
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.mean is not None:
+            x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         # channels_last lets cuDNN pick its fastest convolution kernels; on the CPU it changes nothing that matters
         return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x.contiguous()
 
@@ -273,10 +280,18 @@ def _lighting(x, brightness, contrast):
     return torch.sigmoid((logit + torch.logit(brightness).view(-1, 1, 1, 1)) * contrast.view(-1, 1, 1, 1))
 
 
-def create_augment(arch, size, aug):
-    """The batch augmentation for `arch` at `size` (height, width) with params.yaml's `train.aug` settings, and the
-    normalisation the architecture was trained with (timm's pretrained config)."""
-    from paddy.models import arch_config
+def create_augment(size, aug, normalization=None):
+    """The batch augmentation at `size` (height, width) with params.yaml's `train.aug` settings; `normalization` is
+    paddy.models.input_normalization's answer for the model ({"mean", "std"} or None), or a checkpoint's record of
+    it, so that a model is always predicted with the input it was trained on."""
+    norm = normalization or {}
+    settings = aug if isinstance(aug, AugmentSettings) else AugmentSettings(**aug)
+    return BatchAugment(size, norm.get("mean"), norm.get("std"), settings)
 
-    cfg = arch_config(arch)
-    return BatchAugment(size, cfg["mean"], cfg["std"], AugmentSettings(**aug))
+
+def model_augment(cfg, aug):
+    """The augmentation of one `models.<name>` of params.yaml: its size, and the input its weights want."""
+    from paddy.models import input_normalization
+    from paddy.params import as_hw
+
+    return create_augment(as_hw(cfg["size"]), aug, input_normalization(cfg["arch"], cfg["pretrained"]))

@@ -6,7 +6,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from paddy.fileio import atomic_path, write_json
-from paddy.models import create_model
+from paddy.models import create_model, input_normalization
 
 
 def save_checkpoint(model, meta, out_dir, split):
@@ -20,6 +20,14 @@ def save_checkpoint(model, meta, out_dir, split):
 
 def read_meta(ckpt_dir):
     return json.loads((Path(ckpt_dir) / "meta.json").read_text())
+
+
+def checkpoint_normalization(meta):
+    """The input normalisation the checkpoint's model was trained with. Checkpoints from before it was recorded
+    were always normalised with the architecture's mean/std."""
+    if "normalization" in meta:
+        return meta["normalization"]
+    return input_normalization(meta["arch"], True)
 
 
 def load_checkpoint(ckpt_dir, split, device="cpu"):

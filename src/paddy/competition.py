@@ -12,6 +12,23 @@ import pandas as pd
 
 from paddy.errors import PaddyError
 
+# The real competition's classes (train.csv's labels) and test images (sample_submission.csv's ids, in its order):
+# a label outside these is not the competition's, nor a submission for other ids (paddy.synthetic's, say).
+SLUG = "paddy-disease-classification"
+LABELS = (
+    "bacterial_leaf_blight",
+    "bacterial_leaf_streak",
+    "bacterial_panicle_blight",
+    "blast",
+    "brown_spot",
+    "dead_heart",
+    "downy_mildew",
+    "hispa",
+    "normal",
+    "tungro",
+)
+TEST_IDS = tuple(f"{i}.jpg" for i in range(200001, 203470))
+
 TRAIN_CSV = "train.csv"
 SAMPLE_CSV = "sample_submission.csv"
 TRAIN_DIR = "train_images"

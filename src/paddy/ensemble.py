@@ -164,6 +164,9 @@ def build_ensemble(
     chosen = metrics[ensemble["weights"]]
     metrics["oof_acc"]["ensemble"], metrics["oof_loss"]["ensemble"] = chosen["oof_acc"], chosen["oof_loss"]
     metrics["weights"] = chosen["weights"]
+    if ensemble["weights"] == "fit" and len(names) == 1:
+        metrics["note"] = f"ensemble.weights is fit, but there is one model ({names[0]}): nothing to fit, weight 1"
+        print(f"note: {metrics['note']}")
     ens_oof = weighted_mean(oof, chosen["weights"], labels)
     _, confusion = accuracy(ens_oof, train_truth, labels)
     ens_test = weighted_mean(test, chosen["weights"], labels)

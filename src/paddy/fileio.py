@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,3 +35,15 @@ def write_json(path, obj):
 def write_csv(df, path, **kwargs):
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, **kwargs)
+
+
+def replace_dir(src, dest):
+    """Move folder `src` to `dest`, replacing the folder there: the old one is renamed aside first and removed last,
+    so `dest` holds the old folder or the whole new one, never a mix (absent only between two renames)."""
+    dest = Path(dest)
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(src, dest)
+    shutil.rmtree(old, ignore_errors=True)

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from paddy import distributed
-from paddy.augment import create_augment
+from paddy.augment import model_augment
 from paddy.checkpoint import save_checkpoint
 from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
 from paddy.device import seed_everything
-from paddy.models import create_model
+from paddy.models import create_model, input_normalization
 from paddy.params import as_hw
 from paddy.prepare import read_index, read_targets
 from paddy.resume import Checkpoint, run_dir, run_key
@@ -62,7 +62,7 @@ def train_model(
     paths = [f"images/train/{i}" for i in table.image_id]
     workers = resolve_workers(train_cfg["workers"], device, distributed.local_world_size())
     items = open_items(prepared_dir, index, paths, as_hw(cfg["item_size"]), cfg["item_method"], workers)
-    augment = create_augment(cfg["arch"], as_hw(cfg["size"]), train_cfg["aug"])
+    augment = model_augment(cfg, train_cfg["aug"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN time its kernels once and keep the best
     runs = None
@@ -126,6 +126,8 @@ def train_model(
             "micro_batch": progress.micro_batch,
             "events": progress.events,
         }
+        if precision == "fp16":  # steps the grad scaler skipped on an overflow: a few at the start are its search
+            result["skipped_steps"] = sum(m.get("skipped_steps", 0) for m in progress.history)
         if clock is not None and clock.compile_s is not None:
             result["compile_s"] = clock.compile_s
         if device.type == "cuda":
@@ -144,6 +146,7 @@ def train_model(
             "eval_batch": eval_batch,
             "effective_batch": train_cfg["effective_batch"],
             "precision": precision,
+            "normalization": input_normalization(cfg["arch"], cfg["pretrained"]),  # what TTA must feed it too
         }
         if distributed.is_main():
             save_checkpoint(model, meta, out_dir, col)

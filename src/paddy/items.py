@@ -7,9 +7,11 @@ The cache lives outside the repository (cache_dir(): PADDY_CACHE, default ~/.cac
 clones share it; a key is a hash of what went in, so a changed image or setting can never read a stale array.
 """
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from paddy.errors import PaddyError
 from paddy.fileio import atomic_path
 
 ITEM_METHODS = ("squish", "crop", "pad")
@@ -60,21 +63,53 @@ def load_items(prepared_dir, files, item_size, item_method, workers=1):
 
 def _build(path, root, paths, size, method, workers):
     h, w = size
-    with atomic_path(path) as tmp:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), h, w, 3)).flush()
-        chunks = [range(i, min(i + 64, len(paths))) for i in range(0, len(paths), 64)]
-        jobs = [(tmp, root, [paths[i] for i in c], c.start, size, method) for c in chunks]
-        if workers > 1 and len(chunks) > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                small = [s for found in pool.map(_fill, jobs) for s in found]
-        else:
-            small = [s for job in jobs for s in _fill(job)]
+    need = len(paths) * h * w * 3 + 4096  # the array and its .npy header
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(path.parent).free < need:
+        raise _no_room(path.parent, need, len(paths), size)
+    try:
+        with atomic_path(path) as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), h, w, 3)).flush()
+            _reserve(tmp)
+            chunks = [range(i, min(i + 64, len(paths))) for i in range(0, len(paths), 64)]
+            jobs = [(tmp, root, [paths[i] for i in c], c.start, size, method) for c in chunks]
+            if workers > 1 and len(chunks) > 1:
+                with ProcessPoolExecutor(workers) as pool:
+                    small = [s for found in pool.map(_fill, jobs) for s in found]
+            else:
+                small = [s for job in jobs for s in _fill(job)]
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise _no_room(path.parent, need, len(paths), size) from e
     if small:
         warnings.warn(
             f"{len(small)} image(s) are far smaller than the item size {h}x{w} (e.g. {small[0]}): they are upscaled "
             "more than 4x and carry little detail. Check prepare.max_size and the source images.",
             stacklevel=2,
         )
+
+
+def _reserve(file):
+    """Allocate the file's blocks now. The memory map is a sparse file: on a full disk, writing into it kills the
+    process by SIGBUS, without a word, where allocating fails with ENOSPC, which _build turns into a message."""
+    if not hasattr(os, "posix_fallocate"):
+        return  # macOS, Windows: the free-space check alone
+    with open(file, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot: the check alone
+                raise
+
+
+def _no_room(folder, need, n, size):
+    free = shutil.disk_usage(folder).free
+    return PaddyError(
+        f"The item cache needs {need:,} bytes ({need / 2**20:.1f} MiB: {n} images at {size[0]}x{size[1]}) in "
+        f"{folder}, but only {free:,} bytes are free there. Free some space, or point PADDY_CACHE at a disk with "
+        "room (`export PADDY_CACHE=/a/bigger/disk/paddy`), and run again: the items are built there once."
+    )
 
 
 def _fill(job):

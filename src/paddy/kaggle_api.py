@@ -251,18 +251,15 @@ def fetch_zip(slug, client=None, cache_dir=None):
 def download_competition(slug, dest, client=None, cache_dir=None):
     """Make `dest` the competition folder: download `<slug>.zip` into the cache (once), verify, extract, check.
 
-    Returns (train_df, sample_df) from `check_layout`. `dest` is complete and checked, or absent: never a partial
-    extraction. The cache (`cache_dir`, default paddy.kaggle_cache.default_dir(): one per user, outside every
-    workspace) is kept between runs, clones and queue workers, so none of them downloads again.
+    Returns (train_df, sample_df) from `check_layout`. `dest` is the complete, checked competition, or left as it
+    was: never a partial extraction. The cache (`cache_dir`, default paddy.kaggle_cache.default_dir(): one per user,
+    outside every workspace) is kept between runs, clones and queue workers, so none of them downloads again.
     """
     dest = Path(dest)
     zip_path = fetch_zip(slug, client=client, cache_dir=cache_dir)
-    extract_zip(zip_path, dest)
     try:
-        return check_layout(dest)
+        return extract_zip(zip_path, dest, check=check_layout)  # checked before it replaces `dest`
     except PaddyError as e:
-        # Do not leave a folder that looks like a competition but is not one.
-        shutil.rmtree(dest, ignore_errors=True)
         raise PaddyError(
             f"{zip_path} does not hold the competition as expected: {e} If Kaggle changed the files, delete "
             f"{zip_path} and download again."

@@ -12,8 +12,9 @@ import math
 import numpy as np
 import torch
 
+from paddy.device import create_scaler
 from paddy.models import set_frozen
-from paddy.step import create_optimizer, step_seed, train_step
+from paddy.step import create_optimizer, seed_step, train_step
 
 
 def sweep(model, loader, augment, micro_batch, precision, cfg, frozen, seed, start_lr=1e-7, end_lr=10, num_it=100):
@@ -27,7 +28,7 @@ def sweep(model, loader, augment, micro_batch, precision, cfg, frozen, seed, sta
     set_frozen(model, frozen)
     optimizer = create_optimizer(model, cfg["weight_decay"], cfg["lr_mult"], cfg["lr_groups"])
     device = next(model.parameters()).device
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    scaler = create_scaler(precision, device)
     generator = torch.Generator(device)
     model.train()
     lrs, losses, best, smooth, i, epoch = [], [], math.inf, 0.0, 0, 0
@@ -37,8 +38,7 @@ def sweep(model, loader, augment, micro_batch, precision, cfg, frozen, seed, sta
             lr = start_lr * (end_lr / start_lr) ** (i / num_it)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            generator.manual_seed(step_seed(seed, epoch, i))
-            torch.manual_seed(step_seed(seed, epoch, i))
+            seed_step(generator, seed, epoch, i)
             loss = train_step(model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler)
             smooth = 0.98 * smooth + 0.02 * loss.item()
             value = smooth / (1 - 0.98 ** (i + 1))

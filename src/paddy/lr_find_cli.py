@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from paddy import lr_find
-from paddy.augment import create_augment
+from paddy.augment import model_augment
 from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
 from paddy.device import resolve_precision
 from paddy.errors import PaddyError
@@ -55,7 +55,7 @@ def run(args):
     loader = create_loader(ItemDataset(items, rows, targets[rows]), train["effective_batch"], device, shuffle=True,
                            drop_last=train["drop_last"], workers=workers, seed=params["seed"])  # fmt: skip
     model = create_model(cfg["arch"], sum(len(vocab[n]) for n in names), cfg["pretrained"], cfg["head"]).to(device)
-    augment = create_augment(cfg["arch"], as_hw(cfg["size"]), train["aug"])
+    augment = model_augment(cfg, train["aug"])
     frozen = train["frozen_epochs"] > 0
     print(f"lr-find {args.model}: {args.num_it} steps of {train['effective_batch']} ({micro} per micro-batch), "
           f"{device.type}, {precision}{', body frozen' if frozen else ''}")  # fmt: skip

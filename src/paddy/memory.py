@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from paddy.augment import AugmentSettings, BatchAugment
-from paddy.models import create_model
+from paddy.augment import AugmentSettings, create_augment
+from paddy.device import create_scaler
+from paddy.models import create_model, input_normalization, to_fake
 from paddy.step import create_optimizer, predict_step, train_step
 
 GiB = 2**30
@@ -49,6 +50,7 @@ class Spec:
     lr_mult: float = 100.0
     lr_groups: str = "body_head"
     aug: AugmentSettings = field(default_factory=AugmentSettings)
+    pretrained: bool | str = False  # no weights are loaded: it decides the input normalisation, as in training
 
 
 def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
@@ -57,8 +59,8 @@ def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
     reading and one per eval batch (on_oom(error) stands in for a prediction step that ran out of memory)."""
     device = next(model.parameters()).device
     optimizer = create_optimizer(model, spec.weight_decay, spec.lr_mult, spec.lr_groups)
-    scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" and device.type == "cuda" else None
-    augment = BatchAugment(spec.size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), spec.aug)
+    scaler = create_scaler(spec.precision, device)
+    augment = create_augment(spec.size, spec.aug, input_normalization(spec.arch, spec.pretrained))
     generator = torch.Generator(device)
     h, w = spec.item_size
     meter.start()
@@ -180,7 +182,7 @@ def estimate(spec, micro_batch, eval_batches=()):
     spec = dataclasses.replace(spec, precision="fp32" if spec.precision == "fp32" else "bf16")
     tracker = _StorageTracker()
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = model.to_empty(device=torch.device("cpu"))
+        model = to_fake(model)  # not to_empty, which fails on modules shared by several blocks
         for t in [*model.parameters(), *model.buffers()]:
             tracker.track(t)
         with tracker:

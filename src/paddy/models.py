@@ -4,7 +4,9 @@ body and head that fine_tune's freezing and discriminative rates act on.
 `head: fastai` is fastai's `create_timm_model`: the timm model without its classifier (`TimmBody`), then
 `create_head`: concat pooling (for bodies that return a feature map), BatchNorm, dropout 0.25, Linear(nf, 512),
 ReLU, BatchNorm, dropout 0.5, Linear(512, classes), initialised with kaiming_normal. The module tree is fastai's too
-(`Sequential(TimmBody, head)`), so state dicts match. `head: timm` keeps timm's own classifier.
+(`Sequential(TimmBody, head)`), so state dicts match. One difference: timm's Swin and SwinV2 return a channels-last
+feature map, which the body permutes to NCHW for the head's pooling (fastai 2.8 fails on them). `head: timm` keeps
+timm's own classifier. `check_models_train` runs each model of params.yaml through a training step on fake tensors.
 """
 
 import difflib
@@ -42,6 +44,21 @@ def arch_config(arch):
         return dict(timm.create_model(arch, pretrained=False).pretrained_cfg)
 
 
+def input_normalization(arch, pretrained):
+    """What normalises the model's input: the architecture's mean/std for pretrained weights (true or a weights
+    file), none for random ones, which then see pixels in [0, 1].
+
+    fastai's vision_learner decides it so (`_timm_norm` and `_add_norm` return at once when not pretrained), and it
+    matters: a random-init ViT fed zero-centred input under the lighting augmentation stalls (valid accuracy 0.90
+    against 0.99, docs/performance.md). Training, validation, TTA, lr-find, the memory profile and the benchmarks
+    all ask here; a checkpoint records the answer, so TTA of an old checkpoint keeps what it was trained with.
+    """
+    if pretrained is False:
+        return None
+    cfg = arch_config(arch)
+    return {"mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]]}
+
+
 def check_arch(where, arch, size=None):
     """A clear error for an architecture timm does not know, or a fixed-size model asked for another size.
 
@@ -74,17 +91,108 @@ def check_archs(params, path="params.yaml"):
         _pretrained_kwargs(cfg["arch"], cfg["pretrained"])
 
 
+# The competition's classes: what the check's heads are built for (prepare's targets.json does not exist yet)
+CHECK_CLASSES = {"label": 10, "variety": 10}
+
+
+def check_models_train(params, path="params.yaml"):
+    """Every model of params.yaml built with its head and run through one training step's forward and backward at its
+    size, on fake tensors (shapes, no weights, no data): a model that cannot train is refused here, in seconds,
+    before any stage deletes its outputs, rather than by train@MODEL after download, prepare and profile."""
+    from paddy.params import as_hw
+
+    passed = set()  # the seed trains each architecture twice (two item methods, the same model)
+    for name, cfg in params["models"].items():
+        size, outputs = as_hw(cfg["size"]), sum(CHECK_CLASSES[t] for t in cfg["targets"])
+        if (cfg["arch"], cfg["head"], size, outputs) in passed:
+            continue
+        try:
+            dry_run(cfg["arch"], outputs, size, cfg["head"])
+        except Exception as e:  # whatever the model raised, it is this model's settings that have to change
+            fix = (
+                "Set `head: timm` for this model (the architecture's own classifier, which passes this check)"
+                if cfg["head"] == "fastai" and _trains(cfg["arch"], outputs, size, "timm")
+                else "Set another size (e.g. the one the architecture was built for) or another architecture"
+            )
+            raise PaddyError(
+                f"`models.{name}` in {path} cannot train: {cfg['arch']} with `head: {cfg['head']}` at size "
+                f"{list(size)} ({outputs} outputs) fails its first step, built without weights on fake tensors "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}). {fix}, then run again."
+            ) from e
+        passed.add((cfg["arch"], cfg["head"], size, outputs))
+
+
+def to_fake(model):
+    """`model`, built on the meta device, with every parameter and buffer an empty CPU tensor of the FakeTensorMode
+    this is called in. Not `model.to_empty()`: under fake tensors it swaps each tensor in place, once per path to its
+    module, and the second swap of a module shared by several blocks fails (coat_lite_medium's position encoding
+    convolutions: "_apply(): Couldn't swap Conv2d.weight"). Each tensor is replaced once; shared ones stay shared."""
+    done = {}  # id -> (original, replacement): the original kept alive so that its id is not reused
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for key, t in store.items():
+                if t is None:
+                    continue
+                if id(t) not in done:
+                    empty = torch.empty_like(t, device="cpu")
+                    done[id(t)] = (t, nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty)
+                store[key] = done[id(t)][1]
+    return model
+
+
+def _trains(arch, num_classes, size, head):
+    try:
+        dry_run(arch, num_classes, size, head)
+        return True
+    except Exception:
+        return False
+
+
+def dry_run(arch, num_classes, size, head="fastai", batch=2):
+    """One forward and backward of create_model(arch, num_classes, head=head) in training mode on a fake batch of
+    `size` (height, width): built on the meta device, run on fake tensors, so it costs seconds and no memory even for
+    large models. Raises what the model raises, or a ValueError if the output is not (batch, num_classes)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    # Some timm models cannot be built under fake tensors; built on the meta device first they can (as memory.py)
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = create_model(arch, num_classes, pretrained=False, head=head)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = to_fake(model).train()
+        out = model(torch.empty(batch, 3, *size))
+        if tuple(out.shape) != (batch, num_classes):
+            raise ValueError(f"the model returns shape {list(out.shape)}, not [{batch}, {num_classes}]")
+        nn.functional.cross_entropy(out, torch.zeros(batch, dtype=torch.long)).backward()
+
+
 class TimmBody(nn.Module):
-    """fastai's TimmBody: a timm model without its classifier. Models with a pooled feature map (convnets) return
-    the map, for the head to pool; the others (ViT) return their own pooled features."""
+    """fastai's TimmBody: a timm model without its classifier. Models whose config has a pool size (convnets, Swin)
+    return their feature map, NCHW, for the head's concat pooling; the others (ViT, DeiT, EVA) return their own
+    pooled features: the model without a classifier, i.e. forward_head(pre_logits=True)."""
 
     def __init__(self, model):
         super().__init__()
         self.needs_pool = model.pretrained_cfg.get("pool_size") is not None
+        # timm's Swin and SwinV2 (and other models whose output_fmt is NHWC) return a channels-last map (B, H, W, C)
+        # from forward_features. fastai 2.8's TimmBody hands it to the head as it is, whose concat pooling then pools
+        # over (W, C), and its first BatchNorm fails: fastai 2.8.12 with timm 1.0.31 on swin_tiny_patch4_window7_224,
+        # "running_mean should contain 14 elements not 1536". Permuted to NCHW, the head pools over (H, W) as it does
+        # for a convnet; the permute is a view, so the map keeps its memory layout.
+        self.permute = self.needs_pool and _output_fmt(model) == "NHWC"
         self.model = model
 
     def forward(self, x):
-        return self.model.forward_features(x) if self.needs_pool else self.model(x)
+        if not self.needs_pool:
+            return self.model(x)
+        x = self.model.forward_features(x)
+        return x.permute(0, 3, 1, 2) if self.permute else x
+
+
+def _output_fmt(model):
+    """timm's `output_fmt` of a model's forward_features ("NCHW" where it does not say); a string or timm's Format."""
+    fmt = getattr(model, "output_fmt", "NCHW")
+    return getattr(fmt, "value", fmt)
 
 
 class AdaptiveConcatPool2d(nn.Module):
@@ -133,8 +241,11 @@ def create_model(arch, num_classes, pretrained=False, head="fastai"):
             f"Could not load pretrained weights for {arch} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             "Check that the weights file matches the architecture, or set `pretrained: false` for this model."
         ) from e
-    if head == "timm":
-        return model
+    return model if head == "timm" else add_fastai_head(model, num_classes)
+
+
+def add_fastai_head(model, num_classes):
+    """fastai's create_timm_model on a timm model built without a classifier: Sequential(TimmBody, create_head)."""
     body = TimmBody(model)
     return nn.Sequential(body, create_fastai_head(model.num_features, num_classes, pool=body.needs_pool))
 

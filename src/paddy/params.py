@@ -27,6 +27,28 @@ AUG_KEYS = (
     ("p_affine", "number", 0.0, 1.0),
     ("p_lighting", "number", 0.0, 1.0),
 )
+# Every key params.yaml may hold: a section is a dict of its keys, a setting None. Nothing reads any other key, so a
+# typo (`train.epoch: 3` beside `epochs`) would be silently ignored: check_params refuses it. `models` holds
+# user-named models, each with exactly MODEL_KEYS.
+KNOWN_KEYS = {
+    "seed": None,
+    "data": {
+        "source": None,
+        "competition": None,
+        "synthetic": dict.fromkeys(("n_train", "n_test", "width", "height", "seed")),
+    },
+    "prepare": dict.fromkeys(("max_size", "workers")),
+    "cv": dict.fromkeys(("scheme", "n_splits", "valid_pct", "seed")),
+    "train": dict.fromkeys(
+        "recipe epochs frozen_epochs lr lr_mult lr_groups weight_decay effective_batch eval_batch drop_last precision "
+        "compile workers devices checkpoint_minutes".split()
+    )
+    | {"aug": dict.fromkeys(key for key, *_ in AUG_KEYS)},
+    "tta": dict.fromkeys(("n", "beta")),
+    "ensemble": dict.fromkeys(("weights", "cv_folds")),
+    "profile": dict.fromkeys(("budget_gb", "headroom", "min_micro_batch")),
+    "models": None,  # {name: MODEL_KEYS}: checked model by model
+}
 
 
 def load_params(path="params.yaml"):
@@ -96,6 +118,7 @@ def check_params(params, path="params.yaml"):
     """Every setting's presence, type and range (architectures are timm's to judge: paddy.models.check_archs)."""
     if not isinstance(params, dict):
         raise PaddyError(f"{path} must hold a mapping of settings; restore it from git.")
+    check_unknown_keys(params, path)
     _number(params, "seed", path, lo=0, integer=True)
     source = _require(params, "data.source", path)
     if not isinstance(source, str) or not source:
@@ -151,6 +174,35 @@ def check_params(params, path="params.yaml"):
         raise PaddyError(f"`models` in {path} is empty: name at least one model (arch, size, ...) to train.")
     for name, cfg in models.items():
         check_model(name, cfg, models, effective_batch, path)
+    if params["ensemble"]["weights"] == "params" and not any(cfg["weight"] for cfg in models.values()):
+        raise PaddyError(
+            f"Every `models.<name>.weight` in {path} is 0 and `ensemble.weights` is params: the ensemble would "
+            "average nothing. Give at least one model a weight above 0, or fit them: `ensemble.weights: fit`."
+        )
+
+
+def check_unknown_keys(params, path="params.yaml"):
+    """Refuse any key that is not a setting (KNOWN_KEYS), naming the nearest one that is."""
+
+    def walk(node, known, prefix):
+        for key, value in node.items():
+            if key not in known:
+                close = difflib.get_close_matches(str(key), list(known), n=1)
+                where = f"`{prefix[:-1]}` holds" if prefix else "its top level holds"
+                hint = f"did you mean `{prefix}{close[0]}`?" if close else f"{where} {', '.join(known)}"
+                raise PaddyError(
+                    f"`{prefix}{key}` in {path} is not a setting paddy knows ({hint}): nothing reads it, so its value "
+                    f"would be silently ignored. Fix the name or remove the key."
+                )
+            if isinstance(known[key], dict) and isinstance(value, dict):
+                walk(value, known[key], f"{prefix}{key}.")
+
+    walk(params, KNOWN_KEYS, "")
+    models = params.get("models")
+    if isinstance(models, dict):
+        for name, cfg in models.items():
+            if isinstance(cfg, dict):
+                walk(cfg, dict.fromkeys(MODEL_KEYS), f"models.{name}.")
 
 
 def check_ensemble(params, path="params.yaml"):

@@ -155,6 +155,7 @@ def model_spec(name, params, vocab, device):
         lr_mult=train["lr_mult"],
         lr_groups=train["lr_groups"],
         aug=AugmentSettings(**train["aug"]),
+        pretrained=cfg["pretrained"],
     )
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from paddy.archive import extract_zip
-from paddy.competition import check_layout
-from paddy.fileio import write_csv
+from paddy.archive import check_listing, extract_zip
+from paddy.competition import SAMPLE_CSV, TRAIN_CSV, check_layout
+from paddy.fileio import replace_dir, write_csv
 from paddy.fingerprint import source_path
 from paddy.synthetic import make_competition
 
@@ -37,10 +37,23 @@ def fetch_competition(data, raw_dir, truth_path):
             tables = check_layout(path)  # refuse before copying anything
             _build_dir(raw_dir, lambda tmp: shutil.copytree(path, tmp))
         else:
-            extract_zip(path, raw_dir)
-            tables = check_layout(raw_dir)
+            tables = extract_zip(path, raw_dir, check=check_layout)  # checked before it replaces raw_dir
     write_csv(pd.DataFrame(columns=TRUTH_COLUMNS), truth_path)
     return tables
+
+
+def check_source(data):
+    """What download would refuse in `data.source`, found before DVC runs download (the check stage), cheaply: a
+    folder's CSVs and folders, a zip's listing and CSVs (entries that would land outside it included), not every
+    image. Kaggle's zip is checked when downloaded (before it replaces data/raw); a generated one needs no check."""
+    source = str(data["source"])
+    if source in ("synthetic", "kaggle"):
+        return
+    path = source_path(source)
+    if path.is_dir():
+        check_layout(path)
+    else:
+        check_listing(path, check_layout, files=(TRAIN_CSV, SAMPLE_CSV))
 
 
 def _build_dir(dest, fill):
@@ -49,8 +62,6 @@ def _build_dir(dest, fill):
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
         fill(tmp / "competition")
-        if dest.exists():
-            shutil.rmtree(dest)
-        (tmp / "competition").rename(dest)
+        replace_dir(tmp / "competition", dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,13 +12,14 @@ import math
 import os
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.models import group_parameters
 from timm.optim._param_groups import auto_group_layers
 
 from paddy.augment import slice_draws
-from paddy.device import autocast
+from paddy.device import autocast, backward_mode
 from paddy.errors import PaddyError
 from paddy.models import TimmBody, head_parameters, norm_bias_params
 
@@ -119,10 +120,22 @@ def _layer_scales(model, head, lr_mult):
     return {pid: lr_mult ** (layer / n) for pid, layer in ids.items()}
 
 
-def step_seed(seed, epoch, step):
-    """Every step draws its augmentation and dropout from its own seed, so a run resumed at any step repeats the
-    uninterrupted one exactly, with no random-number state to save."""
-    return (seed * 1_000_003 + epoch) * 1_000_003 + step
+def stream_seeds(seed, epoch, step):
+    """The seeds of a step's two random streams, (augmentation, dropout), derived from (seed, epoch, step).
+
+    Every step draws from its own seeds, so a run resumed at any step repeats the uninterrupted one exactly, with no
+    random-number state to save; and the two streams get different seeds (numpy's SeedSequence spreads them apart),
+    so the crop an image gets says nothing about the dropout mask it meets.
+    """
+    augment, dropout = np.random.SeedSequence([seed, epoch, step]).generate_state(2)
+    return int(augment), int(dropout)
+
+
+def seed_step(generator, seed, epoch, step):
+    """Seed the augmentation's generator and torch's global RNG (dropout, drop-path) for one training step."""
+    augment, dropout = stream_seeds(seed, epoch, step)
+    generator.manual_seed(augment)
+    torch.manual_seed(dropout)
 
 
 def target_loss(logits, targets, sizes=None):
@@ -170,7 +183,8 @@ def train_step(
                 loss = target_loss(model(x), y, sizes)
             scaled = loss * (len(x) * world / n)
             # The earlier micro-batches' gradients stay in .grad while the later ones run: that is the accumulation.
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            with backward_mode(device, precision):
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach() * len(x)
     if scaler is not None:  # fp16: unscale, skip the step if a gradient overflowed, adapt the scale
         scaler.step(optimizer)

@@ -3,6 +3,8 @@
 Never a DVC stage: sending uses one of a handful of daily submissions and depends on the outside world, so it is a
 command the user types after `dvc repro`. Before anything is sent:
 
+0. the predictions must be for the real competition: not `data.source: synthetic`, and (for Paddy) a
+   sample_submission.csv listing the competition's own test images;
 1. the file must match sample_submission.csv: same header, ids, order and row count, labels from train.csv;
 2. it must be the current pipeline output: its md5 equals the one dvc.lock records for it, and `dvc status` reports
    nothing changed (params, code or data edited since the last repro would make it stale). `--force` skips this.
@@ -24,7 +26,7 @@ import pandas as pd
 import yaml
 
 from paddy import compare, kaggle_api, ledger
-from paddy.competition import read_sample_submission, read_train_csv
+from paddy.competition import SAMPLE_CSV, SLUG, TEST_IDS, read_sample_submission, read_train_csv
 from paddy.errors import PaddyError
 from paddy.fingerprint import fingerprint
 from paddy.params import load_params
@@ -56,8 +58,9 @@ def git_rev():
 def dvc_status(params_path="params.yaml", source_json="data/source.json"):
     """`dvc status --json` as a dict: empty when every stage is up to date.
 
-    The fingerprint stage is always_changed, so dvc names it every time; it counts only when the source's
-    fingerprint now differs from the one download last saw.
+    The check and fingerprint stages are always_changed, so dvc names them every time. The check guards the stages
+    after it and writes nothing they read but a constant; the fingerprint counts only when the source's fingerprint
+    now differs from the one download last saw.
     """
     try:
         out = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True, check=False)
@@ -69,6 +72,8 @@ def dvc_status(params_path="params.yaml", source_json="data/source.json"):
         status = json.loads(out.stdout or "{}")
     except ValueError:
         raise PaddyError("`dvc status --json` printed something that is not JSON; is dvc 3.x installed?") from None
+    if status.get("check") == ["always changed"]:
+        del status["check"]
     if status.get("fingerprint") == ["always changed"]:
         del status["fingerprint"]
         data = load_params(params_path)["data"]
@@ -147,6 +152,30 @@ def cv_figures(path="metrics/ensemble.json"):
     return cols.get("oof_acc.ensemble"), per_model
 
 
+def check_competition(data, data_dir):
+    """Refuse predictions for anything but the competition Kaggle scores: the generated one (`data.source:
+    synthetic`), or a source whose sample_submission.csv lists other test images than the competition's."""
+    source = data["source"]
+    if source == "synthetic":
+        raise PaddyError(
+            "submission.csv predicts the generated competition (`data.source: synthetic` in params.yaml), not "
+            "Kaggle's: its test images are made up, so sending it would waste one of the day's submissions on a "
+            "meaningless score. Set data.source to kaggle (or a copy of the real competition), `dvc repro`, then "
+            "submit."
+        )
+    if data["competition"] != SLUG:
+        return  # a competition whose test images paddy does not know: the file is checked against its sample alone
+    ids = tuple(read_sample_submission(data_dir)["image_id"].astype(str))
+    if ids != TEST_IDS:
+        raise PaddyError(
+            f"{Path(data_dir) / SAMPLE_CSV} is not {SLUG}'s: it lists {len(ids)} test images ({', '.join(ids[:2])}"
+            f"{', ...' if len(ids) > 2 else ''}), the competition {len(TEST_IDS)} ({TEST_IDS[0]} ... "
+            f"{TEST_IDS[-1]}). `data.source` {source!r} is not the real competition, so Kaggle would refuse or "
+            "misscore predictions for it. Set data.source to kaggle (or a full copy of the competition), "
+            "`dvc repro`, then submit."
+        )
+
+
 def load_submission(path, data_dir):
     path, data_dir = Path(path), Path(data_dir)
     if not path.is_file():
@@ -168,6 +197,7 @@ def run(args, client=None, exp_json=None, status=None, sleep=time.sleep):
         raise PaddyError("The message (-m) is empty: say what this submission is, e.g. -m 'vit x2, 12 epochs'.")
     params = load_params(args.params)
     slug = params["data"]["competition"]
+    check_competition(params["data"], args.data)
     load_submission(args.file, args.data)
     print(f"{args.file}: valid against {Path(args.data) / 'sample_submission.csv'}")
 

@@ -2,7 +2,7 @@
 
 A run can stop anywhere (a kill, Ctrl-C, a preempted machine) and continue where it was: after every epoch, and
 every few minutes within one, a checkpoint (paddy.resume) holds the weights, the optimizer and grad-scaler state and
-the position (epoch, step). Every step draws its randomness from its own seed (paddy.step.step_seed) and the loader's
+the position (epoch, step). Every step draws its randomness from its own seed (paddy.step.seed_step) and the loader's
 order depends only on (seed, epoch), so a resumed run repeats the uninterrupted one exactly.
 """
 
@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from paddy import distributed
+from paddy.device import create_scaler
 from paddy.errors import PaddyError
 from paddy.models import set_frozen
 from paddy.progress import progress as progress_bar
 from paddy.schedule import fine_tune_phases, position, set_hyperparameters
-from paddy.step import create_optimizer, free_cuda_cache, predict_chunked, shard_parts, step_seed, train_step
+from paddy.step import create_optimizer, free_cuda_cache, predict_chunked, seed_step, shard_parts, train_step
 
 
 @dataclasses.dataclass
@@ -31,6 +32,7 @@ class Progress:
     step: int = 0  # the next optimizer step of that epoch
     loss_sum: float = 0.0  # this epoch's summed training loss so far
     seen: int = 0  # and its samples
+    skipped: int = 0  # and its optimizer steps that fp16's grad scaler skipped (a gradient overflowed)
     seconds: float = 0.0  # this epoch's training time so far
     history: list = dataclasses.field(default_factory=list)  # every finished epoch's metrics
     events: list = dataclasses.field(default_factory=list)  # out-of-memory fallbacks, resumes
@@ -68,6 +70,7 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
     generator = torch.Generator(device)
     loader.batch_sampler.set_epoch(epoch, start=progress.step)
     total = torch.tensor(progress.loss_sum, device=device)
+    skipped = torch.tensor(progress.skipped, device=device)
     start, seconds = time.perf_counter(), progress.seconds
     steps_left = progress_bar(loader, f"epoch {epoch + 1} ({phase.name})", total=steps - progress.step, unit="step")
     for i, (items, targets) in enumerate(steps_left, start=progress.step):
@@ -77,8 +80,8 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
             accumulation = math.ceil(loader.batch_sampler.batch_size / progress.micro_batch)
             pos = position(phase_epoch * steps + i, phase.epochs * steps, accumulation)
             set_hyperparameters(optimizer, phase, pos)
-            generator.manual_seed(step_seed(run.seed, epoch, i))
-            torch.manual_seed(step_seed(run.seed, epoch, i))
+            seed_step(generator, run.seed, epoch, i)
+            scale = _scale(run.scaler)
             try:
                 loss = train_step(
                     model, optimizer, items, targets, progress.micro_batch, run.augment, generator, run.precision,
@@ -95,6 +98,8 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
                     ) from e
                 _fall_back(optimizer, progress, run.min_micro_batch, e, epoch, i)
         total += distributed.all_reduce_sum(loss) * len(items)  # each rank's loss is its share of the batch's
+        if scale is not None:  # the scaler lowers its scale exactly when it skips a step; compared on the device
+            skipped += _scale(run.scaler) < scale
         progress.step, progress.seen = i + 1, progress.seen + len(items)
         if run.on_step is not None:
             run.on_step(epoch, i, plain, optimizer)
@@ -103,12 +108,25 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
             stop = stop or "SIGTERM"
         if run.checkpoint is not None and (stop or run.checkpoint.due()):
             progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
+            progress.skipped = int(skipped.item())
             run.checkpoint.save(progress, plain, optimizer, run.scaler)
         if stop:
             raise Interrupted(stop)
     seconds += time.perf_counter() - start
     loss = (total / max(progress.seen, 1)).item()  # the epoch's only wait for the device
-    return {"train_loss": loss, "images_per_s": progress.seen / max(seconds, 1e-9)}
+    metrics = {"train_loss": loss, "images_per_s": progress.seen / max(seconds, 1e-9)}
+    if run.scaler is not None:
+        metrics["skipped_steps"] = int(skipped.item())
+    return metrics
+
+
+def _scale(scaler):
+    """The grad scaler's current scale as a device tensor (no wait for the device), or None without a scaler."""
+    if scaler is None:
+        return None
+    if scaler._scale is None:  # before its first step the scaler has not made its tensor yet
+        return torch.tensor(scaler._init_scale)
+    return scaler._scale.clone()
 
 
 def _fall_back(optimizer, progress, floor, error, epoch, step):
@@ -212,7 +230,7 @@ def fine_tune(
     _check_shards(train_loader, micro_batch)
     device = next(model.parameters()).device
     optimizer = create_optimizer(model, cfg["weight_decay"], cfg["lr_mult"], cfg["lr_groups"])
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    scaler = create_scaler(precision, device)
     progress = Progress(micro_batch)
     if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler)) is not None:
         progress = saved
@@ -237,8 +255,8 @@ def fine_tune(
             metrics["epoch_time_s"] = carried + time.perf_counter() - start
             metrics["micro_batch"] = progress.micro_batch
             progress.history.append(metrics)
-            progress.epoch, progress.step, progress.loss_sum, progress.seen, progress.seconds = (
-                progress.epoch + 1, 0, 0.0, 0, 0.0,
+            progress.epoch, progress.step, progress.loss_sum, progress.seen, progress.seconds, progress.skipped = (
+                progress.epoch + 1, 0, 0.0, 0, 0.0, 0,
             )  # fmt: skip
             if checkpoint is not None:
                 checkpoint.save(progress, model, optimizer, scaler)

@@ -4,11 +4,11 @@ import pandas as pd
 import torch
 
 from paddy.augment import create_augment
-from paddy.checkpoint import load_checkpoint, read_meta
+from paddy.checkpoint import checkpoint_normalization, load_checkpoint, read_meta
 from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
 from paddy.params import as_hw
 from paddy.split import read_splits
-from paddy.step import predict_chunked, step_seed
+from paddy.step import predict_chunked, stream_seeds
 
 
 def blend(augmented, plain, beta):
@@ -35,7 +35,7 @@ def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None):
         if n:
             augmented = torch.zeros_like(probs)
             for i in range(n):
-                generator.manual_seed(step_seed(seed, i, b))
+                generator.manual_seed(stream_seeds(seed, i, b)[0])
                 draws = augment.draw(items, generator)
                 augmented += predict_chunked(model, items, augment, precision, draws, sizes)[:, :classes]
             probs = blend(augmented / n, probs, beta)
@@ -64,7 +64,7 @@ def predict_model(params, index, prepared_dir, split_csv, ckpt_dir, device, prec
 
     test_loader = loader(test.path.tolist())
     train_paths = [f"images/train/{i}" for i in table.image_id]  # the same item array training used
-    augment = create_augment(meta["arch"], as_hw(meta["size"]), params["train"]["aug"])
+    augment = create_augment(as_hw(meta["size"]), params["train"]["aug"], checkpoint_normalization(meta))
     test_sum, oof_parts = None, []
     for s, col in enumerate(splits):
         model, _ = load_checkpoint(ckpt_dir, col, device)

@@ -1,0 +1,90 @@
+"""What the model sees: the input normalisation decided in one place (fastai's rule: the architecture's mean/std for
+pretrained weights, none for random ones), recorded in the checkpoint, and separate random streams per step."""
+
+import json
+
+import pytest
+import timm
+import torch
+
+from paddy.augment import BatchAugment, create_augment, model_augment
+from paddy.checkpoint import checkpoint_normalization
+from paddy.fileio import write_csv
+from paddy.fit import train_model
+from paddy.models import input_normalization
+from paddy.prepare import prepare_competition
+from paddy.split import make_splits
+from paddy.step import seed_step, stream_seeds
+
+CPU = torch.device("cpu")
+
+
+def items(n=4, h=40, w=30, seed=0):
+    return torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arch", ["test_vit", "test_resnet", "convnext_tiny"])
+def test_random_weights_see_pixels_and_pretrained_ones_their_statistics(arch, tmp_path):
+    cfg = timm.get_pretrained_cfg(arch).to_dict()
+    assert input_normalization(arch, False) is None
+    stats = input_normalization(arch, True)
+    assert stats == {"mean": list(cfg["mean"]), "std": list(cfg["std"])}
+    assert input_normalization(arch, str(tmp_path / "weights.safetensors")) == stats  # a weights file: pretrained
+
+
+def test_without_normalisation_the_input_is_the_pixels_in_0_1():
+    x = items()
+    full = create_augment((40, 30), {"min_scale": 1.0, **_no_aug()}).plain(x)  # no crop, same size: the pixels
+    assert torch.allclose(full, x.permute(0, 3, 1, 2).float() / 255, atol=1e-5)
+    assert BatchAugment((20, 20)).mean is None
+    trained = create_augment((24, 24), _aug()).train(x, torch.Generator().manual_seed(0))
+    assert trained.min() >= 0 and trained.max() <= 1
+
+
+def test_with_normalisation_the_input_is_standardised_by_the_architectures_statistics():
+    x = items()
+    stats = input_normalization("test_vit", True)
+    raw = create_augment((24, 24), _aug()).train(x, torch.Generator().manual_seed(3))
+    normed = create_augment((24, 24), _aug(), stats).train(x, torch.Generator().manual_seed(3))
+    mean, std = (torch.tensor(stats[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    assert torch.allclose(normed, (raw - mean) / std, atol=1e-5)
+
+
+def test_a_models_augmentation_follows_its_pretrained_setting(tmp_path):
+    cfg = {"arch": "test_vit", "size": 32, "pretrained": False}
+    assert model_augment(cfg, _aug()).mean is None
+    cfg["pretrained"] = str(tmp_path / "w.safetensors")
+    expected = torch.tensor(timm.get_pretrained_cfg("test_vit").mean)
+    assert torch.allclose(model_augment(cfg, _aug()).mean.flatten(), expected)
+
+
+def test_the_checkpoint_records_the_normalisation_and_old_ones_keep_theirs(competition, params, tmp_path):
+    index, _ = prepare_competition(competition[0], tmp_path / "prepared", max_size=64, workers=1)
+    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), tmp_path / "split.csv")
+    params["models"] = {"resnet": params["models"]["resnet"]}
+    train_model("resnet", params, tmp_path / "prepared", tmp_path / "split.csv", tmp_path / "m", (8, 16), CPU, "fp32")
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert meta["normalization"] is None and checkpoint_normalization(meta) is None  # random init: pixels
+    del meta["normalization"]  # a checkpoint from before the rule: it was trained on normalised input
+    assert checkpoint_normalization(meta) == input_normalization("test_resnet", True)
+
+
+def test_a_steps_augmentation_and_dropout_streams_are_distinct_and_repeatable():
+    seeds = {stream_seeds(42, e, s) for e in range(3) for s in range(50)}
+    assert len(seeds) == 150 and all(a != d for a, d in seeds)
+    generator = torch.Generator()
+    seed_step(generator, 42, 1, 7)
+    crops, dropout = torch.rand(1000, generator=generator), torch.rand(1000)
+    assert abs(torch.corrcoef(torch.stack([crops, dropout]))[0, 1]) < 0.1  # the old single seed gave 1.0
+    seed_step(generator, 42, 1, 7)
+    assert torch.equal(torch.rand(1000, generator=generator), crops) and torch.equal(torch.rand(1000), dropout)
+
+
+def _aug():
+    return {"min_scale": 0.75, "do_flip": True, "flip_vert": False, "max_rotate": 10.0, "min_zoom": 1.0,
+            "max_zoom": 1.1, "max_warp": 0.2, "max_lighting": 0.2, "p_affine": 0.75, "p_lighting": 0.75}  # fmt: skip
+
+
+def _no_aug():
+    return {"do_flip": False, "flip_vert": False, "max_rotate": 0.0, "min_zoom": 1.0, "max_zoom": 1.0,
+            "max_warp": 0.0, "max_lighting": 0.0, "p_affine": 0.75, "p_lighting": 0.75}  # fmt: skip
