@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from paddy import charts
 from paddy.competition import read_sample_submission
 from paddy.ensemble import build_ensemble
 from paddy.errors import exit_on_error
@@ -24,6 +25,7 @@ def main():
     parser.add_argument("submission_csv")
     parser.add_argument("metrics_dir")
     parser.add_argument("--split", help="data/split.csv: kfold's folds cross-validate the fitted weights")
+    parser.add_argument("--plot", help="the out-of-fold confusion matrix (PNG) for `dvc plots show`")
     args = parser.parse_args()
     params = load_params()
     labels = read_labels(args.prepared_dir)
@@ -41,6 +43,9 @@ def main():
         split_table=read_splits(args.split)[0] if args.split else None,
         seed=params["seed"],
     )
+    if args.plot:  # first: a picture that fails to draw leaves the metrics and the submission as they were
+        title = f"ensemble, out of fold: {metrics['oof_acc']['ensemble']:.4f} accuracy over {len(confusion)} images"
+        charts.confusion(confusion["actual"], confusion["predicted"], labels, args.plot, title)
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
     write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
     write_csv(sub, args.submission_csv)

@@ -4,11 +4,10 @@ shadows the standard `profile` module."""
 
 import argparse
 
-import pandas as pd
-
+from paddy import charts
 from paddy import profile as prof
 from paddy.errors import exit_on_error
-from paddy.fileio import write_csv, write_json
+from paddy.fileio import write_json
 from paddy.gpus import claim_device
 from paddy.models import check_archs
 from paddy.params import load_params
@@ -21,8 +20,8 @@ def main():
     parser.add_argument("targets_json", help="each target's classes: the head's size")
     parser.add_argument("out_json", help="the profile: tables, device, choices")
     parser.add_argument("batches_json", help="what train takes from the profile: the batch sizes set to auto")
-    parser.add_argument("metrics_json", help="figures for `dvc exp show`")
-    parser.add_argument("plot_csv", help="bars for `dvc plots`: peak per batch size against the limit")
+    parser.add_argument("summary_json", help="the choices and the peak at each candidate, in short")
+    parser.add_argument("plot_png", help="for `dvc plots show`: peak per batch size against the limit")
     args = parser.parse_args()
     params = load_params()
     check_archs(params)
@@ -36,8 +35,10 @@ def main():
         if profile[key] is None:
             print(f"warning: {args.model}'s explicit {key} does not fit profile.budget_gb at any candidate")
     prof.write_profile(profile, params, args.out_json, args.batches_json)
-    write_json(args.metrics_json, prof.metrics_of(profile))
-    write_csv(pd.DataFrame(prof.plot_rows(profile)), args.plot_csv)
+    write_json(args.summary_json, prof.summary_of(profile))
+    source = "estimated for a CUDA card" if profile["device"] == prof.ESTIMATE else f"measured on {profile['device']}"
+    title = f"{args.model} ({profile['arch']}): peak memory per batch\n{source}, {prof.precision_label(profile)}"
+    charts.memory(prof.plot_rows(profile), profile["limit_gb"], args.plot_png, title)
 
 
 if __name__ == "__main__":

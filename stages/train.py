@@ -1,5 +1,11 @@
 """Stage train@MODEL: fine-tune one model on every fold/bag; checkpoints, dvclive metrics and learning curves.
 
+dvclive's metrics.json (a column group of `dvc exp show`) holds the model's figures over its splits and nothing
+else: valid accuracy and loss (means), train time (total). Each split's figures per epoch are in dvclive's plots
+folder, its final ones (batch sizes, events, times, peak memory on CUDA) in <live_dir>/run.json (kept out of the
+model folder, whose hash tta depends on: times differ on every run), the learning curves (PNG, for `dvc plots
+show`) in <live_dir>/learning_curves.png.
+
 Interrupted (a kill, Ctrl-C, SIGTERM, a lost machine), the same command or `dvc repro` continues from the last
 checkpoint in --resume-dir: finished folds are restored, the interrupted one goes on from its last epoch or step.
 
@@ -13,10 +19,10 @@ import time
 from pathlib import Path
 
 from dvclive import Live
-from paddy import distributed
+from paddy import charts, distributed
 from paddy.device import resolve_precision
 from paddy.errors import exit_on_error
-from paddy.fileio import replace_dir
+from paddy.fileio import replace_dir, write_json
 from paddy.fit import train_model
 from paddy.gpus import claim_device
 from paddy.models import check_archs
@@ -71,6 +77,7 @@ def train(args, params, device):
     epochs = params["train"]["frozen_epochs"] + params["train"]["epochs"]
     splits = len(read_splits(args.split_csv)[1])
     started, done = time.time(), {"epochs": 0, "seconds": 0.0}
+    history = {}  # split -> each epoch's metrics (a resume replays the epochs already done first)
     # DVC leaves the last good model and metrics in place while this runs (persist, dvc.yaml): the new ones are built
     # beside them and swapped in once every split is done, so Ctrl-C, a kill or an error leaves them as they were.
     out_dir, live_dir = Path(f"{args.out_dir}.partial"), Path(f"{args.live_dir}.partial")
@@ -85,6 +92,7 @@ def train(args, params, device):
             live.step = epoch
             for key, value in metrics.items():
                 live.log_metric(f"split{split}/{key}", value)
+            history.setdefault(split, [])[epoch:] = [metrics]
             done["epochs"] += 1
             done["seconds"] += metrics["epoch_time_s"]
             left = (splits * epochs - done["epochs"]) * done["seconds"] / done["epochs"]
@@ -111,26 +119,32 @@ def train(args, params, device):
             sys.exit(130)
         if not rank0:
             return
-        live.summary = {
-            f"split{s}/{k}": v for s, m in enumerate(results) for k, v in m.items() if isinstance(v, (int, float))
-        }
-        for key in [k for k in results[0] if k.startswith("valid_acc")] + ["train_time_s"]:
-            values = [m[key] for m in results]
-            live.summary[key] = sum(values) if key == "train_time_s" else sum(values) / len(values)
-        live.summary["micro_batch"] = min(m["micro_batch"] for m in results)
-        live.summary["accumulation"] = accumulation(-(-effective // world), live.summary["micro_batch"])  # per process
-        live.summary["eval_batch"] = evals
-        if precision == "fp16":
-            live.summary["skipped_steps"] = sum(m["skipped_steps"] for m in results)
-        live.summary["out_of_memory_fallbacks"] = sum(
-            len([e for e in m["events"] if "out of memory" in e]) for m in results
-        )
-        if device.type == "cuda":
-            live.summary["peak_memory_gb"] = max(m["peak_memory_gb"] for m in results)
+    # dvclive's own summary repeats each split's last epoch, and its step: the model's figures replace it
+    write_json(live_dir / "metrics.json", summary(results))
+    per_step = accumulation(-(-effective // world), min(m["micro_batch"] for m in results))  # per process
+    write_json(live_dir / "run.json", {"accumulation": per_step, "eval_batch": evals, "splits": results})
+    title = f"{args.model} ({params['models'][args.model]['arch']})"
+    charts.learning_curves(history, live_dir / "learning_curves.png", title)
     replace_dir(out_dir, args.out_dir)
     replace_dir(live_dir, args.live_dir)
     if args.resume_dir is not None:
         shutil.rmtree(args.resume_dir, ignore_errors=True)  # every split is in out_dir now; DVC keeps it
+
+
+def summary(results):
+    """The model's figures over its splits, for `dvc exp show`: mean valid accuracy (each target's) and loss, total
+    train time; compile time, fp16's skipped steps and out-of-memory fallbacks only where there are some."""
+    keys = [k for k in results[0] if k.startswith("valid_acc")] + ["valid_loss"]
+    out = {k: sum(m[k] for m in results) / len(results) for k in keys}
+    out["train_time_s"] = sum(m["train_time_s"] for m in results)
+    if any("compile_s" in m for m in results):
+        out["compile_s"] = sum(m.get("compile_s", 0.0) for m in results)
+    if any("skipped_steps" in m for m in results):  # fp16: steps the grad scaler skipped on an overflow
+        out["skipped_steps"] = sum(m["skipped_steps"] for m in results)
+    fallbacks = sum(len([e for e in m["events"] if "out of memory" in e]) for m in results)
+    if fallbacks:
+        out["out_of_memory_fallbacks"] = fallbacks
+    return out
 
 
 if __name__ == "__main__":

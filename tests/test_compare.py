@@ -1,38 +1,43 @@
 """`paddy compare`: experiments from `dvc exp show --json` (injected, in its real shape) joined with the ledger."""
 
-import argparse
 import subprocess
 import textwrap
 
+import pandas as pd
 import pytest
 
-from paddy import compare, ledger
+from paddy import cli, compare, ledger
 
 SLUG = "paddy-disease-classification"
 
 
-def entry(rev, name, epochs, vit_weight, cv, md5, time_s, peak):
+def entry(rev, name, epochs, vit_weight, cv, md5, time_s, peak, params=None):
     """One experiment as dvc 3.67 `exp show --json` gives it."""
     oof = {"convnext": cv - 0.02, "vit": cv - 0.01, "ensemble": cv}
+    params = params or {
+        "seed": 42,
+        "train": {"epochs": epochs, "lr": 0.01},
+        "models": {"vit": {"arch": "test_vit", "weight": vit_weight, "size": [160, 160]}},
+    }
     return {
         "rev": rev,
         "name": name,
         "data": {
             "rev": rev,
             "timestamp": "2024-01-01T00:00:00",
-            "params": {
-                "params.yaml": {
-                    "data": {
-                        "seed": 42,
-                        "train": {"epochs": epochs, "lr": 0.01},
-                        "models": {"vit": {"arch": "test_vit", "weight": vit_weight, "size": [160, 160]}},
-                    }
-                }
-            },
+            "params": {"params.yaml": {"data": params}},
             "metrics": {
-                "metrics/ensemble.json": {"data": {"oof_acc": oof}},
+                "metrics/ensemble.json": {
+                    "data": {
+                        "oof_acc": oof,
+                        "oof_loss": {"vit": 0.3, "ensemble": 0.2},
+                        "test_acc": {"vit": 0.8, "ensemble": 0.9},
+                        "test_loss": {"vit": 0.5, "ensemble": 0.4},
+                        "fit": {"weights": {"vit": 1.0}, "oof_acc": 0.9},
+                    }
+                },
                 "dvclive/vit/metrics.json": {"data": {"train_time_s": time_s, "step": 5}},
-                "metrics/profile/vit.json": {"data": {"peak_mb": peak}},
+                "metrics/profile/vit.json": {"data": {"peak_gb": peak, "peak_gb_at": {"32": peak}}},
             },
             "deps": {},
             "outs": {"submission.csv": {"hash": md5, "size": 28, "nfiles": None, "use_cache": True}},
@@ -63,22 +68,23 @@ def write_ledger(path, rows):
 
 
 def args(tmp_path, *argv):
-    parser = argparse.ArgumentParser()
-    compare.add_arguments(parser)
-    return parser.parse_args(["--ledger", str(tmp_path / "submissions.csv"), *argv])
+    return cli.build_parser().parse_args(["compare", "--ledger", str(tmp_path / "submissions.csv"), *argv])
 
 
 def test_table_over_experiments_joined_with_ledger(tmp_path):
     write_ledger(tmp_path / "submissions.csv", [("long", "md5-long", 0.95, 0.981), ("vit-x1", "md5-x1", 0.92, None)])
     df = compare.build_table(exp_json(), ledger.read_ledger(tmp_path / "submissions.csv"))
     assert list(df["experiment"]) == ["workspace", "main", "vit-x1", "long"]
-    # Only the params that differ are shown; metrics per model and for the ensemble; scores last.
-    assert {"train.epochs", "models.vit.weight"} <= set(df.columns) and "seed" not in df.columns
-    for col in ("cv.convnext", "cv.vit", "cv.ensemble", "train_time_s.vit", "peak_mb.vit", "public", "private"):
-        assert col in df.columns, col
-    assert "step.vit" not in df.columns
+    # The params that differ, then accuracy per model and for the ensemble, the ensemble's loss, train time,
+    # leaderboard scores last; a memory profile (an old experiment's metrics file), a model's own loss and dvclive's
+    # step are not what a competitor compares (`dvc exp show` has them).
+    assert list(df.columns) == [
+        "experiment", "rev", "models.vit.weight", "train.epochs", "oof_acc.convnext", "oof_acc.vit",
+        "oof_acc.ensemble", "oof_loss.ensemble", "test_acc.vit", "test_acc.ensemble", "train_time_s.vit", "public",
+        "private", "submissions",
+    ]  # fmt: skip
     long = df.set_index("experiment").loc["long"]
-    assert long["public"] == pytest.approx(0.981) and long["cv.ensemble"] == pytest.approx(0.95)
+    assert long["public"] == pytest.approx(0.981) and long["oof_acc.ensemble"] == pytest.approx(0.95)
     assert long["train_time_s.vit"] == 220.0 and long["submissions"] == 1
     assert df.set_index("experiment").loc["main", "submissions"] == 0
 
@@ -112,6 +118,57 @@ def test_command_sorts_writes_csv_md_and_correlation(tmp_path, capsys):
     assert out.splitlines()[1].split()[0] in ("workspace", "long")  # default sort: best ensemble CV first
 
 
+def params_of(**changes):
+    """params.yaml's shape with some keys changed ("a.b": value) or added."""
+    params = {
+        "seed": 42,
+        "cv": {"scheme": "bag", "n_splits": 1, "valid_pct": 0.2},
+        "train": {"epochs": 15, "lr": 0.01, "weight_decay": 0.01, "compile": "auto", "drop_last": True},
+        "models": {"vit": {"arch": "test_vit", "micro_batch": 32, "size": [160, 160], "weight": 2}},
+    }
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = params
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return params
+
+
+def test_every_differing_param_once_in_its_own_format(capsys, tmp_path):
+    """The README's experiments: train.epochs alone, kfold, a model added; more than 8 params differ in all."""
+    vit2 = {"arch": "test_vit", "pretrained": False, "head": "fastai", "targets": ["label"], "item_size": 160,
+            "item_method": "crop", "size": 160, "micro_batch": 32, "weight": 1}  # fmt: skip
+    base = entry("a" * 40, "main", 0, 0, 0.90, "m0", 100.0, 1.0, params_of())
+    base["experiments"] = [
+        {"revs": [entry("b" * 40, "short", 0, 0, 0.91, "m1", 10.0, 1.0, params_of(**{"train.epochs": 1}))]},
+        {"revs": [entry("c" * 40, "kfold", 0, 0, 0.92, "m2", 90.0, 1.0,
+                        params_of(**{"cv.scheme": "kfold", "cv.n_splits": 5}))]},
+        {"revs": [entry("d" * 40, "vit2", 0, 0, 0.93, "m3", 95.0, 1.0,
+                        params_of(**{"models.vit2": vit2, "train.weight_decay": 1e-05, "train.drop_last": False}))]},
+    ]  # fmt: skip
+    df = compare.build_table([base], ledger.read_ledger(tmp_path / "none.csv"))
+    shown = list(df.columns[2 : df.columns.get_loc("oof_acc.convnext")])  # between rev and the first metric
+    expected = ["cv.n_splits", "cv.scheme", "train.drop_last", "train.epochs", "train.weight_decay"]
+    expected += [f"models.vit2.{k}" for k in vit2]
+    assert sorted(shown) == sorted(expected) and len(set(df.columns)) == len(df.columns)
+    table = df.set_index("experiment")
+    assert table.loc["short", "train.epochs"] == "1" and table.loc["main", "train.epochs"] == "15"
+    assert table.loc["vit2", "train.weight_decay"] == "1e-05" and table.loc["vit2", "train.drop_last"] == "false"
+    assert table.loc["vit2", "models.vit2.targets"] == '["label"]' and pd.isna(table.loc["main", "models.vit2.arch"])
+
+    # The printed table: integers as integers, and a param an experiment lacks as "-".
+    compare.run(args(tmp_path, "--sort", "train_time_s.vit", "--asc"), exp_json=[base])
+    lines = capsys.readouterr().out.splitlines()
+    head = lines[0].split()
+    cells = dict(zip(head, lines[1].split()))  # the shortest train time: experiment "short"
+    assert cells["experiment"] == "short" and cells["train.epochs"] == "1" and cells["models.vit2.micro_batch"] == "-"
+    cells = dict(zip(head, lines[4].split()))
+    assert cells["experiment"] == "main" and cells["models.vit2.micro_batch"] == "-"
+    vit2_row = dict(zip(head, next(line for line in lines if line.startswith("vit2")).split()))
+    assert vit2_row["models.vit2.micro_batch"] == "32" and vit2_row["cv.n_splits"] == "1"
+
+
 def test_unknown_sort_column(tmp_path):
     with pytest.raises(Exception, match="no such column"):
         compare.run(args(tmp_path, "--sort", "nope"), exp_json=exp_json())
@@ -120,8 +177,6 @@ def test_unknown_sort_column(tmp_path):
 def test_correlation():
     df = ledger.read_ledger("/nonexistent")
     assert compare.correlation(df) is None
-    import pandas as pd
-
     rows = pd.DataFrame({"cv": [0.9, 0.92, 0.95, 0.96], "public_score": [0.91, 0.93, 0.97, None]})
     n, pearson, spearman = compare.correlation(rows)
     assert n == 3 and pearson > 0.9 and spearman == pytest.approx(1.0)
@@ -158,5 +213,5 @@ def test_real_dvc_exp_show(tmp_path, monkeypatch):
         subprocess.run(cmd, shell=True, check=True, capture_output=True)
     df = compare.build_table(compare.exp_show(), ledger.read_ledger("submissions.csv"))
     table = df.set_index("experiment")
-    assert table.loc["ep5", "cv.ensemble"] == pytest.approx(0.96) and table.loc["ep5", "train.epochs"] == 5
-    assert table.loc["workspace", "cv.ensemble"] == pytest.approx(0.96)
+    assert table.loc["ep5", "oof_acc.ensemble"] == pytest.approx(0.96) and table.loc["ep5", "train.epochs"] == "5"
+    assert table.loc["workspace", "oof_acc.ensemble"] == pytest.approx(0.96)

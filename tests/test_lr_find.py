@@ -31,6 +31,18 @@ def test_suggestions_follow_fastais_rules():
     assert max(v for v, _ in lr_find.suggestions(lrs, with_nan).values()) < lrs[50]  # nothing from past a NaN
 
 
+def test_the_plots_legend_gives_the_suggested_rates(tmp_path):
+    """minimum suggests a tenth of the curve's lowest point: the legend says the suggestion, not the point."""
+    lrs = np.logspace(-7, 1, 100)
+    losses = 2.0 - 1.5 / (1 + np.exp(-(np.log10(lrs) + 3)))
+    losses[80:] += np.linspace(0, 10, 20) ** 2
+    found = lr_find.suggestions(lrs, losses)
+    legend = lr_find.plot(lrs, losses, found, tmp_path / "lr.png")
+    assert [line.split(": ")[1] for line in legend] == [f"{lr:.2e}" for lr, _ in found.values()]
+    assert f"minimum/10: {found['minimum'][1][0] / 10:.2e}" in legend  # the point is at lr_min, the rate lr_min / 10
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.fixture(scope="module")
 def prepared(competition, tmp_path_factory):
     out = tmp_path_factory.mktemp("lrf")

@@ -3,6 +3,7 @@
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -174,7 +175,7 @@ def test_profile_from_params_estimates_on_the_cpu(params):
     assert profile["precision"] == "bf16"  # auto plans for a CUDA card's mixed precision
     assert profile["micro_batch"] == effective  # a tiny model fits 16 GB at full batch
     assert profile["eval_batch"] == 4 * effective
-    metrics = prof.metrics_of(profile)
+    metrics = prof.summary_of(profile)
     assert metrics["accumulation"] == 1 and metrics["measured"] is False
 
 
@@ -212,6 +213,9 @@ def test_cli_prints_the_estimate_table_with_accumulation(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "test_convnext" in out and "96x64" in out and "estimate" in out
     assert "8x2" in out and "4x4" in out and "eval" in out  # micro-batch x accumulation, and the eval batch
+    # train.precision auto plans bf16 for a CUDA card, while this CPU trains in fp32: the table says it is a plan.
+    assert "bf16 (CUDA plan)" in out and "an estimate for a CUDA card" in out
+    assert not re.search(r"bf16(?! \(CUDA plan\))", out)  # never a bare bf16
     assert main(["profile", "--estimate", "--arch", "nonsense_net"]) == 2
 
 

@@ -56,6 +56,10 @@ def test_repro_writes_a_valid_submission_then_has_nothing_to_do(repo):
     # always_changed: the check (its model checks skipped: nothing changed) and the source's fingerprint; nothing else
     assert ran == ["Running stage 'check':", "Running stage 'fingerprint':"], out
     assert "Stage 'download' didn't change, skipping" in out
+    # Every plot is an image the page embeds: nothing to load from the network.
+    run("dvc plots show", repo)
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    assert "<script" not in page and page.count("<img") == 5, page  # learning curves, memory (x2 models), confusion
     run("git add -A && git -c user.name=t -c user.email=t@t commit -qm run", repo)
 
 
@@ -65,6 +69,8 @@ def test_changing_a_weight_reruns_only_the_ensemble(repo):
     assert ran == ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"], out
     shown = run("dvc exp show --md --no-pager", repo)
     assert "oof_acc.ensemble" in shown and "dvclive/vit/metrics.json:valid_acc" in shown
+    header = shown.splitlines()[0]  # no memory profile, no per-split copies, no batch sizes among the metrics
+    assert not any(word in header for word in ("metrics/profile", "peak_gb", "split0/", ":micro_batch")), header
 
 
 def test_fitted_weights_rerun_only_the_ensemble_and_beat_the_params_weights(repo):

@@ -1,6 +1,5 @@
 """`paddy submit`: validation, staleness, identity in the message, dry run, the ledger row, no leaked key."""
 
-import argparse
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -8,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from paddy import kaggle_api, ledger, submit
+from paddy import cli, kaggle_api, ledger, submit
 from paddy.competition import TEST_IDS
 from paddy.errors import PaddyError
 from paddy.fingerprint import fingerprint
@@ -80,13 +79,11 @@ def exp_json(md5, name="vit-x2"):
 
 
 def args(**kw):
-    parser = argparse.ArgumentParser()
-    submit.add_arguments(parser)
-    argv = ["-m", kw.pop("message", "vit x2")]
+    argv = ["submit", "-m", kw.pop("message", "vit x2")]
     for key, value in kw.items():
         flag = "--" + key.replace("_", "-")
         argv += [flag] if value is True else [flag, str(value)]
-    return parser.parse_args(argv)
+    return cli.build_parser().parse_args(argv)
 
 
 def run(client=None, status=None, **kw):

@@ -131,6 +131,9 @@ def test_params_weights_stay_the_default_and_both_are_reported(weak_pair):
     assert metrics["oof_loss"]["ensemble"] == metrics["params"]["oof_loss"] > metrics["fit"]["oof_loss"]
     assert sub["label"].tolist() == ["b"]  # the noisy model, counted twice, outvotes the sharp one here
     assert metrics["params"]["test_acc"] == 0.0 and metrics["fit"]["test_acc"] == 1.0
+    # The test set's log loss per model and for the chosen mix: the true label a has 0.6, 0.05, 0.6/3 + 0.05*2/3.
+    expected = {"sharp": -np.log(0.6), "noisy": -np.log(0.05), "ensemble": -np.log(0.6 / 3 + 0.05 * 2 / 3)}
+    assert metrics["test_loss"] == pytest.approx(expected)
 
 
 def test_ensemble_metrics_repeat_exactly(weak_pair):

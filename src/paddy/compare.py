@@ -1,9 +1,10 @@
 """`paddy compare`: one table of experiments (`dvc exp show --json`) joined with the ledger's Kaggle scores.
 
-Columns: experiment, revision, the params that differ between the experiments shown, CV per model and for the
-ensemble, per-model train time and peak memory (whichever metric files exist), then the public/private score of
-the experiment's latest submission. Experiments are joined to the ledger by the md5 of their submission.csv (exact),
-else by experiment name. Ledger rows whose experiment is gone (`dvc exp remove`) are kept, marked `ledger`.
+Columns: experiment, revision, every param that differs between the experiments shown (in its own format), accuracy
+and log loss out of fold and on the test set (when it has labels) per model and for the ensemble, each model's train
+time, then the public/private score of the experiment's latest submission. Experiments are joined to the ledger by
+the md5 of their submission.csv (exact), else by experiment name. Ledger rows whose experiment is gone
+(`dvc exp remove`) are kept, marked `ledger`.
 """
 
 import json
@@ -16,10 +17,13 @@ import pandas as pd
 
 from paddy.errors import PaddyError
 from paddy.fileio import write_csv, write_text
-from paddy.ledger import LEDGER, read_ledger
+from paddy.ledger import read_ledger
 
 SUBMISSION = "submission.csv"
-MAX_PARAM_COLUMNS = 8
+# What a competitor compares, in this order: out-of-fold accuracy per model and for the ensemble, the ensemble's log
+# loss, test accuracy (only the synthetic competition has test labels), each model's train time (dvclive's). `dvc exp
+# show` has every metric.
+METRICS = ("oof_acc.*", "oof_loss.ensemble", "test_acc.*", "train_time_s.*")
 
 
 def exp_show(all_commits=False):
@@ -58,31 +62,17 @@ def _model_of(path):
     return PurePosixPath(path).stem
 
 
-# what training used (dvclive); a profile's own choice may differ when micro_batch is explicit
-SIZING = ("micro_batch", "accumulation")
-
-
 def metric_columns(metrics):
     """The columns paddy shows from `dvc exp show`'s metrics block: {file: {'data': {...}}} -> {column: value}."""
     cols = {}
     for path, block in (metrics or {}).items():
         data = (block or {}).get("data") or {}
-        model = _model_of(path)
         for key, value in flatten(data).items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
-            if key.startswith("oof_acc.") or key.startswith("cv."):
-                cols["cv." + key.split(".", 1)[1]] = value  # ensemble metrics: CV per model and of the ensemble
-            elif key in ("oof_acc", "cv", "acc") and model != "ensemble":
-                cols.setdefault(f"cv.{model}", value)
-            elif model == "ensemble" and key.startswith("test_acc"):
-                cols[key] = value  # only the synthetic competition has test labels
-            elif (
-                "." not in key
-                and "/" not in key
-                and ((key in SIZING and "profile" not in path) or any(w in key for w in ("peak", "mem", "time")))
-            ):
-                cols[f"{key}.{model}"] = value  # whole-model figures; per-split and per-candidate ones stay in dvc
+            column = key if "." in key else f"{key}.{_model_of(path)}"  # a per-model file's key: <key>.<model>
+            if _metric_rank(column) < len(METRICS):
+                cols[column] = value
     return cols
 
 
@@ -117,17 +107,22 @@ def experiments(exp_json):
     return rows
 
 
-def _fmt(value):
+def param_text(value):
+    """A param as params.yaml has it: 32, 0.01, 1e-05, true, [128,96]; a param an experiment lacks is None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, list | tuple | dict):
         return json.dumps(value, separators=(",", ":"))
-    return value
+    return str(value)
 
 
-def varying_params(rows, limit=MAX_PARAM_COLUMNS):
-    """Params whose value differs between experiments: the ones that explain the differences in the table."""
+def varying_params(rows):
+    """Every param whose value differs between experiments (one an experiment lacks counts): what explains the
+    differences in the table."""
     keys = sorted({k for r in rows for k in r["params"]})
-    varying = [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in rows}) > 1]
-    return varying[:limit]
+    return [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in rows}) > 1]
 
 
 def _latest_scored(ledger_rows):
@@ -148,7 +143,7 @@ def build_table(exp_json, ledger, param_keys=None):
         if match.empty and r["rev"] != "workspace":
             match = ledger[ledger["experiment"].astype(str) == str(r["experiment"])]
         line = {"experiment": r["experiment"], "rev": r["rev"]}
-        line.update({k: _fmt(r["params"].get(k)) for k in keys})
+        line.update({k: param_text(r["params"].get(k)) for k in keys})
         line.update(r["metrics"])
         line.update(_scores(match))
         used.update(match.index)
@@ -156,17 +151,25 @@ def build_table(exp_json, ledger, param_keys=None):
     # Submissions of experiments no longer in `dvc exp show`: the ledger outlives them.
     orphans = ledger.drop(index=list(used))
     for name, group in orphans.groupby(orphans["experiment"].astype(str), sort=False):
-        line = {"experiment": name, "rev": "ledger", "cv.ensemble": group["cv"].iloc[-1]}
+        line = {"experiment": name, "rev": "ledger", "oof_acc.ensemble": group["cv"].iloc[-1]}
         line.update(_scores(group))
         table.append(line)
     df = pd.DataFrame(table)
-    # Fixed columns first, then params, CV, other metrics, scores.
+    # Fixed columns first, then params, the scores (per model, the ensemble last), train times, ledger scores.
     first = ["experiment", "rev"] + list(keys)
-    cv = sorted(c for c in df.columns if c.startswith("cv.") and c != "cv.ensemble")
-    cv += ["cv.ensemble"] if "cv.ensemble" in df.columns else []
     last = [c for c in ("public", "private", "submissions") if c in df.columns]
-    middle = sorted(c for c in df.columns if c not in first + cv + last)
-    return df[[c for c in first + cv + middle + last if c in df.columns]]
+    middle = [c for c in df.columns if c not in first + last]
+    return df[[c for c in first + sorted(middle, key=_metric_order) + last if c in df.columns]]
+
+
+def _metric_rank(column):
+    """The column's place in METRICS; len(METRICS) where it is not one."""
+    kind = column.partition(".")[0]
+    return next((i for i, m in enumerate(METRICS) if m in (column, f"{kind}.*")), len(METRICS))
+
+
+def _metric_order(column):
+    return _metric_rank(column), column.endswith(".ensemble"), column
 
 
 def _scores(match):
@@ -188,7 +191,7 @@ def correlation(ledger):
 
 def sort_table(df, column=None, ascending=False):
     if column is None:
-        column = "cv.ensemble" if "cv.ensemble" in df.columns else None
+        column = "oof_acc.ensemble" if "oof_acc.ensemble" in df.columns else None
         if column is None:
             return df
     if column not in df.columns:
@@ -217,16 +220,6 @@ def to_text(df):
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(df.columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)
-
-
-def add_arguments(parser):
-    parser.add_argument("--sort", metavar="COLUMN", help="sort by this column, largest first (default: cv.ensemble)")
-    parser.add_argument("--asc", action="store_true", help="sort smallest first")
-    parser.add_argument("--params", metavar="KEYS", help="comma-separated params to show (default: those that vary)")
-    parser.add_argument("--all-commits", action="store_true", help="experiments of every commit, not just HEAD")
-    parser.add_argument("--ledger", default=str(LEDGER), help="ledger file (default: %(default)s)")
-    parser.add_argument("--csv", metavar="PATH", help="also write the table as CSV")
-    parser.add_argument("--md", metavar="PATH", help="also write the table as markdown")
 
 
 def run(args, exp_json=None):

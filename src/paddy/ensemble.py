@@ -173,6 +173,10 @@ def build_ensemble(
     if len(test_truth):
         metrics["test_acc"] = {name: accuracy(df, test_truth, labels)[0] for name, df in test.items()}
         metrics["test_acc"]["ensemble"] = accuracy(ens_test, test_truth, labels)[0]
+        _, test_probs, test_y = aligned(test, test_truth, labels)
+        metrics["test_loss"] = {n: scores(test_probs[i : i + 1], test_y, np.ones(1))[1] for i, n in enumerate(names)}
+        weights = np.array([chosen["weights"][n] for n in names])
+        metrics["test_loss"]["ensemble"] = scores(test_probs, test_y, weights)[1]
         for kind in candidates:
             mean = weighted_mean(test, metrics[kind]["weights"], labels)
             metrics[kind]["test_acc"] = accuracy(mean, test_truth, labels)[0]

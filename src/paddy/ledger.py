@@ -118,12 +118,6 @@ def describe(df):
     return df[cols].to_string(index=False, na_rep="-")
 
 
-def add_arguments(parser):
-    parser.add_argument("--ledger", default=str(LEDGER), help="ledger file (default: %(default)s)")
-    parser.add_argument("--wait", type=float, default=0.0, help="seconds to keep polling for pending scores")
-    parser.add_argument("--poll", type=float, default=10.0, help="seconds between polls (default: %(default)s)")
-
-
 def run(args, client=None):
     df = read_ledger(args.ledger)
     if df.empty:

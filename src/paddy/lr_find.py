@@ -106,7 +106,9 @@ def steep(lrs, losses):
 
 
 def plot(lrs, losses, found, path, skip_end=5):
-    """fastai's plot_lr_find: loss against the rate on a log axis, each suggestion marked."""
+    """fastai's plot_lr_find: loss against the rate on a log axis, each suggestion marked where fastai marks it (the
+    minimum at the curve's lowest point, a tenth of which it suggests: "minimum/10" in the legend). The legend gives
+    the suggested rate, as the console and the JSON do; returns the legend's lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,11 +116,11 @@ def plot(lrs, losses, found, path, skip_end=5):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs[:-skip_end] if skip_end else lrs, losses[:-skip_end] if skip_end else losses)
-    for name, (_, (lr, loss)) in found.items():
-        ax.plot(lr, loss, "o", label=f"{name}: {lr:.2e}")
+    for name, (suggested, (lr, loss)) in found.items():
+        ax.plot(lr, loss, "o", label=f"{'minimum/10' if name == 'minimum' else name}: {suggested:.2e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss")
-    if found:
-        ax.legend(loc="best")
+    legend = [t.get_text() for t in ax.legend(loc="best").get_texts()] if found else []
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return legend

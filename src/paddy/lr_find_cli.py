@@ -24,18 +24,6 @@ from paddy.profile import profile_from_params, require_fit, resolve_batches
 from paddy.split import read_splits
 
 
-def add_arguments(parser):
-    parser.add_argument("model", help="a key of `models` in params.yaml")
-    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting for this run only, as `dvc exp run -S` does (repeatable)")  # fmt: skip
-    parser.add_argument("--start-lr", type=float, default=1e-7)
-    parser.add_argument("--end-lr", type=float, default=10.0)
-    parser.add_argument("--num-it", type=int, default=100, help="optimizer steps of the sweep (fastai: 100)")
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--split", type=Path, default=Path("data/split.csv"))
-    parser.add_argument("--out", type=Path, default=Path("lr_find"))
-
-
 def run(args):
     params = override(load_params(), args.overrides)
     check_params(params)

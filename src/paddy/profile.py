@@ -241,8 +241,9 @@ def write_profile(profile, params, profile_json, batches_json):
     write_json(batches_json, batches_of(profile, params))
 
 
-def metrics_of(profile):
-    """Numbers for `dvc exp show`: the choices, and the peak (process total, GB) at each candidate."""
+def summary_of(profile):
+    """The profile in short (metrics/profile/<model>.json, a plain file: not a metric of the experiment): the
+    choices, and the peak (process total, GB) at each candidate."""
     chosen = next((r for r in profile["table"] if r["micro_batch"] == profile["micro_batch"]), None)
     return {
         "measured": profile["device"] != ESTIMATE,
@@ -256,7 +257,7 @@ def metrics_of(profile):
 
 
 def plot_rows(profile):
-    """Rows for the dvc bar chart: one bar per micro-batch and eval batch, and one for the limit they face."""
+    """Rows for the memory chart: one bar per micro-batch and eval batch, and one for the limit they face."""
     rows = []
     for key, table in (("micro_batch", profile["table"]), ("eval_batch", profile["eval_table"])):
         label = "x" if key == "micro_batch" else "eval x"
@@ -275,9 +276,10 @@ def format_table(profiles):
     show_model = any(p["model"] != p["arch"] for p in profiles)
     name_w = max([5] + [len(p["model"]) for p in profiles]) if show_model else -1
     arch_w = max([4] + [len(p["arch"]) for p in profiles])
+    prec_w = max([4] + [len(precision_label(p)) for p in profiles])
     head = (
         (f"{'model':<{name_w}} " if show_model else "")
-        + f"{'arch':<{arch_w}} {'size':>7} {'prec':>4} {'step':>5} {'batch':>9} {'alloc GB':>8} "
+        + f"{'arch':<{arch_w}} {'size':>7} {'prec':>{prec_w}} {'step':>5} {'batch':>9} {'alloc GB':>8} "
         f"{'reserved':>8} {'total GB':>8}  fits  source"
     )
     lines = [head, "-" * len(head)]
@@ -297,7 +299,7 @@ def format_table(profiles):
                 mark = "*" if r[key] == p[key] else " "
                 model = f"{p['model']:<{name_w}} " if show_model else ""
                 lines.append(
-                    f"{model}{p['arch']:<{arch_w}} {size:>7} {p['precision']:>4} {step:>5} {batch:>8}{mark} "
+                    f"{model}{p['arch']:<{arch_w}} {size:>7} {precision_label(p):>{prec_w}} {step:>5} {batch:>8}{mark} "
                     f"{nums}  {p['device']}"
                 )
     if profiles:
@@ -307,4 +309,14 @@ def format_table(profiles):
             f"(budget {p['budget_gb']} GB less {p['headroom']:.0%} headroom); train batch = micro-batch x "
             f"accumulation = {p['effective_batch']} samples per optimizer step"
         )
+    if any(p["device"] == ESTIMATE for p in profiles):
+        lines.append(
+            "estimate: an estimate for a CUDA card, in the precision it would train in there (CUDA plan), not a "
+            "measurement of this machine, whose own run may train in another precision (fp32 on the CPU by default)"
+        )
     return "\n".join(lines)
+
+
+def precision_label(profile):
+    """The table's precision: an estimate is a plan for a CUDA card, whatever this machine trains in."""
+    return profile["precision"] + (" (CUDA plan)" if profile["device"] == ESTIMATE else "")

@@ -1,6 +1,5 @@
 """`paddy profile`: the memory profile of any timm architectures, or of params.yaml's models, as a table."""
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -23,38 +22,6 @@ from paddy.profile import (
     profile_model,
     read_vocab,
 )
-
-
-def add_arguments(parser):
-    parser.add_argument(
-        "--arch",
-        nargs="+",
-        metavar="ARCH[:SIZE]",
-        help="timm architectures, each with an optional size: 224 or HxW (e.g. convnext_large_in22k:320x224); "
-        "without a size, the one the architecture was built for",
-    )
-    parser.add_argument("--params", action="store_true", help="profile the models in params.yaml instead")
-    parser.add_argument(
-        "--batch",
-        nargs="+",
-        type=int,
-        help="micro-batches (default: from --effective-batch down to profile.min_micro_batch)",
-    )
-    parser.add_argument(
-        "--effective-batch",
-        type=int,
-        help="samples per optimizer step, accumulated from micro-batches (default: train.effective_batch)",
-    )
-    parser.add_argument("--eval-batch", nargs="+", type=int, help="prediction batches (default: 4x, 2x, 1x, ...)")
-    parser.add_argument(
-        "--item-size", metavar="HxW", help="the uint8 items the step augments from (default: the model's size)"
-    )
-    parser.add_argument("--head", choices=("fastai", "timm"), help="default: fastai, or params.yaml's with --params")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default: train.precision")
-    parser.add_argument("--estimate", action="store_true", help="estimate even where CUDA is available")
-    parser.add_argument("--budget-gb", type=float, help="default: profile.budget_gb")
-    parser.add_argument("--num-classes", type=int, help="default: data/prepared/targets.json's labels, else 10")
-    parser.add_argument("--json", type=Path, help="also write the profiles to this file")
 
 
 def parse_size(text, what):
@@ -126,9 +93,3 @@ def run(args):
     if args.json:
         write_json(args.json, profiles)
     return 0
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="paddy profile")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

@@ -147,10 +147,9 @@ def cv_figures(path="metrics/ensemble.json"):
     except ValueError:
         return None, ""
     cols = compare.metric_columns({"metrics/ensemble.json": {"data": metrics}})
-    per_model = ";".join(
-        f"{k[3:]}={v:.5f}" for k, v in sorted(cols.items()) if k.startswith("cv.") and k != "cv.ensemble"
-    )
-    return cols.get("cv.ensemble"), per_model
+    models = sorted(k for k in cols if k.startswith("oof_acc.") and k != "oof_acc.ensemble")
+    per_model = ";".join(f"{k.removeprefix('oof_acc.')}={cols[k]:.5f}" for k in models)
+    return cols.get("oof_acc.ensemble"), per_model
 
 
 def check_competition(data, data_dir):
@@ -189,21 +188,6 @@ def load_submission(path, data_dir):
         raise PaddyError(f"{path} is not a readable CSV ({e}). Run `dvc repro` to write it again.") from None
     validate_submission(sub, sample, vocab, where=str(path))
     return sub
-
-
-def add_arguments(parser):
-    parser.add_argument("-m", "--message", required=True, help="what this submission is (Kaggle's description)")
-    parser.add_argument("--file", default="submission.csv", help="file to send (default: %(default)s)")
-    parser.add_argument("--data", default="data/raw", help="competition folder with sample_submission.csv, train.csv")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    parser.add_argument("--metrics", default="metrics/ensemble.json", help="ensemble metrics with the CV figures")
-    parser.add_argument("--ledger", default=str(ledger.LEDGER), help="ledger file (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="send even if the file is stale (not the current run's)")
-    parser.add_argument("--dry-run", action="store_true", help="check everything and show what would be sent")
-    parser.add_argument(
-        "--wait", type=float, default=120.0, help="seconds to wait for the score (default: %(default)s)"
-    )
-    parser.add_argument("--poll", type=float, default=10.0, help="seconds between score polls (default: %(default)s)")
 
 
 def run(args, client=None, exp_json=None, status=None, sleep=time.sleep):

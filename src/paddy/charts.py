@@ -1,0 +1,70 @@
+"""The pipeline's pictures, as PNG files that `dvc plots show` embeds as they are: they render without a network,
+unlike DVC's vega charts, whose library the page loads from a CDN. Drawn on matplotlib's Figure, without pyplot: no
+display and no global state."""
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from paddy.fileio import atomic_path
+
+
+def save(fig, path):
+    """Write the figure as a PNG file (atomically) and return it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return fig
+
+
+def learning_curves(history, path, title):
+    """history: {split: [each epoch's metrics]}. Train and valid loss, and each target's valid accuracy, per epoch;
+    one colour per split (fold or bag)."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for split, epochs in sorted(history.items()):
+        x = np.arange(1, len(epochs) + 1)
+        color, name = f"C{split % 10}", f"split {split}"
+        loss_ax.plot(x, [m["train_loss"] for m in epochs], color=color, label=f"{name} train")
+        loss_ax.plot(x, [m["valid_loss"] for m in epochs], "--", color=color, label=f"{name} valid")
+        for key, style in zip(sorted(k for k in epochs[0] if k.startswith("valid_acc")), ("-", ":", "-.", "--")):
+            acc_ax.plot(x, [m[key] for m in epochs], style, color=color, label=f"{name} {key}")
+    loss_ax.set(title=f"{title}: loss", xlabel="epoch", ylabel="loss")
+    acc_ax.set(title=f"{title}: validation accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return save(fig, path)
+
+
+def memory(rows, limit_gb, path, title):
+    """Peak memory per batch size beside the limit it must fit: rows are paddy.profile.plot_rows (bar, peak_gb,
+    fits; the last one the limit itself)."""
+    bars = [r for r in rows if not r["bar"].endswith(" limit")]
+    fig = Figure(figsize=(8, 0.4 * len(bars) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(bars))[::-1]
+    ax.barh(y, [r["peak_gb"] for r in bars], color=["C2" if r["fits"] else "C3" for r in bars])
+    ax.axvline(limit_gb, color="k", linestyle="--", label=f"limit {limit_gb:.1f} GB")
+    ax.set_yticks(y, [r["bar"] for r in bars])
+    ax.set(title=title, xlabel="peak GB (green fits, red does not)")
+    ax.legend(loc="lower right")
+    return save(fig, path)
+
+
+def confusion(actual, predicted, labels, path, title):
+    """Counts of each (actual, predicted) label pair, actual down the side."""
+    index = {label: i for i, label in enumerate(labels)}
+    counts = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(counts, ([index[a] for a in actual], [index[p] for p in predicted]), 1)
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), n in np.ndenumerate(counts):
+        if n:
+            ax.text(j, i, str(n), ha="center", va="center", color="white" if n > counts.max() / 2 else "black")
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels)
+    ax.set(title=title, xlabel="predicted", ylabel="actual")
+    return save(fig, path)

@@ -1,0 +1,50 @@
+"""What `dvc exp show` and `dvc plots show` give a competitor: the scores and train time, no memory profile and no
+per-split copies; pictures that render without a network. The end-to-end check is test_pipeline's (slow)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def declared(kind):
+    """Every path dvc.yaml declares as `kind` (metrics, plots, outs), with ${key} left in."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    paths = []
+    for stage in stages.values():
+        for entry in stage.get("do", stage).get(kind, []):
+            paths.append(next(iter(entry)) if isinstance(entry, dict) else entry)
+    return paths
+
+
+def test_metrics_are_the_models_and_the_ensembles_only():
+    assert sorted(declared("metrics")) == ["dvclive/${key}/metrics.json", "metrics/ensemble.json"]
+    assert "metrics/profile/${key}.json" in declared("outs")  # the profile in short: a plain file
+
+
+def test_plots_are_images():
+    """PNG files: `dvc plots show` embeds them as they are, where its vega charts load their library from a CDN."""
+    assert sorted(declared("plots")) == [
+        "dvclive/${key}/learning_curves.png", "plots/confusion.png", "plots/profile/${key}.png"
+    ]  # fmt: skip
+
+
+def train_stage():
+    spec = importlib.util.spec_from_file_location("train_stage", ROOT / "stages" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_summary_is_the_models_figures_over_its_splits():
+    split = {"train_loss": 0.5, "valid_loss": 0.4, "valid_acc": 0.8, "valid_acc_variety": 0.6, "images_per_s": 9.0,
+             "epoch_time_s": 2.0, "train_time_s": 10.0, "micro_batch": 32, "events": []}  # fmt: skip
+    other = dict(split, valid_loss=0.2, valid_acc=0.9, events=["out of memory at micro-batch 32: now 16"])
+    stage = train_stage()
+    summary = stage.summary([split, other])
+    expected = {"valid_acc": 0.85, "valid_acc_variety": 0.6, "valid_loss": 0.3, "train_time_s": 20.0}
+    assert summary == pytest.approx(dict(expected, out_of_memory_fallbacks=1))
+    assert stage.summary([split]).keys() == expected.keys()  # no fallback, no compile: no column for them
