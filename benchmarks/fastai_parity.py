@@ -19,12 +19,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import load_params
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
+from paddy.data.prepare import prepare_competition
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.settings.parse import load_params
+from paddy.training.folds import train_model
 
 EPOCHS, FROZEN, LR, LR_MULT, EFFECTIVE, MICRO = 2, 1, 0.01, 100, 32, 16
 MODELS = {  # a BatchNorm convnet (train_bn matters) and a LayerNorm transformer, at sizes that train in seconds

@@ -20,13 +20,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import as_hw, load_params
-from paddy.prepare import prepare_competition, read_index
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
-from paddy.tta import predict_model
+from paddy.data.prepare import prepare_competition, read_index
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.predict.tta import predict_model
+from paddy.settings.parse import as_hw, load_params
+from paddy.training.folds import train_model
 
 CPU = torch.device("cpu")
 

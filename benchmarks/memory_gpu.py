@@ -5,7 +5,7 @@
 For the seed's four large architectures at their seed sizes (items 480x480 squished from 480x640 photos, bf16,
 effective batch 64, random init), on an 80 GB card capped to a 16 GB one (the allocator limited to the budget less
 the CUDA context):
-  1. the profile, measured (paddy.profile on CUDA) and estimated without a GPU (fake tensors), and its choice;
+  1. the profile, measured (paddy.memory.profile on CUDA) and estimated without a GPU (fake tensors), and its choice;
   2. a real `train_model` run at that choice: one frozen and one unfrozen epoch, validation included;
   3. the error of each figure against the run's peak. Targets: measured within +-10 %, estimate within +-15 %,
      the run never above the limit.
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from paddy import profile as prof
-from paddy.device import device_name
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import load_params
-from paddy.prepare import prepare_competition, read_targets
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
+from paddy.data.prepare import prepare_competition, read_targets
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.memory import profile as prof
+from paddy.settings.parse import load_params
+from paddy.training.folds import train_model
+from paddy.training.precision import device_name
 
 SEED_MODELS = [  # (name, timm arch, size): presets/seed.yaml's architectures at their sizes
     ("convnext_large", "convnext_large_in22k", [224, 224]),

@@ -1,13 +1,13 @@
 """fp32, bf16 and fp16 side by side: the default models' valid and test accuracy on the embedded competition, over
-seeds, on a CUDA card or on the CPU (torch's CPU autocast and grad scaler, paddy.device).
+seeds, on a CUDA card or on the CPU (torch's CPU autocast and grad scaler, paddy.training.precision).
 
     python benchmarks/precision.py --device cpu     # the CPU table of docs/performance.md (about 40 min, 2 cores)
     python benchmarks/precision.py                  # on a CUDA machine (benchmarks/gpu.sh precision)
     python benchmarks/precision.py --smoke          # the same code, tiny and short, on the CPU
 
 Kaggle's free GPUs (T4, P100) have no bf16, so fp16 with a gradient scaler is what most competitors train with.
-For each seed and precision: the default params.yaml's models trained (paddy.fit.train_model), TTA
-(paddy.tta.predict_model), accuracy against the split's validation rows and the generated test truth, and the steps
+For each seed and precision: the default params.yaml's models trained (paddy.training.folds.train_model), TTA
+(paddy.predict.tta.predict_model), accuracy against the split's validation rows and the generated test truth, and the steps
 fp16's scaler skipped. Target: bf16 and fp16 within 1 point of fp32 for both models. Writes
 benchmarks/results/precision_<device>.json.
 """
@@ -22,14 +22,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from paddy.device import device_name
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import load_params
-from paddy.prepare import prepare_competition, read_index
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
-from paddy.tta import predict_model
+from paddy.data.prepare import prepare_competition, read_index
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.predict.tta import predict_model
+from paddy.settings.parse import load_params
+from paddy.training.folds import train_model
+from paddy.training.precision import device_name
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

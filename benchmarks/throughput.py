@@ -7,20 +7,20 @@
 A realistic competition: the synthetic one at 480x640 portrait JPEGs (--images, prepared with the seed's
 prepare.max_size 640). For convnext_small_in22k at 224 (part 2's model) and the seed's four large architectures at
 their seed sizes and item settings (random init), micro-batch 32 x accumulation 2 (effective batch 64), bf16:
-  1. ceiling: the same paddy.step.train_step on device-resident random uint8 items, eager (timm's
+  1. ceiling: the same paddy.training.step.train_step on device-resident random uint8 items, eager (timm's
      `benchmark.py --bench train` on the real step: augmentation, accumulation, fused AdamW included);
-  2. pipeline: paddy.fit.train_model's real training epochs from the prepared JPEGs, eager and compiled
+  2. pipeline: paddy.training.folds.train_model's real training epochs from the prepared JPEGs, eager and compiled
      (train.compile true); steady state: the last epoch without its first steps, synced at both ends;
   3. fastai: the seed's recipe on the same prepared images (vision_learner, fine_tune, GradientAccumulation, mixed
      precision), when fastai is installed (an optional extra); the section says so when it is not;
-  4. TTA (paddy.tta.predict_model, the tta stage's code, second run: items cached) and the loader per CPU core.
+  4. TTA (paddy.predict.tta.predict_model, the tta stage's code, second run: items cached) and the loader per CPU core.
 Each section: steady images/s, seconds per epoch, MFU (a training image costs 3 x the forward FLOPs counted by
 torch.utils.flop_counter, i.e. 6 x GMACs; against the GPU's dense bf16 peak, and against a measured matmul peak),
 peak memory; and the GPU and versions. Writes benchmarks/results/throughput.json (--smoke: --out, default under
 /tmp, so GPU results are never overwritten by a smoke run).
 
 The loader (--loader, and section 4): one process, one thread, on N generated 480x640 portrait JPEGs at the seed's
-item settings (640x480 crop, 480 squish), then fastai's training augmentation at 224 (paddy.augment on the CPU).
+item settings (640x480 crop, 480 squish), then fastai's training augmentation at 224 (paddy.training.augment on the CPU).
 Also, as the baseline the issue quotes: timm's ImageDataset with create_transform(224, is_training=True), and JPEG
 decode alone. Per core = images per second of this process's CPU time (a shared machine's other load does not count
 against it; wall-clock figures are written too). Its last line: loader_images_per_s_per_core=<number>.
@@ -42,19 +42,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from paddy.augment import create_augment, model_augment
-from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
-from paddy.device import device_name, seed_everything
-from paddy.fileio import write_csv, write_json
-from paddy.fit import train_model
-from paddy.items import load_items
-from paddy.models import create_model
-from paddy.params import as_hw, load_params
-from paddy.prepare import prepare_competition, read_index
-from paddy.split import make_splits
-from paddy.step import create_optimizer, train_step
-from paddy.synthetic import make_competition
-from paddy.tta import predict_model
+from paddy.data.items import load_items
+from paddy.data.loaders import ItemDataset, create_loader, open_items, resolve_workers
+from paddy.data.prepare import prepare_competition, read_index
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv, write_json
+from paddy.predict.tta import predict_model
+from paddy.settings.parse import as_hw, load_params
+from paddy.training.augment import create_augment, model_augment
+from paddy.training.folds import train_model
+from paddy.training.models import create_model
+from paddy.training.precision import device_name, seed_everything
+from paddy.training.step import create_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 # (name, timm arch, item_size, item_method, size): part 2's model, then presets/seed.yaml's four architectures

@@ -9,11 +9,11 @@ or inputs changed run.
 import argparse
 from pathlib import Path
 
+from paddy.data.download import check_source
 from paddy.errors import exit_on_error
-from paddy.fileio import write_text
-from paddy.params import load_params
-from paddy.preflight import check_devices, model_checks_key, passed_before, record_pass
-from paddy.sources import check_source
+from paddy.files import write_text
+from paddy.settings.parse import load_params
+from paddy.settings.preflight import check_devices, model_checks_key, passed_before, record_pass
 
 
 @exit_on_error
@@ -28,7 +28,7 @@ def main():
     if passed_before(key):
         print("models: settings, code and packages as when they last passed their checks")
     else:  # the checks that import timm (seconds): only when something they read changed
-        from paddy.models import check_archs, check_models_train
+        from paddy.training.models import check_archs, check_models_train
 
         check_archs(params)  # every architecture and size, and that pretrained weights can be had
         check_models_train(params)  # every model with its head: one forward and backward on fake tensors

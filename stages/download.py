@@ -2,9 +2,9 @@
 
 import argparse
 
+from paddy.data.download import fetch_competition
 from paddy.errors import exit_on_error
-from paddy.params import load_params
-from paddy.sources import fetch_competition
+from paddy.settings.parse import load_params
 
 
 @exit_on_error

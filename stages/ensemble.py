@@ -6,13 +6,13 @@ from pathlib import Path
 import pandas as pd
 
 from paddy import charts
-from paddy.competition import read_sample_submission
-from paddy.ensemble import build_ensemble
+from paddy.data.competition import read_sample_submission
+from paddy.data.prepare import read_index, read_labels
+from paddy.data.split import read_splits
 from paddy.errors import exit_on_error
-from paddy.fileio import write_csv, write_json
-from paddy.params import load_params
-from paddy.prepare import read_index, read_labels
-from paddy.split import read_splits
+from paddy.files import write_csv, write_json
+from paddy.predict.ensemble import build_ensemble
+from paddy.settings.parse import load_params
 
 
 @exit_on_error

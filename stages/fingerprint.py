@@ -6,10 +6,10 @@ runs on every repro and download depends on its output instead.
 
 import argparse
 
+from paddy.data.fingerprint import fingerprint
 from paddy.errors import exit_on_error
-from paddy.fileio import write_json
-from paddy.fingerprint import fingerprint
-from paddy.params import load_params
+from paddy.files import write_json
+from paddy.settings.parse import load_params
 
 
 @exit_on_error

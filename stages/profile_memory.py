@@ -5,12 +5,12 @@ shadows the standard `profile` module."""
 import argparse
 
 from paddy import charts
-from paddy import profile as prof
 from paddy.errors import exit_on_error
-from paddy.fileio import write_json
-from paddy.gpus import claim_device
-from paddy.models import check_archs
-from paddy.params import load_params
+from paddy.files import write_json
+from paddy.memory import profile as prof
+from paddy.settings.parse import load_params
+from paddy.training.gpus import claim_device
+from paddy.training.models import check_archs
 
 
 @exit_on_error

@@ -2,11 +2,11 @@
 
 import argparse
 
+from paddy.data.prepare import read_index
+from paddy.data.split import make_splits, split_columns
 from paddy.errors import exit_on_error
-from paddy.fileio import write_csv
-from paddy.params import load_params
-from paddy.prepare import read_index
-from paddy.split import make_splits, split_columns
+from paddy.files import write_csv
+from paddy.settings.parse import load_params
 
 
 @exit_on_error

@@ -9,7 +9,7 @@ show`) in <live_dir>/learning_curves.png.
 Interrupted (a kill, Ctrl-C, SIGTERM, a lost machine), the same command or `dvc repro` continues from the last
 checkpoint in --resume-dir: finished folds are restored, the interrupted one goes on from its last epoch or step.
 
-With train.devices N > 1 the command starts itself again under torchrun as N DDP processes (paddy.distributed)."""
+With train.devices N > 1 the command starts itself again under torchrun as N DDP processes (paddy.training.distributed)."""
 
 import argparse
 import contextlib
@@ -19,18 +19,19 @@ import time
 from pathlib import Path
 
 from dvclive import Live
-from paddy import charts, distributed
-from paddy.device import resolve_precision
+from paddy import charts
+from paddy.data.prepare import read_targets
+from paddy.data.split import read_splits
 from paddy.errors import exit_on_error
-from paddy.fileio import replace_dir, write_json
-from paddy.fit import train_model
-from paddy.gpus import claim_device
-from paddy.models import check_archs
-from paddy.params import load_params
-from paddy.prepare import read_targets
-from paddy.profile import accumulation, resolve_batches
-from paddy.split import read_splits
-from paddy.train import Interrupted, stop_at_next_step_on_signals
+from paddy.files import replace_dir, write_json
+from paddy.memory.profile import accumulation, resolve_batches
+from paddy.settings.parse import load_params
+from paddy.training import distributed
+from paddy.training.folds import train_model
+from paddy.training.gpus import claim_device
+from paddy.training.loop import Interrupted, stop_at_next_step_on_signals
+from paddy.training.models import check_archs
+from paddy.training.precision import resolve_precision
 
 
 @exit_on_error

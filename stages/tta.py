@@ -3,14 +3,14 @@
 import argparse
 from pathlib import Path
 
-from paddy.device import resolve_precision
+from paddy.data.prepare import read_index
 from paddy.errors import exit_on_error
-from paddy.fileio import write_csv
-from paddy.gpus import claim_device
-from paddy.models import check_archs
-from paddy.params import load_params
-from paddy.prepare import read_index
-from paddy.tta import predict_model
+from paddy.files import write_csv
+from paddy.predict.tta import predict_model
+from paddy.settings.parse import load_params
+from paddy.training.gpus import claim_device
+from paddy.training.models import check_archs
+from paddy.training.precision import resolve_precision
 
 
 @exit_on_error

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from paddy.synthetic import make_competition
+from paddy.data.synthetic import make_competition
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,8 @@ import pytest
 import timm
 import torch
 
-from paddy.augment import BatchAugment
-from paddy.step import train_step
+from paddy.training.augment import BatchAugment
+from paddy.training.step import train_step
 
 
 class CaptureGradients:

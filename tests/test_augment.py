@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from paddy import augment as aug
-from paddy.augment import AugmentSettings, BatchAugment
+from paddy.training import augment as aug
+from paddy.training.augment import AugmentSettings, BatchAugment
 
 N = 4000  # draws: enough for probabilities to within a few percent
 

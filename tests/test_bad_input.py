@@ -16,17 +16,18 @@ import torch
 import yaml
 from PIL import Image
 
-from paddy import items, preflight
-from paddy.archive import extract_zip
-from paddy.competition import check_layout
-from paddy.data import item_files
-from paddy.ensemble import build_ensemble
+from paddy.data import items
+from paddy.data.archive import extract_zip
+from paddy.data.competition import check_layout
+from paddy.data.download import check_source, fetch_competition
+from paddy.data.items import cache_dir, load_items
+from paddy.data.loaders import item_files
+from paddy.data.prepare import prepare_competition, read_labels
 from paddy.errors import PaddyError
-from paddy.items import cache_dir, load_items
-from paddy.models import check_archs
-from paddy.params import check_params
-from paddy.prepare import prepare_competition, read_labels
-from paddy.sources import check_source, fetch_competition
+from paddy.predict.ensemble import build_ensemble
+from paddy.settings import preflight
+from paddy.settings.parse import check_params
+from paddy.training.models import check_archs
 
 ROOT = Path(__file__).resolve().parents[1]
 

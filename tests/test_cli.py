@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from paddy import cli
+from paddy import commands as cli
 
 HEAVY = ("torch", "timm", "pandas", "numpy", "dvc", "dvclive", "kaggle", "matplotlib", "sklearn")
 
 # Parse `argv` (help exits) and list which heavy packages are imported by then, in a fresh interpreter.
 PROBE = """
 import json, sys
-from paddy import cli
+from paddy import commands as cli
 try:
     cli.main(sys.argv[1:])
 except SystemExit:
@@ -42,6 +42,6 @@ def test_every_command_parses_and_names_a_module_with_run():
 
 
 def test_ledger_default_is_the_ledgers():
-    from paddy import ledger
+    from paddy.kaggle import ledger
 
     assert cli.LEDGER == str(ledger.LEDGER)

@@ -6,7 +6,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from paddy import cli, compare, ledger
+from paddy import commands as cli
+from paddy.kaggle import compare, ledger
 
 SLUG = "paddy-disease-classification"
 

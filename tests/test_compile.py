@@ -11,14 +11,14 @@ import yaml
 from torch._dynamo import list_backends, register_backend
 from torch._dynamo.backends.registry import lookup_backend
 
-from paddy.checkpoint import load_checkpoint
+from paddy.data.prepare import prepare_competition
+from paddy.data.split import make_splits
 from paddy.errors import PaddyError
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import check_params
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.step import compiles, maybe_compile
+from paddy.files import write_csv
+from paddy.settings.parse import check_params
+from paddy.training.checkpoints import load_checkpoint
+from paddy.training.folds import train_model
+from paddy.training.step import compiles, maybe_compile
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

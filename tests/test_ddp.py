@@ -1,4 +1,4 @@
-"""DDP over 2 gloo processes on the CPU (paddy.distributed): the real training step, with accumulation and no_sync,
+"""DDP over 2 gloo processes on the CPU (paddy.training.distributed): the real training step, with accumulation and no_sync,
 gives the gradient of one process's whole batch, frozen phase and unfrozen alike (docs/scale.md)."""
 
 import json
@@ -16,15 +16,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
-from paddy import distributed
-from paddy.augment import BatchAugment
-from paddy.checkpoint import load_checkpoint
 from paddy.errors import PaddyError
-from paddy.models import create_model, set_frozen
-from paddy.params import check_params
-from paddy.resume import Checkpoint
-from paddy.step import shard_parts, train_step
-from paddy.train import Progress
+from paddy.settings.parse import check_params
+from paddy.training import distributed
+from paddy.training.augment import BatchAugment
+from paddy.training.checkpoints import load_checkpoint
+from paddy.training.loop import Progress
+from paddy.training.models import create_model, set_frozen
+from paddy.training.resume import Checkpoint
+from paddy.training.step import shard_parts, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 N, MICRO, WORLD = 24, 5, 2  # 12 samples per rank in 3 micro-batches of 4: accumulation > 1 on each

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from paddy import kaggle_cache
+from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
-from paddy.fingerprint import fingerprint
+from paddy.kaggle import cache as kaggle_cache
 
 
 @pytest.fixture

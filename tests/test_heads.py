@@ -11,10 +11,10 @@ import timm
 import torch
 import yaml
 
-from paddy import models
 from paddy.errors import PaddyError
-from paddy.models import CHECK_CLASSES, add_fastai_head, check_models_train, create_model, dry_run, to_fake
-from paddy.params import as_hw
+from paddy.settings.parse import as_hw
+from paddy.training import models
+from paddy.training.models import CHECK_CLASSES, add_fastai_head, check_models_train, create_model, dry_run, to_fake
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = [ROOT / "params.yaml", *sorted((ROOT / "presets").glob("*.yaml"))]

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from paddy import kaggle_api, kaggle_cache
 from paddy.errors import PaddyError
+from paddy.kaggle import api as kaggle_api
+from paddy.kaggle import cache as kaggle_cache
 
 SLUG = "paddy-disease-classification"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -257,7 +258,7 @@ def _run_stage(tmp_path, env_extra):
     code = textwrap.dedent(
         """
         from paddy.errors import exit_on_error
-        from paddy.kaggle_api import download_competition
+        from paddy.kaggle.api import download_competition
         exit_on_error(lambda: download_competition("paddy-disease-classification", "data/raw"))()
         """
     )

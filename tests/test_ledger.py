@@ -5,7 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from paddy import cli, kaggle_api, ledger
+from paddy import commands as cli
+from paddy.kaggle import api as kaggle_api
+from paddy.kaggle import ledger
 
 SLUG = "paddy-disease-classification"
 

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from paddy import lr_find
-from paddy.augment import model_augment
-from paddy.data import ItemDataset, create_loader, open_items
-from paddy.fileio import write_csv
-from paddy.fit import target_table, train_model
-from paddy.models import create_model
-from paddy.prepare import prepare_competition, read_index, read_targets
-from paddy.split import make_splits, read_splits
+from paddy.data.loaders import ItemDataset, create_loader, open_items
+from paddy.data.prepare import prepare_competition, read_index, read_targets
+from paddy.data.split import make_splits, read_splits
+from paddy.files import write_csv
+from paddy.training import lr_find
+from paddy.training.augment import model_augment
+from paddy.training.folds import target_table, train_model
+from paddy.training.models import create_model
 
 CPU = torch.device("cpu")
 
@@ -90,7 +90,7 @@ def test_the_sweep_is_repeatable_and_its_suggestion_trains(prepared, params, tmp
 def test_the_command_writes_its_files(prepared, params, tmp_path, monkeypatch, capsys):
     import yaml
 
-    from paddy.cli import main
+    from paddy.commands import main
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)

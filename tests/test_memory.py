@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from paddy import memory
-from paddy import profile as prof
+from paddy.commands.profile import parse_arch
 from paddy.errors import PaddyError
-from paddy.models import create_model
-from paddy.params import check_params, load_params
-from paddy.profile_cli import parse_arch
+from paddy.memory import measure as memory
+from paddy.memory import profile as prof
+from paddy.settings.parse import check_params, load_params
+from paddy.training.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -205,7 +205,7 @@ def test_train_takes_explicit_values_and_the_profile_for_auto(params, tmp_path):
 
 
 def test_cli_prints_the_estimate_table_with_accumulation(monkeypatch, capsys):
-    from paddy.cli import main
+    from paddy.commands import main
 
     monkeypatch.chdir(ROOT)
     args = ["profile", "--estimate", "--arch", "test_vit", "test_convnext:96x64", "--effective-batch", "16"]
@@ -222,7 +222,7 @@ def test_cli_prints_the_estimate_table_with_accumulation(monkeypatch, capsys):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_measures_and_reprofiles_an_estimate(params, tmp_path):
-    from paddy.device import device_name
+    from paddy.training.precision import device_name
 
     cuda = torch.device("cuda")
     p = with_batches(params, "vit", "auto")

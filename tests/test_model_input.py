@@ -7,14 +7,14 @@ import pytest
 import timm
 import torch
 
-from paddy.augment import BatchAugment, create_augment, model_augment
-from paddy.checkpoint import checkpoint_normalization
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.models import input_normalization
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.step import seed_step, stream_seeds
+from paddy.data.prepare import prepare_competition
+from paddy.data.split import make_splits
+from paddy.files import write_csv
+from paddy.training.augment import BatchAugment, create_augment, model_augment
+from paddy.training.checkpoints import checkpoint_normalization
+from paddy.training.folds import train_model
+from paddy.training.models import input_normalization
+from paddy.training.step import seed_step, stream_seeds
 
 CPU = torch.device("cpu")
 

@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
+from paddy.data.prepare import prepare_competition
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.training.folds import train_model
 
 pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")

@@ -5,14 +5,14 @@ import pytest
 import timm
 import torch
 
-from paddy import train
-from paddy.augment import BatchAugment
-from paddy.device import backward_mode, create_scaler, resolve_precision
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.step import train_step
+from paddy.data.prepare import prepare_competition
+from paddy.data.split import make_splits
+from paddy.files import write_csv
+from paddy.training import loop as train
+from paddy.training.augment import BatchAugment
+from paddy.training.folds import train_model
+from paddy.training.precision import backward_mode, create_scaler, resolve_precision
+from paddy.training.step import train_step
 
 CPU = torch.device("cpu")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paddy.params import MODEL_KEYS, check_params
+from paddy.settings.parse import MODEL_KEYS, check_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
@@ -53,8 +53,8 @@ def test_the_seed_preset_is_the_lectures_ensemble():
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
 def test_a_presets_architectures_are_timms_at_sizes_they_take(preset):
-    from paddy.models import check_arch
-    from paddy.params import as_hw
+    from paddy.settings.parse import as_hw
+    from paddy.training.models import check_arch
 
     for name, cfg in yaml.safe_load(preset.read_text())["models"].items():
         check_arch(f"models.{name}.arch in {preset.name}", cfg["arch"], as_hw(cfg["size"]))

@@ -2,7 +2,7 @@
 
 import io
 
-from paddy.progress import progress
+from paddy.console import progress
 
 
 class Terminal(io.StringIO):

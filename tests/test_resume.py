@@ -15,12 +15,12 @@ import pytest
 import torch
 import yaml
 
+from paddy.data.prepare import prepare_competition
+from paddy.data.split import make_splits
 from paddy.errors import PaddyError
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.prepare import prepare_competition
-from paddy.resume import run_key
-from paddy.split import make_splits
+from paddy.files import write_csv
+from paddy.training.folds import train_model
+from paddy.training.resume import run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -124,7 +124,7 @@ def test_a_changed_setting_never_resumes_a_stale_run(workspace, tmp_path):
     settings = {"train": params["train"], "model": params["models"]["resnet"]}
     changed = {"train": dict(params["train"], lr=0.02), "model": params["models"]["resnet"]}
     assert run_key(settings) != run_key(changed) and run_key(settings) == run_key(json.loads(json.dumps(settings)))
-    from paddy.resume import run_dir
+    from paddy.training.resume import run_dir
 
     old = run_dir(tmp_path, settings)
     (old / "v0.pt").write_bytes(b"a checkpoint of the old settings")
@@ -139,21 +139,21 @@ def test_out_of_memory_halves_the_micro_batch_and_goes_on(workspace, monkeypatch
     params["train"].update(frozen_epochs=0, epochs=1)
     params["models"]["resnet"].update(arch="test_vit", head="timm", item_size=160, size=160)  # no BatchNorm
     params["profile"]["min_micro_batch"] = 2
-    import paddy.step
+    import paddy.training.step
 
     def run(name, micro):
         return train_model("resnet", params, workspace / "prepared", workspace / "split.csv", workspace / name,
                            (micro, 32), CPU, "fp32")  # fmt: skip
 
     expected = run("oom_reference", 4)
-    real = paddy.step.target_loss
+    real = paddy.training.step.target_loss
 
     def loss_or_oom(logits, targets, sizes=None):
         if len(logits) > 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(logits, targets, sizes)
 
-    monkeypatch.setattr(paddy.step, "target_loss", loss_or_oom)
+    monkeypatch.setattr(paddy.training.step, "target_loss", loss_or_oom)
     got = run("oom", 16)
     assert [r["micro_batch"] for r in got] == [4, 4]
     assert "micro-batch 16 -> 8" in got[0]["events"][0] and "micro-batch 8 -> 4" in got[0]["events"][1]

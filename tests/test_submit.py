@@ -7,10 +7,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from paddy import cli, kaggle_api, ledger, submit
-from paddy.competition import TEST_IDS
+from paddy import commands as cli
+from paddy.data.competition import TEST_IDS
+from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
-from paddy.fingerprint import fingerprint
+from paddy.kaggle import api as kaggle_api
+from paddy.kaggle import ledger, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "paddy-disease-classification"

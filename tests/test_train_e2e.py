@@ -4,13 +4,13 @@ import pandas as pd
 import pytest
 import torch
 
-from paddy.checkpoint import load_checkpoint
-from paddy.ensemble import build_ensemble
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.prepare import prepare_competition, read_labels
-from paddy.split import make_splits
-from paddy.tta import predict_model
+from paddy.data.prepare import prepare_competition, read_labels
+from paddy.data.split import make_splits
+from paddy.files import write_csv
+from paddy.predict.ensemble import build_ensemble
+from paddy.predict.tta import predict_model
+from paddy.training.checkpoints import load_checkpoint
+from paddy.training.folds import train_model
 
 CPU = torch.device("cpu")
 

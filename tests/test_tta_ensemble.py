@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
-from paddy.ensemble import aligned, build_ensemble, cross_validate_fit, cv_folds, fit_weights, weighted_mean
 from paddy.errors import PaddyError
-from paddy.params import check_params
-from paddy.submission import make_submission, validate_submission
-from paddy.tta import blend
+from paddy.predict.ensemble import aligned, build_ensemble, cross_validate_fit, cv_folds, fit_weights, weighted_mean
+from paddy.predict.submission import make_submission, validate_submission
+from paddy.predict.tta import blend
+from paddy.settings.parse import check_params
 
 LABELS = ["a", "b", "c"]
 
