@@ -1,6 +1,7 @@
 """Tests shrink the real config and data rather than mock them: tiny timm models on tiny generated images."""
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import yaml
 
 from paddy.data.synthetic import make_competition
+from paddy.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +51,12 @@ def params():
         ),
     }
     return p
+
+
+@pytest.fixture
+def source_settings(params):
+    """source_settings(path): the shrunk params' DataSettings with data.source set to `path`."""
+    return lambda source: replace(parse_settings(params).data, source=str(source))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -31,14 +31,14 @@ def test_help_imports_no_heavy_package(argv):
     assert json.loads(out.stdout.splitlines()[-1]) == [], f"`paddy {' '.join(argv)}` imported them"
 
 
-def test_every_command_parses_and_names_a_module_with_run():
+def test_every_command_parses_and_has_its_help_arguments_and_run():
     parser = cli.build_parser()
     args = parser.parse_args(["compare", "--sort", "oof_acc.ensemble", "--asc"])
     assert args.sort == "oof_acc.ensemble" and args.asc and args.ledger == cli.LEDGER
     assert parser.parse_args(["profile", "--estimate", "--arch", "test_vit", "--batch", "8", "4"]).batch == [8, 4]
     assert parser.parse_args(["lr-find", "vit", "-S", "train.lr=0.1"]).overrides == ["train.lr=0.1"]
-    for module, _, _ in cli.COMMANDS.values():
-        assert callable(__import__(module, fromlist=["run"]).run), module
+    for name, command in cli.COMMANDS.items():
+        assert callable(command.run) and callable(command.arguments) and command.HELP, name
 
 
 def test_ledger_default_is_the_ledgers():

@@ -15,10 +15,10 @@ from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
 from paddy.errors import PaddyError
 from paddy.files import write_csv
-from paddy.settings.parse import check_params
+from paddy.settings import parse_settings
 from paddy.training.checkpoints import load_checkpoint
+from paddy.training.compile import compiles, maybe_compile
 from paddy.training.folds import train_model
-from paddy.training.step import compiles, maybe_compile
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -50,7 +50,9 @@ def workspace(competition, tmp_path_factory):
 def train(work, params, setting, run):
     p = copy.deepcopy(params)
     p["train"]["compile"] = setting
-    return train_model("resnet", p, work / "prepared", work / "split.csv", work / run, (8, 32), CPU, "fp32")[0]
+    return train_model(
+        parse_settings(p), "resnet", work / "prepared", work / "split.csv", work / run, (8, 32), CPU, "fp32"
+    )[0]
 
 
 @pytest.mark.slow  # about a minute on a 2-core CPU: dynamo traces the train and eval graphs
@@ -85,11 +87,11 @@ def test_bad_compile_setting_is_refused(value):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"]["compile"] = value
     with pytest.raises(PaddyError, match=r"`train.compile` in params.yaml is .*auto"):
-        check_params(params)
+        parse_settings(params)
 
 
 def test_compile_settings_are_accepted():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert params["train"]["compile"] == "auto"
     for value in ("auto", True, False):
-        check_params(dict(params, train=dict(params["train"], compile=value)))
+        parse_settings(dict(params, train=dict(params["train"], compile=value)))

@@ -34,7 +34,7 @@ def test_synthetic_is_deterministic(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["folder", "zip"])
-def test_folder_and_zip_sources(competition, tmp_path, kind):
+def test_folder_and_zip_sources(competition, tmp_path, kind, source_settings):
     raw, _ = competition
     source = raw
     if kind == "zip":
@@ -42,7 +42,7 @@ def test_folder_and_zip_sources(competition, tmp_path, kind):
         with zipfile.ZipFile(source, "w") as zf:
             for p in raw.rglob("*"):
                 zf.write(p, "paddy/" + str(p.relative_to(raw)))  # wrapped in one top folder, as hand-made zips are
-    train, _ = fetch_competition({"source": str(source)}, tmp_path / "out" / "raw", tmp_path / "out" / "truth.csv")
+    train, _ = fetch_competition(source_settings(source), tmp_path / "out" / "raw", tmp_path / "out" / "truth.csv")
     assert len(train) == 60
     assert pd.read_csv(tmp_path / "out" / "truth.csv").empty  # no known test labels
 

@@ -1,4 +1,5 @@
-"""DDP over 2 gloo processes on the CPU (paddy.training.distributed): the real training step, with accumulation and no_sync,
+"""DDP over 2 gloo processes on the CPU (paddy.training.distributed): the real training step, with accumulation and
+no_sync,
 gives the gradient of one process's whole batch, frozen phase and unfrozen alike (docs/scale.md)."""
 
 import json
@@ -17,13 +18,11 @@ import torch.multiprocessing as mp
 import yaml
 
 from paddy.errors import PaddyError
-from paddy.settings.parse import check_params
+from paddy.settings import parse_settings
 from paddy.training import distributed
 from paddy.training.augment import BatchAugment
-from paddy.training.checkpoints import load_checkpoint
-from paddy.training.loop import Progress
+from paddy.training.checkpoints import Checkpoint, Progress, load_checkpoint
 from paddy.training.models import create_model, set_frozen
-from paddy.training.resume import Checkpoint
 from paddy.training.step import shard_parts, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +176,7 @@ def test_a_batch_too_small_to_share_is_refused():
 def test_devices_is_validated(params):
     params["train"]["devices"] = 0
     with pytest.raises(PaddyError, match="train.devices"):
-        check_params(params)
+        parse_settings(params)
 
 
 def test_rendezvous_flags_come_from_the_environment(monkeypatch):

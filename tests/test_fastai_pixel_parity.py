@@ -41,9 +41,11 @@ from torch import nn
 from paddy.data.items import resize_item
 from paddy.data.synthetic import LABEL_COUNTS, draw_image
 from paddy.predict.tta import tta_probs
+from paddy.settings import AugmentSettings, ModelSettings
 from paddy.training import augment as aug
-from paddy.training.augment import AugmentSettings, create_augment, model_augment
+from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization
+from paddy.training.model_data import model_augment
 from paddy.training.models import input_normalization
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -127,9 +129,9 @@ def pipeline_inputs(items, arch, size, max_lighting, pretrained, device, seed):
     """The pipeline's model input: PASSES epochs of training batches (model_augment(...).train, the training
     step's augmentation) and TTA's passes, through paddy.predict.tta.tta_probs with the augmentation TTA builds from the
     checkpoint's record of the normalisation."""
-    cfg = {"arch": arch, "size": list(size), "pretrained": pretrained}
-    settings = {"max_lighting": max_lighting}
-    augment = model_augment(cfg, settings)
+    model = ModelSettings("m", arch, pretrained, "fastai", ("label",), tuple(size), "squish", tuple(size), 8, 1)
+    settings = AugmentSettings(max_lighting=max_lighting)
+    augment = model_augment(model, settings)
     generator = torch.Generator(device).manual_seed(seed)
     x = items.to(device)
     train = [augment.train(x[i : i + BATCH], generator).cpu() for _ in range(PASSES) for i in range(0, len(x), BATCH)]
@@ -226,7 +228,8 @@ def _fmt(q):
 
 
 class Replay:
-    """Stands in for paddy.training.augment._Draws: gives the pipeline's draw functions fastai's drawn values, in the order
+    """Stands in for paddy.training.augment._Draws: gives the pipeline's draw functions fastai's drawn values, in the
+    order
     the pipeline asks for them, and checks that each lies in the range the pipeline asks for it in."""
 
     def __init__(self, n, device, queue):

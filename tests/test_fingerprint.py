@@ -8,6 +8,7 @@ import pytest
 from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
 from paddy.kaggle import cache as kaggle_cache
+from paddy.settings import parse_settings
 
 
 @pytest.fixture
@@ -51,9 +52,9 @@ def test_kaggle_follows_the_verified_zip_in_the_cache(tmp_path):
 
 
 def test_synthetic_follows_its_settings(params):
-    before = fingerprint(params["data"])
+    before = fingerprint(parse_settings(params).data)
     params["data"]["synthetic"]["n_train"] += 1
-    assert fingerprint(params["data"]) != before
+    assert fingerprint(parse_settings(params).data) != before
 
 
 @pytest.mark.parametrize("name, message", [("nowhere", "neither synthetic, kaggle"), ("notes.txt", "not a .zip")])

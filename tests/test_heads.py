@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from paddy.errors import PaddyError
+from paddy.settings import parse_settings
 from paddy.settings.parse import as_hw
 from paddy.training import models
 from paddy.training.models import CHECK_CLASSES, add_fastai_head, check_models_train, create_model, dry_run, to_fake
@@ -160,20 +161,20 @@ def test_fastai_28s_body_on_a_swin_is_refused_with_a_clear_message(params, monke
     the check stage's function refuses it in seconds, naming the model and the way out."""
     monkeypatch.setattr(models, "_output_fmt", lambda model: "NCHW")
     with pytest.raises(PaddyError) as refused:
-        check_models_train(swin_params(params, targets=["label", "variety"]))
+        check_models_train(parse_settings(swin_params(params, targets=["label", "variety"])).models)
     message = str(refused.value)
     assert message.startswith("`models.swin` in params.yaml cannot train: swin_tiny_patch4_window7_224 with ")
     assert "`head: fastai` at size [224, 224] (20 outputs)" in message
     assert "running_mean should contain 14 elements not 1536" in message
     assert "Set `head: timm` for this model" in message
-    check_models_train(swin_params(params, head="timm"))  # which does pass
+    check_models_train(parse_settings(swin_params(params, head="timm")).models)  # which does pass
 
 
 def test_a_size_too_small_for_the_model_is_refused_whatever_the_head(params):
     params["models"]["resnet"].update(arch="test_convnext", size=[16, 16])
     with pytest.raises(PaddyError, match=r"`models.resnet` in params.yaml cannot train: test_convnext .* \[16, 16\]"
                        r".*Kernel size can't be greater than actual input size.*Set another size"):  # fmt: skip
-        check_models_train(params)
+        check_models_train(parse_settings(params).models)
 
 
 def test_the_check_stage_refuses_a_model_that_cannot_train_before_writing(tmp_path):

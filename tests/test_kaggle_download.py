@@ -160,6 +160,7 @@ def test_the_cache_records_size_and_sha256_and_reuses_only_a_match(tmp_path, cap
 
 def test_the_cache_is_per_user_and_can_be_moved(tmp_path, monkeypatch):
     monkeypatch.delenv(kaggle_cache.ENV, raising=False)
+    monkeypatch.delenv("PADDY_CACHE", raising=False)  # the tests' own cache (conftest)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert kaggle_cache.default_dir() == tmp_path / "home/.cache/paddy/kaggle"

@@ -8,6 +8,7 @@ import torch
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
 from paddy.files import write_csv
+from paddy.settings import parse_settings
 from paddy.training import loop as train
 from paddy.training.augment import BatchAugment
 from paddy.training.folds import train_model
@@ -74,8 +75,16 @@ def test_fp16_training_counts_the_steps_its_scaler_skipped(competition, params, 
         return scalers[-1]
 
     monkeypatch.setattr(train, "create_scaler", huge_scaler)
-    result = train_model("resnet", params, tmp_path / "prepared", tmp_path / "split.csv", tmp_path / "m", (8, 16),
-                         CPU, "fp16")[0]  # fmt: skip
+    result = train_model(
+        parse_settings(params),
+        "resnet",
+        tmp_path / "prepared",
+        tmp_path / "split.csv",
+        tmp_path / "m",
+        (8, 16),
+        CPU,
+        "fp16",
+    )[0]
     skipped = result["skipped_steps"]
     assert skipped >= 1
     assert scalers[0].get_scale() == 2.0**40 * 0.5**skipped  # the scale halves exactly once per skipped step

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paddy.settings.parse import MODEL_KEYS, check_params
+from paddy.settings import parse_settings
+from paddy.settings.parse import MODEL_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
@@ -28,7 +29,7 @@ def test_a_preset_holds_every_setting_and_passes_the_checks(preset):
     params = yaml.safe_load(preset.read_text())
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert keys(params) == keys(defaults), f"{preset.name} differs from params.yaml in its settings"
-    check_params(params, preset)
+    parse_settings(params, preset)
     for name, cfg in params["models"].items():
         assert set(cfg) == set(MODEL_KEYS), f"{preset.name}: models.{name}"
 

@@ -19,8 +19,9 @@ from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
 from paddy.errors import PaddyError
 from paddy.files import write_csv
+from paddy.settings import parse_settings
+from paddy.training.checkpoints import run_key
 from paddy.training.folds import train_model
-from paddy.training.resume import run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -124,7 +125,7 @@ def test_a_changed_setting_never_resumes_a_stale_run(workspace, tmp_path):
     settings = {"train": params["train"], "model": params["models"]["resnet"]}
     changed = {"train": dict(params["train"], lr=0.02), "model": params["models"]["resnet"]}
     assert run_key(settings) != run_key(changed) and run_key(settings) == run_key(json.loads(json.dumps(settings)))
-    from paddy.training.resume import run_dir
+    from paddy.training.checkpoints import run_dir
 
     old = run_dir(tmp_path, settings)
     (old / "v0.pt").write_bytes(b"a checkpoint of the old settings")
@@ -142,8 +143,16 @@ def test_out_of_memory_halves_the_micro_batch_and_goes_on(workspace, monkeypatch
     import paddy.training.step
 
     def run(name, micro):
-        return train_model("resnet", params, workspace / "prepared", workspace / "split.csv", workspace / name,
-                           (micro, 32), CPU, "fp32")  # fmt: skip
+        return train_model(
+            parse_settings(params),
+            "resnet",
+            workspace / "prepared",
+            workspace / "split.csv",
+            workspace / name,
+            (micro, 32),
+            CPU,
+            "fp32",
+        )
 
     expected = run("oom_reference", 4)
     real = paddy.training.step.target_loss

@@ -13,6 +13,7 @@ from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
 from paddy.kaggle import api as kaggle_api
 from paddy.kaggle import ledger, submit
+from paddy.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "paddy-disease-classification"
@@ -90,7 +91,7 @@ def args(**kw):
 
 def run(client=None, status=None, **kw):
     md5 = submit.file_md5("submission.csv")
-    return submit.run(args(**kw), client=client, exp_json=exp_json(md5), status=status or {}, sleep=lambda s: None)
+    return submit.submit(args(**kw), client=client, exp_json=exp_json(md5), status=status or {}, sleep=lambda s: None)
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,7 @@ def test_the_always_changed_fingerprint_counts_only_when_the_source_changed(repo
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["data"]["source"] = str(repo / "data/raw")  # the user's own folder
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    Path("data/source.json").write_text(json.dumps(fingerprint(params["data"])))
+    Path("data/source.json").write_text(json.dumps(fingerprint(parse_settings(params).data)))
     assert submit.dvc_status() == {}
     with open("data/raw/train.csv", "a") as f:
         f.write("4.jpg,blast\n")  # edited after the last download
@@ -186,7 +187,7 @@ def test_submission_is_recorded_and_scored(repo, capsys):
 
 def test_unknown_experiment_is_named_by_revision(repo):
     client = FakeKaggle()
-    submit.run(args(wait=0), client=client, exp_json=[], status={}, sleep=lambda s: None)
+    submit.submit(args(wait=0), client=client, exp_json=[], status={}, sleep=lambda s: None)
     assert "[abc1234+workspace p:" in client.sent[0][1]
 
 

@@ -1,11 +1,15 @@
-"""Atomic writes: a file is either the old one or the complete new one, never half-written."""
+"""Files: atomic writes (a file is either the old one or the complete new one, never half-written), the cache
+folder outside the repository, and the `dvc` command."""
 
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from paddy.errors import PaddyError
 
 
 @contextmanager
@@ -47,3 +51,28 @@ def replace_dir(src, dest):
         os.replace(dest, old)
     os.replace(src, dest)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def cache_dir(*parts):
+    """The cache folder (or `parts` below it): $PADDY_CACHE, else $XDG_CACHE_HOME/paddy, else ~/.cache/paddy. Item
+    arrays, the model checks' passes, the Kaggle zip and the GPU locks live there, outside the repository."""
+    if os.environ.get("PADDY_CACHE"):
+        root = Path(os.environ["PADDY_CACHE"]).expanduser()
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddy"
+    return root.joinpath(*parts)
+
+
+def run_dvc(*args):
+    """`dvc ARGS` in the current folder; its standard output, or a PaddyError when dvc is missing or fails."""
+    cmd = ["dvc", *args]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise PaddyError("`dvc` is not on PATH: install the project (`pip install -e .`) and retry.") from None
+    if out.returncode != 0:
+        raise PaddyError(
+            f"`{' '.join(cmd)}` failed: {out.stderr.strip()[:400]}. Run paddy from the repository root (a git repo "
+            "with at least one commit and `dvc init` done)."
+        )
+    return out.stdout

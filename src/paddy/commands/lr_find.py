@@ -7,59 +7,61 @@ lr_find/<model>.json (the suggestions); nothing of the pipeline's outputs change
 
 from pathlib import Path
 
-import pandas as pd
-
-from paddy.data.loaders import ItemDataset, create_loader, open_items, resolve_workers
-from paddy.data.prepare import read_index, read_targets
-from paddy.data.split import read_splits
 from paddy.errors import PaddyError
-from paddy.files import write_csv, write_json
-from paddy.memory.profile import profile_from_params, require_fit, resolve_batches
-from paddy.settings.parse import as_hw, check_params, load_params, override
-from paddy.training import lr_find
-from paddy.training.augment import model_augment
-from paddy.training.folds import target_table
-from paddy.training.gpus import claim_device
-from paddy.training.models import check_archs, create_model
-from paddy.training.precision import resolve_precision
+
+HELP = "fastai's learning-rate finder on a model's real training step, with suggestions"
+
+
+def arguments(parser):
+    parser.add_argument("model", help="a key of `models` in params.yaml")
+    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting for this run only, as `dvc exp run -S` does (repeatable)")  # fmt: skip
+    parser.add_argument("--start-lr", type=float, default=1e-7)
+    parser.add_argument("--end-lr", type=float, default=10.0)
+    parser.add_argument("--num-it", type=int, default=100, help="optimizer steps of the sweep (fastai: 100)")
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--split", type=Path, default=Path("data/split.csv"))
+    parser.add_argument("--out", type=Path, default=Path("lr_find"))
 
 
 def run(args):
-    params = override(load_params(), args.overrides)
-    check_params(params)
-    check_archs(params)
-    if args.model not in params["models"]:
-        raise PaddyError(f"params.yaml has no `models.{args.model}`; models: {', '.join(params['models'])}.")
+    import pandas as pd
+
+    from paddy.data.prepare import read_targets
+    from paddy.files import write_csv, write_json
+    from paddy.memory.profile import profile_settings, require_fit, resolve_batches
+    from paddy.settings import load_settings
+    from paddy.training import lr_find
+    from paddy.training.gpus import claim_device
+    from paddy.training.model_data import create_model_data
+    from paddy.training.models import check_archs
+    from paddy.training.precision import resolve_precision
+
+    settings = load_settings(overrides=args.overrides)
+    check_archs(settings.models)
+    model_cfg, train = settings.model(args.model), settings.train
     for path in (args.prepared / "index.csv", args.split):
         if not path.exists():
             raise PaddyError(f"{path} does not exist: run `dvc repro split` first (lr-find uses the prepared data).")
-    cfg, train = params["models"][args.model], params["train"]
     device = claim_device()
-    precision = resolve_precision(train["precision"], device)
+    precision = resolve_precision(train.precision, device)
     vocab = read_targets(args.prepared)
     batches = Path("data/profile") / f"{args.model}.batches.json"
-    micro = cfg["micro_batch"]
+    micro = model_cfg.micro_batch
     if micro == "auto" and batches.exists():
-        micro = resolve_batches(args.model, params, batches, device, vocab)[0]
+        micro = resolve_batches(settings, args.model, batches, device, vocab)[0]
     elif micro == "auto":  # no profile yet: make one now
-        profile = profile_from_params(args.model, params, vocab, device)
+        profile = profile_settings(settings, args.model, vocab, device)
         require_fit(profile, ["micro_batch"])
         micro = profile["micro_batch"]
-    index, (table, splits) = read_index(args.prepared), read_splits(args.split)
-    names = cfg["targets"]
-    targets = target_table(table, index, names, vocab)
-    rows = (table[splits[0]].to_numpy() == 0).nonzero()[0]  # the first split's training rows
-    workers = resolve_workers(train["workers"], device)
-    paths = [f"images/train/{i}" for i in table.image_id]
-    items = open_items(args.prepared, index, paths, as_hw(cfg["item_size"]), cfg["item_method"], workers)
-    loader = create_loader(ItemDataset(items, rows, targets[rows]), train["effective_batch"], device, shuffle=True,
-                           drop_last=train["drop_last"], workers=workers, seed=params["seed"])  # fmt: skip
-    model = create_model(cfg["arch"], sum(len(vocab[n]) for n in names), cfg["pretrained"], cfg["head"]).to(device)
-    augment = model_augment(cfg, train["aug"])
-    frozen = train["frozen_epochs"] > 0
-    print(f"lr-find {args.model}: {args.num_it} steps of {train['effective_batch']} ({micro} per micro-batch), "
+    data = create_model_data(model_cfg, train.aug, train.workers, args.prepared, args.split, device)
+    rows = data.rows(data.splits[0])[0]  # the first split's training rows
+    loader = data.loader(rows, train.effective_batch, shuffle=True, drop_last=train.drop_last, seed=settings.seed)
+    model = data.create_model()
+    frozen = train.frozen_epochs > 0
+    print(f"lr-find {args.model}: {args.num_it} steps of {train.effective_batch} ({micro} per micro-batch), "
           f"{device.type}, {precision}{', body frozen' if frozen else ''}")  # fmt: skip
-    lrs, losses = lr_find.sweep(model, loader, augment, micro, precision, train, frozen, params["seed"],
+    lrs, losses = lr_find.sweep(model, loader, data.augment, micro, precision, train, frozen, settings.seed,
                                 args.start_lr, args.end_lr, args.num_it)  # fmt: skip
     found = lr_find.suggestions(lrs, losses, args.num_it)
     out = args.out / args.model
@@ -70,5 +72,5 @@ def run(args):
         print(f"  {name:<8} {lr:.2e}")
     if not found:
         print("  no suggestion: the sweep stopped too early (the loss diverged at once); lower --start-lr")
-    print(f"wrote {out}.csv, .json and .png (train.lr is {train['lr']})")
+    print(f"wrote {out}.csv, .json and .png (train.lr is {train.lr})")
     return 0

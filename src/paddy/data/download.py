@@ -1,5 +1,6 @@
 """Where the competition comes from (`data.source`): generated, downloaded from Kaggle, or a folder/.zip on disk."""
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,14 +24,15 @@ def fetch_competition(data, raw_dir, truth_path):
     """
     raw_dir, truth_path = Path(raw_dir), Path(truth_path)
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    source = str(data["source"])
+    source = str(data.source)
     if source == "synthetic":
-        _build_dir(raw_dir, lambda tmp: make_competition(tmp, truth_path, **data["synthetic"]))
+        synthetic = dataclasses.asdict(data.synthetic)
+        _build_dir(raw_dir, lambda tmp: make_competition(tmp, truth_path, **synthetic))
         return check_layout(raw_dir)
     if source == "kaggle":
         from paddy.kaggle.api import download_competition
 
-        tables = download_competition(data["competition"], raw_dir)  # checks the layout itself
+        tables = download_competition(data.competition, raw_dir)  # checks the layout itself
     else:
         path = source_path(source)
         if path.is_dir():
@@ -46,7 +48,7 @@ def check_source(data):
     """What download would refuse in `data.source`, found before DVC runs download (the check stage), cheaply: a
     folder's CSVs and folders, a zip's listing and CSVs (entries that would land outside it included), not every
     image. Kaggle's zip is checked when downloaded (before it replaces data/raw); a generated one needs no check."""
-    source = str(data["source"])
+    source = str(data.source)
     if source in ("synthetic", "kaggle"):
         return
     path = source_path(source)

@@ -6,6 +6,7 @@ on that file, so it reruns when the fingerprint changes, and only then. File siz
 contents, keep that fast even for the 14,000 files of the real competition.
 """
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -29,14 +30,14 @@ def source_path(source):
 
 
 def fingerprint(data, cache_dir=None):
-    """A JSON-able dict that changes whenever the competition `data` (params.yaml's `data`) would lay out changes."""
-    source = str(data["source"])
+    """A JSON-able dict that changes whenever the competition `data` (DataSettings) would lay out changes."""
+    source = str(data.source)
     if source == "synthetic":
-        return {"source": source, "synthetic": dict(data["synthetic"])}
+        return {"source": source, "synthetic": dataclasses.asdict(data.synthetic)}
     if source == "kaggle":
         # The record written when the cached zip was verified: no need to hash a gigabyte on every repro.
-        record = kaggle_cache.read_record(kaggle_cache.zip_path(data["competition"], cache_dir))
-        return {"source": source, "competition": data["competition"], "zip_sha256": record and record["sha256"]}
+        record = kaggle_cache.read_record(kaggle_cache.zip_path(data.competition, cache_dir))
+        return {"source": source, "competition": data.competition, "zip_sha256": record and record["sha256"]}
     path = source_path(source)
     if path.is_file():
         stat = path.stat()

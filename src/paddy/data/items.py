@@ -20,17 +20,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from paddy.errors import PaddyError
-from paddy.files import atomic_path
+from paddy.files import atomic_path, cache_dir
 
-ITEM_METHODS = ("squish", "crop", "pad")
 VERSION = 1  # bump when resize_item changes: old arrays then stop matching
-
-
-def cache_dir():
-    """$PADDY_CACHE, else $XDG_CACHE_HOME/paddy, else ~/.cache/paddy (beside the Kaggle zip and the GPU locks)."""
-    if os.environ.get("PADDY_CACHE"):
-        return Path(os.environ["PADDY_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddy"
 
 
 def resize_item(img, size, method):

@@ -1,17 +1,12 @@
 """Loaders of uint8 items: whole batches read from the item array, shuffled by a permutation that depends only on
 (seed, epoch), so a run can restart at any step of any epoch and see the same batches."""
 
-import os
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from paddy.data.items import load_items
-
-
-def usable_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+from paddy.settings.preflight import usable_cores
 
 
 def resolve_workers(workers, device, processes=1):

@@ -9,8 +9,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from paddy.console import progress
-from paddy.data.competition import TEST_DIR, TRAIN_DIR, check_layout
 from paddy.data import competition
+from paddy.data.competition import TEST_DIR, TRAIN_DIR, check_layout
+from paddy.errors import PaddyError
 from paddy.files import atomic_path, write_csv, write_json
 
 INDEX = "index.csv"
@@ -109,8 +110,15 @@ def read_labels(prepared_dir):
 
 
 def read_targets(prepared_dir):
-    """{target: its classes in output order}: label (the disease) and, where train.csv has it, variety."""
-    return json.loads((Path(prepared_dir) / TARGETS).read_text())
+    """{target: its classes in output order}: label (the disease) and, where train.csv has it, variety. The head's
+    size is the sum over a model's targets."""
+    path = Path(prepared_dir) / TARGETS
+    if not path.exists():
+        raise PaddyError(f"{path} does not exist: run `dvc repro prepare` first (it writes the target classes).")
+    vocab = json.loads(path.read_text())
+    if not isinstance(vocab, dict) or not vocab.get("label"):
+        raise PaddyError(f"{path} must map each target to its classes, label first; rerun `dvc repro -f prepare`.")
+    return vocab
 
 
 def read_index(prepared_dir):

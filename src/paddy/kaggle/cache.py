@@ -10,16 +10,16 @@ import json
 import os
 from pathlib import Path
 
-from paddy.files import write_json
+from paddy.files import cache_dir, write_json
 
 ENV = "PADDY_KAGGLE_CACHE"
 
 
 def default_dir():
-    """$PADDY_KAGGLE_CACHE, else $XDG_CACHE_HOME/paddy/kaggle, else ~/.cache/paddy/kaggle."""
+    """$PADDY_KAGGLE_CACHE, else the cache folder's kaggle/ (paddy.files.cache_dir: ~/.cache/paddy/kaggle)."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddy" / "kaggle"
+    return cache_dir("kaggle")
 
 
 def zip_path(slug, cache_dir=None):

@@ -9,14 +9,13 @@ the md5 of their submission.csv (exact), else by experiment name. Ledger rows wh
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from paddy.errors import PaddyError
-from paddy.files import write_csv, write_text
+from paddy.files import run_dvc, write_csv, write_text
 from paddy.kaggle.ledger import read_ledger
 
 SUBMISSION = "submission.csv"
@@ -28,20 +27,12 @@ METRICS = ("oof_acc.*", "oof_loss.ensemble", "test_acc.*", "train_time_s.*")
 
 def exp_show(all_commits=False):
     """The parsed output of `dvc exp show --json` run in the current folder."""
-    cmd = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    args = ["exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    out = run_dvc(*args)
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise PaddyError("`dvc` is not on PATH: install the project (`pip install -e .`) and retry.") from None
-    if out.returncode != 0:
-        raise PaddyError(
-            f"`{' '.join(cmd)}` failed: {out.stderr.strip()[:400]}. Run paddy from the repository root (a git repo "
-            "with at least one commit and `dvc init` done)."
-        )
-    try:
-        return json.loads(out.stdout or "[]")
+        return json.loads(out or "[]")
     except ValueError:
-        raise PaddyError(f"`{' '.join(cmd)}` printed something that is not JSON; is dvc 3.x installed?") from None
+        raise PaddyError(f"`dvc {' '.join(args)}` printed something that is not JSON; is dvc 3.x installed?") from None
 
 
 def flatten(obj, prefix=""):
@@ -222,7 +213,8 @@ def to_text(df):
     return "\n".join(lines)
 
 
-def run(args, exp_json=None):
+def report(args, exp_json=None):
+    """`paddy compare`: print the experiments table (and write it as CSV or markdown where asked)."""
     if exp_json is None:
         exp_json = exp_show(all_commits=args.all_commits)
     ledger = read_ledger(args.ledger)

@@ -118,7 +118,8 @@ def describe(df):
     return df[cols].to_string(index=False, na_rep="-")
 
 
-def run(args, client=None):
+def report(args, client=None):
+    """`paddy scores`: refresh the pending scores (Kaggle) and print the ledger."""
     df = read_ledger(args.ledger)
     if df.empty:
         print(f"{args.ledger}: no submissions yet; `paddy submit -m MESSAGE` sends one.")

@@ -28,10 +28,11 @@ import yaml
 from paddy.data.competition import SAMPLE_CSV, SLUG, TEST_IDS, read_sample_submission, read_train_csv
 from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
+from paddy.files import run_dvc
 from paddy.kaggle import api as kaggle_api
 from paddy.kaggle import compare, ledger
 from paddy.predict.submission import validate_submission
-from paddy.settings.parse import load_params
+from paddy.settings import load_settings, parse_settings, read_params
 
 
 def file_md5(path):
@@ -63,27 +64,22 @@ def dvc_status(params_path="params.yaml", source_json="data/source.json"):
     after it and writes nothing they read but a constant; the fingerprint counts only when the source's fingerprint
     now differs from the one download last saw.
     """
+    out = run_dvc("status", "--json")
     try:
-        out = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise PaddyError("`dvc` is not on PATH: install the project (`pip install -e .`) and retry.") from None
-    if out.returncode != 0:
-        raise PaddyError(f"`dvc status` failed: {out.stderr.strip()[:400]}. Run paddy from the repository root.")
-    try:
-        status = json.loads(out.stdout or "{}")
+        status = json.loads(out or "{}")
     except ValueError:
         raise PaddyError("`dvc status --json` printed something that is not JSON; is dvc 3.x installed?") from None
     if status.get("check") == ["always changed"]:
         del status["check"]
     if status.get("fingerprint") == ["always changed"]:
         del status["fingerprint"]
-        data = load_params(params_path)["data"]
+        data = load_settings(params_path).data
         try:
             seen = json.loads(Path(source_json).read_text())
         except (OSError, ValueError):
             seen = None
         if seen != fingerprint(data):
-            status["fingerprint"] = [f"data.source {data['source']!r} changed since the last download"]
+            status["fingerprint"] = [f"data.source {data.source!r} changed since the last download"]
     return status
 
 
@@ -156,7 +152,7 @@ def cv_figures(path="metrics/ensemble.json"):
 def check_competition(data, data_dir):
     """Refuse predictions for anything but the competition Kaggle scores: the generated one (`data.source:
     synthetic`), or a source whose sample_submission.csv lists other test images than the competition's."""
-    source = data["source"]
+    source = data.source
     if source == "synthetic":
         raise PaddyError(
             "submission.csv predicts the generated competition (`data.source: synthetic` in params.yaml), not "
@@ -164,7 +160,7 @@ def check_competition(data, data_dir):
             "meaningless score. Set data.source to kaggle (or a copy of the real competition), `dvc repro`, then "
             "submit."
         )
-    if data["competition"] != SLUG:
+    if data.competition != SLUG:
         return  # a competition whose test images paddy does not know: the file is checked against its sample alone
     ids = tuple(read_sample_submission(data_dir)["image_id"].astype(str))
     if ids != TEST_IDS:
@@ -191,14 +187,15 @@ def load_submission(path, data_dir):
     return sub
 
 
-def run(args, client=None, exp_json=None, status=None, sleep=time.sleep):
+def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
     """`client`, `exp_json` and `status` replace the Kaggle API, `dvc exp show` and `dvc status` in tests."""
     message = args.message.strip()
     if not message:
         raise PaddyError("The message (-m) is empty: say what this submission is, e.g. -m 'vit x2, 12 epochs'.")
-    params = load_params(args.params)
-    slug = params["data"]["competition"]
-    check_competition(params["data"], args.data)
+    params = read_params(args.params)  # the file's own mapping: what dvc's experiments and the digest compare
+    data = parse_settings(params, args.params).data
+    slug = data.competition
+    check_competition(data, args.data)
     load_submission(args.file, args.data)
     print(f"{args.file}: valid against {Path(args.data) / 'sample_submission.csv'}")
 

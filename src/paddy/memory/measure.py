@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from paddy.training.augment import AugmentSettings, create_augment
+from paddy.settings import AugmentSettings
+from paddy.training.augment import create_augment
 from paddy.training.models import create_model, input_normalization, to_fake
+from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.step import create_optimizer, predict_step, train_step
+from paddy.training.step import predict_step, train_step
 
 GiB = 2**30
 

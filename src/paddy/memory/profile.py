@@ -2,8 +2,8 @@
 
 Candidates: train.effective_batch / 1, / 2, / 4, ... down to profile.min_micro_batch for training; 4x and 2x the
 effective batch, then the same halvings, for the prediction step (validation and TTA need no gradients, so far
-larger batches fit). Each candidate runs the real steps (paddy.memory.measure: measured on CUDA, estimated without); the
-choice is the largest whose process total fits budget_gb less the headroom.
+larger batches fit). Each candidate runs the real steps (paddy.memory.measure: measured on CUDA, estimated without);
+the choice is the largest whose process total fits budget_gb less the headroom.
 """
 
 import json
@@ -15,8 +15,6 @@ import torch
 from paddy.errors import PaddyError
 from paddy.files import write_json
 from paddy.memory.measure import GiB, Spec, estimate, measure, oom_row
-from paddy.settings.parse import as_hw
-from paddy.training.augment import AugmentSettings
 from paddy.training.precision import device_name, resolve_precision
 from paddy.training.step import free_cuda_cache
 
@@ -133,29 +131,26 @@ def require_fit(profile, what=("micro_batch", "eval_batch")):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# From params.yaml
+# From the settings
 
 
-def model_spec(name, params, vocab, device):
-    """The Spec of `models.<name>`: its outputs are one per class of each of its targets (vocab: {target: classes});
-    precision resolved for `device`, or for a CUDA card when estimating on a CPU."""
-    models = params.get("models") or {}
-    if name not in models:
-        raise PaddyError(f"params.yaml has no `models.{name}`. Models defined: {', '.join(models) or 'none'}.")
-    cfg, train = models[name], params["train"]
+def model_spec(model, train, vocab, device):
+    """The Spec of one model (ModelSettings) trained with `train` (TrainSettings): its outputs are one per class of
+    each of its targets (vocab: {target: classes}); precision resolved for `device`, or for a CUDA card when
+    estimating on a CPU."""
     return Spec(
-        arch=cfg["arch"],
-        size=as_hw(cfg["size"]),
-        item_size=as_hw(cfg["item_size"]),
-        num_classes=sum(len(vocab[t]) for t in cfg["targets"]),
-        precision=planned_precision(train["precision"], device),
-        effective_batch=train["effective_batch"],
-        head=cfg["head"],
-        weight_decay=train["weight_decay"],
-        lr_mult=train["lr_mult"],
-        lr_groups=train["lr_groups"],
-        aug=AugmentSettings(**train["aug"]),
-        pretrained=cfg["pretrained"],
+        arch=model.arch,
+        size=model.size,
+        item_size=model.item_size,
+        num_classes=sum(len(vocab[t]) for t in model.targets),
+        precision=planned_precision(train.precision, device),
+        effective_batch=train.effective_batch,
+        head=model.head,
+        weight_decay=train.weight_decay,
+        lr_mult=train.lr_mult,
+        lr_groups=train.lr_groups,
+        aug=train.aug,
+        pretrained=model.pretrained,
     )
 
 
@@ -167,32 +162,31 @@ def planned_precision(precision, device):
     return "fp32" if precision == "fp32" else ("bf16" if precision == "auto" else precision)
 
 
-def profile_from_params(name, params, vocab, device, run=None):
-    p, train = params["profile"], params["train"]
-    effective, floor = train["effective_batch"], p["min_micro_batch"]
-    micro = params["models"][name]["micro_batch"]
-    evals = [train["eval_batch"]] if train["eval_batch"] != "auto" else eval_candidates(effective, floor)
-    spec = model_spec(name, params, vocab, device)
+def profile_settings(settings, name, vocab, device, run=None):
+    """The profile of settings.models[name] over the candidates its settings allow (paddy.memory.profile_model)."""
+    model, train, p = settings.model(name), settings.train, settings.profile
+    effective, floor = train.effective_batch, p.min_micro_batch
+    evals = [train.eval_batch] if train.eval_batch != "auto" else eval_candidates(effective, floor)
+    spec = model_spec(model, train, vocab, device)
     return profile_model(
         name,
         spec,
         candidates(effective, floor),
         evals,
-        p["budget_gb"],
-        p["headroom"],
+        p.budget_gb,
+        p.headroom,
         device,
-        micro_batch=None if micro == "auto" else micro,
+        micro_batch=None if model.micro_batch == "auto" else model.micro_batch,
         run=run,
     )
 
 
-def batches_of(profile, params):
+def batches_of(profile, settings):
     """What train takes from the profile, and nothing else, so that train reruns only when that changes: the
     micro-batch and eval batch where params.yaml says auto (with the device they were planned on), else nothing."""
-    name = profile["model"]
     auto = {
-        "micro_batch": params["models"][name]["micro_batch"] == "auto",
-        "eval_batch": params["train"]["eval_batch"] == "auto",
+        "micro_batch": settings.model(profile["model"]).micro_batch == "auto",
+        "eval_batch": settings.train.eval_batch == "auto",
     }
     out = {key: profile[key] for key, is_auto in auto.items() if is_auto}
     if out:
@@ -200,12 +194,12 @@ def batches_of(profile, params):
     return out
 
 
-def resolve_batches(name, params, batches_path, device, vocab):
+def resolve_batches(settings, name, batches_path, device, vocab):
     """(micro_batch, eval_batch) for training: the explicit values of params.yaml, and for `auto` the profile's.
 
     A profile estimated, or measured on another GPU, is not trusted on this CUDA device: it is measured again here.
     """
-    micro, evals = params["models"][name]["micro_batch"], params["train"]["eval_batch"]
+    micro, evals = settings.model(name).micro_batch, settings.train.eval_batch
     if "auto" not in (micro, evals):
         return micro, evals
     path = Path(batches_path)
@@ -215,108 +209,16 @@ def resolve_batches(name, params, batches_path, device, vocab):
     here = device_name(device) if device.type == "cuda" else None
     if here is not None and chosen.get("device") != here:
         print(f"{path}: planned on {chosen.get('device')}, not {here}; profiling {name} again here")
-        profile = profile_from_params(name, params, vocab, device)
+        profile = profile_settings(settings, name, vocab, device)
         require_fit(profile)
-        chosen = batches_of(profile, params)
+        chosen = batches_of(profile, settings)
     return chosen.get("micro_batch", micro), chosen.get("eval_batch", evals)
-
-
-def read_vocab(targets_path):
-    """{target: classes} from prepare's targets.json: the head's size is the sum over a model's targets."""
-    path = Path(targets_path)
-    if not path.exists():
-        raise PaddyError(f"{path} does not exist: run `dvc repro prepare` first (it writes the target classes).")
-    vocab = json.loads(path.read_text())
-    if not isinstance(vocab, dict) or not vocab.get("label"):
-        raise PaddyError(f"{path} must map each target to its classes, label first; rerun `dvc repro -f prepare`.")
-    return vocab
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Outputs
 
 
-def write_profile(profile, params, profile_json, batches_json):
+def write_profile(profile, settings, profile_json, batches_json):
     write_json(profile_json, profile)
-    write_json(batches_json, batches_of(profile, params))
-
-
-def summary_of(profile):
-    """The profile in short (metrics/profile/<model>.json, a plain file: not a metric of the experiment): the
-    choices, and the peak (process total, GB) at each candidate."""
-    chosen = next((r for r in profile["table"] if r["micro_batch"] == profile["micro_batch"]), None)
-    return {
-        "measured": profile["device"] != ESTIMATE,
-        "micro_batch": profile["micro_batch"],
-        "accumulation": profile["accumulation"],
-        "eval_batch": profile["eval_batch"],
-        "peak_gb": chosen["total_gb"] if chosen else None,
-        "limit_gb": profile["limit_gb"],
-        "peak_gb_at": {str(r["micro_batch"]): (None if r.get("oom") else r["total_gb"]) for r in profile["table"]},
-    }
-
-
-def plot_rows(profile):
-    """Rows for the memory chart: one bar per micro-batch and eval batch, and one for the limit they face."""
-    rows = []
-    for key, table in (("micro_batch", profile["table"]), ("eval_batch", profile["eval_table"])):
-        label = "x" if key == "micro_batch" else "eval x"
-        for r in table:
-            chosen = " (chosen)" if r[key] == profile[key] else ""
-            fits = not r.get("oom") and r["total_gb"] <= profile["limit_gb"]
-            # An out-of-memory candidate has no peak: draw it past the limit so the chart still shows it does not fit.
-            peak = profile["limit_gb"] * 1.5 if r.get("oom") else r["total_gb"]
-            rows.append({"bar": f"{profile['model']} {label}{r[key]}{chosen}", "peak_gb": peak, "fits": fits})
-    rows.append({"bar": f"{profile['model']} limit", "peak_gb": profile["limit_gb"], "fits": True})
-    return rows
-
-
-def format_table(profiles):
-    """The profiles as a text table: training rows (micro-batch x accumulation) then prediction rows."""
-    show_model = any(p["model"] != p["arch"] for p in profiles)
-    name_w = max([5] + [len(p["model"]) for p in profiles]) if show_model else -1
-    arch_w = max([4] + [len(p["arch"]) for p in profiles])
-    prec_w = max([4] + [len(precision_label(p)) for p in profiles])
-    head = (
-        (f"{'model':<{name_w}} " if show_model else "")
-        + f"{'arch':<{arch_w}} {'size':>7} {'prec':>{prec_w}} {'step':>5} {'batch':>9} {'alloc GB':>8} "
-        f"{'reserved':>8} {'total GB':>8}  fits  source"
-    )
-    lines = [head, "-" * len(head)]
-    for p in profiles:
-        for key, table in (("micro_batch", p["table"]), ("eval_batch", p["eval_table"])):
-            for r in table:
-                size = f"{p['size'][0]}x{p['size'][1]}"
-                if key == "micro_batch":
-                    step, batch = "train", f"{r['micro_batch']}x{r['accumulation']}"
-                else:
-                    step, batch = "eval", str(r["eval_batch"])
-                if r.get("oom"):
-                    nums = f"{'OOM':>8} {'':>8} {'':>8}  no  "
-                else:
-                    fits = "yes" if r["total_gb"] <= p["limit_gb"] else "no"
-                    nums = f"{r['allocated_gb']:>8.2f} {r['reserved_gb']:>8.2f} {r['total_gb']:>8.2f}  {fits:<4}"
-                mark = "*" if r[key] == p[key] else " "
-                model = f"{p['model']:<{name_w}} " if show_model else ""
-                lines.append(
-                    f"{model}{p['arch']:<{arch_w}} {size:>7} {precision_label(p):>{prec_w}} {step:>5} {batch:>8}{mark} "
-                    f"{nums}  {p['device']}"
-                )
-    if profiles:
-        p = profiles[0]
-        lines.append(
-            f"* chosen: the largest batch whose total (reserved + CUDA context) is within {p['limit_gb']:.1f} GB "
-            f"(budget {p['budget_gb']} GB less {p['headroom']:.0%} headroom); train batch = micro-batch x "
-            f"accumulation = {p['effective_batch']} samples per optimizer step"
-        )
-    if any(p["device"] == ESTIMATE for p in profiles):
-        lines.append(
-            "estimate: an estimate for a CUDA card, in the precision it would train in there (CUDA plan), not a "
-            "measurement of this machine, whose own run may train in another precision (fp32 on the CPU by default)"
-        )
-    return "\n".join(lines)
-
-
-def precision_label(profile):
-    """The table's precision: an estimate is a plan for a CUDA card, whatever this machine trains in."""
-    return profile["precision"] + (" (CUDA plan)" if profile["device"] == ESTIMATE else "")
+    write_json(batches_json, batches_of(profile, settings))

@@ -139,19 +139,21 @@ def cross_validate_fit(probs, y, folds):
 
 
 def build_ensemble(
-    models, labels, sample, preds_dir, train_truth, test_truth, fallback_label, ensemble, split_table=None, seed=0
+    weights, labels, sample, preds_dir, train_truth, test_truth, fallback_label, ensemble, split_table=None, seed=0
 ):
-    """Returns (submission DataFrame, metrics dict, out-of-fold confusion rows). ensemble: params.yaml's
-    `ensemble` section; split_table: data/split.csv, whose folds cross-validate the fit under kfold."""
-    names = list(models)
+    """Returns (submission DataFrame, metrics dict, out-of-fold confusion rows). weights: each model's name -> its
+    models.<name>.weight, in params.yaml's order; ensemble: the EnsembleSettings; split_table: data/split.csv, whose
+    folds cross-validate the fit
+    under kfold."""
+    names = list(weights)
     test = {n: read_predictions(preds_dir, n, "test") for n in names}
     oof = {n: read_predictions(preds_dir, n, "oof") for n in names}
     ids, probs, y = aligned(oof, train_truth, labels)
-    raw = np.array([float(models[n]["weight"]) for n in names])
+    raw = np.array([float(weights[n]) for n in names])
     candidates = {"fit": fit_weights(probs, y)}
     if raw.sum() > 0:
         candidates["params"] = raw / raw.sum()
-    if ensemble["weights"] not in candidates:
+    if ensemble.weights not in candidates:
         raise PaddyError("Every `models.<name>.weight` in params.yaml is 0: give at least one model a weight > 0.")
     metrics = {"oof_acc": {}, "oof_loss": {}}
     for i, name in enumerate(names):
@@ -159,12 +161,12 @@ def build_ensemble(
     for kind, w in candidates.items():
         acc, loss = scores(probs, y, w)
         metrics[kind] = {"weights": dict(zip(names, w.tolist())), "oof_acc": acc, "oof_loss": loss}
-    fit_cv = cross_validate_fit(probs, y, cv_folds(ids, y, split_table, ensemble["cv_folds"], seed))
+    fit_cv = cross_validate_fit(probs, y, cv_folds(ids, y, split_table, ensemble.cv_folds, seed))
     metrics["fit"]["cv_acc"], metrics["fit"]["cv_loss"] = fit_cv
-    chosen = metrics[ensemble["weights"]]
+    chosen = metrics[ensemble.weights]
     metrics["oof_acc"]["ensemble"], metrics["oof_loss"]["ensemble"] = chosen["oof_acc"], chosen["oof_loss"]
     metrics["weights"] = chosen["weights"]
-    if ensemble["weights"] == "fit" and len(names) == 1:
+    if ensemble.weights == "fit" and len(names) == 1:
         metrics["note"] = f"ensemble.weights is fit, but there is one model ({names[0]}): nothing to fit, weight 1"
         print(f"note: {metrics['note']}")
     ens_oof = weighted_mean(oof, chosen["weights"], labels)

@@ -3,11 +3,8 @@
 import pandas as pd
 import torch
 
-from paddy.data.loaders import ItemDataset, create_loader, open_items, resolve_workers
-from paddy.data.split import read_splits
-from paddy.settings.parse import as_hw
-from paddy.training.augment import create_augment
-from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, read_meta
+from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
+from paddy.training.model_data import create_model_data
 from paddy.training.step import predict_chunked, stream_seeds
 
 
@@ -43,38 +40,31 @@ def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None):
     return torch.cat(out).cpu()
 
 
-def predict_model(params, index, prepared_dir, split_csv, ckpt_dir, device, precision):
+def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision):
     """TTA probabilities of one model: the test set averaged over its folds/bags, and each split's validation rows.
-
     Returns (test, oof) DataFrames with image_id then one column per label. Out-of-fold rows that validate in
-    several bags (bagging) are averaged over them; rows that never validate are absent.
+    several bags (bagging) are averaged over them; rows that never validate are absent. The items, sizes and input
+    normalisation are the checkpoint's (what the model was trained on); the augmentation is settings.train.aug.
     """
     meta = read_meta(ckpt_dir)
-    labels, tta = meta["labels"], params["tta"]
-    sizes = tuple(len(classes) for classes in meta["targets"].values())
-    table, splits = read_splits(split_csv)
-    test = index[(index.split == "test") & index.ok]
-    workers = resolve_workers(params["train"]["workers"], device)
-    item_size = as_hw(meta["item_size"])
-
-    def loader(paths, rows=None):
-        items = open_items(prepared_dir, index, paths, item_size, meta["item_method"], workers)
-        rows = range(len(paths)) if rows is None else rows
-        return create_loader(ItemDataset(items, rows, [-1] * len(rows)), meta["eval_batch"], device, workers=workers)
-
-    test_loader = loader(test.path.tolist())
-    train_paths = [f"images/train/{i}" for i in table.image_id]  # the same item array training used
-    augment = create_augment(as_hw(meta["size"]), params["train"]["aug"], checkpoint_normalization(meta))
+    labels, tta = meta["labels"], settings.tta
+    data = create_model_data(
+        model_settings(meta), settings.train.aug, settings.train.workers, prepared_dir, split_csv, device,
+        normalization=checkpoint_normalization(meta),
+    )  # fmt: skip
+    sizes, table = tuple(len(classes) for classes in meta["targets"].values()), data.table
+    test, test_loader = data.test_loader(meta["eval_batch"])
     test_sum, oof_parts = None, []
-    for s, col in enumerate(splits):
+    for s, col in enumerate(data.splits):
         model, _ = load_checkpoint(ckpt_dir, col, device)
-        seed = params["seed"] + 1000 * s
-        p = tta_probs(model, test_loader, augment, tta["n"], tta["beta"], precision, seed, sizes)
+        seed = settings.seed + 1000 * s
+        p = tta_probs(model, test_loader, data.augment, tta.n, tta.beta, precision, seed, sizes)
         test_sum = p if test_sum is None else test_sum + p
-        valid = (table[col] == 1).to_numpy().nonzero()[0]
-        oof = tta_probs(model, loader(train_paths, valid), augment, tta["n"], tta["beta"], precision, seed + 1, sizes)
+        valid = data.rows(col)[1]
+        oof = tta_probs(model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision,
+                        seed + 1, sizes)  # fmt: skip
         oof_parts.append(pd.DataFrame(oof.numpy(), columns=labels).assign(image_id=table.image_id.to_numpy()[valid]))
-    test_probs = pd.DataFrame((test_sum / len(splits)).numpy(), columns=labels)
+    test_probs = pd.DataFrame((test_sum / len(data.splits)).numpy(), columns=labels)
     test_probs.insert(0, "image_id", test.image_id.to_numpy())
     oof = pd.concat(oof_parts).groupby("image_id", sort=False)[labels].mean().reset_index()
     return test_probs, oof

@@ -1,32 +1,33 @@
-"""Load params.yaml and check it once, so a bad setting fails before any data is touched or model trained."""
+"""params.yaml, read and checked once into the typed settings (paddy.settings.schema), so a bad setting fails
+before any data is touched or model trained, in one paragraph that names the key and params.yaml."""
 
 import difflib
-from pathlib import Path
-
-import yaml
 
 from paddy.errors import PaddyError
-
-MODEL_KEYS = ("arch", "pretrained", "head", "targets", "item_size", "item_method", "size", "micro_batch", "weight")
-ITEM_METHODS = ("squish", "crop", "pad")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-HEADS = ("fastai", "timm")
-LR_GROUPS = ("body_head", "layers")
-RECIPES = ("fastai",)
-ENSEMBLE_WEIGHTS = ("params", "fit")
-# fastai's aug_transforms arguments: (key, kind, low, high); kind "bool" or "number"
-AUG_KEYS = (
-    ("min_scale", "number", 0.05, 1.0),
-    ("do_flip", "bool", None, None),
-    ("flip_vert", "bool", None, None),
-    ("max_rotate", "number", 0.0, 180.0),
-    ("min_zoom", "number", 0.1, 1.0),
-    ("max_zoom", "number", 1.0, 4.0),
-    ("max_warp", "number", 0.0, 0.9),
-    ("max_lighting", "number", 0.0, 0.9),
-    ("p_affine", "number", 0.0, 1.0),
-    ("p_lighting", "number", 0.0, 1.0),
+from paddy.settings.schema import (
+    AUG_RANGES,
+    CV_SCHEMES,
+    ENSEMBLE_WEIGHTS,
+    HEADS,
+    ITEM_METHODS,
+    LR_GROUPS,
+    MODEL_KEYS,
+    PRECISIONS,
+    RECIPES,
+    TARGETS,
+    AugmentSettings,
+    CVSettings,
+    DataSettings,
+    EnsembleSettings,
+    ModelSettings,
+    PrepareSettings,
+    ProfileSettings,
+    Settings,
+    SyntheticSettings,
+    TrainSettings,
+    TTASettings,
 )
+
 # Every key params.yaml may hold: a section is a dict of its keys, a setting None. Nothing reads any other key, so a
 # typo (`train.epoch: 3` beside `epochs`) would be silently ignored: check_params refuses it. `models` holds
 # user-named models, each with exactly MODEL_KEYS.
@@ -43,24 +44,12 @@ KNOWN_KEYS = {
         "recipe epochs frozen_epochs lr lr_mult lr_groups weight_decay effective_batch eval_batch drop_last precision "
         "compile workers devices checkpoint_minutes".split()
     )
-    | {"aug": dict.fromkeys(key for key, *_ in AUG_KEYS)},
+    | {"aug": dict.fromkeys(key for key, *_ in AUG_RANGES)},
     "tta": dict.fromkeys(("n", "beta")),
     "ensemble": dict.fromkeys(("weights", "cv_folds")),
     "profile": dict.fromkeys(("budget_gb", "headroom", "min_micro_batch")),
     "models": None,  # {name: MODEL_KEYS}: checked model by model
 }
-
-
-def load_params(path="params.yaml"):
-    path = Path(path)
-    if not path.exists():
-        raise PaddyError(f"{path} does not exist: run from the repository root, where dvc.yaml and params.yaml live.")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise PaddyError(f"{path} is not valid YAML ({e}). Fix it, or restore it with `git checkout {path}`.") from e
-    check_params(params, path)
-    return params
 
 
 def _require(params, dotted, path):
@@ -106,7 +95,8 @@ def _choice(params, dotted, path, choices):
 
 
 def as_hw(value):
-    """A size given as 224 or [320, 224] (height, width) -> (height, width), or None if malformed."""
+    """A size given as 224 or [320, 224] (height, width) -> (height, width), or None if malformed: the one place
+    a size is read; everything past parse_settings takes the tuple."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return (value, value)
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
@@ -115,7 +105,8 @@ def as_hw(value):
 
 
 def check_params(params, path="params.yaml"):
-    """Every setting's presence, type and range (architectures are timm's to judge: paddy.training.models.check_archs)."""
+    """Every setting's presence, type and range (architectures are timm's to judge:
+    paddy.training.models.check_archs)."""
     if not isinstance(params, dict):
         raise PaddyError(f"{path} must hold a mapping of settings; restore it from git.")
     check_unknown_keys(params, path)
@@ -127,7 +118,7 @@ def check_params(params, path="params.yaml"):
         _number(params, f"data.synthetic.{key}", path, lo=1, integer=True)
     _number(params, "prepare.max_size", path, lo=8, integer=True)
     _number(params, "prepare.workers", path, lo=1, integer=True)
-    scheme = _choice(params, "cv.scheme", path, ("kfold", "bag"))
+    scheme = _choice(params, "cv.scheme", path, CV_SCHEMES)
     _number(params, "cv.n_splits", path, lo=2 if scheme == "kfold" else 1, integer=True)
     _number(params, "cv.valid_pct", path, lo=0.01, hi=0.99)
     _number(params, "cv.seed", path, lo=0, integer=True)
@@ -142,7 +133,7 @@ def check_params(params, path="params.yaml"):
     effective_batch = _number(params, "train.effective_batch", path, lo=1, integer=True)
     _number(params, "train.eval_batch", path, lo=1, integer=True, auto=True)
     _bool(params, "train.drop_last", path)
-    for key, kind, lo, hi in AUG_KEYS:
+    for key, kind, lo, hi in AUG_RANGES:
         if kind == "bool":
             _bool(params, f"train.aug.{key}", path)
         else:
@@ -262,7 +253,7 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml"):
         )
     targets = cfg["targets"]
     if not (isinstance(targets, list) and targets and targets[0] == "label" and len(set(targets)) == len(targets)
-            and set(targets) <= {"label", "variety"}):  # fmt: skip
+            and set(targets) <= set(TARGETS)):  # fmt: skip
         raise PaddyError(
             f"`models.{name}.targets` in {path} is {targets!r}; it must be [label] (the disease) or [label, variety] "
             "(the seed's multi-target model: one output per disease and per variety, the sum of both losses)."
@@ -274,24 +265,24 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml"):
         )
 
 
-def override(params, assignments, path="params.yaml"):
-    """Apply `key=value` assignments as `dvc exp run -S` does: dotted keys that exist already (a leading + adds
-    one), values parsed as YAML. Returns a new dict; check it with check_params."""
-    import copy
+def parse_settings(params, path="params.yaml"):
+    """The raw mapping of params.yaml -> Settings, after check_params has checked every value."""
+    check_params(params, path)
+    train = dict(params["train"], aug=AugmentSettings(**params["train"]["aug"]))
+    data = dict(params["data"], synthetic=SyntheticSettings(**params["data"]["synthetic"]))
+    return Settings(
+        seed=params["seed"],
+        data=DataSettings(**data),
+        prepare=PrepareSettings(**params["prepare"]),
+        cv=CVSettings(**params["cv"]),
+        train=TrainSettings(**train),
+        tta=TTASettings(**params["tta"]),
+        ensemble=EnsembleSettings(**params["ensemble"]),
+        profile=ProfileSettings(**params["profile"]),
+        models={name: _model(name, cfg) for name, cfg in params["models"].items()},
+    )
 
-    params = copy.deepcopy(params)
-    for text in assignments:
-        key, sep, raw = text.partition("=")
-        if not sep:
-            raise PaddyError(f"-S {text!r}: give key=value, e.g. -S train.lr=0.02.")
-        add, key = key.startswith("+"), key.lstrip("+")
-        *parents, last = key.split(".")
-        node = params
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise PaddyError(f"-S {text!r}: {path} has no `{'.'.join(parents)}` section.")
-            node = node[part]
-        if last not in node and not add:
-            raise PaddyError(f"-S {text!r}: {path} has no `{key}`; add a new key with -S '+{key}=...'.")
-        node[last] = yaml.safe_load(raw)
-    return params
+
+def _model(name, cfg):
+    sizes = {key: as_hw(cfg[key]) for key in ("item_size", "size")}
+    return ModelSettings(name=name, **dict(cfg, targets=tuple(cfg["targets"]), **sizes))

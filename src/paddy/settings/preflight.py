@@ -5,15 +5,15 @@ The check stage is always_changed (dvc.yaml says why): its verdict depends on th
 model checks (timm, seconds to import), reruns only when something it reads changed: `model_checks_key`.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
 from importlib import metadata
 from pathlib import Path
 
-from paddy.data.items import cache_dir
 from paddy.errors import PaddyError
-from paddy.files import write_text
+from paddy.files import cache_dir, write_text
 
 
 def usable_cores():
@@ -42,21 +42,21 @@ def check_devices(devices, path="params.yaml"):
         )
 
 
-def model_checks_key(params, files=()):
+def model_checks_key(settings, files=()):
     """A hash of what the model checks' verdict depends on: every setting, paddy's code and `files` (the check
     script), timm's and torch's versions, and each pretrained weights file's size and time. None, to check every
     time, when a model takes timm's own weights (`pretrained: true`: whether the hub's cache still holds them, or the
     hub is reachable, is the machine's state) or names a weights file that is not there (for the check to say so)."""
     weights = []
-    for cfg in params["models"].values():
-        if cfg["pretrained"] is True:
+    for model in settings.models.values():
+        if model.pretrained is True:
             return None
-        if isinstance(cfg["pretrained"], str):
-            file = Path(cfg["pretrained"]).expanduser()
+        if isinstance(model.pretrained, str):
+            file = Path(model.pretrained).expanduser()
             if not file.is_file():
                 return None
             weights.append([str(file), file.stat().st_size, file.stat().st_mtime_ns])
-    digest = hashlib.sha256(json.dumps([params, weights], sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps([dataclasses.asdict(settings), weights], sort_keys=True, default=str).encode())
     for package in ("timm", "torch"):
         digest.update(metadata.version(package).encode())
     for file in sorted(Path(__file__).parents[1].rglob("*.py")) + [Path(f) for f in files]:

@@ -6,7 +6,8 @@ brightness and contrast in logit space (each p_lighting), and a random resized c
 (scale min_scale..1, aspect ratio 1 relative to the item, with fastai's centre-crop fallback). The same ranges and
 probabilities as fastai 2.8 (`fastai/vision/augment.py`), drawn per image. Then, as fastai's `vision_learner`, the
 architecture's mean/std normalise the input of a model that starts from pretrained weights, and nothing does for one
-that starts from random weights: it sees pixels in [0, 1] (paddy.training.models.input_normalization decides, for every user).
+that starts from random weights: it sees pixels in [0, 1] (paddy.training.models.input_normalization decides, for
+every user).
 
 Three differences, all deliberate (measured in tests/test_fastai_pixel_parity.py and docs/performance.md): fastai
 samples twice (affine at the item size, then the crop), here the crop, the affine and the warp are composed into one
@@ -17,26 +18,11 @@ batch's crops back from the device).
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """fastai's aug_transforms arguments (params.yaml `train.aug`)."""
-
-    min_scale: float = 0.75
-    do_flip: bool = True
-    flip_vert: bool = False
-    max_rotate: float = 10.0
-    min_zoom: float = 1.0
-    max_zoom: float = 1.1
-    max_warp: float = 0.2
-    max_lighting: float = 0.2
-    p_affine: float = 0.75
-    p_lighting: float = 0.75
+from paddy.settings import AugmentSettings
 
 
 class BatchAugment:
@@ -49,8 +35,8 @@ class BatchAugment:
     fallback (the centre, at aspect ratio 1) resized to the size.
     """
 
-    def __init__(self, size, mean=None, std=None, settings=AugmentSettings()):
-        self.size, self.s = tuple(size), settings
+    def __init__(self, size, mean=None, std=None, settings=None):
+        self.size, self.s = tuple(size), settings or AugmentSettings()
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -280,18 +266,10 @@ def _lighting(x, brightness, contrast):
     return torch.sigmoid((logit + torch.logit(brightness).view(-1, 1, 1, 1)) * contrast.view(-1, 1, 1, 1))
 
 
-def create_augment(size, aug, normalization=None):
-    """The batch augmentation at `size` (height, width) with params.yaml's `train.aug` settings; `normalization` is
-    paddy.training.models.input_normalization's answer for the model ({"mean", "std"} or None), or a checkpoint's record of
-    it, so that a model is always predicted with the input it was trained on."""
+def create_augment(size, aug=None, normalization=None):
+    """The batch augmentation at `size` (height, width) with `aug` (AugmentSettings, params.yaml's `train.aug`;
+    fastai's defaults if None);
+    `normalization` is paddy.training.models.input_normalization's answer for the model ({"mean", "std"} or None),
+    or a checkpoint's record of it, so that a model is always predicted with the input it was trained on."""
     norm = normalization or {}
-    settings = aug if isinstance(aug, AugmentSettings) else AugmentSettings(**aug)
-    return BatchAugment(size, norm.get("mean"), norm.get("std"), settings)
-
-
-def model_augment(cfg, aug):
-    """The augmentation of one `models.<name>` of params.yaml: its size, and the input its weights want."""
-    from paddy.settings.parse import as_hw
-    from paddy.training.models import input_normalization
-
-    return create_augment(as_hw(cfg["size"]), aug, input_normalization(cfg["arch"], cfg["pretrained"]))
+    return BatchAugment(size, norm.get("mean"), norm.get("std"), aug)

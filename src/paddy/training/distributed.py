@@ -56,7 +56,8 @@ def torchrun_command(devices, argv, extra=None):
 def relaunch(devices, argv):
     """Run `argv` under torchrun with `devices` processes and return its exit status.
 
-    On CUDA this process claims the `devices` GPUs first, all or none (paddy.training.gpus), and holds them while the ranks
+    On CUDA this process claims the `devices` GPUs first, all or none (paddy.training.gpus), and holds them while the
+    ranks
     run: torchrun's children see only those GPUs (CUDA_VISIBLE_DEVICES) and rank i uses the i-th. SIGTERM and SIGINT
     are passed on to torchrun, which passes them to every rank; the ranks stop together at a step boundary after
     rank 0 writes a checkpoint.

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from paddy.errors import PaddyError
+from paddy.files import cache_dir
 
 LOCK_DIR_ENV = "PADDY_GPU_LOCK_DIR"
 TIMEOUT_ENV = "PADDY_GPU_TIMEOUT"
@@ -65,8 +66,7 @@ def _cuda_uuid(i):
 
 
 def lock_dir():
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddy" / "gpu-locks"
-    return Path(os.environ.get(LOCK_DIR_ENV) or default)
+    return Path(os.environ.get(LOCK_DIR_ENV) or cache_dir("gpu-locks"))
 
 
 def wait_timeout():

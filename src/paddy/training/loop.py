@@ -1,15 +1,18 @@
-"""The training loop: fastai's fine_tune, phase by phase, epoch by epoch, over the one training step (paddy.training.step).
+"""The training loop: fastai's fine_tune, phase by phase, epoch by epoch, over the one training step
+(paddy.training.step).
 
 A run can stop anywhere (a kill, Ctrl-C, a preempted machine) and continue where it was: after every epoch, and
-every few minutes within one, a checkpoint (paddy.training.resume) holds the weights, the optimizer and grad-scaler state and
-the position (epoch, step). Every step draws its randomness from its own seed (paddy.training.step.seed_step) and the loader's
-order depends only on (seed, epoch), so a resumed run repeats the uninterrupted one exactly.
+every few minutes within one, a checkpoint (paddy.training.checkpoints) holds the weights, the optimizer and
+grad-scaler state and the position (epoch, step). Every step draws its randomness from its own seed
+(paddy.training.step.seed_step) and the loader's order depends only on (seed, epoch), so a resumed run repeats the
+uninterrupted one exactly.
 """
 
 import dataclasses
 import math
 import signal
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,50 +20,55 @@ import torch.nn.functional as F
 from paddy.console import progress as progress_bar
 from paddy.errors import PaddyError
 from paddy.training import distributed
+from paddy.training.augment import BatchAugment
+from paddy.training.checkpoints import Checkpoint, Progress
+from paddy.training.compile import CompileClock
 from paddy.training.models import set_frozen
+from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
 from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters
-from paddy.training.step import create_optimizer, free_cuda_cache, predict_chunked, seed_step, shard_parts, train_step
-
-
-@dataclasses.dataclass
-class Progress:
-    """Where a run stands, besides its tensors: what a resume needs and what the logs show."""
-
-    micro_batch: int  # halved on an out-of-memory error, then kept
-    epoch: int = 0  # the next epoch to run, frozen ones included
-    step: int = 0  # the next optimizer step of that epoch
-    loss_sum: float = 0.0  # this epoch's summed training loss so far
-    seen: int = 0  # and its samples
-    skipped: int = 0  # and its optimizer steps that fp16's grad scaler skipped (a gradient overflowed)
-    seconds: float = 0.0  # this epoch's training time so far
-    history: list = dataclasses.field(default_factory=list)  # every finished epoch's metrics
-    events: list = dataclasses.field(default_factory=list)  # out-of-memory fallbacks, resumes
+from paddy.training.step import (
+    free_cuda_cache,
+    predict_chunked,
+    seed_step,
+    shard_parts,
+    train_step,
+)
 
 
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived; the run stopped at a step boundary after writing a checkpoint."""
 
 
-_signal = {"received": None}
+class StopSignals:
+    """The SIGINT or SIGTERM received since install(), if any: the loop stops at the next step boundary, checkpoint
+    written, instead of wherever the signal lands."""
+
+    def __init__(self):
+        self.received = None
+
+    def install(self):
+        def handler(signum, frame):
+            self.received = signal.Signals(signum).name
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+
+STOP = StopSignals()  # the process's one receiver: signal handlers are per process
 
 
 def stop_at_next_step_on_signals():
     """SIGINT/SIGTERM end the run at the next step boundary, checkpoint written, instead of wherever they land."""
-
-    def handler(signum, frame):
-        _signal["received"] = signal.Signals(signum).name
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
+    STOP.install()
 
 
 def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run):
     """Run `progress.epoch` from `progress.step` to its end; returns its training loss and images/s.
 
     run: the fixed parts (augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step).
-    model: under DDP, the wrapped model (paddy.training.distributed.wrap); every rank gets the same batches and trains on its
-    share of each (paddy.training.step.train_step), and the ranks stop together.
+    model: under DDP, the wrapped model (paddy.training.distributed.wrap); every rank gets the same batches and trains
+    on its share of each (paddy.training.step.train_step), and the ranks stop together.
     """
     model.train()
     world, plain = distributed.world_size(), distributed.unwrap(model)
@@ -103,7 +111,7 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
         progress.step, progress.seen = i + 1, progress.seen + len(items)
         if run.on_step is not None:
             run.on_step(epoch, i, plain, optimizer)
-        stop = _signal["received"]
+        stop = STOP.received
         if world > 1 and distributed.any_rank(stop):  # torchrun signals every rank, but they may be steps apart
             stop = stop or "SIGTERM"
         if run.checkpoint is not None and (stop or run.checkpoint.due()):
@@ -181,22 +189,24 @@ def _check_shards(loader, micro_batch):
 
 @dataclasses.dataclass
 class Run:
-    augment: object
+    """The fixed parts of one fine_tune run, which every epoch and step reads."""
+
+    augment: BatchAugment
     precision: str
-    scaler: object
+    scaler: torch.amp.GradScaler | None
     seed: int
-    sizes: tuple = None
+    sizes: tuple | None = None  # outputs per target
     min_micro_batch: int = 1
-    checkpoint: object = None
-    on_step: object = None
-    clock: object = None
+    checkpoint: Checkpoint | None = None
+    on_step: Callable | None = None
+    clock: CompileClock | None = None
 
 
 def fine_tune(
     model,
     train_loader,
     valid_loader,
-    cfg,
+    train,
     micro_batch,
     augment,
     precision,
@@ -209,16 +219,18 @@ def fine_tune(
     min_micro_batch=1,
     clock=None,
 ):
-    """fastai's fine_tune(cfg.epochs, cfg.lr, freeze_epochs=cfg.frozen_epochs, lr_mult=cfg.lr_mult) (paddy.training.schedule).
+    """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult)
+    (paddy.training.schedule), with `train` the TrainSettings.
 
     One optimizer for both phases; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does.
     on_epoch(epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs already done):
     train/valid loss, accuracies, time, images/s. on_step(epoch, step, model, optimizer) after every optimizer step.
-    checkpoint: a paddy.training.resume.Checkpoint to resume from and save to. Returns the Progress (history: the metrics).
+    checkpoint: a paddy.training.checkpoints.Checkpoint to resume from and save to. Returns the Progress (history:
+    the metrics).
     clock: a compiled model's paddy.training.step.CompileClock, ticked at every step.
 
-    Under DDP (paddy.training.distributed) every rank calls this with the same arguments; rank 0 alone validates (the other
-    ranks wait at a barrier; their history holds the training metrics only) and writes checkpoints.
+    Under DDP (paddy.training.distributed) every rank calls this with the same arguments; rank 0 alone validates (the
+    other ranks wait at a barrier; their history holds the training metrics only) and writes checkpoints.
     """
     steps = len(train_loader)
     if steps == 0:
@@ -229,7 +241,7 @@ def fine_tune(
         )
     _check_shards(train_loader, micro_batch)
     device = next(model.parameters()).device
-    optimizer = create_optimizer(model, cfg["weight_decay"], cfg["lr_mult"], cfg["lr_groups"])
+    optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     scaler = create_scaler(precision, device)
     progress = Progress(micro_batch)
     if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler)) is not None:
@@ -239,7 +251,7 @@ def fine_tune(
                 on_epoch(e, metrics)
     run = Run(augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step, clock)
     first = 0
-    for phase in fine_tune_phases(cfg["epochs"], cfg["lr"], cfg["frozen_epochs"], cfg["lr_mult"]):
+    for phase in fine_tune_phases(train.epochs, train.lr, train.frozen_epochs, train.lr_mult):
         end = first + phase.epochs
         if progress.epoch < end:
             set_frozen(model, phase.name == "frozen")

@@ -13,20 +13,21 @@ import numpy as np
 import torch
 
 from paddy.training.models import set_frozen
+from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.step import create_optimizer, seed_step, train_step
+from paddy.training.step import seed_step, train_step
 
 
-def sweep(model, loader, augment, micro_batch, precision, cfg, frozen, seed, start_lr=1e-7, end_lr=10, num_it=100):
+def sweep(model, loader, augment, micro_batch, precision, train, frozen, seed, start_lr=1e-7, end_lr=10, num_it=100):
     """Train from the model's current weights at exponentially growing rates; returns (lrs, smoothed losses).
 
     The step is the pipeline's (augmentation, accumulation, precision), on the body frozen like fine_tune's first
-    phase when `frozen`. The model's weights are restored afterwards.
+    phase when `frozen`, with the optimizer `train` (TrainSettings) makes. The model's weights are restored afterwards.
     """
     num_it = max(num_it, 6)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     set_frozen(model, frozen)
-    optimizer = create_optimizer(model, cfg["weight_decay"], cfg["lr_mult"], cfg["lr_groups"])
+    optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     device = next(model.parameters()).device
     scaler = create_scaler(precision, device)
     generator = torch.Generator(device)

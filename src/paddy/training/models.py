@@ -22,8 +22,6 @@ from torch import nn
 
 from paddy.errors import PaddyError
 
-HEADS = ("fastai", "timm")
-
 # fastai's norm_types: the layers `train_bn` keeps training in a frozen body, and whose weights get no weight decay
 NORM_TYPES = (
     nn.BatchNorm1d,
@@ -81,45 +79,42 @@ def check_arch(where, arch, size=None):
         )
 
 
-def check_archs(params, path="params.yaml"):
-    """check_arch for every model of params.yaml (already checked by paddy.settings.parse.check_params), and that its
-    pretrained weights can be had (a file, the local cache, or a reachable hub) before any stage needs them."""
-    from paddy.settings.parse import as_hw
-
-    for name, cfg in params["models"].items():
-        check_arch(f"`models.{name}.arch` in {path}", cfg["arch"], as_hw(cfg["size"]))
-        _pretrained_kwargs(cfg["arch"], cfg["pretrained"])
+def check_archs(models, path="params.yaml"):
+    """check_arch for every ModelSettings of `models` (name -> settings, their values checked already), and that
+    its pretrained weights can be had (a file, the local cache, or a reachable hub) before any stage needs them."""
+    for name, model in models.items():
+        check_arch(f"`models.{name}.arch` in {path}", model.arch, model.size)
+        _pretrained_kwargs(model.arch, model.pretrained)
 
 
 # The competition's classes: what the check's heads are built for (prepare's targets.json does not exist yet)
 CHECK_CLASSES = {"label": 10, "variety": 10}
 
 
-def check_models_train(params, path="params.yaml"):
+def check_models_train(models, path="params.yaml"):
     """Every model of params.yaml built with its head and run through one training step's forward and backward at its
     size, on fake tensors (shapes, no weights, no data): a model that cannot train is refused here, in seconds,
     before any stage deletes its outputs, rather than by train@MODEL after download, prepare and profile."""
-    from paddy.settings.parse import as_hw
-
     passed = set()  # the seed trains each architecture twice (two item methods, the same model)
-    for name, cfg in params["models"].items():
-        size, outputs = as_hw(cfg["size"]), sum(CHECK_CLASSES[t] for t in cfg["targets"])
-        if (cfg["arch"], cfg["head"], size, outputs) in passed:
+    for name, model in models.items():
+        arch, head, size = model.arch, model.head, model.size
+        outputs = sum(CHECK_CLASSES[t] for t in model.targets)
+        if (arch, head, size, outputs) in passed:
             continue
         try:
-            dry_run(cfg["arch"], outputs, size, cfg["head"])
+            dry_run(arch, outputs, size, head)
         except Exception as e:  # whatever the model raised, it is this model's settings that have to change
             fix = (
                 "Set `head: timm` for this model (the architecture's own classifier, which passes this check)"
-                if cfg["head"] == "fastai" and _trains(cfg["arch"], outputs, size, "timm")
+                if head == "fastai" and _trains(arch, outputs, size, "timm")
                 else "Set another size (e.g. the one the architecture was built for) or another architecture"
             )
             raise PaddyError(
-                f"`models.{name}` in {path} cannot train: {cfg['arch']} with `head: {cfg['head']}` at size "
+                f"`models.{name}` in {path} cannot train: {arch} with `head: {head}` at size "
                 f"{list(size)} ({outputs} outputs) fails its first step, built without weights on fake tensors "
                 f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}). {fix}, then run again."
             ) from e
-        passed.add((cfg["arch"], cfg["head"], size, outputs))
+        passed.add((arch, head, size, outputs))
 
 
 def to_fake(model):

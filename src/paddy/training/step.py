@@ -1,4 +1,4 @@
-"""The one training step, and the optimizer it steps: training, the memory profile and every benchmark call these.
+"""The one training step: training, the memory profile and every benchmark call it.
 
 An optimizer step takes a whole effective batch of uint8 items, moves it to the device once, then for each
 micro-batch: augments it on the device, runs forward under autocast and backward with the loss scaled by the
@@ -9,115 +9,14 @@ finally steps the optimizer. The losses are summed on the device: nothing waits 
 import contextlib
 import gc
 import math
-import os
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.models import group_parameters
-from timm.optim._param_groups import auto_group_layers
 
 from paddy.errors import PaddyError
 from paddy.training.augment import slice_draws
-from paddy.training.models import TimmBody, head_parameters, norm_bias_params
 from paddy.training.precision import autocast, backward_mode
-
-LR_GROUPS = ("body_head", "layers")
-COMPILE = ("auto", True, False)
-
-
-def compiles(setting, device):
-    """train.compile: auto compiles on CUDA only. On a CPU the tiny models of a test run train in seconds and
-    inductor's code generation takes minutes, so it never pays back there; on a GPU a run of large models does."""
-    return setting is True or (setting == "auto" and device.type == "cuda")
-
-
-def maybe_compile(model, setting, device, backend=None):
-    """torch.compile the model in place when `setting` (train.compile) says so; returns a CompileClock to time the
-    compilation with, or None when the model stays eager.
-
-    In place (nn.Module.compile): the module, its parameters and state_dict keys stay the same, so the optimizer's
-    groups, freezing and checkpoints work unchanged. backend: inductor, or $PADDY_COMPILE_BACKEND (aot_eager: the
-    same graph capture without code generation, what CPU tests use, since inductor's C++ build is slow there).
-    """
-    if not compiles(setting, device):
-        return None
-    model.compile(backend=backend or os.environ.get("PADDY_COMPILE_BACKEND", "inductor"))
-    return CompileClock(device)
-
-
-class CompileClock:
-    """The compile time of a run: its first optimizer step less a steady one, from the run's first few steps.
-
-    tick() at the start of every step; only the first `steps` + 1 ticks wait for the device (the steps after run
-    without a sync, as always). A step's time includes fetching the next batch, which is the same for every step.
-    """
-
-    def __init__(self, device, steps=3):
-        self.device, self.steps, self.times = device, steps, []
-
-    def tick(self):
-        if len(self.times) > self.steps:
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.times.append(time.perf_counter())
-        if len(self.times) == self.steps + 1:
-            print(f"torch.compile: first step {self.first_step_s:.1f} s, steady {self.steady_step_s:.3f} s, "
-                  f"so about {self.compile_s:.1f} s compiling", flush=True)  # fmt: skip
-
-    @property
-    def first_step_s(self):
-        return self.times[1] - self.times[0] if len(self.times) > 1 else None
-
-    @property
-    def steady_step_s(self):
-        steps = [b - a for a, b in zip(self.times[1:], self.times[2:])]
-        return min(steps) if steps else None
-
-    @property
-    def compile_s(self):
-        if self.steady_step_s is None:
-            return None
-        return max(self.first_step_s - self.steady_step_s, 0.0)
-
-
-def create_optimizer(model, weight_decay, lr_mult=1.0, lr_groups="body_head"):
-    """fastai's Adam(mom=0.9, sqr_mom=0.99, eps=1e-5, wd, decouple_wd=True) as torch's AdamW, over fastai's split.
-
-    Groups carry `part` (body or head) and `layer_scale`, which the schedule turns into rates
-    (paddy.training.schedule.set_hyperparameters); fastai's wd_bn_bias=False puts norm layers and biases in groups without
-    weight decay. lr_groups: body_head (fastai's default_split: the body at lr/lr_mult, the head at lr) or layers
-    (timm's layer groups spread geometrically from lr/lr_mult, the earliest, up to lr).
-    """
-    head = {id(p) for p in head_parameters(model)}
-    no_decay = {id(p) for p in norm_bias_params(model, with_bias=True)}
-    layer_scale = _layer_scales(model, head, lr_mult) if lr_groups == "layers" else {}
-    groups = {}
-    for p in model.parameters():
-        part = "head" if id(p) in head else "body"
-        key = (part, layer_scale.get(id(p), 1.0), id(p) not in no_decay)
-        groups.setdefault(key, []).append(p)
-    param_groups = [
-        {"params": ps, "part": part, "layer_scale": scale, "weight_decay": weight_decay if decay else 0.0}
-        for (part, scale, decay), ps in groups.items()
-    ]
-    # fused: one kernel for the whole update, on CUDA and the CPU alike (fake tensors too, so the memory estimate
-    # sees the same update as the GPU); the rates are set by the schedule before every step.
-    return torch.optim.AdamW(param_groups, lr=0.0, betas=(0.9, 0.99), eps=1e-5, fused=True)
-
-
-def _layer_scales(model, head, lr_mult):
-    body = model[0].model if isinstance(model, torch.nn.Sequential) and isinstance(model[0], TimmBody) else model
-    if hasattr(body, "group_matcher"):
-        layer_of = group_parameters(body, body.group_matcher(coarse=False), reverse=True)
-    else:
-        layer_of = auto_group_layers(body)
-    named = dict(body.named_parameters())
-    ids = {id(named[name]): layer for name, layer in layer_of.items() if id(named[name]) not in head}
-    n = max(ids.values()) + 1
-    return {pid: lr_mult ** (layer / n) for pid, layer in ids.items()}
 
 
 def stream_seeds(seed, epoch, step):
@@ -157,7 +56,8 @@ def train_step(
     and 4 x 16 give one 64-sample gradient, and a short last group is averaged over its real size (exact for models
     without BatchNorm).
 
-    Under DDP (paddy.training.distributed), shard=(rank, world): every rank gets the whole batch and draws its augmentation
+    Under DDP (paddy.training.distributed), shard=(rank, world): every rank gets the whole batch and draws its
+    augmentation
     (the same generator seed, so the same images as one process), then trains on its share only; weights of
     size x world / B make DDP's average of the ranks' gradients the whole batch's. no_sync: the DDP model's
     no_sync, entered for all but the last micro-batch, so gradients cross between ranks once per step. Returns
