@@ -44,16 +44,8 @@ def pipeline(params, name, work, seed, truth):
     p["seed"] = seed
     micro = p["models"][name]["micro_batch"]
     start = time.perf_counter()
-    result = train_model(
-        parse_settings(p),
-        name,
-        work / "prepared",
-        work / "split.csv",
-        work / f"ours{seed}" / name,
-        (micro, 2 * micro),
-        CPU,
-        "fp32",
-    )[0]
+    settings, out = parse_settings(p), work / f"ours{seed}" / name
+    result = train_model(settings, name, work / "prepared", work / "split.csv", out, (micro, 2 * micro), CPU, "fp32")[0]
     trained = time.perf_counter() - start
 
     test, _ = predict_model(

@@ -75,12 +75,13 @@ def profile_vs_training(params, work, budget_gb, models, device):
         prof.require_fit(measured)
         micro, evals = measured["micro_batch"], measured["eval_batch"]
         start = time.perf_counter()
+        settings, out = parse_settings(p), work / "models" / name
         result = train_model(
-            parse_settings(p),
+            settings,
             name,
             work / "prepared",
             work / "split.csv",
-            work / "models" / name,
+            out,
             (micro, evals),
             device,
             "bf16" if device.type == "cuda" else "fp32",

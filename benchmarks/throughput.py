@@ -251,16 +251,9 @@ def pipeline(p, name, work, device, precision, compiled):
     out = work / "runs" / f"{name}_{'compiled' if compiled else 'eager'}"
     reset_peak(device)
     start = time.perf_counter()
+    settings = parse_settings(p)
     result = train_model(
-        parse_settings(p),
-        name,
-        work / "prepared",
-        work / "split.csv",
-        out,
-        (micro, evals),
-        device,
-        precision,
-        on_step=clock,
+        settings, name, work / "prepared", work / "split.csv", out, (micro, evals), device, precision, on_step=clock
     )[0]
     wall = time.perf_counter() - start
     timed = (steps - clock.skip) * train["effective_batch"]

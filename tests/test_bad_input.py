@@ -4,8 +4,6 @@ import errno
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import run_script
 from PIL import Image
 
 from paddy.data import items
@@ -40,27 +39,22 @@ def comp(competition, tmp_path):
     return tmp_path / "raw"
 
 
-def test_missing_train_csv(comp):
-    (comp / "train.csv").unlink()
-    with pytest.raises(PaddyError, match="train.csv is missing"):
-        check_layout(comp)
-
-
-def test_malformed_train_csv(comp):
-    (comp / "train.csv").write_text("image_id,disease\n100001.jpg,blast\n")
-    with pytest.raises(PaddyError, match="missing label"):
-        check_layout(comp)
-
-
-def test_missing_sample_submission(comp):
-    (comp / "sample_submission.csv").unlink()
-    with pytest.raises(PaddyError, match="sample_submission.csv is missing"):
-        check_layout(comp)
-
-
-def test_malformed_sample_submission(comp):
-    (comp / "sample_submission.csv").write_text("id;label\n1;2\n")
-    with pytest.raises(PaddyError, match="sample_submission.csv has columns"):
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("train.csv", None, "train.csv is missing"),
+        ("train.csv", "image_id,disease\n100001.jpg,blast\n", "missing label"),
+        ("sample_submission.csv", None, "sample_submission.csv is missing"),
+        ("sample_submission.csv", "id;label\n1;2\n", "sample_submission.csv has columns"),
+    ],
+    ids=["missing-train", "malformed-train", "missing-sample", "malformed-sample"],
+)
+def test_a_missing_or_malformed_csv_is_named(comp, name, text, message):
+    if text is None:
+        (comp / name).unlink()
+    else:
+        (comp / name).write_text(text)
+    with pytest.raises(PaddyError, match=message):
         check_layout(comp)
 
 
@@ -161,13 +155,7 @@ def test_a_stage_prints_one_paragraph_not_a_traceback(tmp_path):
     """What a user sees from `dvc repro` with a bad setting: exit 2, `error: ...`, no traceback, nothing written."""
     text = (ROOT / "params.yaml").read_text().replace("arch: test_vit", "arch: test_vitt")
     (tmp_path / "params.yaml").write_text(text)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "check.py"), "data/checked"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_script("stages/check.py", "data/checked", cwd=tmp_path)
     assert out.returncode == 2
     assert "error: `models.vit.arch` in params.yaml is 'test_vitt'" in out.stderr
     assert "Close names: test_vit" in out.stderr

@@ -6,8 +6,6 @@ import json
 import os
 import shlex
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import yaml
+from conftest import CaptureGradients, copy_pipeline, sh
 
 from paddy.errors import PaddyError
 from paddy.settings import parse_settings
@@ -27,19 +25,6 @@ from paddy.training.step import shard_parts, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 N, MICRO, WORLD = 24, 5, 2  # 12 samples per rank in 3 micro-batches of 4: accumulation > 1 on each
-
-
-class CaptureGradients:
-    """Stands in for the optimizer: keeps the gradients the step would apply (None for a frozen parameter)."""
-
-    def __init__(self, model):
-        self.model, self.grads = model, None
-
-    def step(self):
-        self.grads = [None if p.grad is None else p.grad.detach().clone() for p in self.model.parameters()]
-
-    def zero_grad(self, set_to_none=True):
-        self.model.zero_grad(set_to_none=set_to_none)
 
 
 def batch():
@@ -194,28 +179,10 @@ def test_rendezvous_flags_come_from_the_environment(monkeypatch):
 def test_dvc_exp_run_with_two_devices_trains_both_models_and_writes_a_submission(tmp_path):
     """The default models through the whole pipeline, train@ as 2 gloo processes under torchrun, with a frozen epoch
     (the model is wrapped again when the body unfreezes)."""
-    from test_pipeline import copy_pipeline  # here, not at the top: the spawned ranks import this module
-
     repo = tmp_path / "repo"
     repo.mkdir()
-    copy_pipeline(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["synthetic"].update(n_train=80, n_test=16, width=48, height=64)
-    params["train"].update(epochs=1, effective_batch=16)
-    params["tta"]["n"] = 1
-    for m in params["models"].values():
-        m["micro_batch"] = 4  # 8 samples per process: 2 micro-batches each, no_sync on the first
-    params["models"]["resnet"].update(item_size=[64, 48], size=[48, 32])
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    git = "git -c user.name=t -c user.email=t@t"
-    subprocess.run(f"git init -q && git add -A && {git} commit -qm init", cwd=repo, shell=True, check=True, env=env)
-    out = subprocess.run(
-        "dvc exp run -S train.devices=2 -S train.frozen_epochs=1", cwd=repo, shell=True,
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-5000:]
+    copy_pipeline(repo, micro_batch=4)  # 8 samples per process: 2 micro-batches each, no_sync on the first
+    log = sh("dvc exp run -S train.devices=2 -S train.frozen_epochs=1", repo, timeout=600)
     for name in ("resnet", "vit"):
         assert f"{name}: cpu, fp32, micro-batch 4 x 2 on each of 2 processes" in log, log[-5000:]
         metrics = json.loads((repo / "dvclive" / name / "metrics.json").read_text())

@@ -2,14 +2,13 @@
 NHWC maps, tokens the model pools itself), and the check stage's training step on fake tensors, which refuses a model
 that cannot train before any stage runs."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 import yaml
+from conftest import run_script
 
 from paddy.errors import PaddyError
 from paddy.settings import parse_settings
@@ -182,13 +181,7 @@ def test_the_check_stage_refuses_a_model_that_cannot_train_before_writing(tmp_pa
     text = text.replace("size:            # [height, width] the model sees\n    - 128\n    - 96", "size: 16")
     assert "size: 16" in text
     (tmp_path / "params.yaml").write_text(text)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "check.py"), "data/checked"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_script("stages/check.py", "data/checked", cwd=tmp_path)
     assert out.returncode == 2
     assert "error: `models.resnet` in params.yaml cannot train: test_convnext with `head: fastai` at size [16, 16]" in (
         out.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import FakeKaggle
 
 from paddy.errors import PaddyError
 from paddy.kaggle import api as kaggle_api
@@ -41,19 +42,6 @@ def make_zip(entries):
         for name, text in entries.items():
             zf.writestr(name, text)
     return buf.getvalue()
-
-
-class FakeKaggle:
-    """Stands in for kaggle.KaggleApi: writes `payload` as <slug>.zip, or raises `error`."""
-
-    def __init__(self, payload=None, error=None):
-        self.payload, self.error, self.downloads = payload, error, 0
-
-    def competition_download_files(self, competition, path=None, force=False, quiet=True):
-        self.downloads += 1
-        if self.error is not None:
-            raise self.error
-        Path(path, f"{competition}.zip").write_bytes(self.payload)
 
 
 def http_error(status):

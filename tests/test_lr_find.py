@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from conftest import prepared_work
 
-from paddy.data.prepare import prepare_competition
-from paddy.data.split import make_splits
-from paddy.files import write_csv
 from paddy.settings import parse_settings
 from paddy.training import lr_find
 from paddy.training.folds import train_model
@@ -45,8 +43,7 @@ def test_the_plots_legend_gives_the_suggested_rates(tmp_path):
 @pytest.fixture(scope="module")
 def prepared(competition, tmp_path_factory):
     out = tmp_path_factory.mktemp("lrf")
-    index, _ = prepare_competition(competition[0], out / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), out / "split.csv")
+    prepared_work(competition, out)
     return out
 
 

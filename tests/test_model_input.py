@@ -7,10 +7,8 @@ import json
 import pytest
 import timm
 import torch
+from conftest import prepared_work
 
-from paddy.data.prepare import prepare_competition
-from paddy.data.split import make_splits
-from paddy.files import write_csv
 from paddy.settings import AugmentSettings, ModelSettings, parse_settings
 from paddy.training.augment import BatchAugment, create_augment
 from paddy.training.checkpoints import checkpoint_normalization
@@ -64,19 +62,10 @@ def test_a_models_augmentation_follows_its_pretrained_setting(tmp_path):
 
 
 def test_the_checkpoint_records_the_normalisation_and_old_ones_keep_theirs(competition, params, tmp_path):
-    index, _ = prepare_competition(competition[0], tmp_path / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), tmp_path / "split.csv")
+    prepared_work(competition, tmp_path)
     params["models"] = {"resnet": params["models"]["resnet"]}
-    train_model(
-        parse_settings(params),
-        "resnet",
-        tmp_path / "prepared",
-        tmp_path / "split.csv",
-        tmp_path / "m",
-        (8, 16),
-        CPU,
-        "fp32",
-    )
+    settings = parse_settings(params)
+    train_model(settings, "resnet", tmp_path / "prepared", tmp_path / "split.csv", tmp_path / "m", (8, 16), CPU, "fp32")
     meta = json.loads((tmp_path / "m" / "meta.json").read_text())
     assert meta["normalization"] is None and checkpoint_normalization(meta) is None  # random init: pixels
     del meta["normalization"]  # a checkpoint from before the rule: it was trained on normalised input

@@ -14,11 +14,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import prepared_work, shrunk_params
 
-from paddy.data.prepare import prepare_competition
-from paddy.data.split import make_splits
 from paddy.errors import PaddyError
-from paddy.files import write_csv
 from paddy.settings import parse_settings
 from paddy.training.checkpoints import run_key
 from paddy.training.folds import train_model
@@ -31,13 +29,11 @@ CPU = torch.device("cpu")
 def workspace(competition, tmp_path_factory):
     """A prepared competition, two bags, and params for a 1 frozen + 2 unfrozen epoch run of 3 steps an epoch."""
     work = tmp_path_factory.mktemp("resume")
-    index, _ = prepare_competition(competition[0], work / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 2, 0.2, 0), work / "split.csv")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(epochs=2, frozen_epochs=1, lr_mult=10, effective_batch=16, eval_batch=32, workers=0)
+    prepared_work(competition, work, n_splits=2)
+    params = shrunk_params()
+    params["train"].update(epochs=2, frozen_epochs=1, lr_mult=10, eval_batch=32)
     params["train"]["checkpoint_minutes"] = 1e-9  # a checkpoint after every step: kills land anywhere
-    resnet = dict(params["models"]["resnet"], item_size=[64, 48], size=[48, 32], micro_batch=8)
-    params["models"] = {"resnet": resnet}
+    params["models"] = {"resnet": params["models"]["resnet"]}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return work
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import FakeKaggle
 
 from paddy import commands as cli
 from paddy.data.competition import TEST_IDS
@@ -19,32 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SLUG = "paddy-disease-classification"
 # Predictions for the real competition's 3469 test images (paddy submits nothing else): blast, normal, then blast.
 GOOD = "image_id,label\n" + "".join(f"{i},{'normal' if i == '200002.jpg' else 'blast'}\n" for i in TEST_IDS)
-
-
-class FakeKaggle:
-    """Records submissions; scores appear after `pending_polls` listings."""
-
-    def __init__(self, pending_polls=1, public="0.98123", private=""):
-        self.sent, self.listings = [], 0
-        self.pending_polls, self.public, self.private = pending_polls, public, private
-
-    def competition_submit(self, file_name, message, competition, quiet=False):
-        self.sent.append((Path(file_name).read_text(), message, competition))
-        return SimpleNamespace(ref=4242, message="Successfully submitted to Paddy Doctor")
-
-    def competition_submissions(self, competition):
-        self.listings += 1
-        done = self.listings > self.pending_polls
-        return [
-            SimpleNamespace(
-                ref=4242,
-                date="2024-01-01",
-                description=self.sent[-1][1] if self.sent else "",
-                status="COMPLETE" if done else "PENDING",
-                public_score=self.public if done else "",
-                private_score=self.private if done else "",
-            )
-        ]
 
 
 @pytest.fixture

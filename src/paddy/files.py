@@ -1,6 +1,7 @@
 """Files: atomic writes (a file is either the old one or the complete new one, never half-written), the cache
 folder outside the repository, and the `dvc` command."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -51,6 +52,15 @@ def replace_dir(src, dest):
         os.replace(dest, old)
     os.replace(src, dest)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def file_digest(path, algorithm="sha256"):
+    """The hex digest of a file's bytes (hashlib's `algorithm`), read in blocks: a zip may be gigabytes."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cache_dir(*parts):

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from paddy.commands import compare, lr_find, profile, scores, submit
-from paddy.commands.submit import LEDGER
+from paddy.commands.scores import LEDGER
 from paddy.errors import PaddyError, report
 
 COMMANDS = {"submit": submit, "scores": scores, "compare": compare, "lr-find": lr_find, "profile": profile}

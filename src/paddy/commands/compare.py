@@ -1,6 +1,6 @@
 """`paddy compare`: the experiments (dvc exp show) joined with the ledger's scores, as a table."""
 
-from paddy.commands.submit import LEDGER
+from paddy.commands.scores import ledger_argument
 
 HELP = "table of experiments (dvc exp show) joined with the ledger's scores"
 
@@ -12,9 +12,9 @@ def arguments(parser):
     parser.add_argument("--asc", action="store_true", help="sort smallest first")
     parser.add_argument("--params", metavar="KEYS", help="comma-separated params to show (default: those that vary)")
     parser.add_argument("--all-commits", action="store_true", help="experiments of every commit, not just HEAD")
-    parser.add_argument("--ledger", default=LEDGER, help="ledger file (default: %(default)s)")
     parser.add_argument("--csv", metavar="PATH", help="also write the table as CSV")
     parser.add_argument("--md", metavar="PATH", help="also write the table as markdown")
+    ledger_argument(parser)
 
 
 def run(args, exp_json=None):

@@ -2,8 +2,7 @@
 
 import time
 
-# paddy.kaggle.ledger.LEDGER (tests/test_cli.py checks they agree): importing that module would import pandas
-LEDGER = "submissions.csv"
+from paddy.commands.scores import ledger_argument
 
 HELP = "validate submission.csv, send it to Kaggle and record it in the ledger"
 
@@ -14,7 +13,7 @@ def arguments(parser):
     parser.add_argument("--data", default="data/raw", help="competition folder with sample_submission.csv, train.csv")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--metrics", default="metrics/ensemble.json", help="ensemble metrics with the CV figures")
-    parser.add_argument("--ledger", default=LEDGER, help="ledger file (default: %(default)s)")
+    ledger_argument(parser)
     parser.add_argument("--force", action="store_true", help="send even if the file is stale (not the current run's)")
     parser.add_argument("--dry-run", action="store_true", help="check everything and show what would be sent")
     parser.add_argument(

@@ -43,3 +43,9 @@ def make_splits(train, scheme, n_splits, valid_pct=0.2, seed=42):
 def read_splits(path):
     table = pd.read_csv(path, dtype={"image_id": str, "label": str})
     return table, split_columns(table)
+
+
+def split_index(index, cv):
+    """The split table of the prepared index's readable training images, as `cv` (CVSettings) says."""
+    train = index[(index.split == "train") & index.ok]
+    return make_splits(train, cv.scheme, cv.n_splits, cv.valid_pct, cv.seed)

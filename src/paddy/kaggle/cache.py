@@ -5,12 +5,11 @@ is reused only while both still match. A download lands under a temporary name a
 lock file makes concurrent workers wait for one download instead of each fetching a gigabyte.
 """
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-from paddy.files import cache_dir, write_json
+from paddy.files import cache_dir, file_digest, write_json
 
 ENV = "PADDY_KAGGLE_CACHE"
 
@@ -40,11 +39,7 @@ def read_record(zip_file):
 
 
 def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def is_verified(zip_file):

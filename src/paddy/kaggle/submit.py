@@ -28,7 +28,7 @@ import yaml
 from paddy.data.competition import SAMPLE_CSV, SLUG, TEST_IDS, read_sample_submission, read_train_csv
 from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
-from paddy.files import run_dvc
+from paddy.files import file_digest, run_dvc
 from paddy.kaggle import api as kaggle_api
 from paddy.kaggle import compare, ledger
 from paddy.predict.submission import validate_submission
@@ -36,11 +36,8 @@ from paddy.settings import load_settings, parse_settings, read_params
 
 
 def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The md5 DVC records for a file (dvc.lock), and the ledger's key for it."""
+    return file_digest(path, "md5")
 
 
 def params_digest(params):

@@ -4,6 +4,7 @@ before any data is touched or model trained, in one paragraph that names the key
 import difflib
 
 from paddy.errors import PaddyError
+from paddy.settings import schema
 from paddy.settings.schema import (
     AUG_RANGES,
     CV_SCHEMES,
@@ -15,17 +16,6 @@ from paddy.settings.schema import (
     PRECISIONS,
     RECIPES,
     TARGETS,
-    AugmentSettings,
-    CVSettings,
-    DataSettings,
-    EnsembleSettings,
-    ModelSettings,
-    PrepareSettings,
-    ProfileSettings,
-    Settings,
-    SyntheticSettings,
-    TrainSettings,
-    TTASettings,
 )
 
 # Every key params.yaml may hold: a section is a dict of its keys, a setting None. Nothing reads any other key, so a
@@ -266,23 +256,23 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml"):
 
 
 def parse_settings(params, path="params.yaml"):
-    """The raw mapping of params.yaml -> Settings, after check_params has checked every value."""
+    """The raw mapping of params.yaml -> schema.Settings, after check_params has checked every value."""
     check_params(params, path)
-    train = dict(params["train"], aug=AugmentSettings(**params["train"]["aug"]))
-    data = dict(params["data"], synthetic=SyntheticSettings(**params["data"]["synthetic"]))
-    return Settings(
+    train = dict(params["train"], aug=schema.AugmentSettings(**params["train"]["aug"]))
+    data = dict(params["data"], synthetic=schema.SyntheticSettings(**params["data"]["synthetic"]))
+    return schema.Settings(
         seed=params["seed"],
-        data=DataSettings(**data),
-        prepare=PrepareSettings(**params["prepare"]),
-        cv=CVSettings(**params["cv"]),
-        train=TrainSettings(**train),
-        tta=TTASettings(**params["tta"]),
-        ensemble=EnsembleSettings(**params["ensemble"]),
-        profile=ProfileSettings(**params["profile"]),
+        data=schema.DataSettings(**data),
+        prepare=schema.PrepareSettings(**params["prepare"]),
+        cv=schema.CVSettings(**params["cv"]),
+        train=schema.TrainSettings(**train),
+        tta=schema.TTASettings(**params["tta"]),
+        ensemble=schema.EnsembleSettings(**params["ensemble"]),
+        profile=schema.ProfileSettings(**params["profile"]),
         models={name: _model(name, cfg) for name, cfg in params["models"].items()},
     )
 
 
 def _model(name, cfg):
     sizes = {key: as_hw(cfg[key]) for key in ("item_size", "size")}
-    return ModelSettings(name=name, **dict(cfg, targets=tuple(cfg["targets"]), **sizes))
+    return schema.ModelSettings(name=name, **dict(cfg, targets=tuple(cfg["targets"]), **sizes))

@@ -40,15 +40,20 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    max_size: int
-    workers: int
+    """Pre-resizing the competition's images once, like fastai's resize_images (`prepare`)."""
+
+    max_size: int  # the longest side after pre-resizing
+    workers: int  # processes
 
 
 @dataclass(frozen=True)
 class CVSettings:
-    scheme: str
+    """The split table shared by every model (`cv`): bag, n random stratified validation sets, or kfold, stratified
+    folds covering every row."""
+
+    scheme: str  # CV_SCHEMES
     n_splits: int
-    valid_pct: float
+    valid_pct: float  # bag only
     seed: int
 
 
@@ -107,20 +112,28 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class TTASettings:
+    """Test-time augmentation (`tta`): n augmented passes blended with one plain pass,
+    beta x plain + (1 - beta) x augmented mean."""
+
     n: int
     beta: float
 
 
 @dataclass(frozen=True)
 class EnsembleSettings:
+    """How the ensemble weighs its models (`ensemble`): ENSEMBLE_WEIGHTS, and the folds that cross-validate a fit."""
+
     weights: str
     cv_folds: int
 
 
 @dataclass(frozen=True)
 class ProfileSettings:
+    """The memory profile (`profile`): the GPU memory a training step may use, less a fraction kept free, and the
+    smallest micro-batch it may choose."""
+
     budget_gb: float
-    headroom: float
+    headroom: float  # a fraction of budget_gb
     min_micro_batch: int
 
 
