@@ -165,7 +165,7 @@ def test_the_prediction_step_is_estimated_with_the_training_state_alive():
     assert evals[1]["allocated_gb"] * memory.GiB >= state_bytes
 
 
-def test_profile_from_params_estimates_on_the_cpu(params):
+def test_profile_settings_estimates_on_the_cpu(params):
     profile = prof.profile_settings(parse_settings(params), "vit", VOCAB, CPU)
     assert profile["device"] == prof.ESTIMATE
     effective, floor = params["train"]["effective_batch"], params["profile"]["min_micro_batch"]

@@ -3,10 +3,9 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import prepared_work
 
-from paddy.data.prepare import prepare_competition, read_labels
-from paddy.data.split import make_splits
-from paddy.files import write_csv
+from paddy.data.prepare import read_labels
 from paddy.predict.ensemble import build_ensemble
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings
@@ -18,11 +17,8 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def prepared(competition, tmp_path_factory):
-    raw, truth = competition
     out = tmp_path_factory.mktemp("prep")
-    index, _ = prepare_competition(raw, out / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), out / "split.csv")
-    return out, index
+    return out, prepared_work(competition, out)
 
 
 def test_train_tta_ensemble(prepared, competition, params, tmp_path):
@@ -59,14 +55,14 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     oof.to_csv(preds / "oof_probs.csv", index=False)
     sample = pd.read_csv(raw / "sample_submission.csv", dtype=str)
     sub, metrics, confusion = build_ensemble(
-        {name: model["weight"] for name, model in params["models"].items()},
+        {name: model.weight for name, model in parse_settings(params).models.items()},
         meta["labels"],
         sample,
         tmp_path / "preds",
         train[["image_id", "label"]],
         pd.read_csv(truth, dtype=str),
         fallback_label="normal",
-        ensemble=params["ensemble"],
+        ensemble=parse_settings(params).ensemble,
     )
     assert sub.image_id.tolist() == sample.image_id.tolist()
     assert set(metrics["oof_acc"]) == {"resnet", "ensemble"} and 0 <= metrics["test_acc"]["ensemble"] <= 1
