@@ -57,8 +57,8 @@ from paddy.training.folds import train_model
 from paddy.training.model_data import create_model_data, model_augment
 from paddy.training.models import create_model
 from paddy.training.optim import create_optimizer
-from paddy.training.precision import device_name, seed_everything
-from paddy.training.step import train_step
+from paddy.training.precision import device_name
+from paddy.training.step import seed_everything, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 # (name, timm arch, item_size, item_method, size): part 2's model, then presets/seed.yaml's four architectures

@@ -25,14 +25,15 @@ from paddy.data.prepare import read_targets
 from paddy.data.split import read_splits
 from paddy.errors import exit_on_error
 from paddy.files import replace_dir, write_json
-from paddy.memory.profile import accumulation, resolve_batches
+from paddy.memory.profile import resolve_batches
 from paddy.settings import load_settings
 from paddy.training import distributed
-from paddy.training.folds import summary, train_model
+from paddy.training.folds import run_record, summary, train_model
 from paddy.training.gpus import claim_device
 from paddy.training.loop import Interrupted, stop_at_next_step_on_signals
 from paddy.training.models import check_archs
 from paddy.training.precision import resolve_precision
+from paddy.training.step import accumulation
 
 
 @exit_on_error
@@ -123,8 +124,7 @@ def train(args, settings, device):
             return
     # dvclive's own summary repeats each split's last epoch, and its step: the model's figures replace it
     write_json(live_dir / "metrics.json", summary(results))
-    per_step = accumulation(-(-effective // world), min(m["micro_batch"] for m in results))  # per process
-    write_json(live_dir / "run.json", {"accumulation": per_step, "eval_batch": evals, "splits": results})
+    write_json(live_dir / "run.json", run_record(results, effective, evals, world))
     title = f"{args.model} ({settings.model(args.model).arch})"
     charts.learning_curves(history, live_dir / "learning_curves.png", title)
     replace_dir(out_dir, args.out_dir)

@@ -7,7 +7,6 @@ the choice is the largest whose process total fits budget_gb less the headroom.
 """
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from paddy.errors import PaddyError
 from paddy.files import write_json
 from paddy.memory.measure import GiB, Spec, estimate, measure, oom_row
 from paddy.training.precision import device_name, resolve_precision
-from paddy.training.step import free_cuda_cache
+from paddy.training.step import accumulation, free_cuda_cache
 
 ESTIMATE = "estimate"  # the device recorded for a profile computed without a GPU
 
@@ -34,11 +33,6 @@ def candidates(effective_batch, floor):
 
 def eval_candidates(effective_batch, floor):
     return [4 * effective_batch, 2 * effective_batch, *candidates(effective_batch, floor)]
-
-
-def accumulation(effective_batch, micro_batch):
-    """Micro-batches per optimizer step. Accumulation counts samples, so a remainder makes a short last group."""
-    return math.ceil(effective_batch / micro_batch)
 
 
 def limit_gb(budget_gb, headroom):

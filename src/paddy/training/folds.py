@@ -13,7 +13,7 @@ from paddy.training.compile import maybe_compile
 from paddy.training.loop import fine_tune
 from paddy.training.model_data import create_model_data
 from paddy.training.models import input_normalization
-from paddy.training.precision import seed_everything
+from paddy.training.step import accumulation, seed_everything
 
 # What does not change a model: left out of the resume key (and of the train stage's params in dvc.yaml)
 NOT_TRAINING = ("workers", "checkpoint_minutes")
@@ -126,3 +126,10 @@ def summary(results):
     if fallbacks:
         out["out_of_memory_fallbacks"] = fallbacks
     return out
+
+
+def run_record(results, effective_batch, eval_batch, world=1):
+    """What run.json keeps of a model's run: the micro-batches per step on each of `world` processes (after any
+    out-of-memory fallback), the eval batch, and each split's final figures."""
+    per_step = accumulation(-(-effective_batch // world), min(m["micro_batch"] for m in results))
+    return {"accumulation": per_step, "eval_batch": eval_batch, "splits": results}

@@ -9,7 +9,6 @@ uninterrupted one exactly.
 """
 
 import dataclasses
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
 from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters
 from paddy.training.step import (
+    accumulation,
     free_cuda_cache,
     predict_chunked,
     seed_step,
@@ -85,8 +85,8 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
         if run.clock is not None:  # a compiled model: time its first steps (paddy.training.step.CompileClock)
             run.clock.tick()
         while True:
-            accumulation = math.ceil(loader.batch_sampler.batch_size / progress.micro_batch)
-            pos = position(phase_epoch * steps + i, phase.epochs * steps, accumulation)
+            steps_of = accumulation(loader.batch_sampler.batch_size, progress.micro_batch)
+            pos = position(phase_epoch * steps + i, phase.epochs * steps, steps_of)
             set_hyperparameters(optimizer, phase, pos)
             seed_step(generator, run.seed, epoch, i)
             scale = _scale(run.scaler)

@@ -1,11 +1,8 @@
-"""Device, precision and determinism: CUDA gets mixed precision and channels_last by default, the CPU fp32 unless
+"""Device and precision: CUDA gets mixed precision and channels_last by default, the CPU fp32 unless
 asked for bf16 or fp16 (torch's CPU autocast and grad scaler: mixed precision tested without a GPU)."""
 
 import contextlib
-import os
-import random
 
-import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -68,11 +65,3 @@ def create_scaler(precision, device):
     """fp16's dynamic loss scaling (a torch.amp.GradScaler, on CUDA and the CPU alike), or None for the others:
     fp16 gradients underflow without it; bf16 has fp32's exponent range and needs none."""
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-
-def seed_everything(seed):
-    """Same params, same numbers on the CPU: the DVC run-cache may restore outputs, so runs must repeat."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -1,4 +1,4 @@
-"""The one training step: training, the memory profile and every benchmark call it.
+"""The one training step, its accumulation and its seeds: training, the memory profile and every benchmark call it.
 
 An optimizer step takes a whole effective batch of uint8 items, moves it to the device once, then for each
 micro-batch: augments it on the device, runs forward under autocast and backward with the loss scaled by the
@@ -9,6 +9,8 @@ finally steps the optimizer. The losses are summed on the device: nothing waits 
 import contextlib
 import gc
 import math
+import os
+import random
 
 import numpy as np
 import torch
@@ -17,6 +19,19 @@ import torch.nn.functional as F
 from paddy.errors import PaddyError
 from paddy.training.augment import slice_draws
 from paddy.training.precision import autocast, backward_mode
+
+
+def accumulation(effective_batch, micro_batch):
+    """Micro-batches per optimizer step. Accumulation counts samples, so a remainder makes a short last group."""
+    return math.ceil(effective_batch / micro_batch)
+
+
+def seed_everything(seed):
+    """Same params, same numbers on the CPU: the DVC run-cache may restore outputs, so runs must repeat."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def stream_seeds(seed, epoch, step):
