@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from paddy.errors import PaddyError
+from paddy.settings.schema import HEADS, PRECISIONS
 
 HELP = "peak memory per architecture and micro-batch: measured on CUDA, else estimated"
 
@@ -33,8 +34,8 @@ def arguments(parser):
     parser.add_argument(
         "--item-size", metavar="HxW", help="the uint8 items the step augments from (default: the model's size)"
     )
-    parser.add_argument("--head", choices=("fastai", "timm"), help="default: fastai, or params.yaml's with --params")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default: train.precision")
+    parser.add_argument("--head", choices=HEADS, help="default: fastai, or params.yaml's with --params")
+    parser.add_argument("--precision", choices=PRECISIONS, help="default: train.precision")
     parser.add_argument("--estimate", action="store_true", help="estimate even where CUDA is available")
     parser.add_argument("--budget-gb", type=float, help="default: profile.budget_gb")
     parser.add_argument("--num-classes", type=int, help="default: data/prepared/targets.json's labels, else 10")
