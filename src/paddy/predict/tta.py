@@ -49,9 +49,14 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
     meta = read_meta(ckpt_dir)
     labels, tta = meta["labels"], settings.tta
     data = create_model_data(
-        model_settings(meta), settings.train.aug, settings.train.workers, prepared_dir, split_csv, device,
+        model_settings(meta),
+        settings.train.aug,
+        settings.train.workers,
+        prepared_dir,
+        split_csv,
+        device,
         normalization=checkpoint_normalization(meta),
-    )  # fmt: skip
+    )
     sizes, table = tuple(len(classes) for classes in meta["targets"].values()), data.table
     test, test_loader = data.test_loader(meta["eval_batch"])
     test_sum, oof_parts = None, []
@@ -61,8 +66,9 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
         p = tta_probs(model, test_loader, data.augment, tta.n, tta.beta, precision, seed, sizes)
         test_sum = p if test_sum is None else test_sum + p
         valid = data.rows(col)[1]
-        oof = tta_probs(model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision,
-                        seed + 1, sizes)  # fmt: skip
+        oof = tta_probs(
+            model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision, seed + 1, sizes
+        )
         oof_parts.append(pd.DataFrame(oof.numpy(), columns=labels).assign(image_id=table.image_id.to_numpy()[valid]))
     test_probs = pd.DataFrame((test_sum / len(data.splits)).numpy(), columns=labels)
     test_probs.insert(0, "image_id", test.image_id.to_numpy())

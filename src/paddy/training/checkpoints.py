@@ -41,9 +41,16 @@ def model_settings(meta):
     """The ModelSettings a checkpoint's model was trained with, from its meta.json (sizes as (height, width))."""
     sizes = {k: tuple(meta[k]) if isinstance(meta[k], list) else (meta[k], meta[k]) for k in ("size", "item_size")}
     return ModelSettings(
-        name=meta["model"], arch=meta["arch"], pretrained=False, head=meta["head"], targets=tuple(meta["targets"]),
-        item_method=meta["item_method"], micro_batch=meta["micro_batch"], weight=0, **sizes,
-    )  # fmt: skip
+        name=meta["model"],
+        arch=meta["arch"],
+        pretrained=False,
+        head=meta["head"],
+        targets=tuple(meta["targets"]),
+        item_method=meta["item_method"],
+        micro_batch=meta["micro_batch"],
+        weight=0,
+        **sizes,
+    )
 
 
 def checkpoint_normalization(meta):

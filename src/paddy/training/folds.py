@@ -20,9 +20,18 @@ NOT_TRAINING = ("workers", "checkpoint_minutes")
 
 
 def train_model(
-    settings, name, prepared_dir, split_csv, out_dir, batches, device, precision, on_epoch=None, on_step=None,
+    settings,
+    name,
+    prepared_dir,
+    split_csv,
+    out_dir,
+    batches,
+    device,
+    precision,
+    on_epoch=None,
+    on_step=None,
     resume_dir=None,
-):  # fmt: skip
+):
     """Fine-tune settings.models[name] on each split; on_epoch(split, epoch, metrics) after every epoch,
     on_step(split, epoch, step, model, optimizer) after every optimizer step. Returns each split's final metrics,
     train_time_s (the epochs' time, resumes included), micro_batch (after any out-of-memory fallback) and events.
@@ -67,13 +76,22 @@ def train_model(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         progress = fine_tune(
-            model, train_loader, valid_loader, train, micro_batch, data.augment, precision, seed,
+            model,
+            train_loader,
+            valid_loader,
+            train,
+            micro_batch,
+            data.augment,
+            precision,
+            seed,
             on_epoch=None if on_epoch is None else (lambda e, m, s=s: on_epoch(s, e, m)),
             on_step=None if on_step is None else (lambda e, i, m, o, s=s: on_step(s, e, i, m, o)),
             checkpoint=None if runs is None else Checkpoint(runs / f"{col}.pt", train.checkpoint_minutes),
-            sizes=data.sizes, target_names=model_cfg.targets, min_micro_batch=settings.profile.min_micro_batch,
+            sizes=data.sizes,
+            target_names=model_cfg.targets,
+            min_micro_batch=settings.profile.min_micro_batch,
             clock=clock,
-        )  # fmt: skip
+        )
         result = {
             **progress.history[-1],
             "train_time_s": sum(m["epoch_time_s"] for m in progress.history),

@@ -62,8 +62,9 @@ class ModelData:
         """(the test rows of the index, batches of their items, targets unknown: -1)."""
         test = self.index[(self.index.split == "test") & self.index.ok]
         items = self._open(test.path.tolist())
-        return test, create_loader(ItemDataset(items, range(len(test)), [-1] * len(test)), batch_size, self.device,
-                                   workers=self.workers)  # fmt: skip
+        return test, create_loader(
+            ItemDataset(items, range(len(test)), [-1] * len(test)), batch_size, self.device, workers=self.workers
+        )
 
     def create_model(self):
         """A fresh model for these targets, on the device (channels_last on CUDA); seed first for repeatable weights."""
@@ -71,8 +72,9 @@ class ModelData:
         return model.to(memory_format=torch.channels_last) if self.device.type == "cuda" else model
 
     def _open(self, paths):
-        return open_items(self.prepared_dir, self.index, paths, self.model.item_size, self.model.item_method,
-                          self.workers)  # fmt: skip
+        return open_items(
+            self.prepared_dir, self.index, paths, self.model.item_size, self.model.item_method, self.workers
+        )
 
 
 def model_augment(model, aug):
