@@ -19,12 +19,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import load_params
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
+from paddy.data.prepare import prepare_competition
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.settings import parse_settings, read_params
+from paddy.training.folds import train_model
 
 EPOCHS, FROZEN, LR, LR_MULT, EFFECTIVE, MICRO = 2, 1, 0.01, 100, 32, 16
 MODELS = {  # a BatchNorm convnet (train_bn matters) and a LayerNorm transformer, at sizes that train in seconds
@@ -45,9 +45,16 @@ def pipeline_steps(params, name, work):
         )  # fmt: skip
 
     train_model(
-        name, params, work / "prepared", work / "split.csv", work / "models" / name, (MICRO, 64),
-        torch.device("cpu"), "fp32", on_step=on_step,
-    )  # fmt: skip
+        parse_settings(params),
+        name,
+        work / "prepared",
+        work / "split.csv",
+        work / "models" / name,
+        (MICRO, 64),
+        torch.device("cpu"),
+        "fp32",
+        on_step=on_step,
+    )
     return steps
 
 
@@ -125,7 +132,7 @@ def main():
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    params = load_params()
+    params = read_params()
     report, failed = {"settings": dict(epochs=EPOCHS, frozen_epochs=FROZEN, lr=LR, lr_mult=LR_MULT,
                                        effective_batch=EFFECTIVE, micro_batch=MICRO)}, False  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

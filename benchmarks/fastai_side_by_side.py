@@ -20,13 +20,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import as_hw, load_params
-from paddy.prepare import prepare_competition, read_index
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
-from paddy.tta import predict_model
+from paddy.data.prepare import prepare_competition, read_index
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.predict.tta import predict_model
+from paddy.settings import parse_settings, read_params
+from paddy.settings.parse import as_hw
+from paddy.training.folds import train_model
 
 CPU = torch.device("cpu")
 
@@ -43,11 +44,13 @@ def pipeline(params, name, work, seed, truth):
     p["seed"] = seed
     micro = p["models"][name]["micro_batch"]
     start = time.perf_counter()
-    result = train_model(name, p, work / "prepared", work / "split.csv", work / f"ours{seed}" / name,
-                         (micro, 2 * micro), CPU, "fp32")[0]  # fmt: skip
+    settings, out = parse_settings(p), work / f"ours{seed}" / name
+    result = train_model(settings, name, work / "prepared", work / "split.csv", out, (micro, 2 * micro), CPU, "fp32")[0]
     trained = time.perf_counter() - start
-    index = read_index(work / "prepared")
-    test, _ = predict_model(p, index, work / "prepared", work / "split.csv", work / f"ours{seed}" / name, CPU, "fp32")
+
+    test, _ = predict_model(
+        parse_settings(p), work / "prepared", work / "split.csv", work / f"ours{seed}" / name, CPU, "fp32"
+    )
     return {"valid_acc": result["valid_acc"], "test_acc": accuracy(test, truth), "train_s": trained,
             "total_s": time.perf_counter() - start}  # fmt: skip
 
@@ -93,7 +96,7 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fastai_side_by_side.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    params = load_params()
+    params = read_params()
     params["train"]["workers"] = 0
     if args.epochs:
         params["train"]["epochs"] = args.epochs

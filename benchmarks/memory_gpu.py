@@ -5,7 +5,7 @@
 For the seed's four large architectures at their seed sizes (items 480x480 squished from 480x640 photos, bf16,
 effective batch 64, random init), on an 80 GB card capped to a 16 GB one (the allocator limited to the budget less
 the CUDA context):
-  1. the profile, measured (paddy.profile on CUDA) and estimated without a GPU (fake tensors), and its choice;
+  1. the profile, measured (paddy.memory.profile on CUDA) and estimated without a GPU (fake tensors), and its choice;
   2. a real `train_model` run at that choice: one frozen and one unfrozen epoch, validation included;
   3. the error of each figure against the run's peak. Targets: measured within +-10 %, estimate within +-15 %,
      the run never above the limit.
@@ -22,14 +22,15 @@ from pathlib import Path
 
 import torch
 
-from paddy import profile as prof
-from paddy.device import device_name
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import load_params
-from paddy.prepare import prepare_competition, read_targets
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
+from paddy.data.prepare import prepare_competition, read_targets
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.memory import profile as prof
+from paddy.memory import report
+from paddy.settings import parse_settings, read_params
+from paddy.training.folds import train_model
+from paddy.training.precision import device_name
 
 SEED_MODELS = [  # (name, timm arch, size): presets/seed.yaml's architectures at their sizes
     ("convnext_large", "convnext_large_in22k", [224, 224]),
@@ -67,15 +68,24 @@ def profile_vs_training(params, work, budget_gb, models, device):
     for name, arch, size in models:
         p = seed_params(params, name, arch, size, budget_gb)
         start = time.perf_counter()
-        estimate = prof.profile_from_params(name, p, vocab, torch.device("cpu"))
+        estimate = prof.profile_settings(parse_settings(p), name, vocab, torch.device("cpu"))
         estimate_s = time.perf_counter() - start
-        measured = prof.profile_from_params(name, p, vocab, device)
-        print(prof.format_table([measured, estimate]), flush=True)
+        measured = prof.profile_settings(parse_settings(p), name, vocab, device)
+        print(report.format_table([measured, estimate]), flush=True)
         prof.require_fit(measured)
         micro, evals = measured["micro_batch"], measured["eval_batch"]
         start = time.perf_counter()
-        result = train_model(name, p, work / "prepared", work / "split.csv", work / "models" / name, (micro, evals),
-                             device, "bf16" if device.type == "cuda" else "fp32")[0]  # fmt: skip
+        settings, out = parse_settings(p), work / "models" / name
+        result = train_model(
+            settings,
+            name,
+            work / "prepared",
+            work / "split.csv",
+            out,
+            (micro, evals),
+            device,
+            "bf16" if device.type == "cuda" else "fp32",
+        )[0]
         trained = {"reserved_gb": result.get("peak_memory_gb", float("nan")), "total_gb": float("nan")}
         if device.type == "cuda":
             free, total = torch.cuda.mem_get_info()
@@ -111,7 +121,9 @@ def calibration(params, vocab, models, device, batches=(64, 32, 16)):
     rows = []
     for name, arch, size in models:
         p = seed_params(params, name, arch, size, 80)
-        spec = prof.model_spec(name, p, vocab, device)  # effective batch 64: accumulation 64 / micro-batch
+        spec = prof.model_spec(
+            parse_settings(p).model(name), parse_settings(p).train, vocab, device
+        )  # effective batch 64: accumulation 64 / micro-batch
         for mb in batches:
             measured = prof.profile_model(name, spec, [mb], [128], 80, 0.1, device, micro_batch=mb)
             estimated = prof.profile_model(name, spec, [mb], [128], 80, 0.1, torch.device("cpu"), micro_batch=mb)
@@ -133,7 +145,7 @@ def main():
     parser.add_argument("--images", type=int, default=320)
     parser.add_argument("--smoke", action="store_true", help="the same code on the CPU with tiny models")
     args = parser.parse_args()
-    params = load_params()
+    params = read_params()
     device = torch.device("cpu" if args.smoke else "cuda")
     models = [("convnext", "test_convnext", [64, 64]), ("vit", "test_vit", [160, 160])] if args.smoke else SEED_MODELS
     report = {"device": device_name(device), "torch": torch.__version__, "budget_gb": args.budget_gb}

@@ -1,13 +1,14 @@
 """fp32, bf16 and fp16 side by side: the default models' valid and test accuracy on the embedded competition, over
-seeds, on a CUDA card or on the CPU (torch's CPU autocast and grad scaler, paddy.device).
+seeds, on a CUDA card or on the CPU (torch's CPU autocast and grad scaler, paddy.training.precision).
 
     python benchmarks/precision.py --device cpu     # the CPU table of docs/performance.md (about 40 min, 2 cores)
     python benchmarks/precision.py                  # on a CUDA machine (benchmarks/gpu.sh precision)
     python benchmarks/precision.py --smoke          # the same code, tiny and short, on the CPU
 
 Kaggle's free GPUs (T4, P100) have no bf16, so fp16 with a gradient scaler is what most competitors train with.
-For each seed and precision: the default params.yaml's models trained (paddy.fit.train_model), TTA
-(paddy.tta.predict_model), accuracy against the split's validation rows and the generated test truth, and the steps
+For each seed and precision: the default params.yaml's models trained (paddy.training.folds.train_model), TTA
+(paddy.predict.tta.predict_model), accuracy against the split's validation rows and the generated test truth, and the
+steps
 fp16's scaler skipped. Target: bf16 and fp16 within 1 point of fp32 for both models. Writes
 benchmarks/results/precision_<device>.json.
 """
@@ -22,14 +23,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from paddy.device import device_name
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import load_params
-from paddy.prepare import prepare_competition, read_index
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
-from paddy.tta import predict_model
+from paddy.data.prepare import prepare_competition, read_index
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.predict.tta import predict_model
+from paddy.settings import parse_settings, read_params
+from paddy.training.folds import train_model
+from paddy.training.precision import device_name
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -54,7 +55,7 @@ def main():
     out = args.out or Path(f"benchmarks/results/precision_{device.type}.json")
     if device.type == "cpu":
         torch.set_num_threads(2)  # the figures of a 2-core machine, and repeatable
-    params = load_params()
+    params = read_params()
     if args.smoke:
         params["data"]["synthetic"].update(n_train=120, n_test=24)
         params["train"].update(epochs=1)
@@ -78,9 +79,19 @@ def main():
                 start = time.perf_counter()
                 micro = cfg["micro_batch"] if cfg["micro_batch"] != "auto" else 32
                 ckpt = work / f"{precision}{seed}" / name
-                result = train_model(name, p, work / "prepared", work / "split.csv", ckpt, (micro, 128), device,
-                                     precision)[0]  # fmt: skip
-                test, _ = predict_model(p, index, work / "prepared", work / "split.csv", ckpt, device, precision)
+                result = train_model(
+                    parse_settings(p),
+                    name,
+                    work / "prepared",
+                    work / "split.csv",
+                    ckpt,
+                    (micro, 128),
+                    device,
+                    precision,
+                )[0]
+                test, _ = predict_model(
+                    parse_settings(p), work / "prepared", work / "split.csv", ckpt, device, precision
+                )
                 run = {"seed": seed, "precision": precision, "model": name, "valid_acc": result["valid_acc"],
                        "test_acc": test_accuracy(test, truth), "train_loss": result["train_loss"],
                        "skipped_steps": result.get("skipped_steps", 0),

@@ -7,20 +7,21 @@
 A realistic competition: the synthetic one at 480x640 portrait JPEGs (--images, prepared with the seed's
 prepare.max_size 640). For convnext_small_in22k at 224 (part 2's model) and the seed's four large architectures at
 their seed sizes and item settings (random init), micro-batch 32 x accumulation 2 (effective batch 64), bf16:
-  1. ceiling: the same paddy.step.train_step on device-resident random uint8 items, eager (timm's
+  1. ceiling: the same paddy.training.step.train_step on device-resident random uint8 items, eager (timm's
      `benchmark.py --bench train` on the real step: augmentation, accumulation, fused AdamW included);
-  2. pipeline: paddy.fit.train_model's real training epochs from the prepared JPEGs, eager and compiled
+  2. pipeline: paddy.training.folds.train_model's real training epochs from the prepared JPEGs, eager and compiled
      (train.compile true); steady state: the last epoch without its first steps, synced at both ends;
   3. fastai: the seed's recipe on the same prepared images (vision_learner, fine_tune, GradientAccumulation, mixed
      precision), when fastai is installed (an optional extra); the section says so when it is not;
-  4. TTA (paddy.tta.predict_model, the tta stage's code, second run: items cached) and the loader per CPU core.
+  4. TTA (paddy.predict.tta.predict_model, the tta stage's code, second run: items cached) and the loader per CPU core.
 Each section: steady images/s, seconds per epoch, MFU (a training image costs 3 x the forward FLOPs counted by
 torch.utils.flop_counter, i.e. 6 x GMACs; against the GPU's dense bf16 peak, and against a measured matmul peak),
 peak memory; and the GPU and versions. Writes benchmarks/results/throughput.json (--smoke: --out, default under
 /tmp, so GPU results are never overwritten by a smoke run).
 
 The loader (--loader, and section 4): one process, one thread, on N generated 480x640 portrait JPEGs at the seed's
-item settings (640x480 crop, 480 squish), then fastai's training augmentation at 224 (paddy.augment on the CPU).
+item settings (640x480 crop, 480 squish), then fastai's training augmentation at 224 (paddy.training.augment on the
+CPU).
 Also, as the baseline the issue quotes: timm's ImageDataset with create_transform(224, is_training=True), and JPEG
 decode alone. Per core = images per second of this process's CPU time (a shared machine's other load does not count
 against it; wall-clock figures are written too). Its last line: loader_images_per_s_per_core=<number>.
@@ -42,19 +43,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from paddy.augment import create_augment, model_augment
-from paddy.data import ItemDataset, create_loader, open_items, resolve_workers
-from paddy.device import device_name, seed_everything
-from paddy.fileio import write_csv, write_json
-from paddy.fit import train_model
-from paddy.items import load_items
-from paddy.models import create_model
-from paddy.params import as_hw, load_params
-from paddy.prepare import prepare_competition, read_index
-from paddy.split import make_splits
-from paddy.step import create_optimizer, train_step
-from paddy.synthetic import make_competition
-from paddy.tta import predict_model
+from paddy.data.items import load_items
+from paddy.data.loaders import ItemDataset, create_loader
+from paddy.data.prepare import prepare_competition, read_index
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv, write_json
+from paddy.predict.tta import predict_model
+from paddy.settings import AugmentSettings, parse_settings, read_params
+from paddy.settings.parse import as_hw
+from paddy.training.augment import create_augment
+from paddy.training.folds import train_model
+from paddy.training.model_data import create_model_data, model_augment
+from paddy.training.models import create_model
+from paddy.training.optim import create_optimizer
+from paddy.training.precision import device_name
+from paddy.training.step import seed_everything, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 # (name, timm arch, item_size, item_method, size): part 2's model, then presets/seed.yaml's four architectures
@@ -195,7 +199,8 @@ def ceiling(p, name, device, precision, steps, warmup):
     cfg, train = p["models"][name], p["train"]
     reset_peak(device)
     model, optimizer = _model_and_optimizer(cfg, train, device)
-    augment = model_augment(cfg, train["aug"])
+    settings = parse_settings(p)
+    augment = model_augment(settings.model(name), settings.train.aug)
     h, w = as_hw(cfg["item_size"])
     batch = train["effective_batch"]
     items = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, device=device)
@@ -246,8 +251,10 @@ def pipeline(p, name, work, device, precision, compiled):
     out = work / "runs" / f"{name}_{'compiled' if compiled else 'eager'}"
     reset_peak(device)
     start = time.perf_counter()
-    result = train_model(name, p, work / "prepared", work / "split.csv", out, (micro, evals), device, precision,
-                         on_step=clock)[0]  # fmt: skip
+    settings = parse_settings(p)
+    result = train_model(
+        settings, name, work / "prepared", work / "split.csv", out, (micro, evals), device, precision, on_step=clock
+    )[0]
     wall = time.perf_counter() - start
     timed = (steps - clock.skip) * train["effective_batch"]
     images_per_s = timed / clock.seconds()
@@ -304,15 +311,13 @@ def breakdown(p, name, work, device, precision, steps):
     from torch.profiler import ProfilerActivity, profile, record_function
 
     cfg, train = p["models"][name], p["train"]
-    index = read_index(work / "prepared")
-    train_ids = pd.read_csv(work / "split.csv", dtype=str).query("v0 == '0'").image_id
-    paths = [f"images/train/{i}" for i in train_ids]
-    workers = resolve_workers(train["workers"], device)
-    items = open_items(work / "prepared", index, paths, as_hw(cfg["item_size"]), cfg["item_method"], workers)
-    loader = create_loader(ItemDataset(items, range(len(paths)), [0] * len(paths)), train["effective_batch"], device,
-                           shuffle=True, drop_last=True, workers=workers)  # fmt: skip
+    settings = parse_settings(p)
+    data = create_model_data(
+        settings.model(name), settings.train.aug, settings.train.workers, work / "prepared", work / "split.csv", device
+    )
+    loader = data.loader(data.rows("v0")[0], train["effective_batch"], shuffle=True, drop_last=True)
     inner, optimizer = _model_and_optimizer(cfg, train, device)
-    model, augment = _Forward(inner), _Augment(model_augment(cfg, train["aug"]))
+    model, augment = _Forward(inner), _Augment(data.augment)
     generator = torch.Generator(device).manual_seed(0)
 
     def batches():
@@ -418,10 +423,10 @@ def tta(p, index, work, ckpt_dir, device, precision):
     rows = int((index.split == "test").sum()) + int(
         (np.loadtxt(work / "split.csv", delimiter=",", skiprows=1, usecols=2, dtype=str) == "1").sum()
     )
-    predict_model(p, index, work / "prepared", work / "split.csv", ckpt_dir, device, precision)
+    predict_model(parse_settings(p), work / "prepared", work / "split.csv", ckpt_dir, device, precision)
     reset_peak(device)
     start = time.perf_counter()
-    predict_model(p, index, work / "prepared", work / "split.csv", ckpt_dir, device, precision)
+    predict_model(parse_settings(p), work / "prepared", work / "split.csv", ckpt_dir, device, precision)
     seconds = time.perf_counter() - start
     return {"images_per_s": rows / seconds, "passes": p["tta"]["n"] + 1, "images": rows, "seconds": seconds,
             "peak_memory_gb": peak_memory_gb(device)}  # fmt: skip
@@ -460,7 +465,7 @@ def loader_per_core(work, n, repeats=3, settings=(([640, 480], "crop"), (480, "s
     train = index[index.split == "train"]
     files = list(zip(train.path, train.md5))
     paths = [work / "prepared" / f for f, _ in files]
-    params = load_params(ROOT / "params.yaml")
+    params = read_params(ROOT / "params.yaml")
     out = {"images": n, "threads": 1, "repeats": repeats, "size": size, "load_average_before": os.getloadavg()}
 
     def decode():
@@ -486,7 +491,9 @@ def loader_per_core(work, n, repeats=3, settings=(([640, 480], "crop"), (480, "s
             os.environ.pop("PADDY_CACHE")
         else:
             os.environ["PADDY_CACHE"] = saved
-        augment = create_augment((size, size), params["train"]["aug"])  # a random-init model: no normalisation
+        augment = create_augment(
+            (size, size), AugmentSettings(**params["train"]["aug"])
+        )  # a random-init model: no normalisation
         loader = create_loader(ItemDataset(items_path, range(n), [0] * n), 32, torch.device("cpu"))
         generator = torch.Generator().manual_seed(0)
 
@@ -618,7 +625,7 @@ def main():
     print(json.dumps(report), flush=True)
     photo = (128, 96) if smoke else (640, 480)
     index = competition(work, images, 16 if smoke else 200, photo, 128 if smoke else 640)
-    base = load_params(ROOT / "params.yaml")
+    base = read_params(ROOT / "params.yaml")
     peaks = {"spec_tflops": spec_tflops(device), "matmul_tflops": matmul_tflops(device, precision)}
     report["peak_tflops"] = peaks
     report["models"] = {}

@@ -2,9 +2,9 @@
 
 import argparse
 
+from paddy.data.download import fetch_competition
 from paddy.errors import exit_on_error
-from paddy.params import load_params
-from paddy.sources import fetch_competition
+from paddy.settings import load_settings
 
 
 @exit_on_error
@@ -13,8 +13,7 @@ def main():
     parser.add_argument("raw_dir")
     parser.add_argument("truth_csv", help="the test set's true labels, when the source knows them")
     args = parser.parse_args()
-    params = load_params()
-    train, sample = fetch_competition(params["data"], args.raw_dir, args.truth_csv)
+    train, sample = fetch_competition(load_settings().data, args.raw_dir, args.truth_csv)
     print(f"{args.raw_dir}: {len(train)} training images, {train['label'].nunique()} labels, {len(sample)} test images")
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 import pandas as pd
 
 from paddy import charts
-from paddy.competition import read_sample_submission
-from paddy.ensemble import build_ensemble
+from paddy.data.competition import read_sample_submission
+from paddy.data.prepare import read_index, read_labels
+from paddy.data.split import read_splits
 from paddy.errors import exit_on_error
-from paddy.fileio import write_csv, write_json
-from paddy.params import load_params
-from paddy.prepare import read_index, read_labels
-from paddy.split import read_splits
+from paddy.files import write_csv, write_json
+from paddy.predict.ensemble import build_ensemble
+from paddy.settings import load_settings
 
 
 @exit_on_error
@@ -27,21 +27,21 @@ def main():
     parser.add_argument("--split", help="data/split.csv: kfold's folds cross-validate the fitted weights")
     parser.add_argument("--plot", help="the out-of-fold confusion matrix (PNG) for `dvc plots show`")
     args = parser.parse_args()
-    params = load_params()
+    settings = load_settings()
     labels = read_labels(args.prepared_dir)
     index = read_index(args.prepared_dir)
     train = index[index.split == "train"][["image_id", "label"]]
     sub, metrics, confusion = build_ensemble(
-        params["models"],
+        {name: model.weight for name, model in settings.models.items()},
         labels,
         read_sample_submission(args.raw_dir),
         args.preds_dir,
         train,
         pd.read_csv(args.truth_csv, dtype=str),
         fallback_label=train["label"].mode()[0],
-        ensemble=params["ensemble"],
+        ensemble=settings.ensemble,
         split_table=read_splits(args.split)[0] if args.split else None,
-        seed=params["seed"],
+        seed=settings.seed,
     )
     if args.plot:  # first: a picture that fails to draw leaves the metrics and the submission as they were
         title = f"ensemble, out of fold: {metrics['oof_acc']['ensemble']:.4f} accuracy over {len(confusion)} images"
@@ -49,7 +49,7 @@ def main():
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
     write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
     write_csv(sub, args.submission_csv)
-    print(f"{args.submission_csv}: {len(sub)} rows, {params['ensemble']['weights']} weights {metrics['weights']}")
+    print(f"{args.submission_csv}: {len(sub)} rows, {settings.ensemble.weights} weights {metrics['weights']}")
     print(f"out-of-fold accuracy {metrics['oof_acc']}, log loss {metrics['oof_loss']}")
     fit = metrics["fit"]
     print(f"fitted weights: in-sample log loss {fit['oof_loss']:.4f}, cross-validated {fit['cv_loss']:.4f}")

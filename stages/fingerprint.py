@@ -6,10 +6,10 @@ runs on every repro and download depends on its output instead.
 
 import argparse
 
+from paddy.data.fingerprint import fingerprint
 from paddy.errors import exit_on_error
-from paddy.fileio import write_json
-from paddy.fingerprint import fingerprint
-from paddy.params import load_params
+from paddy.files import write_json
+from paddy.settings import load_settings
 
 
 @exit_on_error
@@ -17,7 +17,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out_json")
     args = parser.parse_args()
-    data = load_params()["data"]  # the check stage has checked every setting, archs included
+    data = load_settings().data  # the check stage has checked every setting, archs included
     write_json(args.out_json, fingerprint(data))
 
 

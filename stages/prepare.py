@@ -2,9 +2,9 @@
 
 import argparse
 
+from paddy.data.prepare import prepare_competition
 from paddy.errors import exit_on_error
-from paddy.params import load_params
-from paddy.prepare import prepare_competition
+from paddy.settings import load_settings
 
 
 @exit_on_error
@@ -13,8 +13,8 @@ def main():
     parser.add_argument("raw_dir")
     parser.add_argument("out_dir")
     args = parser.parse_args()
-    p = load_params()["prepare"]
-    index, bad = prepare_competition(args.raw_dir, args.out_dir, p["max_size"], p["workers"])
+    p = load_settings().prepare
+    index, bad = prepare_competition(args.raw_dir, args.out_dir, p.max_size, p.workers)
     print(f"{args.out_dir}: {int(index.ok.sum())} images ready, {len(bad)} bad file(s) left out")
 
 

@@ -3,14 +3,17 @@ estimated without), and the micro-batch, accumulation and eval batch that fit `p
 shadows the standard `profile` module."""
 
 import argparse
+from pathlib import Path
 
 from paddy import charts
-from paddy import profile as prof
+from paddy.data.prepare import read_targets
 from paddy.errors import exit_on_error
-from paddy.fileio import write_json
-from paddy.gpus import claim_device
-from paddy.models import check_archs
-from paddy.params import load_params
+from paddy.files import write_json
+from paddy.memory import profile as prof
+from paddy.memory import report
+from paddy.settings import load_settings
+from paddy.training.gpus import claim_device
+from paddy.training.models import check_archs
 
 
 @exit_on_error
@@ -23,22 +26,22 @@ def main():
     parser.add_argument("summary_json", help="the choices and the peak at each candidate, in short")
     parser.add_argument("plot_png", help="for `dvc plots show`: peak per batch size against the limit")
     args = parser.parse_args()
-    params = load_params()
-    check_archs(params)
-    vocab = prof.read_vocab(args.targets_json)
-    profile = prof.profile_from_params(args.model, params, vocab, claim_device())
-    print(prof.format_table([profile]))
+    settings = load_settings()
+    check_archs(settings.models)
+    vocab = read_targets(Path(args.targets_json).parent)
+    profile = prof.profile_settings(settings, args.model, vocab, claim_device())
+    print(report.format_table([profile]))
     # Only `auto` depends on the choice; an explicit batch size always wins, so there a warning is enough.
-    auto = [k for k, v in prof.batches_of(profile, params).items() if k != "device"]
+    auto = [k for k, v in prof.batches_of(profile, settings).items() if k != "device"]
     prof.require_fit(profile, auto)
     for key in {"micro_batch", "eval_batch"} - set(auto):
         if profile[key] is None:
             print(f"warning: {args.model}'s explicit {key} does not fit profile.budget_gb at any candidate")
-    prof.write_profile(profile, params, args.out_json, args.batches_json)
-    write_json(args.summary_json, prof.summary_of(profile))
+    prof.write_profile(profile, settings, args.out_json, args.batches_json)
+    write_json(args.summary_json, report.summary_of(profile))
     source = "estimated for a CUDA card" if profile["device"] == prof.ESTIMATE else f"measured on {profile['device']}"
-    title = f"{args.model} ({profile['arch']}): peak memory per batch\n{source}, {prof.precision_label(profile)}"
-    charts.memory(prof.plot_rows(profile), profile["limit_gb"], args.plot_png, title)
+    title = f"{args.model} ({profile['arch']}): peak memory per batch\n{source}, {report.precision_label(profile)}"
+    charts.memory(report.plot_rows(profile), profile["limit_gb"], args.plot_png, title)
 
 
 if __name__ == "__main__":

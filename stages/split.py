@@ -2,26 +2,24 @@
 
 import argparse
 
+from paddy.data.prepare import read_index
+from paddy.data.split import split_columns, split_index
 from paddy.errors import exit_on_error
-from paddy.fileio import write_csv
-from paddy.params import load_params
-from paddy.prepare import read_index
-from paddy.split import make_splits, split_columns
+from paddy.files import write_csv
+from paddy.settings import load_settings
 
 
 @exit_on_error
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("prepared_dir")
-    parser.add_argument("out_csv")
+    parser.add_argument("prepared_dir", help="prepare's output: index.csv names the readable training images")
+    parser.add_argument("out_csv", help="the split table: image_id, then one 0/1 column per split (1: validation)")
     args = parser.parse_args()
-    cv = load_params()["cv"]
-    index = read_index(args.prepared_dir)
-    train = index[(index.split == "train") & index.ok]
-    table = make_splits(train, cv["scheme"], cv["n_splits"], cv["valid_pct"], cv["seed"])
+    cv = load_settings().cv
+    table = split_index(read_index(args.prepared_dir), cv)
     write_csv(table, args.out_csv)
     sizes = [int(table[c].sum()) for c in split_columns(table)]
-    print(f"{args.out_csv}: {cv['scheme']}, {len(sizes)} split(s) of {len(table)} images, validation sizes {sizes}")
+    print(f"{args.out_csv}: {cv.scheme}, {len(sizes)} split(s) of {len(table)} images, validation sizes {sizes}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ show`) in <live_dir>/learning_curves.png.
 Interrupted (a kill, Ctrl-C, SIGTERM, a lost machine), the same command or `dvc repro` continues from the last
 checkpoint in --resume-dir: finished folds are restored, the interrupted one goes on from its last epoch or step.
 
-With train.devices N > 1 the command starts itself again under torchrun as N DDP processes (paddy.distributed)."""
+With train.devices N > 1 the command starts itself again under torchrun as N DDP processes
+(paddy.training.distributed)."""
 
 import argparse
 import contextlib
@@ -19,18 +20,20 @@ import time
 from pathlib import Path
 
 from dvclive import Live
-from paddy import charts, distributed
-from paddy.device import resolve_precision
+from paddy import charts
+from paddy.data.prepare import read_targets
+from paddy.data.split import read_splits
 from paddy.errors import exit_on_error
-from paddy.fileio import replace_dir, write_json
-from paddy.fit import train_model
-from paddy.gpus import claim_device
-from paddy.models import check_archs
-from paddy.params import load_params
-from paddy.prepare import read_targets
-from paddy.profile import accumulation, resolve_batches
-from paddy.split import read_splits
-from paddy.train import Interrupted, stop_at_next_step_on_signals
+from paddy.files import replace_dir, write_json
+from paddy.memory.profile import resolve_batches
+from paddy.settings import load_settings
+from paddy.training import distributed
+from paddy.training.folds import run_record, summary, train_model
+from paddy.training.gpus import claim_device
+from paddy.training.loop import Interrupted, stop_at_next_step_on_signals
+from paddy.training.models import check_archs
+from paddy.training.precision import resolve_precision
+from paddy.training.step import accumulation
 
 
 @exit_on_error
@@ -44,26 +47,26 @@ def main():
     parser.add_argument("--batches", type=Path, help="profile@MODEL's batch sizes, for auto")
     parser.add_argument("--resume-dir", type=Path, help="checkpoints to continue an interrupted run from")
     args = parser.parse_args()
-    params = load_params()
-    devices = params["train"]["devices"]
+    settings = load_settings()
+    devices = settings.train.devices
     if distributed.wanted(devices) and not distributed.launched():
         sys.exit(distributed.relaunch(devices, sys.argv))
-    check_archs(params)
+    check_archs(settings.models)
     if distributed.launched():
         device = distributed.rank_device()
         with distributed.process_group(device):
-            train(args, params, device)
+            train(args, settings, device)
     else:
         device = claim_device()  # a GPU no other run holds (dvc queue -j N: one experiment per GPU), or the CPU
-        train(args, params, device)
+        train(args, settings, device)
 
 
-def train(args, params, device):
+def train(args, settings, device):
     rank0 = distributed.is_main()  # rank 0 under DDP: it alone prints, logs and writes
-    precision = resolve_precision(params["train"]["precision"], device)
+    precision = resolve_precision(settings.train.precision, device)
     vocab = read_targets(args.prepared_dir)
-    micro, evals = resolve_batches(args.model, params, args.batches, device, vocab)  # explicit values win
-    effective = params["train"]["effective_batch"]
+    micro, evals = resolve_batches(settings, args.model, args.batches, device, vocab)  # explicit values win
+    effective = settings.train.effective_batch
     world = distributed.world_size()
     if rank0:
         shares = f" on each of {world} processes," if world > 1 else ""
@@ -74,7 +77,7 @@ def train(args, params, device):
             flush=True,
         )
     stop_at_next_step_on_signals()
-    epochs = params["train"]["frozen_epochs"] + params["train"]["epochs"]
+    epochs = settings.train.frozen_epochs + settings.train.epochs
     splits = len(read_splits(args.split_csv)[1])
     started, done = time.time(), {"epochs": 0, "seconds": 0.0}
     history = {}  # split -> each epoch's metrics (a resume replays the epochs already done first)
@@ -103,7 +106,7 @@ def train(args, params, device):
 
         try:
             results = train_model(
-                args.model, params, args.prepared_dir, args.split_csv, out_dir, (micro, evals), device,
+                settings, args.model, args.prepared_dir, args.split_csv, out_dir, (micro, evals), device,
                 precision, on_epoch if rank0 else None, resume_dir=args.resume_dir,
             )  # fmt: skip
         except Interrupted as stop:
@@ -121,30 +124,13 @@ def train(args, params, device):
             return
     # dvclive's own summary repeats each split's last epoch, and its step: the model's figures replace it
     write_json(live_dir / "metrics.json", summary(results))
-    per_step = accumulation(-(-effective // world), min(m["micro_batch"] for m in results))  # per process
-    write_json(live_dir / "run.json", {"accumulation": per_step, "eval_batch": evals, "splits": results})
-    title = f"{args.model} ({params['models'][args.model]['arch']})"
+    write_json(live_dir / "run.json", run_record(results, effective, evals, world))
+    title = f"{args.model} ({settings.model(args.model).arch})"
     charts.learning_curves(history, live_dir / "learning_curves.png", title)
     replace_dir(out_dir, args.out_dir)
     replace_dir(live_dir, args.live_dir)
     if args.resume_dir is not None:
         shutil.rmtree(args.resume_dir, ignore_errors=True)  # every split is in out_dir now; DVC keeps it
-
-
-def summary(results):
-    """The model's figures over its splits, for `dvc exp show`: mean valid accuracy (each target's) and loss, total
-    train time; compile time, fp16's skipped steps and out-of-memory fallbacks only where there are some."""
-    keys = [k for k in results[0] if k.startswith("valid_acc")] + ["valid_loss"]
-    out = {k: sum(m[k] for m in results) / len(results) for k in keys}
-    out["train_time_s"] = sum(m["train_time_s"] for m in results)
-    if any("compile_s" in m for m in results):
-        out["compile_s"] = sum(m.get("compile_s", 0.0) for m in results)
-    if any("skipped_steps" in m for m in results):  # fp16: steps the grad scaler skipped on an overflow
-        out["skipped_steps"] = sum(m["skipped_steps"] for m in results)
-    fallbacks = sum(len([e for e in m["events"] if "out of memory" in e]) for m in results)
-    if fallbacks:
-        out["out_of_memory_fallbacks"] = fallbacks
-    return out
 
 
 if __name__ == "__main__":

@@ -3,14 +3,13 @@
 import argparse
 from pathlib import Path
 
-from paddy.device import resolve_precision
 from paddy.errors import exit_on_error
-from paddy.fileio import write_csv
-from paddy.gpus import claim_device
-from paddy.models import check_archs
-from paddy.params import load_params
-from paddy.prepare import read_index
-from paddy.tta import predict_model
+from paddy.files import write_csv
+from paddy.predict.tta import predict_model
+from paddy.settings import load_settings
+from paddy.training.gpus import claim_device
+from paddy.training.models import check_archs
+from paddy.training.precision import resolve_precision
 
 
 @exit_on_error
@@ -21,12 +20,11 @@ def main():
     parser.add_argument("ckpt_dir")
     parser.add_argument("out_dir")
     args = parser.parse_args()
-    params = load_params()
-    check_archs(params)
+    settings = load_settings()
+    check_archs(settings.models)
     device = claim_device()  # a GPU no other run holds, or the CPU
-    precision = resolve_precision(params["train"]["precision"], device)
-    index = read_index(args.prepared_dir)
-    test, oof = predict_model(params, index, args.prepared_dir, args.split_csv, args.ckpt_dir, device, precision)
+    precision = resolve_precision(settings.train.precision, device)
+    test, oof = predict_model(settings, args.prepared_dir, args.split_csv, args.ckpt_dir, device, precision)
     write_csv(test, Path(args.out_dir) / "test_probs.csv", float_format="%.6f")
     write_csv(oof, Path(args.out_dir) / "oof_probs.csv", float_format="%.6f")
     print(f"{args.out_dir}: {len(test)} test and {len(oof)} out-of-fold rows")

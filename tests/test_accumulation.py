@@ -4,22 +4,10 @@ with timm's head), on the same augmented images, because the augmentation is dra
 import pytest
 import timm
 import torch
+from conftest import CaptureGradients
 
-from paddy.augment import BatchAugment
-from paddy.step import train_step
-
-
-class CaptureGradients:
-    """Stands in for the optimizer: keeps the gradients the step would apply."""
-
-    def __init__(self, model):
-        self.model, self.grads = model, None
-
-    def step(self):
-        self.grads = [p.grad.detach().clone() for p in self.model.parameters()]
-
-    def zero_grad(self, set_to_none=True):
-        self.model.zero_grad(set_to_none=set_to_none)
+from paddy.training.augment import BatchAugment
+from paddy.training.step import train_step
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from paddy import augment as aug
-from paddy.augment import AugmentSettings, BatchAugment
+from paddy.settings import AugmentSettings
+from paddy.training import augment as aug
+from paddy.training.augment import BatchAugment
 
 N = 4000  # draws: enough for probabilities to within a few percent
 

@@ -4,9 +4,8 @@ import errno
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +13,21 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import run_script
 from PIL import Image
 
-from paddy import items, preflight
-from paddy.archive import extract_zip
-from paddy.competition import check_layout
-from paddy.data import item_files
-from paddy.ensemble import build_ensemble
+from paddy.data import items
+from paddy.data.archive import extract_zip
+from paddy.data.competition import check_layout
+from paddy.data.download import check_source, fetch_competition
+from paddy.data.items import load_items
+from paddy.data.loaders import item_files
+from paddy.data.prepare import prepare_competition, read_labels
 from paddy.errors import PaddyError
-from paddy.items import cache_dir, load_items
-from paddy.models import check_archs
-from paddy.params import check_params
-from paddy.prepare import prepare_competition, read_labels
-from paddy.sources import check_source, fetch_competition
+from paddy.files import cache_dir
+from paddy.predict.ensemble import build_ensemble
+from paddy.settings import EnsembleSettings, parse_settings, preflight
+from paddy.training.models import check_archs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,27 +39,22 @@ def comp(competition, tmp_path):
     return tmp_path / "raw"
 
 
-def test_missing_train_csv(comp):
-    (comp / "train.csv").unlink()
-    with pytest.raises(PaddyError, match="train.csv is missing"):
-        check_layout(comp)
-
-
-def test_malformed_train_csv(comp):
-    (comp / "train.csv").write_text("image_id,disease\n100001.jpg,blast\n")
-    with pytest.raises(PaddyError, match="missing label"):
-        check_layout(comp)
-
-
-def test_missing_sample_submission(comp):
-    (comp / "sample_submission.csv").unlink()
-    with pytest.raises(PaddyError, match="sample_submission.csv is missing"):
-        check_layout(comp)
-
-
-def test_malformed_sample_submission(comp):
-    (comp / "sample_submission.csv").write_text("id;label\n1;2\n")
-    with pytest.raises(PaddyError, match="sample_submission.csv has columns"):
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("train.csv", None, "train.csv is missing"),
+        ("train.csv", "image_id,disease\n100001.jpg,blast\n", "missing label"),
+        ("sample_submission.csv", None, "sample_submission.csv is missing"),
+        ("sample_submission.csv", "id;label\n1;2\n", "sample_submission.csv has columns"),
+    ],
+    ids=["missing-train", "malformed-train", "missing-sample", "malformed-sample"],
+)
+def test_a_missing_or_malformed_csv_is_named(comp, name, text, message):
+    if text is None:
+        (comp / name).unlink()
+    else:
+        (comp / name).write_text(text)
+    with pytest.raises(PaddyError, match=message):
         check_layout(comp)
 
 
@@ -84,7 +80,7 @@ def test_random_bytes_named_zip_are_not_called_truncated(params, tmp_path):
     fake.write_bytes(bytes(range(256)) * 8)
     params["data"]["source"] = str(fake)
     with pytest.raises(PaddyError, match="is not a zip archive at all") as err:
-        fetch_competition(params["data"], tmp_path / "raw", tmp_path / "truth.csv")
+        fetch_competition(parse_settings(params).data, tmp_path / "raw", tmp_path / "truth.csv")
     assert "interrupted" not in str(err.value) and not (tmp_path / "raw").exists()
 
 
@@ -94,26 +90,26 @@ def test_a_truncated_zip_is_called_truncated(comp, params, tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     params["data"]["source"] = str(cut)
     with pytest.raises(PaddyError, match="is not a complete zip archive .*interrupted download or copy"):
-        fetch_competition(params["data"], tmp_path / "data/raw", tmp_path / "data/truth.csv")
+        fetch_competition(parse_settings(params).data, tmp_path / "data/raw", tmp_path / "data/truth.csv")
     assert not (tmp_path / "data/raw").exists()
 
 
 def test_unknown_architecture(params):
     params["models"]["resnet"]["arch"] = "resnet_does_not_exist"
     with pytest.raises(PaddyError, match="models.resnet.arch.*resnet_does_not_exist.*timm does not know"):
-        check_archs(params)
+        check_archs(parse_settings(params).models)
 
 
 def test_fixed_size_model_at_another_size(params):
     params["models"]["vit"]["size"] = [128, 96]
     with pytest.raises(PaddyError, match=r"fixed input of \[160, 160\]"):
-        check_archs(params)
+        check_archs(parse_settings(params).models)
 
 
 def test_micro_batch_larger_than_effective_batch(params):
     params["models"]["resnet"]["micro_batch"] = 32
     with pytest.raises(PaddyError, match=r"micro_batch` \(32\) is larger than `train.effective_batch` \(16\)"):
-        check_params(params)
+        parse_settings(params)
 
 
 @pytest.mark.parametrize(
@@ -139,19 +135,19 @@ def test_settings_out_of_range_are_refused(params, key, value, message):
         node = node[part]
     node[last] = value
     with pytest.raises(PaddyError, match=f"`{key}` in params.yaml.*{message}"):
-        check_params(params)
+        parse_settings(params)
 
 
 def test_weight_for_a_model_that_does_not_exist(params):
     params["models"]["vitt"] = {"weight": 2}  # what `-S '+models.vitt.weight=2'` makes of a typo
     with pytest.raises(PaddyError, match="no model `vitt`.*Did you mean `models.vit`"):
-        check_params(params)
+        parse_settings(params)
 
 
 def test_source_path_that_does_not_exist(params, tmp_path):
     params["data"]["source"] = str(tmp_path / "nowhere")
     with pytest.raises(PaddyError, match="neither synthetic, kaggle, nor an existing folder"):
-        fetch_competition(params["data"], tmp_path / "raw", tmp_path / "truth.csv")
+        fetch_competition(parse_settings(params).data, tmp_path / "raw", tmp_path / "truth.csv")
     assert not (tmp_path / "raw").exists()
 
 
@@ -159,13 +155,7 @@ def test_a_stage_prints_one_paragraph_not_a_traceback(tmp_path):
     """What a user sees from `dvc repro` with a bad setting: exit 2, `error: ...`, no traceback, nothing written."""
     text = (ROOT / "params.yaml").read_text().replace("arch: test_vit", "arch: test_vitt")
     (tmp_path / "params.yaml").write_text(text)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "check.py"), "data/checked"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_script("stages/check.py", "data/checked", cwd=tmp_path)
     assert out.returncode == 2
     assert "error: `models.vit.arch` in params.yaml is 'test_vitt'" in out.stderr
     assert "Close names: test_vit" in out.stderr
@@ -201,32 +191,32 @@ def test_an_unknown_key_is_refused_naming_the_nearest_known_one(params, key, nea
     with pytest.raises(
         PaddyError, match=f"`{key}` in params.yaml is not a setting paddy knows \\(did you mean `{nearest}`"
     ):
-        check_params(params)
+        parse_settings(params)
 
 
 def test_user_named_models_are_fine_but_their_keys_are_fixed(params):
     params["models"]["my_convnext"] = dict(params["models"]["resnet"])
-    check_params(params)
+    parse_settings(params)
     params["models"]["my_convnext"]["lr"] = 0.1
     with pytest.raises(
         PaddyError,
         match="`models.my_convnext.lr` in params.yaml is not a setting .*`models.my_convnext` holds arch, pretrained",
     ):
-        check_params(params)
+        parse_settings(params)
 
 
 def test_the_repository_params_and_presets_have_no_unknown_key():
     for path in (ROOT / "params.yaml", ROOT / "presets" / "seed.yaml"):
-        check_params(yaml.safe_load(path.read_text()), path)
+        parse_settings(yaml.safe_load(path.read_text()), path)
 
 
 def test_all_ensemble_weights_zero_is_refused_unless_they_are_fitted(params):
     for model in params["models"].values():
         model["weight"] = 0
     with pytest.raises(PaddyError, match="Every `models.<name>.weight` in params.yaml is 0 and `ensemble.weights` is"):
-        check_params(params)
+        parse_settings(params)
     params["ensemble"]["weights"] = "fit"
-    check_params(params)
+    parse_settings(params)
 
 
 def test_more_devices_than_cpu_cores_is_refused_with_the_count(monkeypatch):
@@ -255,13 +245,13 @@ def test_more_devices_than_visible_gpus_is_refused_with_the_count(monkeypatch):
 
 def test_the_model_checks_rerun_whenever_a_setting_changes(params):
     """What DVC's run-cache got wrong (it ignores every key named `size`): the memo's key sees every setting."""
-    key = preflight.model_checks_key(params)
+    key = preflight.model_checks_key(parse_settings(params))
     preflight.record_pass(key)
-    assert preflight.passed_before(key) and preflight.model_checks_key(params) == key
+    assert preflight.passed_before(key) and preflight.model_checks_key(parse_settings(params)) == key
     params["models"]["resnet"]["size"] = [40, 32]
-    assert not preflight.passed_before(preflight.model_checks_key(params))
+    assert not preflight.passed_before(preflight.model_checks_key(parse_settings(params)))
     params["models"]["resnet"]["pretrained"] = True  # the hub's cache is the machine's state: checked every time
-    assert preflight.model_checks_key(params) is None and not preflight.passed_before(None)
+    assert preflight.model_checks_key(parse_settings(params)) is None and not preflight.passed_before(None)
 
 
 def zip_of(folder, path, extra=()):
@@ -273,31 +263,31 @@ def zip_of(folder, path, extra=()):
     return path
 
 
-def test_a_source_download_would_refuse_is_refused_by_the_check(comp, tmp_path):
+def test_a_source_download_would_refuse_is_refused_by_the_check(comp, tmp_path, source_settings):
     """Found by the check stage, before DVC deletes data/raw to run download: cheap (CSVs and listing, no image)."""
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(PaddyError, match=f"{empty / 'train_images'} is missing"):
-        check_source({"source": str(empty)})
+        check_source(source_settings(empty))
     good = zip_of(comp, tmp_path / "good.zip")
-    check_source({"source": str(good)})
-    check_source({"source": str(comp)})
+    check_source(source_settings(good))
+    check_source(source_settings(comp))
     evil = zip_of(comp, tmp_path / "evil.zip", extra=[("../evil", b"x")])
     with pytest.raises(PaddyError, match=r"evil.zip has an entry '../evil' that would land outside"):
-        check_source({"source": str(evil)})
+        check_source(source_settings(evil))
     (comp / "train.csv").write_text((comp / "train.csv").read_text().replace("image_id,label", "image_id,disease"))
     with pytest.raises(PaddyError, match=f"{comp / 'train.csv'} has columns .* \\(missing label\\)"):
-        check_source({"source": str(comp)})
+        check_source(source_settings(comp))
     unlabelled = zip_of(comp, tmp_path / "unlabelled.zip")
     with pytest.raises(PaddyError, match=f"{unlabelled}/train.csv has columns .* \\(missing label\\)"):
-        check_source({"source": str(unlabelled)})
+        check_source(source_settings(unlabelled))
 
 
 def test_a_zip_that_fails_only_on_extraction_leaves_the_last_competition(comp, params, tmp_path):
     """A damaged image entry shows only when extracted (the check reads no image): download then refuses, and the
     previous data/raw stays whole, built beside and never swapped in."""
     raw, truth = tmp_path / "data/raw", tmp_path / "data/truth.csv"
-    fetch_competition(params["data"], raw, truth)  # the last good competition: the generated one
+    fetch_competition(parse_settings(params).data, raw, truth)  # the last good competition: the generated one
     before = tree(tmp_path / "data")
     blob = bytearray(zip_of(comp, tmp_path / "damaged.zip").read_bytes())
     with zipfile.ZipFile(tmp_path / "damaged.zip") as zf:
@@ -306,9 +296,9 @@ def test_a_zip_that_fails_only_on_extraction_leaves_the_last_competition(comp, p
     blob[start + 10 : start + 20] = bytes(10)  # zeros inside the first image's data: its CRC no longer matches
     (tmp_path / "damaged.zip").write_bytes(blob)
     params["data"]["source"] = str(tmp_path / "damaged.zip")
-    check_source(params["data"])  # the listing and the CSVs are fine
+    check_source(parse_settings(params).data)  # the listing and the CSVs are fine
     with pytest.raises(PaddyError, match="damaged.zip is corrupt .*fails its CRC check"):
-        fetch_competition(params["data"], raw, truth)
+        fetch_competition(parse_settings(params).data, raw, truth)
     assert tree(tmp_path / "data") == before
 
 
@@ -321,15 +311,20 @@ def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, ca
     probs.to_csv(tmp_path / "solo" / "oof_probs.csv", index=False)
     probs.head(1).assign(image_id="t.jpg").to_csv(tmp_path / "solo" / "test_probs.csv", index=False)
     sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
-    ensemble = {"weights": "fit", "cv_folds": 2}
-    _, metrics, _ = build_ensemble(
-        {"solo": {"weight": 1}}, ["a", "b"], sample, tmp_path, truth, truth[:0], "a", ensemble
-    )
+    ensemble = EnsembleSettings(weights="fit", cv_folds=2)
+    _, metrics, _ = build_ensemble({"solo": 1}, ["a", "b"], sample, tmp_path, truth, truth[:0], "a", ensemble)
     note = "ensemble.weights is fit, but there is one model (solo): nothing to fit, weight 1"
     assert metrics["note"] == note and metrics["weights"] == {"solo": 1.0}
     assert f"note: {note}" in capsys.readouterr().out
     _, metrics, _ = build_ensemble(
-        {"solo": {"weight": 1}}, ["a", "b"], sample, tmp_path, truth, truth[:0], "a", dict(ensemble, weights="params")
+        {"solo": 1},
+        ["a", "b"],
+        sample,
+        tmp_path,
+        truth,
+        truth[:0],
+        "a",
+        replace(ensemble, weights="params"),
     )
     assert "note" not in metrics
 

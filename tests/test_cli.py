@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from paddy import cli
+from paddy import commands as cli
 
 HEAVY = ("torch", "timm", "pandas", "numpy", "dvc", "dvclive", "kaggle", "matplotlib", "sklearn")
 
 # Parse `argv` (help exits) and list which heavy packages are imported by then, in a fresh interpreter.
 PROBE = """
 import json, sys
-from paddy import cli
+from paddy import commands as cli
 try:
     cli.main(sys.argv[1:])
 except SystemExit:
@@ -31,17 +31,17 @@ def test_help_imports_no_heavy_package(argv):
     assert json.loads(out.stdout.splitlines()[-1]) == [], f"`paddy {' '.join(argv)}` imported them"
 
 
-def test_every_command_parses_and_names_a_module_with_run():
+def test_every_command_parses_and_has_its_help_arguments_and_run():
     parser = cli.build_parser()
     args = parser.parse_args(["compare", "--sort", "oof_acc.ensemble", "--asc"])
     assert args.sort == "oof_acc.ensemble" and args.asc and args.ledger == cli.LEDGER
     assert parser.parse_args(["profile", "--estimate", "--arch", "test_vit", "--batch", "8", "4"]).batch == [8, 4]
     assert parser.parse_args(["lr-find", "vit", "-S", "train.lr=0.1"]).overrides == ["train.lr=0.1"]
-    for module, _, _ in cli.COMMANDS.values():
-        assert callable(__import__(module, fromlist=["run"]).run), module
+    for name, command in cli.COMMANDS.items():
+        assert callable(command.run) and callable(command.arguments) and command.HELP, name
 
 
 def test_ledger_default_is_the_ledgers():
-    from paddy import ledger
+    from paddy.kaggle import ledger
 
     assert cli.LEDGER == str(ledger.LEDGER)

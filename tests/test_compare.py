@@ -6,7 +6,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from paddy import cli, compare, ledger
+from paddy import commands as cli
+from paddy.kaggle import compare, ledger
 
 SLUG = "paddy-disease-classification"
 
@@ -102,7 +103,7 @@ def test_command_sorts_writes_csv_md_and_correlation(tmp_path, capsys):
         "--md",
         str(tmp_path / "t.md"),
     )
-    assert compare.run(a, exp_json=exp_json()) == 0
+    assert compare.report(a, exp_json=exp_json()) == 0
     out = capsys.readouterr().out
     assert "once" in out and "Pearson" not in out  # two scored rows: no correlation yet
     lines = (tmp_path / "t.csv").read_text().splitlines()
@@ -112,7 +113,7 @@ def test_command_sorts_writes_csv_md_and_correlation(tmp_path, capsys):
 
     # A third scored submission (of an experiment since removed): the correlation appears; the row is kept.
     write_ledger(path, [("gone", "md5-gone", 0.91, 0.96)])
-    compare.run(args(tmp_path), exp_json=exp_json())
+    compare.report(args(tmp_path), exp_json=exp_json())
     out = capsys.readouterr().out
     assert "Pearson r = " in out and "over 3 scored" in out and "gone" in out
     assert out.splitlines()[1].split()[0] in ("workspace", "long")  # default sort: best ensemble CV first
@@ -158,7 +159,7 @@ def test_every_differing_param_once_in_its_own_format(capsys, tmp_path):
     assert table.loc["vit2", "models.vit2.targets"] == '["label"]' and pd.isna(table.loc["main", "models.vit2.arch"])
 
     # The printed table: integers as integers, and a param an experiment lacks as "-".
-    compare.run(args(tmp_path, "--sort", "train_time_s.vit", "--asc"), exp_json=[base])
+    compare.report(args(tmp_path, "--sort", "train_time_s.vit", "--asc"), exp_json=[base])
     lines = capsys.readouterr().out.splitlines()
     head = lines[0].split()
     cells = dict(zip(head, lines[1].split()))  # the shortest train time: experiment "short"
@@ -171,7 +172,7 @@ def test_every_differing_param_once_in_its_own_format(capsys, tmp_path):
 
 def test_unknown_sort_column(tmp_path):
     with pytest.raises(Exception, match="no such column"):
-        compare.run(args(tmp_path, "--sort", "nope"), exp_json=exp_json())
+        compare.report(args(tmp_path, "--sort", "nope"), exp_json=exp_json())
 
 
 def test_correlation():

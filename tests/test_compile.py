@@ -8,17 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import prepared_work, shrunk_params
 from torch._dynamo import list_backends, register_backend
 from torch._dynamo.backends.registry import lookup_backend
 
-from paddy.checkpoint import load_checkpoint
 from paddy.errors import PaddyError
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.params import check_params
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.step import compiles, maybe_compile
+from paddy.settings import parse_settings
+from paddy.training.checkpoints import load_checkpoint
+from paddy.training.compile import compiles, maybe_compile
+from paddy.training.folds import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -39,18 +37,18 @@ if "paddy_counting" not in list_backends(exclude_tags=()):
 @pytest.fixture(scope="module")
 def workspace(competition, tmp_path_factory):
     work = tmp_path_factory.mktemp("compile")
-    index, _ = prepare_competition(competition[0], work / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), work / "split.csv")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(epochs=2, frozen_epochs=0, effective_batch=16, eval_batch=32, workers=0)
-    params["models"] = {"resnet": dict(params["models"]["resnet"], item_size=[64, 48], size=[48, 32], micro_batch=8)}
+    prepared_work(competition, work)
+    params = shrunk_params()
+    params["train"].update(epochs=2, eval_batch=32)
+    params["models"] = {"resnet": params["models"]["resnet"]}
     return work, params
 
 
 def train(work, params, setting, run):
     p = copy.deepcopy(params)
     p["train"]["compile"] = setting
-    return train_model("resnet", p, work / "prepared", work / "split.csv", work / run, (8, 32), CPU, "fp32")[0]
+    settings = parse_settings(p)
+    return train_model(settings, "resnet", work / "prepared", work / "split.csv", work / run, (8, 32), CPU, "fp32")[0]
 
 
 @pytest.mark.slow  # about a minute on a 2-core CPU: dynamo traces the train and eval graphs
@@ -85,11 +83,11 @@ def test_bad_compile_setting_is_refused(value):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"]["compile"] = value
     with pytest.raises(PaddyError, match=r"`train.compile` in params.yaml is .*auto"):
-        check_params(params)
+        parse_settings(params)
 
 
 def test_compile_settings_are_accepted():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert params["train"]["compile"] == "auto"
     for value in ("auto", True, False):
-        check_params(dict(params, train=dict(params["train"], compile=value)))
+        parse_settings(dict(params, train=dict(params["train"], compile=value)))

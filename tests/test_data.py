@@ -6,10 +6,10 @@ import zipfile
 import pandas as pd
 import pytest
 
-from paddy.competition import check_layout
-from paddy.prepare import prepare_competition, read_labels
-from paddy.sources import fetch_competition
-from paddy.synthetic import LABEL_COUNTS, VARIETY_COUNTS
+from paddy.data.competition import check_layout
+from paddy.data.download import fetch_competition
+from paddy.data.prepare import prepare_competition, read_labels
+from paddy.data.synthetic import LABEL_COUNTS, VARIETY_COUNTS
 
 
 def test_synthetic_competition_is_laid_out_like_kaggle(competition):
@@ -24,7 +24,7 @@ def test_synthetic_competition_is_laid_out_like_kaggle(competition):
 
 
 def test_synthetic_is_deterministic(tmp_path):
-    from paddy.synthetic import make_competition
+    from paddy.data.synthetic import make_competition
 
     for name in ("a", "b"):
         make_competition(tmp_path / name, tmp_path / f"{name}.csv", n_train=12, n_test=3, width=24, height=32, seed=5)
@@ -34,7 +34,7 @@ def test_synthetic_is_deterministic(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["folder", "zip"])
-def test_folder_and_zip_sources(competition, tmp_path, kind):
+def test_folder_and_zip_sources(competition, tmp_path, kind, source_settings):
     raw, _ = competition
     source = raw
     if kind == "zip":
@@ -42,7 +42,7 @@ def test_folder_and_zip_sources(competition, tmp_path, kind):
         with zipfile.ZipFile(source, "w") as zf:
             for p in raw.rglob("*"):
                 zf.write(p, "paddy/" + str(p.relative_to(raw)))  # wrapped in one top folder, as hand-made zips are
-    train, _ = fetch_competition({"source": str(source)}, tmp_path / "out" / "raw", tmp_path / "out" / "truth.csv")
+    train, _ = fetch_competition(source_settings(source), tmp_path / "out" / "raw", tmp_path / "out" / "truth.csv")
     assert len(train) == 60
     assert pd.read_csv(tmp_path / "out" / "truth.csv").empty  # no known test labels
 

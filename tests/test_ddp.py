@@ -1,12 +1,11 @@
-"""DDP over 2 gloo processes on the CPU (paddy.distributed): the real training step, with accumulation and no_sync,
+"""DDP over 2 gloo processes on the CPU (paddy.training.distributed): the real training step, with accumulation and
+no_sync,
 gives the gradient of one process's whole batch, frozen phase and unfrozen alike (docs/scale.md)."""
 
 import json
 import os
 import shlex
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,33 +13,18 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import yaml
+from conftest import CaptureGradients, copy_pipeline, sh
 
-from paddy import distributed
-from paddy.augment import BatchAugment
-from paddy.checkpoint import load_checkpoint
 from paddy.errors import PaddyError
-from paddy.models import create_model, set_frozen
-from paddy.params import check_params
-from paddy.resume import Checkpoint
-from paddy.step import shard_parts, train_step
-from paddy.train import Progress
+from paddy.settings import parse_settings
+from paddy.training import distributed
+from paddy.training.augment import BatchAugment
+from paddy.training.checkpoints import Checkpoint, Progress, load_checkpoint
+from paddy.training.models import create_model, set_frozen
+from paddy.training.step import shard_parts, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 N, MICRO, WORLD = 24, 5, 2  # 12 samples per rank in 3 micro-batches of 4: accumulation > 1 on each
-
-
-class CaptureGradients:
-    """Stands in for the optimizer: keeps the gradients the step would apply (None for a frozen parameter)."""
-
-    def __init__(self, model):
-        self.model, self.grads = model, None
-
-    def step(self):
-        self.grads = [None if p.grad is None else p.grad.detach().clone() for p in self.model.parameters()]
-
-    def zero_grad(self, set_to_none=True):
-        self.model.zero_grad(set_to_none=set_to_none)
 
 
 def batch():
@@ -177,7 +161,7 @@ def test_a_batch_too_small_to_share_is_refused():
 def test_devices_is_validated(params):
     params["train"]["devices"] = 0
     with pytest.raises(PaddyError, match="train.devices"):
-        check_params(params)
+        parse_settings(params)
 
 
 def test_rendezvous_flags_come_from_the_environment(monkeypatch):
@@ -195,28 +179,10 @@ def test_rendezvous_flags_come_from_the_environment(monkeypatch):
 def test_dvc_exp_run_with_two_devices_trains_both_models_and_writes_a_submission(tmp_path):
     """The default models through the whole pipeline, train@ as 2 gloo processes under torchrun, with a frozen epoch
     (the model is wrapped again when the body unfreezes)."""
-    from test_pipeline import copy_pipeline  # here, not at the top: the spawned ranks import this module
-
     repo = tmp_path / "repo"
     repo.mkdir()
-    copy_pipeline(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["synthetic"].update(n_train=80, n_test=16, width=48, height=64)
-    params["train"].update(epochs=1, effective_batch=16)
-    params["tta"]["n"] = 1
-    for m in params["models"].values():
-        m["micro_batch"] = 4  # 8 samples per process: 2 micro-batches each, no_sync on the first
-    params["models"]["resnet"].update(item_size=[64, 48], size=[48, 32])
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    git = "git -c user.name=t -c user.email=t@t"
-    subprocess.run(f"git init -q && git add -A && {git} commit -qm init", cwd=repo, shell=True, check=True, env=env)
-    out = subprocess.run(
-        "dvc exp run -S train.devices=2 -S train.frozen_epochs=1", cwd=repo, shell=True,
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-5000:]
+    copy_pipeline(repo, micro_batch=4)  # 8 samples per process: 2 micro-batches each, no_sync on the first
+    log = sh("dvc exp run -S train.devices=2 -S train.frozen_epochs=1", repo, timeout=600)
     for name in ("resnet", "vit"):
         assert f"{name}: cpu, fp32, micro-batch 4 x 2 on each of 2 processes" in log, log[-5000:]
         metrics = json.loads((repo / "dvclive" / name / "metrics.json").read_text())

@@ -1,6 +1,6 @@
 """Parity with fastai at the model's input: the tensor the model receives, built by fastai's own code on one side
 (IntToFloatTensor, aug_transforms(size, min_scale), and the Normalize that vision_learner adds through its own
-`_timm_norm`) and by the pipeline's on the other (paddy.augment, from the same uint8 items).
+`_timm_norm`) and by the pipeline's on the other (paddy.training.augment, from the same uint8 items).
 
 - The distribution test compares the 5/50/95 % quantiles of the per-image mean and std of the model input, for
   training batches, TTA's augmented passes and its plain pass, random-init and pretrained, with and without
@@ -38,13 +38,15 @@ from fastai.vision.learner import _timm_norm, create_timm_model
 from fasttransform import Pipeline
 from torch import nn
 
-from paddy import augment as aug
-from paddy.augment import AugmentSettings, create_augment, model_augment
-from paddy.checkpoint import checkpoint_normalization
-from paddy.items import resize_item
-from paddy.models import input_normalization
-from paddy.synthetic import LABEL_COUNTS, draw_image
-from paddy.tta import tta_probs
+from paddy.data.items import resize_item
+from paddy.data.synthetic import LABEL_COUNTS, draw_image
+from paddy.predict.tta import tta_probs
+from paddy.settings import AugmentSettings, ModelSettings
+from paddy.training import augment as aug
+from paddy.training.augment import create_augment
+from paddy.training.checkpoints import checkpoint_normalization
+from paddy.training.model_data import model_augment
+from paddy.training.models import input_normalization
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 # The two test models at the shapes of params.yaml's, scaled down: the resnet's item is 4:3 and larger than its
@@ -125,18 +127,18 @@ class Recorder(nn.Module):
 
 def pipeline_inputs(items, arch, size, max_lighting, pretrained, device, seed):
     """The pipeline's model input: PASSES epochs of training batches (model_augment(...).train, the training
-    step's augmentation) and TTA's passes, through paddy.tta.tta_probs with the augmentation TTA builds from the
+    step's augmentation) and TTA's passes, through paddy.predict.tta.tta_probs with the augmentation TTA builds from the
     checkpoint's record of the normalisation."""
-    cfg = {"arch": arch, "size": list(size), "pretrained": pretrained}
-    settings = {"max_lighting": max_lighting}
-    augment = model_augment(cfg, settings)
+    model = ModelSettings("m", arch, pretrained, "fastai", ("label",), tuple(size), "squish", tuple(size), 8, 1)
+    settings = AugmentSettings(max_lighting=max_lighting)
+    augment = model_augment(model, settings)
     generator = torch.Generator(device).manual_seed(seed)
     x = items.to(device)
     train = [augment.train(x[i : i + BATCH], generator).cpu() for _ in range(PASSES) for i in range(0, len(x), BATCH)]
-    meta = {"arch": arch, "normalization": input_normalization(arch, pretrained)}  # what paddy.fit records
+    meta = {"arch": arch, "normalization": input_normalization(arch, pretrained)}  # what paddy.training.folds records
     recorder = Recorder().to(device)
     loader = [(x[i : i + BATCH], None) for i in range(0, len(x), BATCH)]
-    augment = create_augment(size, settings, checkpoint_normalization(meta))  # as paddy.tta.predict_model
+    augment = create_augment(size, settings, checkpoint_normalization(meta))  # as paddy.predict.tta.predict_model
     tta_probs(recorder, loader, augment, PASSES, 0.25, "fp32", seed)
     per_batch = [recorder.inputs[i : i + PASSES + 1] for i in range(0, len(recorder.inputs), PASSES + 1)]
     plain = torch.cat([b[0] for b in per_batch])  # tta_probs runs the plain pass first, then the n augmented
@@ -226,7 +228,8 @@ def _fmt(q):
 
 
 class Replay:
-    """Stands in for paddy.augment._Draws: gives the pipeline's draw functions fastai's drawn values, in the order
+    """Stands in for paddy.training.augment._Draws: gives the pipeline's draw functions fastai's drawn values, in the
+    order
     the pipeline asks for them, and checks that each lies in the range the pipeline asks for it in."""
 
     def __init__(self, n, device, queue):

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from paddy.errors import PaddyError
-from paddy.gpus import claim_device, claim_devices, release_devices, visible_gpus
+from paddy.training.gpus import claim_device, claim_devices, release_devices, visible_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
 HOLD = """
 import sys, time
-from paddy.gpus import claim_devices
+from paddy.training.gpus import claim_devices
 device, = claim_devices(1, gpus=sys.argv[1].split(","), locks=sys.argv[2])
 print(device, flush=True)
 time.sleep(600)

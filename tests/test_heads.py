@@ -2,19 +2,19 @@
 NHWC maps, tokens the model pools itself), and the check stage's training step on fake tensors, which refuses a model
 that cannot train before any stage runs."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 import yaml
+from conftest import run_script
 
-from paddy import models
 from paddy.errors import PaddyError
-from paddy.models import CHECK_CLASSES, add_fastai_head, check_models_train, create_model, dry_run, to_fake
-from paddy.params import as_hw
+from paddy.settings import parse_settings
+from paddy.settings.parse import as_hw
+from paddy.training import models
+from paddy.training.models import CHECK_CLASSES, add_fastai_head, check_models_train, create_model, dry_run, to_fake
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = [ROOT / "params.yaml", *sorted((ROOT / "presets").glob("*.yaml"))]
@@ -160,20 +160,20 @@ def test_fastai_28s_body_on_a_swin_is_refused_with_a_clear_message(params, monke
     the check stage's function refuses it in seconds, naming the model and the way out."""
     monkeypatch.setattr(models, "_output_fmt", lambda model: "NCHW")
     with pytest.raises(PaddyError) as refused:
-        check_models_train(swin_params(params, targets=["label", "variety"]))
+        check_models_train(parse_settings(swin_params(params, targets=["label", "variety"])).models)
     message = str(refused.value)
     assert message.startswith("`models.swin` in params.yaml cannot train: swin_tiny_patch4_window7_224 with ")
     assert "`head: fastai` at size [224, 224] (20 outputs)" in message
     assert "running_mean should contain 14 elements not 1536" in message
     assert "Set `head: timm` for this model" in message
-    check_models_train(swin_params(params, head="timm"))  # which does pass
+    check_models_train(parse_settings(swin_params(params, head="timm")).models)  # which does pass
 
 
 def test_a_size_too_small_for_the_model_is_refused_whatever_the_head(params):
     params["models"]["resnet"].update(arch="test_convnext", size=[16, 16])
     with pytest.raises(PaddyError, match=r"`models.resnet` in params.yaml cannot train: test_convnext .* \[16, 16\]"
                        r".*Kernel size can't be greater than actual input size.*Set another size"):  # fmt: skip
-        check_models_train(params)
+        check_models_train(parse_settings(params).models)
 
 
 def test_the_check_stage_refuses_a_model_that_cannot_train_before_writing(tmp_path):
@@ -181,13 +181,7 @@ def test_the_check_stage_refuses_a_model_that_cannot_train_before_writing(tmp_pa
     text = text.replace("size:            # [height, width] the model sees\n    - 128\n    - 96", "size: 16")
     assert "size: 16" in text
     (tmp_path / "params.yaml").write_text(text)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "check.py"), "data/checked"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_script("stages/check.py", "data/checked", cwd=tmp_path)
     assert out.returncode == 2
     assert "error: `models.resnet` in params.yaml cannot train: test_convnext with `head: fastai` at size [16, 16]" in (
         out.stderr

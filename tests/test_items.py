@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddy.data import EpochBatches, ItemDataset, item_files
-from paddy.items import cache_dir, item_key, load_items, resize_item
-from paddy.prepare import prepare_competition
+from paddy.data.items import item_key, load_items, resize_item
+from paddy.data.loaders import EpochBatches, ItemDataset, item_files
+from paddy.data.prepare import prepare_competition
+from paddy.files import cache_dir
 
 
 @pytest.fixture(scope="module")

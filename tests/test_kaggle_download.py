@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import FakeKaggle
 
-from paddy import kaggle_api, kaggle_cache
 from paddy.errors import PaddyError
+from paddy.kaggle import api as kaggle_api
+from paddy.kaggle import cache as kaggle_cache
 
 SLUG = "paddy-disease-classification"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -40,19 +42,6 @@ def make_zip(entries):
         for name, text in entries.items():
             zf.writestr(name, text)
     return buf.getvalue()
-
-
-class FakeKaggle:
-    """Stands in for kaggle.KaggleApi: writes `payload` as <slug>.zip, or raises `error`."""
-
-    def __init__(self, payload=None, error=None):
-        self.payload, self.error, self.downloads = payload, error, 0
-
-    def competition_download_files(self, competition, path=None, force=False, quiet=True):
-        self.downloads += 1
-        if self.error is not None:
-            raise self.error
-        Path(path, f"{competition}.zip").write_bytes(self.payload)
 
 
 def http_error(status):
@@ -159,6 +148,7 @@ def test_the_cache_records_size_and_sha256_and_reuses_only_a_match(tmp_path, cap
 
 def test_the_cache_is_per_user_and_can_be_moved(tmp_path, monkeypatch):
     monkeypatch.delenv(kaggle_cache.ENV, raising=False)
+    monkeypatch.delenv("PADDY_CACHE", raising=False)  # the tests' own cache (conftest)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert kaggle_cache.default_dir() == tmp_path / "home/.cache/paddy/kaggle"
@@ -257,7 +247,7 @@ def _run_stage(tmp_path, env_extra):
     code = textwrap.dedent(
         """
         from paddy.errors import exit_on_error
-        from paddy.kaggle_api import download_competition
+        from paddy.kaggle.api import download_competition
         exit_on_error(lambda: download_competition("paddy-disease-classification", "data/raw"))()
         """
     )

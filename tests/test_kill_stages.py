@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ STAGES = {  # stage -> (command after `python`, the outputs it writes, a sign it
 
 def stage(work, name, run, check=True):
     args = [a.format(run=run) for a in STAGES[name][0]]
-    out = subprocess.run([sys.executable, str(ROOT / args[0]), *args[1:]], cwd=work, capture_output=True, text=True)
+    out = run_script(*args, cwd=work, timeout=900)
     assert not check or out.returncode == 0, out.stderr[-2000:]
     return out
 
@@ -51,13 +52,9 @@ def work(tmp_path_factory):
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage(work, "download", "ref")
     stage(work, "prepare", "ref")
-    subprocess.run(
-        [sys.executable, str(ROOT / "stages/split.py"), "ref/prepared", "ref/split.csv"], cwd=work, check=True
-    )
-    subprocess.run(
-        [sys.executable, str(ROOT / "stages/train.py"), "resnet", "ref/prepared", "ref/split.csv", "ref/models/resnet",
-         "ref/live"], cwd=work, check=True, capture_output=True,
-    )  # fmt: skip
+    assert run_script("stages/split.py", "ref/prepared", "ref/split.csv", cwd=work).returncode == 0
+    train = ("resnet", "ref/prepared", "ref/split.csv", "ref/models/resnet", "ref/live")
+    assert run_script("stages/train.py", *train, cwd=work, timeout=900).returncode == 0
     stage(work, "tta", "ref")
     return work
 

@@ -4,20 +4,13 @@ import os
 from types import SimpleNamespace
 
 import pytest
+from conftest import FakeKaggle
 
-from paddy import cli, kaggle_api, ledger
+from paddy import commands as cli
+from paddy.kaggle import api as kaggle_api
+from paddy.kaggle import ledger
 
 SLUG = "paddy-disease-classification"
-
-
-class FakeKaggle:
-    def __init__(self, submissions):
-        self.items, self.listings = submissions, 0
-
-    def competition_submissions(self, competition):
-        assert competition == SLUG
-        self.listings += 1
-        return self.items
 
 
 def sub(ref, status, public="", private=""):
@@ -45,7 +38,9 @@ def test_refresh_fills_pending_scores(tmp_path):
     ledger.append_row(row(1, "complete", public_score=0.97, private_score=0.96), path)
     ledger.append_row(row(2), path)
     ledger.append_row(row(3), path)
-    fake = FakeKaggle([sub(1, "complete", "0.97", "0.96"), sub(2, "complete", "0.98100", ""), sub(3, "error")])
+    fake = FakeKaggle(
+        submissions=[sub(1, "complete", "0.97", "0.96"), sub(2, "complete", "0.98100", ""), sub(3, "error")]
+    )
     df = ledger.refresh_scores(fake, path)
     assert list(df["status"]) == ["complete", "complete", "error"]
     assert df.iloc[1]["public_score"] == pytest.approx(0.981)
@@ -56,7 +51,7 @@ def test_refresh_fills_pending_scores(tmp_path):
 def test_wait_is_bounded(tmp_path):
     path = tmp_path / "submissions.csv"
     ledger.append_row(row(7), path)
-    fake = FakeKaggle([sub(7, "pending")])
+    fake = FakeKaggle(submissions=[sub(7, "pending")])
     now = [0.0]
     naps = []
 
@@ -72,7 +67,7 @@ def test_wait_is_bounded(tmp_path):
 def test_paddy_scores_command(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ledger.append_row(row(5), "submissions.csv")
-    fake = FakeKaggle([sub(5, "complete", "0.98500", "0.98300")])
+    fake = FakeKaggle(submissions=[sub(5, "complete", "0.98500", "0.98300")])
     monkeypatch.setattr(kaggle_api, "make_client", lambda: fake)
     assert cli.main(["scores"]) == 0
     out = capsys.readouterr().out

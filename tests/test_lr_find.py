@@ -3,15 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import prepared_work
 
-from paddy import lr_find
-from paddy.augment import model_augment
-from paddy.data import ItemDataset, create_loader, open_items
-from paddy.fileio import write_csv
-from paddy.fit import target_table, train_model
-from paddy.models import create_model
-from paddy.prepare import prepare_competition, read_index, read_targets
-from paddy.split import make_splits, read_splits
+from paddy.settings import parse_settings
+from paddy.training import lr_find
+from paddy.training.folds import train_model
+from paddy.training.model_data import create_model_data
 
 CPU = torch.device("cpu")
 
@@ -46,25 +43,20 @@ def test_the_plots_legend_gives_the_suggested_rates(tmp_path):
 @pytest.fixture(scope="module")
 def prepared(competition, tmp_path_factory):
     out = tmp_path_factory.mktemp("lrf")
-    index, _ = prepare_competition(competition[0], out / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), out / "split.csv")
+    prepared_work(competition, out)
     return out
 
 
 def run_sweep(prepared, params, num_it=20):
-    cfg, train = params["models"]["resnet"], params["train"]
-    index, vocab = read_index(prepared / "prepared"), read_targets(prepared / "prepared")
-    table, splits = read_splits(prepared / "split.csv")
-    targets = target_table(table, index, ["label"], vocab)
-    rows = (table[splits[0]].to_numpy() == 0).nonzero()[0]
-    items = open_items(prepared / "prepared", index, [f"images/train/{i}" for i in table.image_id],
-                       cfg["item_size"], cfg["item_method"], 1)  # fmt: skip
-    loader = create_loader(ItemDataset(items, rows, targets[rows]), 16, CPU, shuffle=True, drop_last=True, seed=0)
+    settings = parse_settings(params)
+    data = create_model_data(
+        settings.model("resnet"), settings.train.aug, 0, prepared / "prepared", prepared / "split.csv", CPU
+    )
+    loader = data.loader(data.rows(data.splits[0])[0], 16, shuffle=True, drop_last=True, seed=0)
     torch.manual_seed(0)
-    model = create_model(cfg["arch"], len(vocab["label"]), False, cfg["head"])
+    model = data.create_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    augment = model_augment(cfg, train["aug"])
-    lrs, losses = lr_find.sweep(model, loader, augment, 8, "fp32", train, False, 0, num_it=num_it)
+    lrs, losses = lr_find.sweep(model, loader, data.augment, 8, "fp32", settings.train, False, 0, num_it=num_it)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the weights are restored
     return lrs, losses
 
@@ -77,12 +69,27 @@ def test_the_sweep_is_repeatable_and_its_suggestion_trains(prepared, params, tmp
     found = lr_find.suggestions(lrs, losses, num_it=16)
     lr = found["valley"][0]
     params["train"].update(epochs=3, lr=lr)
-    trained = train_model("resnet", params, prepared / "prepared", prepared / "split.csv", tmp_path / "m", (8, 16),
-                          CPU, "fp32")  # fmt: skip
-    tiny = dict(params["train"], lr=1e-7)
-    params["train"] = tiny
-    untrained = train_model("resnet", params, prepared / "prepared", prepared / "split.csv", tmp_path / "u", (8, 16),
-                            CPU, "fp32")  # fmt: skip
+    trained = train_model(
+        parse_settings(params),
+        "resnet",
+        prepared / "prepared",
+        prepared / "split.csv",
+        tmp_path / "m",
+        (8, 16),
+        CPU,
+        "fp32",
+    )
+    params["train"]["lr"] = 1e-7
+    untrained = train_model(
+        parse_settings(params),
+        "resnet",
+        prepared / "prepared",
+        prepared / "split.csv",
+        tmp_path / "u",
+        (8, 16),
+        CPU,
+        "fp32",
+    )
     assert trained[0]["train_loss"] < untrained[0]["train_loss"]  # at the suggested rate it learns
     assert 1e-6 < lr < 10
 
@@ -90,7 +97,7 @@ def test_the_sweep_is_repeatable_and_its_suggestion_trains(prepared, params, tmp
 def test_the_command_writes_its_files(prepared, params, tmp_path, monkeypatch, capsys):
     import yaml
 
-    from paddy.cli import main
+    from paddy.commands import main
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from paddy import memory
-from paddy import profile as prof
+from paddy.commands.profile import parse_arch
 from paddy.errors import PaddyError
-from paddy.models import create_model
-from paddy.params import check_params, load_params
-from paddy.profile_cli import parse_arch
+from paddy.memory import measure as memory
+from paddy.memory import profile as prof
+from paddy.memory import report
+from paddy.settings import parse_settings, read_params
+from paddy.training.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -23,7 +24,7 @@ VOCAB = {"label": [f"d{i}" for i in range(10)], "variety": [f"v{i}" for i in ran
 
 @pytest.fixture(scope="module")
 def params():
-    return load_params(ROOT / "params.yaml")
+    return read_params(ROOT / "params.yaml")
 
 
 def with_batches(params, name, micro, evals=None):
@@ -31,7 +32,7 @@ def with_batches(params, name, micro, evals=None):
     p["models"][name]["micro_batch"] = micro
     if evals is not None:
         p["train"]["eval_batch"] = evals
-    return p
+    return parse_settings(p)
 
 
 def spec(arch="test_convnext", size=(64, 64), precision="bf16", effective=64, item=None):
@@ -84,7 +85,7 @@ def test_out_of_memory_is_caught_and_the_next_candidate_tried():
     assert (profile["micro_batch"], profile["accumulation"]) == (16, 4)
     assert profile["eval_batch"] == 128  # 256 needs 20 GB > 14.4
     assert profile["device"] == "cpu"  # measured (by the injected run), not "estimate"
-    bars = prof.plot_rows(profile)
+    bars = report.plot_rows(profile)
     assert [b["fits"] for b in bars] == [False, False, True, True, False, True, True, True]  # last: the limit
 
 
@@ -111,7 +112,7 @@ def test_bad_budget_is_refused(params, budget, headroom):
     p = copy.deepcopy(params)
     p["profile"].update(budget_gb=budget, headroom=headroom)
     with pytest.raises(PaddyError, match="profile.budget_gb|profile.headroom"):
-        check_params(p)
+        parse_settings(p)
 
 
 def test_unknown_architecture_is_refused():
@@ -164,8 +165,8 @@ def test_the_prediction_step_is_estimated_with_the_training_state_alive():
     assert evals[1]["allocated_gb"] * memory.GiB >= state_bytes
 
 
-def test_profile_from_params_estimates_on_the_cpu(params):
-    profile = prof.profile_from_params("vit", params, VOCAB, CPU)
+def test_profile_settings_estimates_on_the_cpu(params):
+    profile = prof.profile_settings(parse_settings(params), "vit", VOCAB, CPU)
     assert profile["device"] == prof.ESTIMATE
     effective, floor = params["train"]["effective_batch"], params["profile"]["min_micro_batch"]
     assert [r["micro_batch"] for r in profile["table"]] == sorted(
@@ -175,7 +176,7 @@ def test_profile_from_params_estimates_on_the_cpu(params):
     assert profile["precision"] == "bf16"  # auto plans for a CUDA card's mixed precision
     assert profile["micro_batch"] == effective  # a tiny model fits 16 GB at full batch
     assert profile["eval_batch"] == 4 * effective
-    metrics = prof.summary_of(profile)
+    metrics = report.summary_of(profile)
     assert metrics["accumulation"] == 1 and metrics["measured"] is False
 
 
@@ -183,7 +184,7 @@ def test_train_depends_only_on_the_choices_it_takes(params):
     """batches_of holds the auto choices and nothing else: a profile rerun that changes only timings, the budget
     or the table leaves the file, and so train, as it was."""
     p = with_batches(params, "vit", "auto")
-    profile = prof.profile_from_params("vit", p, VOCAB, CPU, run=fake_run({64: 3.0, 32: 2.0, 16: 1.0, 8: 1.0}))
+    profile = prof.profile_settings(p, "vit", VOCAB, CPU, run=fake_run({64: 3.0, 32: 2.0, 16: 1.0, 8: 1.0}))
     assert prof.batches_of(profile, p) == {"micro_batch": 64, "eval_batch": 256, "device": "cpu"}
     other = dict(profile, headroom=0.3, limit_gb=11.2, table=[])
     assert prof.batches_of(other, p) == prof.batches_of(profile, p)
@@ -192,20 +193,20 @@ def test_train_depends_only_on_the_choices_it_takes(params):
 
 
 def test_train_takes_explicit_values_and_the_profile_for_auto(params, tmp_path):
-    assert prof.resolve_batches("vit", with_batches(params, "vit", 8, 32), tmp_path / "none.json", CPU, VOCAB) == (
+    assert prof.resolve_batches(with_batches(params, "vit", 8, 32), "vit", tmp_path / "none.json", CPU, VOCAB) == (
         8,
         32,
     )
     p = with_batches(params, "vit", "auto", 48)
     path = tmp_path / "vit.batches.json"
     path.write_text(json.dumps({"micro_batch": 16, "device": "estimate"}))  # a choice only the file can have made
-    assert prof.resolve_batches("vit", p, path, CPU, VOCAB) == (16, 48)
+    assert prof.resolve_batches(p, "vit", path, CPU, VOCAB) == (16, 48)
     with pytest.raises(PaddyError, match="dvc repro profile@vit"):
-        prof.resolve_batches("vit", p, tmp_path / "missing.json", CPU, VOCAB)
+        prof.resolve_batches(p, "vit", tmp_path / "missing.json", CPU, VOCAB)
 
 
 def test_cli_prints_the_estimate_table_with_accumulation(monkeypatch, capsys):
-    from paddy.cli import main
+    from paddy.commands import main
 
     monkeypatch.chdir(ROOT)
     args = ["profile", "--estimate", "--arch", "test_vit", "test_convnext:96x64", "--effective-batch", "16"]
@@ -222,15 +223,15 @@ def test_cli_prints_the_estimate_table_with_accumulation(monkeypatch, capsys):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_measures_and_reprofiles_an_estimate(params, tmp_path):
-    from paddy.device import device_name
+    from paddy.training.precision import device_name
 
     cuda = torch.device("cuda")
     p = with_batches(params, "vit", "auto")
-    profile = prof.profile_from_params("vit", p, VOCAB, cuda)
+    profile = prof.profile_settings(p, "vit", VOCAB, cuda)
     assert profile["device"] == device_name(cuda)
     assert all(r["reserved_gb"] >= r["allocated_gb"] > 0 for r in profile["table"])
-    estimate = prof.profile_from_params("vit", p, VOCAB, CPU)
+    estimate = prof.profile_settings(p, "vit", VOCAB, CPU)
     estimate["micro_batch"] = 8  # the estimate's choice must not be used on a GPU: it is measured again
     path = tmp_path / "vit.batches.json"
     path.write_text(json.dumps(prof.batches_of(estimate, p)))
-    assert prof.resolve_batches("vit", p, path, cuda, VOCAB) == (profile["micro_batch"], profile["eval_batch"])
+    assert prof.resolve_batches(p, "vit", path, cuda, VOCAB) == (profile["micro_batch"], profile["eval_batch"])

@@ -1,20 +1,21 @@
 """What the model sees: the input normalisation decided in one place (fastai's rule: the architecture's mean/std for
 pretrained weights, none for random ones), recorded in the checkpoint, and separate random streams per step."""
 
+import dataclasses
 import json
 
 import pytest
 import timm
 import torch
+from conftest import prepared_work
 
-from paddy.augment import BatchAugment, create_augment, model_augment
-from paddy.checkpoint import checkpoint_normalization
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.models import input_normalization
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.step import seed_step, stream_seeds
+from paddy.settings import AugmentSettings, ModelSettings, parse_settings
+from paddy.training.augment import BatchAugment, create_augment
+from paddy.training.checkpoints import checkpoint_normalization
+from paddy.training.folds import train_model
+from paddy.training.model_data import model_augment
+from paddy.training.models import input_normalization
+from paddy.training.step import seed_step, stream_seeds
 
 CPU = torch.device("cpu")
 
@@ -34,7 +35,9 @@ def test_random_weights_see_pixels_and_pretrained_ones_their_statistics(arch, tm
 
 def test_without_normalisation_the_input_is_the_pixels_in_0_1():
     x = items()
-    full = create_augment((40, 30), {"min_scale": 1.0, **_no_aug()}).plain(x)  # no crop, same size: the pixels
+    full = create_augment((40, 30), AugmentSettings(min_scale=1.0, **_no_aug())).plain(
+        x
+    )  # no crop, same size: the pixels
     assert torch.allclose(full, x.permute(0, 3, 1, 2).float() / 255, atol=1e-5)
     assert BatchAugment((20, 20)).mean is None
     trained = create_augment((24, 24), _aug()).train(x, torch.Generator().manual_seed(0))
@@ -51,18 +54,18 @@ def test_with_normalisation_the_input_is_standardised_by_the_architectures_stati
 
 
 def test_a_models_augmentation_follows_its_pretrained_setting(tmp_path):
-    cfg = {"arch": "test_vit", "size": 32, "pretrained": False}
-    assert model_augment(cfg, _aug()).mean is None
-    cfg["pretrained"] = str(tmp_path / "w.safetensors")
+    model = ModelSettings("vit", "test_vit", False, "fastai", ("label",), (32, 32), "squish", (32, 32), 8, 1)
+    assert model_augment(model, _aug()).mean is None
+    model = dataclasses.replace(model, pretrained=str(tmp_path / "w.safetensors"))
     expected = torch.tensor(timm.get_pretrained_cfg("test_vit").mean)
-    assert torch.allclose(model_augment(cfg, _aug()).mean.flatten(), expected)
+    assert torch.allclose(model_augment(model, _aug()).mean.flatten(), expected)
 
 
 def test_the_checkpoint_records_the_normalisation_and_old_ones_keep_theirs(competition, params, tmp_path):
-    index, _ = prepare_competition(competition[0], tmp_path / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), tmp_path / "split.csv")
+    prepared_work(competition, tmp_path)
     params["models"] = {"resnet": params["models"]["resnet"]}
-    train_model("resnet", params, tmp_path / "prepared", tmp_path / "split.csv", tmp_path / "m", (8, 16), CPU, "fp32")
+    settings = parse_settings(params)
+    train_model(settings, "resnet", tmp_path / "prepared", tmp_path / "split.csv", tmp_path / "m", (8, 16), CPU, "fp32")
     meta = json.loads((tmp_path / "m" / "meta.json").read_text())
     assert meta["normalization"] is None and checkpoint_normalization(meta) is None  # random init: pixels
     del meta["normalization"]  # a checkpoint from before the rule: it was trained on normalised input
@@ -81,8 +84,7 @@ def test_a_steps_augmentation_and_dropout_streams_are_distinct_and_repeatable():
 
 
 def _aug():
-    return {"min_scale": 0.75, "do_flip": True, "flip_vert": False, "max_rotate": 10.0, "min_zoom": 1.0,
-            "max_zoom": 1.1, "max_warp": 0.2, "max_lighting": 0.2, "p_affine": 0.75, "p_lighting": 0.75}  # fmt: skip
+    return AugmentSettings()  # fastai's defaults
 
 
 def _no_aug():

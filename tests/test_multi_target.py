@@ -10,11 +10,12 @@ import math
 import pytest
 import torch
 
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.synthetic import make_competition
+from paddy.data.prepare import prepare_competition
+from paddy.data.split import make_splits
+from paddy.data.synthetic import make_competition
+from paddy.files import write_csv
+from paddy.settings import parse_settings
+from paddy.training.folds import train_model
 
 pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")
@@ -33,7 +34,7 @@ def test_variety_is_learned_and_disease_accuracy_holds(params, tmp_path):
         params["models"]["resnet"]["targets"] = targets
         out = tmp_path / "models" / "-".join(targets)
         acc[len(targets)] = train_model(
-            "resnet", params, tmp_path / "prepared", tmp_path / "split.csv", out, (16, 64), CPU, "fp32"
+            parse_settings(params), "resnet", tmp_path / "prepared", tmp_path / "split.csv", out, (16, 64), CPU, "fp32"
         )[0]
 
     valid = train[train.image_id.isin(split.loc[split["v0"] == 1, "image_id"])]

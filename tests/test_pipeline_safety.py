@@ -11,32 +11,20 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 import test_pipeline
 import yaml
+from conftest import sh, venv_env
 
 pytestmark = pytest.mark.slow
 repo = test_pipeline.repo  # a module-scoped fixture: this module's own shrunk copy of the repository
-run = test_pipeline.run
 
 # Every output of the last good run: the git-tracked ones (cache: false), which `dvc checkout` cannot restore, and
 # the cached ones, which the next stages and `paddy submit` read.
 OUTPUTS = ["submission.csv", "metrics", "plots", "dvclive", "data/raw", "data/truth.csv", "data/models", "data/preds"]
-
-
-def env():
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-
-
-def fails(cmd, cwd):
-    out = subprocess.run(cmd, cwd=cwd, env=env(), shell=True, capture_output=True, text=True, timeout=900)
-    assert out.returncode != 0, out.stdout[-3000:]
-    return out.stdout + out.stderr
 
 
 def stages_run(out):
@@ -80,26 +68,26 @@ def exp_run(settings):
 )
 def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, settings, message):
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     before = snapshot(repo)
-    out = fails(exp_run(settings), repo)
+    out = sh(exp_run(settings), repo, ok=False)
     assert message in out and "Traceback" not in out, out
     assert stages_run(out) == ["check"], out
     assert snapshot(repo) == before
     restore_params(repo)
-    out = run("dvc repro", repo)  # the good settings again: nothing after the check reruns
+    out = sh("dvc repro", repo)  # the good settings again: nothing after the check reruns
     assert set(stages_run(out)) <= {"check", "fingerprint"}, out
 
 
 def test_a_typo_written_into_params_yaml_fails_in_check(repo):
     """`dvc exp run -S` refuses an unknown key itself; an edit of the file did not, and was silently ignored."""
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     before = snapshot(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["epoch"] = 3  # beside `epochs`
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = fails("dvc repro", repo)
+    out = sh("dvc repro", repo, ok=False)
     assert "error: `train.epoch` in params.yaml is not a setting paddy knows (did you mean `train.epochs`?)" in out
     assert stages_run(out) == ["check"] and snapshot(repo) == before, out
     restore_params(repo)
@@ -109,14 +97,14 @@ def test_the_check_runs_after_every_edit_whatever_the_run_cache_holds(repo):
     """DVC's run-cache key leaves out every key named `size`, so it restored the check after a models.resnet.size
     edit, and the model trained unchecked. always_changed: the check runs, and its model checks run again."""
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     unchanged = "models: settings, code and packages as when they last passed their checks"
-    out = run("dvc repro check", repo)
+    out = sh("dvc repro check", repo)
     assert stages_run(out) == ["check"] and unchanged in out, out  # nothing changed: the cheap path
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"]["resnet"]["size"] = [40, 32]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run("dvc repro check", repo)
+    out = sh("dvc repro check", repo)
     assert stages_run(out) == ["check"] and "is cached" not in out and unchanged not in out, out
     restore_params(repo)
 
@@ -125,7 +113,7 @@ def test_a_bad_source_fails_in_check_before_data_raw_is_deleted(repo, tmp_path):
     """An empty folder, a train.csv without its label column, a zip with an entry outside: each used to fail in
     download after DVC had deleted data/raw (and `paddy submit` failed after that)."""
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     (tmp_path / "empty").mkdir()
     unlabelled = shutil.copytree(repo / "data/raw", tmp_path / "unlabelled")
     text = (unlabelled / "train.csv").read_text()
@@ -141,7 +129,7 @@ def test_a_bad_source_fails_in_check_before_data_raw_is_deleted(repo, tmp_path):
     }
     before = snapshot(repo)
     for source, message in cases.items():
-        out = fails(exp_run([f"data.source={source}"]), repo)
+        out = sh(exp_run([f"data.source={source}"]), repo, ok=False)
         assert message in out and "Traceback" not in out, out
         assert stages_run(out) == ["check"] and snapshot(repo) == before, out
         restore_params(repo)
@@ -151,7 +139,7 @@ def test_a_failure_only_download_can_find_keeps_the_last_competition(repo, tmp_p
     """A damaged image entry (its CRC) shows only on extraction, which the check does not do: download fails, and
     data/raw, whose stage persists its outputs, is the last good competition still."""
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     damaged = tmp_path / "damaged.zip"
     with zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as zf:
         for p in sorted((repo / "data/raw").rglob("*")):
@@ -161,11 +149,11 @@ def test_a_failure_only_download_can_find_keeps_the_last_competition(repo, tmp_p
     blob[at + 100 : at + 110] = bytes(10)
     damaged.write_bytes(blob)
     before = snapshot(repo)
-    out = fails(exp_run([f"data.source={damaged}"]), repo)
+    out = sh(exp_run([f"data.source={damaged}"]), repo, ok=False)
     assert "fails its CRC check" in out and "Traceback" not in out, out
     assert stages_run(out) == ["check", "fingerprint", "download"] and snapshot(repo) == before, out
     restore_params(repo)
-    out = run("dvc repro", repo)
+    out = sh("dvc repro", repo)
     assert set(stages_run(out)) <= {"check", "fingerprint"}, out
 
 
@@ -173,13 +161,13 @@ def test_a_failure_only_the_ensemble_can_find_keeps_the_last_submission(repo):
     """Too few out-of-fold rows for ensemble.cv_folds is known only from the predictions: the ensemble fails, and
     submission.csv and its metrics stay the last good run's."""
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     before = snapshot(repo)
-    out = fails(exp_run(["ensemble.cv_folds=1000"]), repo)
+    out = sh(exp_run(["ensemble.cv_folds=1000"]), repo, ok=False)
     assert "`ensemble.cv_folds` is 1000 but there are only" in out and "Traceback" not in out, out
     assert stages_run(out) == ["check", "fingerprint", "ensemble"] and snapshot(repo) == before, out
     restore_params(repo)
-    out = run("dvc repro", repo)
+    out = sh("dvc repro", repo)
     assert set(stages_run(out)) <= {"check", "fingerprint"}, out
 
 
@@ -187,14 +175,14 @@ def test_ctrl_c_during_training_keeps_the_last_model_and_its_metrics(repo, tmp_p
     """SIGINT to dvc's process group, as Ctrl-C in a terminal sends it, once training has a checkpoint: the stage
     stops, says so, and data/models/resnet and dvclive/resnet are the last finished run's, byte for byte."""
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     before = snapshot(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["epochs"] = 30
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = tmp_path / "repro.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env(), stdout=f, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=venv_env(), stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
     deadline = time.time() + 600
     while not list((repo / "data/resume/resnet").glob("*/v0.pt")) and time.time() < deadline:
@@ -205,33 +193,33 @@ def test_ctrl_c_during_training_keeps_the_last_model_and_its_metrics(repo, tmp_p
     assert "SIGINT" in out and "data/models/resnet and dvclive/resnet are still the last finished run's" in out, out
     assert snapshot(repo) == before
     restore_params(repo)
-    out = run("dvc repro", repo)  # the previous settings: their model is there, nothing to train
+    out = sh("dvc repro", repo)  # the previous settings: their model is there, nothing to train
     assert set(stages_run(out)) <= {"check", "fingerprint"}, out
 
 
 def test_editing_a_folder_source_reruns_download_and_only_what_changed(repo, tmp_path):
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     source = shutil.copytree(repo / "data/raw", tmp_path / "my-competition")  # a user's own copy, outside
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["source"] = str(source)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "download" in stages_run(run("dvc repro", repo))
-    assert stages_run(run("dvc repro", repo)) == ["check", "fingerprint"]  # nothing changed: nothing after them
+    assert "download" in stages_run(sh("dvc repro", repo))
+    assert stages_run(sh("dvc repro", repo)) == ["check", "fingerprint"]  # nothing changed: nothing after them
 
     with open(source / "train.csv", "a") as f:
         f.write("\n")  # an edit that changes the file, not the competition
-    assert stages_run(run("dvc repro", repo)) == ["check", "fingerprint", "download", "prepare"]
+    assert stages_run(sh("dvc repro", repo)) == ["check", "fingerprint", "download", "prepare"]
 
 
 def test_a_new_profile_headroom_reruns_the_profiles_and_no_training(repo):
     if not (repo / "submission.csv").exists():
-        run("dvc repro", repo)
+        sh("dvc repro", repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"]["headroom"] = 0.3  # the micro-batches are explicit: train takes nothing from the profile
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = stages_run(run("dvc repro", repo))
+    ran = stages_run(sh("dvc repro", repo))
     assert {"profile@resnet", "profile@vit"} <= set(ran), ran
     assert not [s for s in ran if s.startswith(("train@", "tta@"))] and "ensemble" not in ran, ran
     restore_params(repo)
-    run("dvc repro", repo)
+    sh("dvc repro", repo)

@@ -4,15 +4,14 @@ fp16 (what Kaggle's T4 and P100 run) is tested without a GPU, and the steps its 
 import pytest
 import timm
 import torch
+from conftest import prepared_work
 
-from paddy import train
-from paddy.augment import BatchAugment
-from paddy.device import backward_mode, create_scaler, resolve_precision
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.prepare import prepare_competition
-from paddy.split import make_splits
-from paddy.step import train_step
+from paddy.settings import parse_settings
+from paddy.training import loop as train
+from paddy.training.augment import BatchAugment
+from paddy.training.folds import train_model
+from paddy.training.precision import backward_mode, create_scaler, resolve_precision
+from paddy.training.step import train_step
 
 CPU = torch.device("cpu")
 
@@ -63,8 +62,7 @@ def test_a_mixed_precision_step_on_the_cpu_follows_the_fp32_step(arch, precision
 
 def test_fp16_training_counts_the_steps_its_scaler_skipped(competition, params, tmp_path, monkeypatch):
     """A scale far too large overflows the first steps: each is skipped (halving the scale) and counted."""
-    index, _ = prepare_competition(competition[0], tmp_path / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), tmp_path / "split.csv")
+    prepared_work(competition, tmp_path)
     params["models"] = {"resnet": params["models"]["resnet"]}
     params["train"]["epochs"] = 2
     scalers = []
@@ -74,8 +72,8 @@ def test_fp16_training_counts_the_steps_its_scaler_skipped(competition, params, 
         return scalers[-1]
 
     monkeypatch.setattr(train, "create_scaler", huge_scaler)
-    result = train_model("resnet", params, tmp_path / "prepared", tmp_path / "split.csv", tmp_path / "m", (8, 16),
-                         CPU, "fp16")[0]  # fmt: skip
+    settings, work = parse_settings(params), tmp_path
+    result = train_model(settings, "resnet", work / "prepared", work / "split.csv", work / "m", (8, 16), CPU, "fp16")[0]
     skipped = result["skipped_steps"]
     assert skipped >= 1
     assert scalers[0].get_scale() == 2.0**40 * 0.5**skipped  # the scale halves exactly once per skipped step

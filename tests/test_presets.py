@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paddy.params import MODEL_KEYS, check_params
+from paddy.settings import parse_settings
+from paddy.settings.parse import MODEL_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
@@ -28,7 +29,7 @@ def test_a_preset_holds_every_setting_and_passes_the_checks(preset):
     params = yaml.safe_load(preset.read_text())
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert keys(params) == keys(defaults), f"{preset.name} differs from params.yaml in its settings"
-    check_params(params, preset)
+    parse_settings(params, preset)
     for name, cfg in params["models"].items():
         assert set(cfg) == set(MODEL_KEYS), f"{preset.name}: models.{name}"
 
@@ -53,8 +54,8 @@ def test_the_seed_preset_is_the_lectures_ensemble():
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
 def test_a_presets_architectures_are_timms_at_sizes_they_take(preset):
-    from paddy.models import check_arch
-    from paddy.params import as_hw
+    from paddy.settings.parse import as_hw
+    from paddy.training.models import check_arch
 
     for name, cfg in yaml.safe_load(preset.read_text())["models"].items():
         check_arch(f"models.{name}.arch in {preset.name}", cfg["arch"], as_hw(cfg["size"]))

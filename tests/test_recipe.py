@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from paddy.models import create_model, head_parameters, norm_bias_params, set_frozen
-from paddy.schedule import fine_tune_phases, lr_at, momentum_at, position, set_hyperparameters
-from paddy.step import create_optimizer
+from paddy.training.models import create_model, head_parameters, norm_bias_params, set_frozen
+from paddy.training.optim import create_optimizer
+from paddy.training.schedule import fine_tune_phases, lr_at, momentum_at, position, set_hyperparameters
 
 # fastai.callback.schedule.combined_cos at the positions fine_tune's ParamScheduler uses, with 5 optimizer steps of
 # 2 micro-batches per epoch: (phase, step, body lr, head lr, momentum). Frozen: fine_tune(3, 0.01, freeze_epochs=1,

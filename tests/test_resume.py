@@ -14,13 +14,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import prepared_work, shrunk_params
 
 from paddy.errors import PaddyError
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.prepare import prepare_competition
-from paddy.resume import run_key
-from paddy.split import make_splits
+from paddy.settings import parse_settings
+from paddy.training.checkpoints import run_key
+from paddy.training.folds import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -30,13 +29,11 @@ CPU = torch.device("cpu")
 def workspace(competition, tmp_path_factory):
     """A prepared competition, two bags, and params for a 1 frozen + 2 unfrozen epoch run of 3 steps an epoch."""
     work = tmp_path_factory.mktemp("resume")
-    index, _ = prepare_competition(competition[0], work / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 2, 0.2, 0), work / "split.csv")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(epochs=2, frozen_epochs=1, lr_mult=10, effective_batch=16, eval_batch=32, workers=0)
+    prepared_work(competition, work, n_splits=2)
+    params = shrunk_params()
+    params["train"].update(epochs=2, frozen_epochs=1, lr_mult=10, eval_batch=32)
     params["train"]["checkpoint_minutes"] = 1e-9  # a checkpoint after every step: kills land anywhere
-    resnet = dict(params["models"]["resnet"], item_size=[64, 48], size=[48, 32], micro_batch=8)
-    params["models"] = {"resnet": resnet}
+    params["models"] = {"resnet": params["models"]["resnet"]}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return work
 
@@ -124,7 +121,7 @@ def test_a_changed_setting_never_resumes_a_stale_run(workspace, tmp_path):
     settings = {"train": params["train"], "model": params["models"]["resnet"]}
     changed = {"train": dict(params["train"], lr=0.02), "model": params["models"]["resnet"]}
     assert run_key(settings) != run_key(changed) and run_key(settings) == run_key(json.loads(json.dumps(settings)))
-    from paddy.resume import run_dir
+    from paddy.training.checkpoints import run_dir
 
     old = run_dir(tmp_path, settings)
     (old / "v0.pt").write_bytes(b"a checkpoint of the old settings")
@@ -139,21 +136,29 @@ def test_out_of_memory_halves_the_micro_batch_and_goes_on(workspace, monkeypatch
     params["train"].update(frozen_epochs=0, epochs=1)
     params["models"]["resnet"].update(arch="test_vit", head="timm", item_size=160, size=160)  # no BatchNorm
     params["profile"]["min_micro_batch"] = 2
-    import paddy.step
+    import paddy.training.step
 
     def run(name, micro):
-        return train_model("resnet", params, workspace / "prepared", workspace / "split.csv", workspace / name,
-                           (micro, 32), CPU, "fp32")  # fmt: skip
+        return train_model(
+            parse_settings(params),
+            "resnet",
+            workspace / "prepared",
+            workspace / "split.csv",
+            workspace / name,
+            (micro, 32),
+            CPU,
+            "fp32",
+        )
 
     expected = run("oom_reference", 4)
-    real = paddy.step.target_loss
+    real = paddy.training.step.target_loss
 
     def loss_or_oom(logits, targets, sizes=None):
         if len(logits) > 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(logits, targets, sizes)
 
-    monkeypatch.setattr(paddy.step, "target_loss", loss_or_oom)
+    monkeypatch.setattr(paddy.training.step, "target_loss", loss_or_oom)
     got = run("oom", 16)
     assert [r["micro_batch"] for r in got] == [4, 4]
     assert "micro-batch 16 -> 8" in got[0]["events"][0] and "micro-batch 8 -> 4" in got[0]["events"][1]

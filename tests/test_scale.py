@@ -3,40 +3,30 @@ on the prepared data already in the cache, and a local-folder DVC remote carries
 See docs/scale.md."""
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import copy_pipeline
+from conftest import copy_pipeline, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def run(cmd, cwd, **env):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env)
-    out = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, f"{cmd} failed:\n" + out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout + out.stderr
-
-
 def git_commit(repo, message):
-    run(f"git add -A && git commit -qm '{message}'", repo)
+    sh(f"git add -A && git commit -qm '{message}'", repo)
 
 
 def identify(repo):
-    run("git config user.name test && git config user.email test@example.com", repo)  # DVC commits experiments
+    sh("git config user.name test && git config user.email test@example.com", repo)  # DVC commits experiments
 
 
 @pytest.fixture(scope="module")
 def remotes(tmp_path_factory):
     """A local-folder DVC remote and a bare git repository as `origin` (file://), as a team would share."""
     where = tmp_path_factory.mktemp("remotes")
-    run("git init -q --bare origin.git", where)
+    sh("git init -q --bare origin.git", where)
     return where / "dvc-storage", f"file://{where / 'origin.git'}"
 
 
@@ -46,7 +36,7 @@ def repo(tmp_path_factory, remotes):
     git (not to the DVC remote)."""
     repo = tmp_path_factory.mktemp("scale") / "repo"
     repo.mkdir()
-    copy_pipeline(repo)
+    copy_pipeline(repo, commit=False)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["synthetic"].update(n_train=60, n_test=12, width=48, height=64)
     params["prepare"].update(max_size=64, workers=1)
@@ -56,19 +46,19 @@ def repo(tmp_path_factory, remotes):
     params["models"] = {"resnet": resnet}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     storage, origin = remotes
-    run("git init -q", repo)
+    sh("git init -q", repo)
     identify(repo)
-    run(f"dvc remote add -d storage {storage} && git remote add origin {origin}", repo)
+    sh(f"dvc remote add -d storage {storage} && git remote add origin {origin}", repo)
     git_commit(repo, "init")
-    run("dvc repro", repo)
+    sh("dvc repro", repo)
     git_commit(repo, "run")
-    run("git push -q origin HEAD:main", repo)
+    sh("git push -q origin HEAD:main", repo)
     return repo
 
 
 def queue_status(repo):
     """{experiment name: status} from `dvc queue status`."""
-    table = run("dvc queue status", repo).split("\n\n")[0].splitlines()  # then a blank line and the workers
+    table = sh("dvc queue status", repo).split("\n\n")[0].splitlines()  # then a blank line and the workers
     return {row.split()[1]: row.split()[-1] for row in table[1:]}
 
 
@@ -77,22 +67,22 @@ def queued(repo):
     """Two experiments queued with different learning rates and run by `dvc queue start -j 2`: the queue status
     polled every 2 s until both finished."""
     for lr in ("0.02", "0.005"):
-        run(f"dvc exp run --queue -n lr-{lr} -S train.lr={lr}", repo)
+        sh(f"dvc exp run --queue -n lr-{lr} -S train.lr={lr}", repo)
     try:
         # Workers are daemons that inherit stdout: sent to a pipe, `run` would wait for them to finish the queue.
-        run("dvc queue start -j 2 > ../queue-start.log 2>&1", repo, OMP_NUM_THREADS="1")  # one torch thread each
+        sh("dvc queue start -j 2 > ../queue-start.log 2>&1", repo, OMP_NUM_THREADS="1")  # one torch thread each
         seen, deadline = [], time.monotonic() + 900
         while not seen or {"Queued", "Running"} & set(seen[-1].values()):
             assert time.monotonic() < deadline, f"the queue did not finish in 15 minutes: {seen[-1]}"
             time.sleep(2)
             seen.append(queue_status(repo))
     finally:
-        run("dvc queue stop --kill", repo)  # no worker outlives the test, even a failed one
+        sh("dvc queue stop --kill", repo)  # no worker outlives the test, even a failed one
     return seen
 
 
 def experiments(repo, *flags):
-    shown = json.loads(run(f"dvc exp show --json {' '.join(flags)}", repo))
+    shown = json.loads(sh(f"dvc exp show --json {' '.join(flags)}", repo))
     return shown, {e["name"]: e["revs"][0]["data"] for b in shown if b.get("experiments") for e in b["experiments"]}
 
 
@@ -101,7 +91,7 @@ def test_two_queued_experiments_train_at_once_on_the_cached_data(repo, queued):
     assert {"lr-0.02": "Running", "lr-0.005": "Running"} in queued, f"never both running at once: {queued}"
 
     for name in queued[-1]:
-        log = run(f"dvc queue logs {name}", repo)
+        log = sh(f"dvc queue logs {name}", repo)
         # The queued copy checked the prepared data out of the shared cache instead of preparing it again.
         for stage in ("download", "prepare", "split", "profile@resnet"):
             assert f"Stage '{stage}' didn't change, skipping" in log, log
@@ -122,17 +112,17 @@ def test_two_queued_experiments_train_at_once_on_the_cached_data(repo, queued):
 
 
 def clone(origin, path):
-    run(f"git clone -q -b main {origin} {path}", path.parent)
+    sh(f"git clone -q -b main {origin} {path}", path.parent)
     identify(path)
     return path
 
 
 def test_a_fresh_clone_pulls_everything_and_has_nothing_to_reproduce(repo, remotes, tmp_path):
-    run("dvc push", repo)
+    sh("dvc push", repo)
     other = clone(remotes[1], tmp_path / "clone")
     assert not (other / "data" / "prepared").exists()
-    run("dvc pull", other)
-    out = run("dvc repro", other)
+    sh("dvc pull", other)
+    out = sh("dvc repro", other)
     ran = [line for line in out.splitlines() if line.startswith("Running stage")]
     # always_changed: the check and the source's fingerprint; nothing else runs
     assert ran == ["Running stage 'check':", "Running stage 'fingerprint':"], out
@@ -141,15 +131,15 @@ def test_a_fresh_clone_pulls_everything_and_has_nothing_to_reproduce(repo, remot
 
 def test_exp_push_and_pull_carry_an_experiment_between_clones(repo, remotes, queued, tmp_path):
     # The queue ran on "the GPU box" (repo); a colleague's clone fetches one result, outputs included.
-    run("dvc exp push origin lr-0.02", repo)
+    sh("dvc exp push origin lr-0.02", repo)
     other = clone(remotes[1], tmp_path / "colleague")
-    run("dvc exp pull origin lr-0.02", other)
+    sh("dvc exp pull origin lr-0.02", other)
     _, exps = experiments(other)
     assert set(exps) == {"lr-0.02"}
     assert exps["lr-0.02"]["metrics"] == experiments(repo)[1]["lr-0.02"]["metrics"]
-    run("dvc exp apply lr-0.02", other)  # outputs from the DVC remote, fetched by exp pull: no dvc pull was run
+    sh("dvc exp apply lr-0.02", other)  # outputs from the DVC remote, fetched by exp pull: no dvc pull was run
     assert yaml.safe_load((other / "params.yaml").read_text())["train"]["lr"] == 0.02
-    status = json.loads(run("dvc status --json", other))
+    status = json.loads(sh("dvc status --json", other))
     # check and fingerprint are always_changed by design (dvc.yaml says why); every output is restored
     always = {"check": ["always changed"], "fingerprint": ["always changed"]}
     assert status == always, f"the experiment's outputs were not all restored: {status}"

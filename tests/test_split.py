@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
+from paddy.data.split import make_splits, split_columns
 from paddy.errors import PaddyError
-from paddy.split import make_splits, split_columns
 
 
 @pytest.fixture

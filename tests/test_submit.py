@@ -6,42 +6,20 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import FakeKaggle
 
-from paddy import cli, kaggle_api, ledger, submit
-from paddy.competition import TEST_IDS
+from paddy import commands as cli
+from paddy.data.competition import TEST_IDS
+from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
-from paddy.fingerprint import fingerprint
+from paddy.kaggle import api as kaggle_api
+from paddy.kaggle import ledger, submit
+from paddy.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "paddy-disease-classification"
 # Predictions for the real competition's 3469 test images (paddy submits nothing else): blast, normal, then blast.
 GOOD = "image_id,label\n" + "".join(f"{i},{'normal' if i == '200002.jpg' else 'blast'}\n" for i in TEST_IDS)
-
-
-class FakeKaggle:
-    """Records submissions; scores appear after `pending_polls` listings."""
-
-    def __init__(self, pending_polls=1, public="0.98123", private=""):
-        self.sent, self.listings = [], 0
-        self.pending_polls, self.public, self.private = pending_polls, public, private
-
-    def competition_submit(self, file_name, message, competition, quiet=False):
-        self.sent.append((Path(file_name).read_text(), message, competition))
-        return SimpleNamespace(ref=4242, message="Successfully submitted to Paddy Doctor")
-
-    def competition_submissions(self, competition):
-        self.listings += 1
-        done = self.listings > self.pending_polls
-        return [
-            SimpleNamespace(
-                ref=4242,
-                date="2024-01-01",
-                description=self.sent[-1][1] if self.sent else "",
-                status="COMPLETE" if done else "PENDING",
-                public_score=self.public if done else "",
-                private_score=self.private if done else "",
-            )
-        ]
 
 
 @pytest.fixture
@@ -88,7 +66,7 @@ def args(**kw):
 
 def run(client=None, status=None, **kw):
     md5 = submit.file_md5("submission.csv")
-    return submit.run(args(**kw), client=client, exp_json=exp_json(md5), status=status or {}, sleep=lambda s: None)
+    return submit.submit(args(**kw), client=client, exp_json=exp_json(md5), status=status or {}, sleep=lambda s: None)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +114,7 @@ def test_the_always_changed_fingerprint_counts_only_when_the_source_changed(repo
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["data"]["source"] = str(repo / "data/raw")  # the user's own folder
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    Path("data/source.json").write_text(json.dumps(fingerprint(params["data"])))
+    Path("data/source.json").write_text(json.dumps(fingerprint(parse_settings(params).data)))
     assert submit.dvc_status() == {}
     with open("data/raw/train.csv", "a") as f:
         f.write("4.jpg,blast\n")  # edited after the last download
@@ -184,7 +162,7 @@ def test_submission_is_recorded_and_scored(repo, capsys):
 
 def test_unknown_experiment_is_named_by_revision(repo):
     client = FakeKaggle()
-    submit.run(args(wait=0), client=client, exp_json=[], status={}, sleep=lambda s: None)
+    submit.submit(args(wait=0), client=client, exp_json=[], status={}, sleep=lambda s: None)
     assert "[abc1234+workspace p:" in client.sent[0][1]
 
 

@@ -3,25 +3,22 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import prepared_work
 
-from paddy.checkpoint import load_checkpoint
-from paddy.ensemble import build_ensemble
-from paddy.fileio import write_csv
-from paddy.fit import train_model
-from paddy.prepare import prepare_competition, read_labels
-from paddy.split import make_splits
-from paddy.tta import predict_model
+from paddy.data.prepare import read_labels
+from paddy.predict.ensemble import build_ensemble
+from paddy.predict.tta import predict_model
+from paddy.settings import parse_settings
+from paddy.training.checkpoints import load_checkpoint
+from paddy.training.folds import train_model
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def prepared(competition, tmp_path_factory):
-    raw, truth = competition
     out = tmp_path_factory.mktemp("prep")
-    index, _ = prepare_competition(raw, out / "prepared", max_size=64, workers=1)
-    write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), out / "split.csv")
-    return out, index
+    return out, prepared_work(competition, out)
 
 
 def test_train_tta_ensemble(prepared, competition, params, tmp_path):
@@ -31,8 +28,8 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     epochs = []
     params["models"].pop("vit")  # one model keeps this fast; the ensemble still weighs it
     results = train_model(
+        parse_settings(params),
         "resnet",
-        params,
         out / "prepared",
         out / "split.csv",
         tmp_path / "models" / "resnet",
@@ -48,7 +45,7 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     assert meta["head"] == "fastai" and isinstance(model, torch.nn.Sequential)
 
     test, oof = predict_model(
-        params, index, out / "prepared", out / "split.csv", tmp_path / "models" / "resnet", CPU, "fp32"
+        parse_settings(params), out / "prepared", out / "split.csv", tmp_path / "models" / "resnet", CPU, "fp32"
     )
     assert len(test) == 12 and len(oof) == 12  # 20% of 60 validate
     assert test.iloc[:, 1:].sum(axis=1).round(4).eq(1).all()
@@ -58,14 +55,14 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     oof.to_csv(preds / "oof_probs.csv", index=False)
     sample = pd.read_csv(raw / "sample_submission.csv", dtype=str)
     sub, metrics, confusion = build_ensemble(
-        params["models"],
+        {name: model.weight for name, model in parse_settings(params).models.items()},
         meta["labels"],
         sample,
         tmp_path / "preds",
         train[["image_id", "label"]],
         pd.read_csv(truth, dtype=str),
         fallback_label="normal",
-        ensemble=params["ensemble"],
+        ensemble=parse_settings(params).ensemble,
     )
     assert sub.image_id.tolist() == sample.image_id.tolist()
     assert set(metrics["oof_acc"]) == {"resnet", "ensemble"} and 0 <= metrics["test_acc"]["ensemble"] <= 1
@@ -76,8 +73,12 @@ def test_training_and_tta_are_deterministic_on_cpu(prepared, params, tmp_path):
     out, index = prepared
     runs = []
     for name in ("a", "b"):
-        res = train_model("resnet", params, out / "prepared", out / "split.csv", tmp_path / name, (8, 16), CPU, "fp32")
-        test, _ = predict_model(params, index, out / "prepared", out / "split.csv", tmp_path / name, CPU, "fp32")
+        res = train_model(
+            parse_settings(params), "resnet", out / "prepared", out / "split.csv", tmp_path / name, (8, 16), CPU, "fp32"
+        )
+        test, _ = predict_model(
+            parse_settings(params), out / "prepared", out / "split.csv", tmp_path / name, CPU, "fp32"
+        )
         runs.append((res[0]["valid_loss"], res[0]["train_loss"], test.iloc[:, 1:].to_numpy()))
     assert runs[0][:2] == runs[1][:2] and (runs[0][2] == runs[1][2]).all()
 
@@ -95,8 +96,17 @@ def test_fine_tune_freezes_the_body_then_trains_everything_with_a_fresh_adam(pre
         if step == 0:
             adam_steps.append(int(optimizer.state[next(model[1].parameters())]["step"]))
 
-    train_model("resnet", params, out / "prepared", out / "split.csv", tmp_path / "m", (8, 16), CPU, "fp32",
-                on_step=on_step)  # fmt: skip
+    train_model(
+        parse_settings(params),
+        "resnet",
+        out / "prepared",
+        out / "split.csv",
+        tmp_path / "m",
+        (8, 16),
+        CPU,
+        "fp32",
+        on_step=on_step,
+    )
     final = load_checkpoint(tmp_path / "m", "v0")[0].state_dict()
     frozen_start, frozen_end = snapshots[0][0], snapshots[0][-1]  # after the frozen epoch's first and last steps
     changed = {k for k in final if not torch.equal(frozen_start[k], frozen_end[k]) and "num_batches" not in k}

@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
-from paddy.ensemble import aligned, build_ensemble, cross_validate_fit, cv_folds, fit_weights, weighted_mean
 from paddy.errors import PaddyError
-from paddy.params import check_params
-from paddy.submission import make_submission, validate_submission
-from paddy.tta import blend
+from paddy.predict.ensemble import aligned, build_ensemble, cross_validate_fit, cv_folds, fit_weights, weighted_mean
+from paddy.predict.submission import make_submission, validate_submission
+from paddy.predict.tta import blend
+from paddy.settings import EnsembleSettings, parse_settings
 
 LABELS = ["a", "b", "c"]
 
@@ -99,12 +99,12 @@ def weak_pair(tmp_path):
     truth = pd.DataFrame({"image_id": ids, "label": np.asarray(LABELS)[y]})
     write_preds(tmp_path, "sharp", probs(ids, noisy_probs(rng, y, 3, 4.0)), probs(["t.jpg"], [[0.6, 0.3, 0.1]]))
     write_preds(tmp_path, "noisy", probs(ids, noisy_probs(rng, y, 3, 0.3)), probs(["t.jpg"], [[0.05, 0.9, 0.05]]))
-    models = {"sharp": {"weight": 1}, "noisy": {"weight": 2}}
+    models = {"sharp": 1, "noisy": 2}
     sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
     test_truth = pd.DataFrame({"image_id": ["t.jpg"], "label": ["a"]})
 
     def run(weights, cv_folds=5):
-        ensemble = {"weights": weights, "cv_folds": cv_folds}
+        ensemble = EnsembleSettings(weights, cv_folds)
         return build_ensemble(models, LABELS, sample, tmp_path, truth, test_truth, "a", ensemble, None, seed=0)
 
     return run
@@ -187,7 +187,7 @@ def test_aligned_keeps_rows_every_model_and_truth_have():
 def test_bad_ensemble_settings_are_refused_naming_the_key(params, key, value):
     params["ensemble"][key] = value
     with pytest.raises(PaddyError, match=f"`ensemble.{key}` in params.yaml is {value!r}"):
-        check_params(params)
+        parse_settings(params)
     del params["ensemble"]
     with pytest.raises(PaddyError, match="no `ensemble.weights`"):
-        check_params(params)
+        parse_settings(params)

@@ -16,7 +16,12 @@ def exit_on_error(main):
         try:
             return main(*args, **kwargs)
         except PaddyError as e:
-            print(f"\nerror: {e}\n", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(report(e))
 
     return wrapper
+
+
+def report(error):
+    """Print a PaddyError as one paragraph on stderr; returns the exit code for it, 2."""
+    print(f"\nerror: {error}\n", file=sys.stderr)
+    return 2

@@ -1,0 +1,24 @@
+"""`paddy compare`: the experiments (dvc exp show) joined with the ledger's scores, as a table."""
+
+from paddy.commands.scores import ledger_argument
+
+HELP = "table of experiments (dvc exp show) joined with the ledger's scores"
+
+
+def arguments(parser):
+    parser.add_argument(
+        "--sort", metavar="COLUMN", help="sort by this column, largest first (default: oof_acc.ensemble)"
+    )
+    parser.add_argument("--asc", action="store_true", help="sort smallest first")
+    parser.add_argument("--params", metavar="KEYS", help="comma-separated params to show (default: those that vary)")
+    parser.add_argument("--all-commits", action="store_true", help="experiments of every commit, not just HEAD")
+    parser.add_argument("--csv", metavar="PATH", help="also write the table as CSV")
+    parser.add_argument("--md", metavar="PATH", help="also write the table as markdown")
+    ledger_argument(parser)
+
+
+def run(args, exp_json=None):
+    """`exp_json` replaces `dvc exp show` in tests."""
+    from paddy.kaggle.compare import report
+
+    return report(args, exp_json=exp_json)

@@ -1,0 +1,76 @@
+"""`paddy lr-find MODEL [-S key=value ...]`: fastai's learning-rate finder on a model of params.yaml, with the data,
+augmentation, precision, accumulation and (if train.frozen_epochs > 0) frozen body its training would use.
+
+Writes lr_find/<model>.csv (lr, loss: `dvc plots show lr_find/<model>.csv -x lr -y loss`), lr_find/<model>.png and
+lr_find/<model>.json (the suggestions); nothing of the pipeline's outputs changes.
+"""
+
+from pathlib import Path
+
+from paddy.errors import PaddyError
+
+HELP = "fastai's learning-rate finder on a model's real training step, with suggestions"
+
+
+def arguments(parser):
+    parser.add_argument("model", help="a key of `models` in params.yaml")
+    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting for this run only, as `dvc exp run -S` does (repeatable)")  # fmt: skip
+    parser.add_argument("--start-lr", type=float, default=1e-7)
+    parser.add_argument("--end-lr", type=float, default=10.0)
+    parser.add_argument("--num-it", type=int, default=100, help="optimizer steps of the sweep (fastai: 100)")
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--split", type=Path, default=Path("data/split.csv"))
+    parser.add_argument("--out", type=Path, default=Path("lr_find"))
+
+
+def run(args):
+    import pandas as pd
+
+    from paddy.data.prepare import read_targets
+    from paddy.files import write_csv, write_json
+    from paddy.memory.profile import profile_settings, require_fit, resolve_batches
+    from paddy.settings import load_settings
+    from paddy.training import lr_find
+    from paddy.training.gpus import claim_device
+    from paddy.training.model_data import create_model_data
+    from paddy.training.models import check_archs
+    from paddy.training.precision import resolve_precision
+
+    settings = load_settings(overrides=args.overrides)
+    check_archs(settings.models)
+    model_cfg, train = settings.model(args.model), settings.train
+    for path in (args.prepared / "index.csv", args.split):
+        if not path.exists():
+            raise PaddyError(f"{path} does not exist: run `dvc repro split` first (lr-find uses the prepared data).")
+    device = claim_device()
+    precision = resolve_precision(train.precision, device)
+    vocab = read_targets(args.prepared)
+    batches = Path("data/profile") / f"{args.model}.batches.json"
+    micro = model_cfg.micro_batch
+    if micro == "auto" and batches.exists():
+        micro = resolve_batches(settings, args.model, batches, device, vocab)[0]
+    elif micro == "auto":  # no profile yet: make one now
+        profile = profile_settings(settings, args.model, vocab, device)
+        require_fit(profile, ["micro_batch"])
+        micro = profile["micro_batch"]
+    data = create_model_data(model_cfg, train.aug, train.workers, args.prepared, args.split, device)
+    rows = data.rows(data.splits[0])[0]  # the first split's training rows
+    loader = data.loader(rows, train.effective_batch, shuffle=True, drop_last=train.drop_last, seed=settings.seed)
+    model = data.create_model()
+    frozen = train.frozen_epochs > 0
+    print(f"lr-find {args.model}: {args.num_it} steps of {train.effective_batch} ({micro} per micro-batch), "
+          f"{device.type}, {precision}{', body frozen' if frozen else ''}")  # fmt: skip
+    lrs, losses = lr_find.sweep(model, loader, data.augment, micro, precision, train, frozen, settings.seed,
+                                args.start_lr, args.end_lr, args.num_it)  # fmt: skip
+    found = lr_find.suggestions(lrs, losses, args.num_it)
+    out = args.out / args.model
+    write_csv(pd.DataFrame({"lr": lrs, "loss": losses}), out.with_suffix(".csv"))
+    write_json(out.with_suffix(".json"), {k: v[0] for k, v in found.items()})
+    lr_find.plot(lrs, losses, found, out.with_suffix(".png"))
+    for name, (lr, _) in found.items():
+        print(f"  {name:<8} {lr:.2e}")
+    if not found:
+        print("  no suggestion: the sweep stopped too early (the loss diverged at once); lower --start-lr")
+    print(f"wrote {out}.csv, .json and .png (train.lr is {train.lr})")
+    return 0

@@ -1,0 +1,130 @@
+"""`paddy profile`: the memory profile of any timm architectures, or of params.yaml's models, as a table."""
+
+import dataclasses
+import time
+from pathlib import Path
+
+from paddy.errors import PaddyError
+from paddy.settings.schema import HEADS, PRECISIONS
+
+HELP = "peak memory per architecture and micro-batch: measured on CUDA, else estimated"
+
+
+def arguments(parser):
+    parser.add_argument(
+        "--arch",
+        nargs="+",
+        metavar="ARCH[:SIZE]",
+        help="timm architectures, each with an optional size: 224 or HxW (e.g. convnext_large_in22k:320x224); "
+        "without a size, the one the architecture was built for",
+    )
+    parser.add_argument("--params", action="store_true", help="profile the models in params.yaml instead")
+    parser.add_argument(
+        "--batch",
+        nargs="+",
+        type=int,
+        help="micro-batches (default: from --effective-batch down to profile.min_micro_batch)",
+    )
+    parser.add_argument(
+        "--effective-batch",
+        type=int,
+        help="samples per optimizer step, accumulated from micro-batches (default: train.effective_batch)",
+    )
+    parser.add_argument("--eval-batch", nargs="+", type=int, help="prediction batches (default: 4x, 2x, 1x, ...)")
+    parser.add_argument(
+        "--item-size", metavar="HxW", help="the uint8 items the step augments from (default: the model's size)"
+    )
+    parser.add_argument("--head", choices=HEADS, help="default: fastai, or params.yaml's with --params")
+    parser.add_argument("--precision", choices=PRECISIONS, help="default: train.precision")
+    parser.add_argument("--estimate", action="store_true", help="estimate even where CUDA is available")
+    parser.add_argument("--budget-gb", type=float, help="default: profile.budget_gb")
+    parser.add_argument("--num-classes", type=int, help="default: data/prepared/targets.json's labels, else 10")
+    parser.add_argument("--json", type=Path, help="also write the profiles to this file")
+
+
+def parse_size(text, what):
+    try:
+        h, _, w = text.lower().partition("x")
+        return int(h), int(w or h)
+    except ValueError:
+        raise PaddyError(f"{what}: the size must be 224 or HxW, e.g. 320x224.") from None
+
+
+def parse_arch(text):
+    """'vit_large_patch16_224' or 'convnext_large_in22k:320x224' -> (arch, (height, width)), checked against timm."""
+    from paddy.training.models import arch_config, check_arch
+
+    arch, _, size = text.partition(":")
+    hw = parse_size(size, f"--arch {text}") if size else None
+    check_arch(f"--arch {text}", arch, hw)
+    return arch, hw or tuple(arch_config(arch)["input_size"][1:])
+
+
+def run(args):
+    import torch
+
+    from paddy.data.prepare import read_targets
+    from paddy.files import write_json
+    from paddy.memory.measure import Spec
+    from paddy.memory.profile import (
+        candidates,
+        eval_candidates,
+        model_spec,
+        planned_precision,
+        profile_model,
+    )
+    from paddy.memory.report import format_table
+    from paddy.settings import load_settings
+    from paddy.training.gpus import claim_device
+    from paddy.training.precision import device_name
+
+    if bool(args.arch) == bool(args.params):
+        raise PaddyError("`paddy profile` needs either --arch ARCH[:SIZE] ... or --params (the models in params.yaml).")
+    settings = load_settings()
+    prof, train = settings.profile, settings.train
+    budget_gb = prof.budget_gb if args.budget_gb is None else args.budget_gb
+    device = torch.device("cpu") if args.estimate else claim_device()  # measured alone on its GPU
+    effective = args.effective_batch or train.effective_batch
+    batches = sorted(set(args.batch), reverse=True) if args.batch else candidates(effective, prof.min_micro_batch)
+    evals = args.eval_batch or eval_candidates(effective, prof.min_micro_batch)
+    if any(b < 1 for b in [effective, *batches, *evals]):
+        raise PaddyError(f"batches must be >= 1 (effective {effective}, micro {batches}, eval {evals}).")
+    targets = Path("data/prepared/targets.json")
+    vocab = read_targets(targets.parent) if targets.exists() else {"label": list(range(10)), "variety": list(range(10))}
+    if args.num_classes:
+        vocab = {"label": list(range(args.num_classes)), "variety": vocab.get("variety", [])}
+    num_classes = len(vocab["label"])
+    precision = planned_precision(args.precision or train.precision, device)
+    overrides = {"precision": precision, "effective_batch": effective, **({"head": args.head} if args.head else {})}
+    if args.params:
+        jobs = [(name, model_spec(model, train, vocab, device)) for name, model in settings.models.items()]
+        jobs = [(n, dataclasses.replace(s, **overrides)) for n, s in jobs]
+    else:
+        jobs = []
+        for text in args.arch:
+            arch, hw = parse_arch(text)
+            item = parse_size(args.item_size, "--item-size") if args.item_size else hw
+            spec = Spec(
+                arch=arch,
+                size=hw,
+                item_size=item,
+                num_classes=num_classes,
+                precision=precision,
+                effective_batch=effective,
+                head=args.head or "fastai",
+                weight_decay=train.weight_decay,
+                lr_mult=train.lr_mult,
+                lr_groups=train.lr_groups,
+                aug=train.aug,
+            )
+            jobs.append((arch, spec))
+    print(f"profiling on {device_name(device) if device.type == 'cuda' else 'the CPU: estimates for a CUDA card'}")
+    profiles = []
+    for name, spec in jobs:
+        start = time.perf_counter()
+        profiles.append(profile_model(name, spec, batches, evals, budget_gb, prof.headroom, device))
+        print(f"  {name}: {time.perf_counter() - start:.1f} s")
+    print(format_table(profiles))
+    if args.json:
+        write_json(args.json, profiles)
+    return 0

@@ -1,0 +1,125 @@
+"""Pre-resize every image once (fastai's resize_images), report the bad ones, and write one index table."""
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from paddy.console import progress
+from paddy.data import competition
+from paddy.data.competition import TEST_DIR, TRAIN_DIR, check_layout
+from paddy.errors import PaddyError
+from paddy.files import atomic_path, write_csv, write_json
+
+INDEX = "index.csv"
+BAD_FILES = "bad_files.csv"
+LABELS = "labels.json"
+TARGETS = "targets.json"
+TARGET_COLUMNS = ("label", "variety")  # what a model can predict (models.<name>.targets): the disease, the variety
+MIN_SIDE = 16  # pixels: a smaller image shows no leaf, let alone a disease, and is left out
+
+
+def resize_image(src, dst, max_size):
+    """Shrink so the longest side is at most max_size; return (width, height, md5 of the file written) or raise
+    ValueError(reason: what is wrong and the rule it breaks). The md5 keys the item cache (paddy.data.items): new
+    content, new items."""
+    src = Path(src)
+    if not src.exists():
+        raise ValueError("missing: listed in the CSV but not on disk")
+    if src.stat().st_size == 0:
+        raise ValueError("zero bytes")
+    try:
+        with Image.open(src) as im:
+            if src.suffix.lower() in (".jpg", ".jpeg") and im.format != "JPEG":
+                raise ValueError(
+                    f"a {im.format} file named {src.suffix}: the competition's images are JPEGs, so this is another "
+                    "file under an image's name (convert it to JPEG and rename it if it belongs)"
+                )
+            if min(im.size) < MIN_SIDE:
+                raise ValueError(
+                    f"{im.size[0]}x{im.size[1]} pixels: under the {MIN_SIDE} pixels a side an image needs to show a "
+                    "leaf (a thumbnail or a broken export)"
+                )
+            im.draft("RGB", (max_size, max_size))  # JPEG decodes at a reduced scale: much faster for big photos
+            im = im.convert("RGB")
+            im.thumbnail((max_size, max_size), Image.Resampling.BICUBIC)
+    except UnidentifiedImageError:
+        raise ValueError("not an image PIL can read") from None
+    except (OSError, SyntaxError) as e:  # truncated or corrupt data
+        raise ValueError(f"unreadable ({e})") from None
+    with atomic_path(dst) as tmp:
+        im.save(tmp, format="JPEG", quality=95)
+        md5 = hashlib.md5(tmp.read_bytes()).hexdigest()
+    return (*im.size, md5)
+
+
+def _resize_job(job):
+    src, dst, max_size = job
+    try:
+        return resize_image(src, dst, max_size), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def prepare_competition(raw_dir, out_dir, max_size, workers=2):
+    """Resize into out_dir/images/{train,test}/ and write index.csv, bad_files.csv and labels.json."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    train, sample = check_layout(raw_dir)
+    train = train.assign(
+        split="train", src=[raw_dir / TRAIN_DIR / lab / i for lab, i in zip(train.label, train.image_id)]
+    )
+    test = sample[["image_id"]].assign(split="test", src=[raw_dir / TEST_DIR / i for i in sample.image_id])
+    rows = pd.concat([train, test], ignore_index=True)
+    rows["path"] = [f"images/{s}/{i}" for s, i in zip(rows.split, rows.image_id)]
+    # A training label outside the competition's classes would become a class of its own: left out, not resized.
+    foreign = (rows.split == "train") & ~rows.label.isin(competition.LABELS)
+    jobs = [(src, out_dir / path, max_size) for src, path in zip(rows.src[~foreign], rows.path[~foreign])]
+    with ProcessPoolExecutor(workers) as pool:
+        done = iter(progress(pool.map(_resize_job, jobs, chunksize=32), "resize", total=len(jobs), unit="img"))
+        n = len(competition.LABELS)
+        results = [
+            (None, f"label {label!r}: not one of the competition's {n} classes") if out else next(done)
+            for out, label in zip(foreign, rows.label)
+        ]
+    rows["width"] = [r[0][0] if r[0] else 0 for r in results]
+    rows["height"] = [r[0][1] if r[0] else 0 for r in results]
+    rows["md5"] = [r[0][2] if r[0] else "" for r in results]
+    rows["ok"] = [r[1] is None for r in results]
+    bad = rows.loc[~rows.ok, ["image_id", "split"]].assign(
+        file=[str(s) for s in rows.src[~rows.ok]], reason=[r[1] for r in results if r[1]]
+    )
+    for b in bad.itertuples():
+        print(f"left out {b.file}: {b.reason}")
+    if foreign.any():
+        print(f"the competition's classes: {', '.join(competition.LABELS)}")
+    index = rows.drop(columns="src").loc[rows.ok | (rows.split == "test")]  # a test row needs a prediction anyway
+    write_csv(index, out_dir / INDEX)
+    write_csv(bad, out_dir / BAD_FILES)
+    kept = train[train["label"].isin(competition.LABELS)]
+    write_json(out_dir / LABELS, sorted(kept["label"].unique()))
+    vocab = {c: sorted(kept[c].dropna().astype(str).unique()) for c in TARGET_COLUMNS if c in kept.columns}
+    write_json(out_dir / TARGETS, vocab)
+    return index, bad
+
+
+def read_labels(prepared_dir):
+    return json.loads((Path(prepared_dir) / LABELS).read_text())
+
+
+def read_targets(prepared_dir):
+    """{target: its classes in output order}: label (the disease) and, where train.csv has it, variety. The head's
+    size is the sum over a model's targets."""
+    path = Path(prepared_dir) / TARGETS
+    if not path.exists():
+        raise PaddyError(f"{path} does not exist: run `dvc repro prepare` first (it writes the target classes).")
+    vocab = json.loads(path.read_text())
+    if not isinstance(vocab, dict) or not vocab.get("label"):
+        raise PaddyError(f"{path} must map each target to its classes, label first; rerun `dvc repro -f prepare`.")
+    return vocab
+
+
+def read_index(prepared_dir):
+    return pd.read_csv(Path(prepared_dir) / INDEX, dtype={"image_id": str, "label": str, "variety": str, "md5": str})

@@ -1,0 +1,237 @@
+"""`paddy compare`: one table of experiments (`dvc exp show --json`) joined with the ledger's Kaggle scores.
+
+Columns: experiment, revision, every param that differs between the experiments shown (in its own format), accuracy
+and log loss out of fold and on the test set (when it has labels) per model and for the ensemble, each model's train
+time, then the public/private score of the experiment's latest submission. Experiments are joined to the ledger by
+the md5 of their submission.csv (exact), else by experiment name. Ledger rows whose experiment is gone
+(`dvc exp remove`) are kept, marked `ledger`.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from paddy.errors import PaddyError
+from paddy.files import run_dvc, write_csv, write_text
+from paddy.kaggle.ledger import read_ledger
+
+SUBMISSION = "submission.csv"
+# What a competitor compares, in this order: out-of-fold accuracy per model and for the ensemble, the ensemble's log
+# loss, test accuracy (only the synthetic competition has test labels), each model's train time (dvclive's). `dvc exp
+# show` has every metric.
+METRICS = ("oof_acc.*", "oof_loss.ensemble", "test_acc.*", "train_time_s.*")
+
+
+def exp_show(all_commits=False):
+    """The parsed output of `dvc exp show --json` run in the current folder."""
+    args = ["exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    out = run_dvc(*args)
+    try:
+        return json.loads(out or "[]")
+    except ValueError:
+        raise PaddyError(f"`dvc {' '.join(args)}` printed something that is not JSON; is dvc 3.x installed?") from None
+
+
+def flatten(obj, prefix=""):
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    if not isinstance(obj, dict):
+        return {prefix: obj} if prefix else {}
+    flat = {}
+    for key, value in obj.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _model_of(path):
+    """dvclive/<model>/metrics.json and metrics/profile/<model>.json -> <model>; else the file's stem."""
+    parts = PurePosixPath(path).parts
+    if parts[0] == "dvclive" and len(parts) >= 3:
+        return parts[1]
+    return PurePosixPath(path).stem
+
+
+def metric_columns(metrics):
+    """The columns paddy shows from `dvc exp show`'s metrics block: {file: {'data': {...}}} -> {column: value}."""
+    cols = {}
+    for path, block in (metrics or {}).items():
+        data = (block or {}).get("data") or {}
+        for key, value in flatten(data).items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            column = key if "." in key else f"{key}.{_model_of(path)}"  # a per-model file's key: <key>.<model>
+            if _metric_rank(column) < len(METRICS):
+                cols[column] = value
+    return cols
+
+
+def _row(entry, baseline):
+    data = entry.get("data") or {}
+    params = {}
+    for path, block in (data.get("params") or {}).items():
+        flat = flatten((block or {}).get("data") or {})
+        params.update(flat if path == "params.yaml" else {f"{path}:{k}": v for k, v in flat.items()})
+    outs = data.get("outs") or {}
+    rev = str(entry.get("rev") or "")
+    return {
+        "experiment": entry.get("name") or (rev if rev == "workspace" else rev[:7]),
+        "rev": rev if rev == "workspace" else rev[:7],
+        "baseline": baseline,
+        "params": params,
+        "metrics": metric_columns(data.get("metrics")),
+        "submission_md5": ((outs.get(SUBMISSION) or {}).get("hash")),
+    }
+
+
+def experiments(exp_json):
+    """Flat experiment records from `dvc exp show --json`: workspace, baselines and their experiments."""
+    rows = []
+    for top in exp_json or []:
+        if top.get("data"):
+            rows.append(_row(top, baseline=True))
+        for group in top.get("experiments") or []:
+            for entry in group.get("revs") or []:
+                if entry.get("data") and not entry.get("error"):
+                    rows.append(_row(entry, baseline=False))
+    return rows
+
+
+def param_text(value):
+    """A param as params.yaml has it: 32, 0.01, 1e-05, true, [128,96]; a param an experiment lacks is None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def varying_params(rows):
+    """Every param whose value differs between experiments (one an experiment lacks counts): what explains the
+    differences in the table."""
+    keys = sorted({k for r in rows for k in r["params"]})
+    return [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in rows}) > 1]
+
+
+def _latest_scored(ledger_rows):
+    """The row to show for an experiment: the latest submission with a public score, else the latest."""
+    scored = ledger_rows[ledger_rows["public_score"].notna()]
+    return (scored if len(scored) else ledger_rows).iloc[-1]
+
+
+def build_table(exp_json, ledger, param_keys=None):
+    rows = experiments(exp_json)
+    keys = param_keys if param_keys is not None else varying_params(rows)
+    ledger = ledger.copy()
+    ledger["file_md5"] = ledger["file_md5"].astype(str)
+    used = set()
+    table = []
+    for r in rows:
+        match = ledger[ledger["file_md5"] == str(r["submission_md5"])] if r["submission_md5"] else ledger.iloc[0:0]
+        if match.empty and r["rev"] != "workspace":
+            match = ledger[ledger["experiment"].astype(str) == str(r["experiment"])]
+        line = {"experiment": r["experiment"], "rev": r["rev"]}
+        line.update({k: param_text(r["params"].get(k)) for k in keys})
+        line.update(r["metrics"])
+        line.update(_scores(match))
+        used.update(match.index)
+        table.append(line)
+    # Submissions of experiments no longer in `dvc exp show`: the ledger outlives them.
+    orphans = ledger.drop(index=list(used))
+    for name, group in orphans.groupby(orphans["experiment"].astype(str), sort=False):
+        line = {"experiment": name, "rev": "ledger", "oof_acc.ensemble": group["cv"].iloc[-1]}
+        line.update(_scores(group))
+        table.append(line)
+    df = pd.DataFrame(table)
+    # Fixed columns first, then params, the scores (per model, the ensemble last), train times, ledger scores.
+    first = ["experiment", "rev"] + list(keys)
+    last = [c for c in ("public", "private", "submissions") if c in df.columns]
+    middle = [c for c in df.columns if c not in first + last]
+    return df[[c for c in first + sorted(middle, key=_metric_order) + last if c in df.columns]]
+
+
+def _metric_rank(column):
+    """The column's place in METRICS; len(METRICS) where it is not one."""
+    kind = column.partition(".")[0]
+    return next((i for i, m in enumerate(METRICS) if m in (column, f"{kind}.*")), len(METRICS))
+
+
+def _metric_order(column):
+    return _metric_rank(column), column.endswith(".ensemble"), column
+
+
+def _scores(match):
+    if match.empty:
+        return {"public": None, "private": None, "submissions": 0}
+    best = _latest_scored(match)
+    return {"public": best["public_score"], "private": best["private_score"], "submissions": len(match)}
+
+
+def correlation(ledger):
+    """(n, pearson, spearman) of ledger CV against the public score, or None below three scored rows."""
+    df = ledger[["cv", "public_score"]].apply(pd.to_numeric, errors="coerce").dropna()
+    if len(df) < 3:
+        return None
+    pearson = df["cv"].corr(df["public_score"])
+    spearman = df["cv"].rank().corr(df["public_score"].rank())
+    return len(df), pearson, spearman
+
+
+def sort_table(df, column=None, ascending=False):
+    if column is None:
+        column = "oof_acc.ensemble" if "oof_acc.ensemble" in df.columns else None
+        if column is None:
+            return df
+    if column not in df.columns:
+        raise PaddyError(f"--sort {column}: no such column. Columns: {', '.join(df.columns)}.")
+    return df.sort_values(column, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _cell(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def to_markdown(df):
+    head = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule] + body) + "\n"
+
+
+def to_text(df):
+    cells = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
+    widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(df.columns)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(df.columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def report(args, exp_json=None):
+    """`paddy compare`: print the experiments table (and write it as CSV or markdown where asked)."""
+    if exp_json is None:
+        exp_json = exp_show(all_commits=args.all_commits)
+    ledger = read_ledger(args.ledger)
+    keys = [k.strip() for k in args.params.split(",") if k.strip()] if args.params else None
+    df = sort_table(build_table(exp_json, ledger, keys), args.sort, ascending=args.asc)
+    if df.empty:
+        print("No experiments yet: `dvc repro` or `dvc exp run` first.", file=sys.stderr)
+        return 0
+    print(to_text(df))
+    corr = correlation(ledger)
+    if corr:
+        n, pearson, spearman = corr
+        print(f"\nCV vs public score over {n} scored submissions: Pearson r = {pearson:.3f}, Spearman = {spearman:.3f}")
+    else:
+        print(f"\n(CV vs public score correlation appears once {Path(args.ledger)} has 3 scored submissions.)")
+    if args.csv:
+        write_csv(df, args.csv)
+    if args.md:
+        write_text(args.md, to_markdown(df))
+    return 0

@@ -1,0 +1,202 @@
+"""How much GPU memory the training step and the prediction step take: measured on CUDA, estimated without one.
+
+Both run the real steps (paddy.training.step: the optimizer, the augmentation from uint8 items, accumulation of
+micro-batches, mixed precision), `STEPS` training steps at a micro-batch then the prediction step at each eval batch
+with the training state still alive, as in validation. On CUDA the peaks come from the caching allocator and the
+driver. Without CUDA the same code runs on fake tensors (shapes and dtypes, no data) while a tracker adds up the
+bytes of every live storage, the figure the caching allocator calls `allocated`; a calibrated allowance adds what
+tensors do not show (allocator segments and the CUDA context). See docs/memory.md for the calibration.
+"""
+
+import dataclasses
+import time
+import warnings
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+
+from paddy.settings import AugmentSettings
+from paddy.training.augment import create_augment
+from paddy.training.models import create_model, input_normalization, to_fake
+from paddy.training.optim import create_optimizer
+from paddy.training.precision import create_scaler
+from paddy.training.step import predict_step, train_step
+
+GiB = 2**30
+
+# What the fake-tensor count misses, one factor and one constant calibrated on an H100 (torch 2.11, CUDA 13) over
+# nine architectures at micro-batch 16-64 (docs/memory.md): the caching allocator reserves whole segments and keeps
+# freed blocks, and cuDNN/cuBLAS workspaces are not tensors of the step, so reserved = allocated x 1.15. The process
+# also owns a CUDA context (CUDA, cuBLAS and cuDNN kernels) that the driver counts: 0.75 GB there.
+RESERVED_FACTOR = 1.15
+CONTEXT_GB = 0.75
+
+# The first step allocates the optimizer state after the backward pass; from the second on it is there while the
+# activations peak, so one step would understate the steady state.
+STEPS = 2
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything about a model's training and prediction steps that decides their memory."""
+
+    arch: str
+    size: tuple  # (height, width) the model sees
+    item_size: tuple  # (height, width) of the uint8 items the step augments from
+    num_classes: int
+    precision: str  # bf16 | fp16 | fp32 (resolved, never auto)
+    effective_batch: int
+    head: str = "fastai"
+    weight_decay: float = 0.01
+    lr_mult: float = 100.0
+    lr_groups: str = "body_head"
+    aug: AugmentSettings = field(default_factory=AugmentSettings)
+    pretrained: bool | str = False  # no weights are loaded: it decides the input normalisation, as in training
+
+
+def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
+    """The real steps on `model`: STEPS optimizer steps of spec.effective_batch samples at `micro_batch`, then the
+    prediction step at each of `eval_batches`. meter.start()/meter.read() bracket each part; returns the training
+    reading and one per eval batch (on_oom(error) stands in for a prediction step that ran out of memory)."""
+    device = next(model.parameters()).device
+    optimizer = create_optimizer(model, spec.weight_decay, spec.lr_mult, spec.lr_groups)
+    scaler = create_scaler(spec.precision, device)
+    augment = create_augment(spec.size, spec.aug, input_normalization(spec.arch, spec.pretrained))
+    generator = torch.Generator(device)
+    h, w = spec.item_size
+    meter.start()
+    items = torch.randint(0, 256, (spec.effective_batch, h, w, 3), dtype=torch.uint8, device=device)
+    targets = torch.randint(0, spec.num_classes, (spec.effective_batch,), device=device)
+    for _ in range(STEPS):
+        train_step(model, optimizer, items, targets, micro_batch, augment, generator, spec.precision, scaler)
+    del items, targets
+    train = meter.read()
+    evals = []
+    for batch in eval_batches:
+        meter.start()
+        try:
+            items = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, device=device)
+            predict_step(model, items, augment, spec.precision)
+            del items
+            evals.append(meter.read())
+        except torch.OutOfMemoryError as e:
+            evals.append(on_oom(e))
+    return train, evals
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Measured on CUDA
+
+
+class CudaMeter:
+    def __init__(self, device):
+        self.device = device
+
+    def start(self):
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def read(self):
+        torch.cuda.synchronize(self.device)
+        free, total = torch.cuda.mem_get_info(self.device)
+        allocated = torch.cuda.max_memory_allocated(self.device) / GiB
+        reserved = torch.cuda.max_memory_reserved(self.device) / GiB
+        # The driver's figure for this process: its context plus what the caching allocator holds, which has not
+        # shrunk since the peak. (On a GPU shared with other processes this includes them.)
+        return _row(allocated, reserved, (total - free) / GiB)
+
+
+def measure(spec, micro_batch, device, eval_batches=()):
+    """Peaks (GB) of the real steps on CUDA: (training row, eval rows). Raises torch.OutOfMemoryError in training."""
+    start = time.perf_counter()
+    with torch.device(device):  # initialising on the GPU is faster than on the CPU and ends in the same memory
+        model = create_model(spec.arch, spec.num_classes, pretrained=False, head=spec.head)
+    model = model.to(memory_format=torch.channels_last).train()
+    train, evals = exercise(model, spec, micro_batch, eval_batches, CudaMeter(device), on_oom=oom_row)
+    train["seconds"] = round(time.perf_counter() - start, 2)
+    return train, evals
+
+
+def oom_row(error):
+    return {"oom": True, "error": str(error).splitlines()[0][:200]}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Estimated without a GPU
+
+
+class _StorageTracker(torch.utils._python_dispatch.TorchDispatchMode):
+    """Adds up the bytes of every live tensor storage, the way the CUDA caching allocator counts `allocated`."""
+
+    def __init__(self):
+        super().__init__()
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        self.live = WeakIdKeyDictionary()
+        self.current = 0
+        self.peak = 0
+
+    def track(self, tensor):
+        storage = tensor.untyped_storage()
+        if storage in self.live:  # a view or an in-place result: no new memory
+            return
+        nbytes = -(-storage.nbytes() // 512) * 512  # the allocator rounds every block up to 512 bytes
+        self.live[storage] = nbytes
+        self.current += nbytes
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self._release, nbytes)
+
+    def _release(self, nbytes):
+        self.current -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        return out
+
+    def start(self):
+        self.peak = self.current
+
+    def read(self):
+        allocated = self.peak / GiB
+        reserved = allocated * RESERVED_FACTOR
+        return _row(allocated, reserved, reserved + CONTEXT_GB)
+
+
+def estimate(spec, micro_batch, eval_batches=()):
+    """The peaks a CUDA card would show for `measure`, computed on fake tensors: no GPU, no weights, seconds.
+
+    The step is the CUDA one: channels_last, mixed precision (bf16 stands in for fp16, same bytes), the fused AdamW.
+    CPU autocast on fake CPU tensors stands in for CUDA autocast, which refuses to start without a GPU; both cast
+    the same matmuls and convolutions down and keep reductions and norms in fp32.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    start = time.perf_counter()
+    # Some timm models cannot be built under fake tensors; built on the meta device first they can, then move.
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = create_model(spec.arch, spec.num_classes, pretrained=False, head=spec.head)
+    model = model.to(memory_format=torch.channels_last).train()
+    spec = dataclasses.replace(spec, precision="fp32" if spec.precision == "fp32" else "bf16")
+    tracker = _StorageTracker()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = to_fake(model)  # not to_empty, which fails on modules shared by several blocks
+        for t in [*model.parameters(), *model.buffers()]:
+            tracker.track(t)
+        with tracker:
+            train, evals = exercise(model, spec, micro_batch, eval_batches, tracker)
+    train["seconds"] = round(time.perf_counter() - start, 2)
+    return train, evals
+
+
+def _row(allocated, reserved, total):
+    return {
+        "oom": False,
+        "allocated_gb": round(allocated, 3),
+        "reserved_gb": round(reserved, 3),
+        "total_gb": round(total, 3),
+    }

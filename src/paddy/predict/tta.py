@@ -1,0 +1,76 @@
+"""Test-time augmentation: n passes with the training augmentation blended with one plain pass (fastai's tta)."""
+
+import pandas as pd
+import torch
+
+from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
+from paddy.training.model_data import create_model_data
+from paddy.training.step import predict_chunked, stream_seeds
+
+
+def blend(augmented, plain, beta):
+    """beta x plain + (1 - beta) x mean of the augmented passes: fastai's torch.lerp(aug, plain, beta)."""
+    return torch.lerp(augmented, plain, beta)
+
+
+@torch.no_grad()
+def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None):
+    """The blended disease probabilities, one row per item, as a float32 CPU tensor.
+
+    Each batch of items crosses to the device once and every pass runs on it there: the plain one, then n augmented
+    ones, each batch and pass with its own seed (repeatable, whatever the number of workers). A multi-target model
+    (sizes: outputs per target) contributes its disease outputs, the first.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device)
+    classes = sizes[0] if sizes else None
+    out = []
+    for b, (items, _) in enumerate(loader):
+        items = items.to(device, non_blocking=True)
+        probs = predict_chunked(model, items, augment, precision, sizes=sizes)[:, :classes]
+        if n:
+            augmented = torch.zeros_like(probs)
+            for i in range(n):
+                generator.manual_seed(stream_seeds(seed, i, b)[0])
+                draws = augment.draw(items, generator)
+                augmented += predict_chunked(model, items, augment, precision, draws, sizes)[:, :classes]
+            probs = blend(augmented / n, probs, beta)
+        out.append(probs)
+    return torch.cat(out).cpu()
+
+
+def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision):
+    """TTA probabilities of one model: the test set averaged over its folds/bags, and each split's validation rows.
+    Returns (test, oof) DataFrames with image_id then one column per label. Out-of-fold rows that validate in
+    several bags (bagging) are averaged over them; rows that never validate are absent. The items, sizes and input
+    normalisation are the checkpoint's (what the model was trained on); the augmentation is settings.train.aug.
+    """
+    meta = read_meta(ckpt_dir)
+    labels, tta = meta["labels"], settings.tta
+    data = create_model_data(
+        model_settings(meta),
+        settings.train.aug,
+        settings.train.workers,
+        prepared_dir,
+        split_csv,
+        device,
+        normalization=checkpoint_normalization(meta),
+    )
+    sizes, table = tuple(len(classes) for classes in meta["targets"].values()), data.table
+    test, test_loader = data.test_loader(meta["eval_batch"])
+    test_sum, oof_parts = None, []
+    for s, col in enumerate(data.splits):
+        model, _ = load_checkpoint(ckpt_dir, col, device)
+        seed = settings.seed + 1000 * s
+        p = tta_probs(model, test_loader, data.augment, tta.n, tta.beta, precision, seed, sizes)
+        test_sum = p if test_sum is None else test_sum + p
+        valid = data.rows(col)[1]
+        oof = tta_probs(
+            model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision, seed + 1, sizes
+        )
+        oof_parts.append(pd.DataFrame(oof.numpy(), columns=labels).assign(image_id=table.image_id.to_numpy()[valid]))
+    test_probs = pd.DataFrame((test_sum / len(data.splits)).numpy(), columns=labels)
+    test_probs.insert(0, "image_id", test.image_id.to_numpy())
+    oof = pd.concat(oof_parts).groupby("image_id", sort=False)[labels].mean().reset_index()
+    return test_probs, oof

@@ -1,0 +1,174 @@
+"""The typed settings: params.yaml's sections as frozen dataclasses, and the choices each setting may take.
+
+paddy.settings.parse builds them once, after checking every value, so a function takes the settings it needs
+(`TrainSettings`, `ModelSettings`, ...) and reads them as attributes: sizes are already (height, width) tuples."""
+
+from dataclasses import dataclass, field
+
+from paddy.errors import PaddyError
+
+MODEL_KEYS = ("arch", "pretrained", "head", "targets", "item_size", "item_method", "size", "micro_batch", "weight")
+ITEM_METHODS = ("squish", "crop", "pad")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+HEADS = ("fastai", "timm")
+LR_GROUPS = ("body_head", "layers")
+RECIPES = ("fastai",)
+CV_SCHEMES = ("kfold", "bag")
+ENSEMBLE_WEIGHTS = ("params", "fit")
+TARGETS = ("label", "variety")
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """A generated competition with the real labels, varieties and class imbalance (`data.synthetic`)."""
+
+    n_train: int
+    n_test: int
+    width: int
+    height: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the competition comes from (`data`): synthetic, kaggle, or a folder or zip laid out like it."""
+
+    source: str
+    competition: str
+    synthetic: SyntheticSettings
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Pre-resizing the competition's images once, like fastai's resize_images (`prepare`)."""
+
+    max_size: int  # the longest side after pre-resizing
+    workers: int  # processes
+
+
+@dataclass(frozen=True)
+class CVSettings:
+    """The split table shared by every model (`cv`): bag, n random stratified validation sets, or kfold, stratified
+    folds covering every row."""
+
+    scheme: str  # CV_SCHEMES
+    n_splits: int
+    valid_pct: float  # bag only
+    seed: int
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """fastai's aug_transforms arguments (`train.aug`); the defaults are fastai's, as in params.yaml."""
+
+    min_scale: float = 0.75
+    do_flip: bool = True
+    flip_vert: bool = False
+    max_rotate: float = 10.0
+    min_zoom: float = 1.0
+    max_zoom: float = 1.1
+    max_warp: float = 0.2
+    max_lighting: float = 0.2
+    p_affine: float = 0.75
+    p_lighting: float = 0.75
+
+
+# (key, kind, low, high) of each AugmentSettings field, for the checks; kind "bool" or "number"
+AUG_RANGES = (
+    ("min_scale", "number", 0.05, 1.0),
+    ("do_flip", "bool", None, None),
+    ("flip_vert", "bool", None, None),
+    ("max_rotate", "number", 0.0, 180.0),
+    ("min_zoom", "number", 0.1, 1.0),
+    ("max_zoom", "number", 1.0, 4.0),
+    ("max_warp", "number", 0.0, 0.9),
+    ("max_lighting", "number", 0.0, 0.9),
+    ("p_affine", "number", 0.0, 1.0),
+    ("p_lighting", "number", 0.0, 1.0),
+)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How every model trains (`train`): fastai's fine_tune recipe, batches, precision, devices."""
+
+    recipe: str
+    epochs: int
+    frozen_epochs: int
+    lr: float
+    lr_mult: float
+    lr_groups: str
+    weight_decay: float
+    effective_batch: int
+    eval_batch: int | str  # or "auto"
+    drop_last: bool
+    aug: AugmentSettings
+    precision: str
+    compile: bool | str  # or "auto"
+    workers: int | str  # or "auto"
+    devices: int
+    checkpoint_minutes: float
+
+
+@dataclass(frozen=True)
+class TTASettings:
+    """Test-time augmentation (`tta`): n augmented passes blended with one plain pass,
+    beta x plain + (1 - beta) x augmented mean."""
+
+    n: int
+    beta: float
+
+
+@dataclass(frozen=True)
+class EnsembleSettings:
+    """How the ensemble weighs its models (`ensemble`): ENSEMBLE_WEIGHTS, and the folds that cross-validate a fit."""
+
+    weights: str
+    cv_folds: int
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """The memory profile (`profile`): the GPU memory a training step may use, less a fraction kept free, and the
+    smallest micro-batch it may choose."""
+
+    budget_gb: float
+    headroom: float  # a fraction of budget_gb
+    min_micro_batch: int
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One `models.<name>`: the architecture, its head and targets, the item and model sizes, its batch and weight."""
+
+    name: str
+    arch: str
+    pretrained: bool | str  # or a weights file's path
+    head: str
+    targets: tuple[str, ...]
+    item_size: tuple[int, int]  # (height, width)
+    item_method: str
+    size: tuple[int, int]  # (height, width)
+    micro_batch: int | str  # or "auto"
+    weight: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of params.yaml, checked."""
+
+    seed: int
+    data: DataSettings
+    prepare: PrepareSettings
+    cv: CVSettings
+    train: TrainSettings
+    tta: TTASettings
+    ensemble: EnsembleSettings
+    profile: ProfileSettings
+    models: dict[str, ModelSettings] = field(default_factory=dict)  # in params.yaml's order
+
+    def model(self, name, path="params.yaml"):
+        """models.<name>, or a PaddyError naming the models there are."""
+        if name not in self.models:
+            raise PaddyError(f"{path} has no `models.{name}`; models: {', '.join(self.models)}.")
+        return self.models[name]

@@ -1,0 +1,157 @@
+"""A model's checkpoints: the finished one per fold/bag (safetensors weights plus meta.json, what rebuilds the
+model) and the resumable one of a run in progress.
+
+DVC deletes a stage's outputs before it runs the stage again, so the resumable checkpoints live beside them, in the
+folder given to the train stage (data/resume/<model>/<key>/<split>.pt, git-ignored, not a DVC output), keyed by
+everything that made the run, so a changed setting, dataset or code never resumes a stale one. A finished split
+keeps its weights and metrics only, so a rerun after a kill restores it instead of training it again. The train
+stage removes the folder once every split is done and the outputs are written.
+"""
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from paddy.files import atomic_path, write_json
+from paddy.settings import ModelSettings
+from paddy.training import distributed
+from paddy.training.models import create_model, input_normalization
+
+
+def save_checkpoint(model, meta, out_dir, split):
+    out_dir = Path(out_dir)
+    # safetensors refuses non-contiguous tensors, and channels_last weights are not contiguous in its sense
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / f"{split}.safetensors") as tmp:
+        save_file(state, str(tmp))
+    write_json(out_dir / "meta.json", meta)
+
+
+def read_meta(ckpt_dir):
+    return json.loads((Path(ckpt_dir) / "meta.json").read_text())
+
+
+def model_settings(meta):
+    """The ModelSettings a checkpoint's model was trained with, from its meta.json (sizes as (height, width))."""
+    sizes = {k: tuple(meta[k]) if isinstance(meta[k], list) else (meta[k], meta[k]) for k in ("size", "item_size")}
+    return ModelSettings(
+        name=meta["model"],
+        arch=meta["arch"],
+        pretrained=False,
+        head=meta["head"],
+        targets=tuple(meta["targets"]),
+        item_method=meta["item_method"],
+        micro_batch=meta["micro_batch"],
+        weight=0,
+        **sizes,
+    )
+
+
+def checkpoint_normalization(meta):
+    """The input normalisation the checkpoint's model was trained with. Checkpoints from before it was recorded
+    were always normalised with the architecture's mean/std."""
+    if "normalization" in meta:
+        return meta["normalization"]
+    return input_normalization(meta["arch"], True)
+
+
+def load_checkpoint(ckpt_dir, split, device="cpu"):
+    """Rebuild the model from meta.json (no pretrained download: the weights are ours) and load split's weights."""
+    meta = read_meta(ckpt_dir)
+    outputs = sum(len(classes) for classes in meta["targets"].values())
+    model = create_model(meta["arch"], outputs, pretrained=False, head=meta["head"])
+    model.load_state_dict(load_file(str(Path(ckpt_dir) / f"{split}.safetensors"), device=str(device)))
+    return model.to(device).eval(), meta
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands, besides its tensors: what a resume needs and what the logs show."""
+
+    micro_batch: int  # halved on an out-of-memory error, then kept
+    epoch: int = 0  # the next epoch to run, frozen ones included
+    step: int = 0  # the next optimizer step of that epoch
+    loss_sum: float = 0.0  # this epoch's summed training loss so far
+    seen: int = 0  # and its samples
+    skipped: int = 0  # and its optimizer steps that fp16's grad scaler skipped (a gradient overflowed)
+    seconds: float = 0.0  # this epoch's training time so far
+    history: list = dataclasses.field(default_factory=list)  # every finished epoch's metrics
+    events: list = dataclasses.field(default_factory=list)  # out-of-memory fallbacks, resumes
+
+
+def run_key(settings):
+    """A short hash of the settings (JSON-serialisable) and of the paddy source code that trains with them."""
+    code = hashlib.sha256()
+    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
+        code.update(path.read_bytes())
+    blob = json.dumps(settings, sort_keys=True, default=str) + code.hexdigest()
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_dir(resume_dir, settings):
+    """The folder of this run's checkpoints; other runs' folders of the same model are stale and removed."""
+    root, key = Path(resume_dir), run_key(settings)
+    if root.exists():
+        for other in root.iterdir():
+            if other.name != key:
+                shutil.rmtree(other, ignore_errors=True)
+    write_json(root / key / "settings.json", settings)
+    return root / key
+
+
+class Checkpoint:
+    """One split's checkpoint file: saved atomically after every epoch and every `minutes` within one."""
+
+    def __init__(self, path, minutes):
+        self.path, self.interval = Path(path), minutes * 60
+        self.last = time.monotonic()
+
+    def due(self):
+        return time.monotonic() - self.last >= self.interval
+
+    def save(self, progress, model, optimizer=None, scaler=None):
+        """model: the plain model, never its DDP wrapper (whose keys start with `module.`). Rank 0 alone writes."""
+        if not distributed.is_main():
+            return
+        state = {"progress": dataclasses.asdict(progress), "model": model.state_dict()}
+        if optimizer is not None:
+            state["optimizer"] = optimizer.state_dict()
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        self.last = time.monotonic()
+
+    def load(self, model, optimizer, scaler=None):
+        """Restore the tensors into model, optimizer and scaler; the Progress, or None when there is nothing.
+        Under DDP rank 0 reads the file and sends it to the others: they need not share its disk."""
+        device = next(model.parameters()).device
+        if distributed.world_size() > 1:
+            state = None
+            if distributed.is_main() and self.path.exists():
+                state = torch.load(self.path, map_location="cpu", weights_only=False)
+            state = distributed.broadcast(state)
+        else:
+            state = torch.load(self.path, map_location=device, weights_only=False) if self.path.exists() else None
+        if state is None:
+            return None
+        model.load_state_dict(state["model"])
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        progress = Progress(**state["progress"])
+        done = "optimizer" not in state
+        note = f"{self.path}: {'finished earlier' if done else 'resumed'} at epoch {progress.epoch + 1 - done}"
+        if not done:
+            note += f", step {progress.step + 1}"
+        if distributed.is_main():
+            print(note, flush=True)
+        progress.events.append(note)
+        return progress

@@ -1,0 +1,153 @@
+"""Train one model over every fold/bag of the shared split table, one checkpoint each, and add up its figures."""
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+
+from paddy.training import distributed
+from paddy.training.checkpoints import Checkpoint, run_dir, run_key, save_checkpoint
+from paddy.training.compile import maybe_compile
+from paddy.training.loop import fine_tune
+from paddy.training.model_data import create_model_data
+from paddy.training.models import input_normalization
+from paddy.training.step import accumulation, seed_everything
+
+# What does not change a model: left out of the resume key (and of the train stage's params in dvc.yaml)
+NOT_TRAINING = ("workers", "checkpoint_minutes")
+
+
+def train_model(
+    settings,
+    name,
+    prepared_dir,
+    split_csv,
+    out_dir,
+    batches,
+    device,
+    precision,
+    on_epoch=None,
+    on_step=None,
+    resume_dir=None,
+):
+    """Fine-tune settings.models[name] on each split; on_epoch(split, epoch, metrics) after every epoch,
+    on_step(split, epoch, step, model, optimizer) after every optimizer step. Returns each split's final metrics,
+    train_time_s (the epochs' time, resumes included), micro_batch (after any out-of-memory fallback) and events.
+
+    batches: (micro_batch, eval_batch), from the settings or the memory profile (paddy.memory.profile.resolve_batches).
+    resume_dir: where checkpoints go (paddy.training.checkpoints); a rerun after an interruption continues from them.
+    Under DDP (paddy.training.distributed) every rank calls this alike; rank 0 alone writes, and returns full metrics.
+    """
+    model_cfg, train = settings.model(name), settings.train
+    micro_batch, eval_batch = batches
+    data = create_model_data(
+        model_cfg, train.aug, train.workers, prepared_dir, split_csv, device, distributed.local_world_size()
+    )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN time its kernels once and keep the best
+    runs = None
+    if resume_dir is not None:
+        key = {
+            "seed": settings.seed,
+            "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in NOT_TRAINING},
+            "model": {k: v for k, v in dataclasses.asdict(model_cfg).items() if k not in ("name", "weight")},
+            "batches": [micro_batch, eval_batch],
+            "precision": precision,
+            "device": device.type,
+            "split": hashlib.sha256(data.table.to_csv(index=False).encode()).hexdigest(),
+            "images": hashlib.sha256("".join(data.index.md5.fillna("")).encode()).hexdigest(),
+        }
+        # Rank 0 alone keeps the folder (and removes stale runs'); the others only name it
+        runs = run_dir(resume_dir, key) if distributed.is_main() else Path(resume_dir) / run_key(key)
+    results = []
+    for s, col in enumerate(data.splits):
+        seed = settings.seed + s
+        seed_everything(seed)
+        model = data.create_model()
+        clock = maybe_compile(model, train.compile, device)
+        train_rows, valid_rows = data.rows(col)
+        train_loader = data.loader(
+            train_rows, train.effective_batch, shuffle=True, drop_last=train.drop_last, seed=seed
+        )
+        valid_loader = data.loader(valid_rows, eval_batch)
+        start = time.time()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        progress = fine_tune(
+            model,
+            train_loader,
+            valid_loader,
+            train,
+            micro_batch,
+            data.augment,
+            precision,
+            seed,
+            on_epoch=None if on_epoch is None else (lambda e, m, s=s: on_epoch(s, e, m)),
+            on_step=None if on_step is None else (lambda e, i, m, o, s=s: on_step(s, e, i, m, o)),
+            checkpoint=None if runs is None else Checkpoint(runs / f"{col}.pt", train.checkpoint_minutes),
+            sizes=data.sizes,
+            target_names=model_cfg.targets,
+            min_micro_batch=settings.profile.min_micro_batch,
+            clock=clock,
+        )
+        result = {
+            **progress.history[-1],
+            "train_time_s": sum(m["epoch_time_s"] for m in progress.history),
+            "wall_time_s": time.time() - start,  # this process's: less than train_time_s after a resume
+            "micro_batch": progress.micro_batch,
+            "events": progress.events,
+        }
+        if precision == "fp16":  # steps the grad scaler skipped on an overflow: a few at the start are its search
+            result["skipped_steps"] = sum(m.get("skipped_steps", 0) for m in progress.history)
+        if clock is not None and clock.compile_s is not None:
+            result["compile_s"] = clock.compile_s
+        if device.type == "cuda":
+            result["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
+        meta = {
+            "model": name,
+            "arch": model_cfg.arch,
+            "head": model_cfg.head,
+            "labels": data.vocab["label"],
+            "targets": {n: data.vocab[n] for n in model_cfg.targets},
+            "splits": data.splits,
+            "size": list(model_cfg.size),
+            "item_size": list(model_cfg.item_size),
+            "item_method": model_cfg.item_method,
+            "micro_batch": progress.micro_batch,
+            "eval_batch": eval_batch,
+            "effective_batch": train.effective_batch,
+            "precision": precision,
+            "normalization": input_normalization(model_cfg.arch, model_cfg.pretrained),  # what TTA must feed it too
+        }
+        if distributed.is_main():
+            save_checkpoint(model, meta, out_dir, col)
+        results.append(result)
+        del model, train_loader, valid_loader
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # free between folds so fragmentation never builds up (the seed's gc trick)
+    return results
+
+
+def summary(results):
+    """The model's figures over its splits, for `dvc exp show`: mean valid accuracy (each target's) and loss, total
+    train time; compile time, fp16's skipped steps and out-of-memory fallbacks only where there are some."""
+    keys = [k for k in results[0] if k.startswith("valid_acc")] + ["valid_loss"]
+    out = {k: sum(m[k] for m in results) / len(results) for k in keys}
+    out["train_time_s"] = sum(m["train_time_s"] for m in results)
+    if any("compile_s" in m for m in results):
+        out["compile_s"] = sum(m.get("compile_s", 0.0) for m in results)
+    if any("skipped_steps" in m for m in results):  # fp16: steps the grad scaler skipped on an overflow
+        out["skipped_steps"] = sum(m["skipped_steps"] for m in results)
+    fallbacks = sum(len([e for e in m["events"] if "out of memory" in e]) for m in results)
+    if fallbacks:
+        out["out_of_memory_fallbacks"] = fallbacks
+    return out
+
+
+def run_record(results, effective_batch, eval_batch, world=1):
+    """What run.json keeps of a model's run: the micro-batches per step on each of `world` processes (after any
+    out-of-memory fallback), the eval batch, and each split's final figures."""
+    per_step = accumulation(-(-effective_batch // world), min(m["micro_batch"] for m in results))
+    return {"accumulation": per_step, "eval_batch": eval_batch, "splits": results}

@@ -1,0 +1,281 @@
+"""The training loop: fastai's fine_tune, phase by phase, epoch by epoch, over the one training step
+(paddy.training.step).
+
+A run can stop anywhere (a kill, Ctrl-C, a preempted machine) and continue where it was: after every epoch, and
+every few minutes within one, a checkpoint (paddy.training.checkpoints) holds the weights, the optimizer and
+grad-scaler state and the position (epoch, step). Every step draws its randomness from its own seed
+(paddy.training.step.seed_step) and the loader's order depends only on (seed, epoch), so a resumed run repeats the
+uninterrupted one exactly.
+"""
+
+import dataclasses
+import signal
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from paddy.console import progress as progress_bar
+from paddy.errors import PaddyError
+from paddy.training import distributed
+from paddy.training.augment import BatchAugment
+from paddy.training.checkpoints import Checkpoint, Progress
+from paddy.training.compile import CompileClock
+from paddy.training.models import set_frozen
+from paddy.training.optim import create_optimizer
+from paddy.training.precision import create_scaler
+from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters
+from paddy.training.step import (
+    accumulation,
+    free_cuda_cache,
+    predict_chunked,
+    seed_step,
+    shard_parts,
+    train_step,
+)
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the run stopped at a step boundary after writing a checkpoint."""
+
+
+class StopSignals:
+    """The SIGINT or SIGTERM received since install(), if any: the loop stops at the next step boundary, checkpoint
+    written, instead of wherever the signal lands."""
+
+    def __init__(self):
+        self.received = None
+
+    def install(self):
+        def handler(signum, frame):
+            self.received = signal.Signals(signum).name
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+
+STOP = StopSignals()  # the process's one receiver: signal handlers are per process
+
+
+def stop_at_next_step_on_signals():
+    """SIGINT/SIGTERM end the run at the next step boundary, checkpoint written, instead of wherever they land."""
+    STOP.install()
+
+
+def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run):
+    """Run `progress.epoch` from `progress.step` to its end; returns its training loss and images/s.
+
+    run: the fixed parts (augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step).
+    model: under DDP, the wrapped model (paddy.training.distributed.wrap); every rank gets the same batches and trains
+    on its share of each (paddy.training.step.train_step), and the ranks stop together.
+    """
+    model.train()
+    world, plain = distributed.world_size(), distributed.unwrap(model)
+    shard = (distributed.rank(), world) if world > 1 else None
+    steps, epoch = len(loader), progress.epoch
+    device = next(model.parameters()).device
+    generator = torch.Generator(device)
+    loader.batch_sampler.set_epoch(epoch, start=progress.step)
+    total = torch.tensor(progress.loss_sum, device=device)
+    skipped = torch.tensor(progress.skipped, device=device)
+    start, seconds = time.perf_counter(), progress.seconds
+    steps_left = progress_bar(loader, f"epoch {epoch + 1} ({phase.name})", total=steps - progress.step, unit="step")
+    for i, (items, targets) in enumerate(steps_left, start=progress.step):
+        if run.clock is not None:  # a compiled model: time its first steps (paddy.training.step.CompileClock)
+            run.clock.tick()
+        while True:
+            steps_of = accumulation(loader.batch_sampler.batch_size, progress.micro_batch)
+            pos = position(phase_epoch * steps + i, phase.epochs * steps, steps_of)
+            set_hyperparameters(optimizer, phase, pos)
+            seed_step(generator, run.seed, epoch, i)
+            scale = _scale(run.scaler)
+            try:
+                loss = train_step(
+                    model, optimizer, items, targets, progress.micro_batch, run.augment, generator, run.precision,
+                    run.scaler, run.sizes, distributed.no_sync(model), shard,
+                )  # fmt: skip
+                break
+            except torch.OutOfMemoryError as e:
+                if world > 1:  # the other ranks are inside the step's collectives: they cannot retry with this one
+                    raise PaddyError(
+                        f"Out of memory at epoch {epoch + 1}, step {i + 1} on rank {distributed.rank()} "
+                        f"with micro-batch {progress.micro_batch}; with train.devices > 1 the micro-batch is not "
+                        "halved on the fly. Lower models.<name>.micro_batch (or profile.budget_gb with auto) and run "
+                        f"again: it resumes from the last checkpoint. ({str(e).splitlines()[0][:160]})"
+                    ) from e
+                _fall_back(optimizer, progress, run.min_micro_batch, e, epoch, i)
+        total += distributed.all_reduce_sum(loss) * len(items)  # each rank's loss is its share of the batch's
+        if scale is not None:  # the scaler lowers its scale exactly when it skips a step; compared on the device
+            skipped += _scale(run.scaler) < scale
+        progress.step, progress.seen = i + 1, progress.seen + len(items)
+        if run.on_step is not None:
+            run.on_step(epoch, i, plain, optimizer)
+        stop = STOP.received
+        if world > 1 and distributed.any_rank(stop):  # torchrun signals every rank, but they may be steps apart
+            stop = stop or "SIGTERM"
+        if run.checkpoint is not None and (stop or run.checkpoint.due()):
+            progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
+            progress.skipped = int(skipped.item())
+            run.checkpoint.save(progress, plain, optimizer, run.scaler)
+        if stop:
+            raise Interrupted(stop)
+    seconds += time.perf_counter() - start
+    loss = (total / max(progress.seen, 1)).item()  # the epoch's only wait for the device
+    metrics = {"train_loss": loss, "images_per_s": progress.seen / max(seconds, 1e-9)}
+    if run.scaler is not None:
+        metrics["skipped_steps"] = int(skipped.item())
+    return metrics
+
+
+def _scale(scaler):
+    """The grad scaler's current scale as a device tensor (no wait for the device), or None without a scaler."""
+    if scaler is None:
+        return None
+    if scaler._scale is None:  # before its first step the scaler has not made its tensor yet
+        return torch.tensor(scaler._init_scale)
+    return scaler._scale.clone()
+
+
+def _fall_back(optimizer, progress, floor, error, epoch, step):
+    """Out of memory in a step: drop its partial gradients, halve the micro-batch (the effective batch, so the
+    optimization, stays the same) and let the step run again from its start, same seed, same draws."""
+    optimizer.zero_grad(set_to_none=True)
+    free_cuda_cache()
+    half = progress.micro_batch // 2
+    if half < floor:
+        raise PaddyError(
+            f"Out of memory at epoch {epoch + 1}, step {step + 1} with micro-batch {progress.micro_batch}, and "
+            f"halving it would go below profile.min_micro_batch ({floor}). Free the GPU of other processes, lower "
+            f"the model's size, or lower profile.min_micro_batch. ({str(error).splitlines()[0][:160]})"
+        ) from error
+    note = f"out of memory at epoch {epoch + 1} step {step + 1}: micro-batch {progress.micro_batch} -> {half}"
+    print(note, flush=True)
+    progress.events.append(note)
+    progress.micro_batch = half
+
+
+def predict(model, loader, augment, precision, sizes=None):
+    """Softmax probabilities (per target) for every item of `loader`, in order, as a float32 CPU tensor."""
+    model.eval()
+    out = [predict_chunked(model, items, augment, precision, sizes=sizes) for items, _ in loader]
+    return torch.cat(out).cpu()  # one wait for the device, at the end
+
+
+def validate(model, loader, augment, precision, sizes=None, names=("label",)):
+    """valid_loss (summed over targets, like the training loss) and one accuracy per target: valid_acc for the
+    disease, valid_acc_<target> for the others."""
+    probs = predict(model, loader, augment, precision, sizes)
+    targets = loader.dataset.targets
+    targets = targets[:, None] if targets.dim() == 1 else targets
+    metrics, loss = {}, 0.0
+    for t, (name, part) in enumerate(zip(names, probs.split(list(sizes or [probs.shape[1]]), dim=1))):
+        loss += F.nll_loss(part.clamp_min(1e-12).log(), targets[:, t]).item()
+        key = "valid_acc" if t == 0 else f"valid_acc_{name}"
+        metrics[key] = (part.argmax(1) == targets[:, t]).float().mean().item()
+    return {"valid_loss": loss, **metrics}
+
+
+def _check_shards(loader, micro_batch):
+    """Under DDP, fail before training when a batch (the short last one) cannot be shared by the ranks."""
+    world = distributed.world_size()
+    if world == 1:
+        return
+    sampler = loader.batch_sampler
+    sizes = {sampler.batch_size} if sampler.drop_last else {sampler.batch_size, sampler.n % sampler.batch_size}
+    for n in sizes - {0}:
+        shard_parts(n, micro_batch, distributed.rank(), world)
+
+
+@dataclasses.dataclass
+class Run:
+    """The fixed parts of one fine_tune run, which every epoch and step reads."""
+
+    augment: BatchAugment
+    precision: str
+    scaler: torch.amp.GradScaler | None
+    seed: int
+    sizes: tuple | None = None  # outputs per target
+    min_micro_batch: int = 1
+    checkpoint: Checkpoint | None = None
+    on_step: Callable | None = None
+    clock: CompileClock | None = None
+
+
+def fine_tune(
+    model,
+    train_loader,
+    valid_loader,
+    train,
+    micro_batch,
+    augment,
+    precision,
+    seed,
+    on_epoch=None,
+    on_step=None,
+    checkpoint=None,
+    sizes=None,
+    target_names=("label",),
+    min_micro_batch=1,
+    clock=None,
+):
+    """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult)
+    (paddy.training.schedule), with `train` the TrainSettings.
+
+    One optimizer for both phases; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does.
+    on_epoch(epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs already done):
+    train/valid loss, accuracies, time, images/s. on_step(epoch, step, model, optimizer) after every optimizer step.
+    checkpoint: a paddy.training.checkpoints.Checkpoint to resume from and save to. Returns the Progress (history:
+    the metrics).
+    clock: a compiled model's paddy.training.step.CompileClock, ticked at every step.
+
+    Under DDP (paddy.training.distributed) every rank calls this with the same arguments; rank 0 alone validates (the
+    other ranks wait at a barrier; their history holds the training metrics only) and writes checkpoints.
+    """
+    steps = len(train_loader)
+    if steps == 0:
+        raise PaddyError(
+            f"The training split has {len(train_loader.dataset)} images, fewer than one optimizer step "
+            f"(train.effective_batch = {train_loader.batch_sampler.batch_size}) with train.drop_last on: lower "
+            "train.effective_batch, set train.drop_last: false, or use more data."
+        )
+    _check_shards(train_loader, micro_batch)
+    device = next(model.parameters()).device
+    optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
+    scaler = create_scaler(precision, device)
+    progress = Progress(micro_batch)
+    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler)) is not None:
+        progress = saved
+        for e, metrics in enumerate(progress.history):
+            if on_epoch is not None:
+                on_epoch(e, metrics)
+    run = Run(augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step, clock)
+    first = 0
+    for phase in fine_tune_phases(train.epochs, train.lr, train.frozen_epochs, train.lr_mult):
+        end = first + phase.epochs
+        if progress.epoch < end:
+            set_frozen(model, phase.name == "frozen")
+            net = distributed.wrap(model)  # after set_frozen: DDP reduces the parameters that require gradients
+            if (progress.epoch, progress.step) == (first, 0):
+                optimizer.state.clear()
+        while progress.epoch < end:
+            start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
+            metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, run)
+            if distributed.is_main():
+                metrics.update(validate(model, valid_loader, augment, precision, sizes, target_names))
+            distributed.barrier()
+            metrics["epoch_time_s"] = carried + time.perf_counter() - start
+            metrics["micro_batch"] = progress.micro_batch
+            progress.history.append(metrics)
+            progress.epoch, progress.step, progress.loss_sum, progress.seen, progress.seconds, progress.skipped = (
+                progress.epoch + 1, 0, 0.0, 0, 0.0, 0,
+            )  # fmt: skip
+            if checkpoint is not None:
+                checkpoint.save(progress, model, optimizer, scaler)
+            if on_epoch is not None:
+                on_epoch(progress.epoch - 1, metrics)
+        first = end
+    set_frozen(model, False)
+    if checkpoint is not None:
+        checkpoint.save(progress, model)  # done: the weights and the history, no optimizer state to keep
+    return progress
