@@ -16,8 +16,8 @@ import yaml
 from conftest import run_script
 from PIL import Image
 
+from paddy.archive import extract_zip
 from paddy.data import items
-from paddy.data.archive import extract_zip
 from paddy.data.competition import check_layout
 from paddy.data.download import check_source, fetch_competition
 from paddy.data.items import load_items

@@ -42,6 +42,6 @@ def test_every_command_parses_and_has_its_help_arguments_and_run():
 
 
 def test_ledger_default_is_the_ledgers():
-    from paddy.kaggle import ledger
+    from paddy.leaderboard import ledger
 
     assert cli.LEDGER == str(ledger.LEDGER)

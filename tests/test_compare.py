@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from paddy import commands as cli
-from paddy.kaggle import compare, ledger
+from paddy.leaderboard import compare, ledger
 
 SLUG = "paddy-disease-classification"
 

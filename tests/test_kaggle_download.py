@@ -16,6 +16,7 @@ import pytest
 import requests
 from conftest import FakeKaggle
 
+from paddy.data.download import download_competition
 from paddy.errors import PaddyError
 from paddy.kaggle import api as kaggle_api
 from paddy.kaggle import cache as kaggle_cache
@@ -64,7 +65,7 @@ def no_credentials(tmp_path, monkeypatch):
 def test_good_download_extracts_checks_and_is_cached(tmp_path):
     fake = FakeKaggle(make_zip(competition_files()))
     dest, cache = tmp_path / "data/raw", tmp_path / "data/kaggle"
-    train, sample = kaggle_api.download_competition(SLUG, dest, client=fake, cache_dir=cache)
+    train, sample = download_competition(SLUG, dest, client=fake, cache_dir=cache)
     assert len(train) == 2 and len(sample) == 2
     assert (dest / "train_images/blast/100.jpg").is_file() and (dest / "test_images/200002.jpg").is_file()
     assert (cache / f"{SLUG}.zip").is_file() and fake.downloads == 1
@@ -76,7 +77,7 @@ def test_good_download_extracts_checks_and_is_cached(tmp_path):
 
     shutil.rmtree(dest)
     offline = FakeKaggle(error=AssertionError("must not download"))
-    kaggle_api.download_competition(SLUG, dest, client=offline, cache_dir=cache)
+    download_competition(SLUG, dest, client=offline, cache_dir=cache)
     assert offline.downloads == 0 and (dest / "train.csv").is_file()
 
 
@@ -85,7 +86,7 @@ def test_zip_slip_is_refused_and_nothing_extracted(tmp_path, evil):
     entries = competition_files() | {evil: "pwned"}
     dest, cache = tmp_path / "work/data/raw", tmp_path / "work/data/kaggle"
     with pytest.raises(PaddyError, match="outside the target folder"):
-        kaggle_api.download_competition(SLUG, dest, client=FakeKaggle(make_zip(entries)), cache_dir=cache)
+        download_competition(SLUG, dest, client=FakeKaggle(make_zip(entries)), cache_dir=cache)
     assert not dest.exists()
     assert not (cache / f"{SLUG}.zip").exists()  # a bad download is not kept as if verified
     assert not list(tmp_path.rglob("evil*"))
@@ -100,9 +101,7 @@ def test_symlink_entry_is_refused(tmp_path):
         link.external_attr = 0o120777 << 16  # a symbolic link entry
         zf.writestr(link, "/etc/passwd")
     with pytest.raises(PaddyError, match="symbolic link"):
-        kaggle_api.download_competition(
-            SLUG, tmp_path / "raw", client=FakeKaggle(buf.getvalue()), cache_dir=tmp_path / "c"
-        )
+        download_competition(SLUG, tmp_path / "raw", client=FakeKaggle(buf.getvalue()), cache_dir=tmp_path / "c")
     assert not (tmp_path / "raw").exists()
 
 
@@ -110,7 +109,7 @@ def test_truncated_download_is_refused(tmp_path):
     data = make_zip(competition_files())
     fake = FakeKaggle(data[: len(data) // 2])
     with pytest.raises(PaddyError, match="not a complete zip"):
-        kaggle_api.download_competition(SLUG, tmp_path / "raw", client=fake, cache_dir=tmp_path / "cache")
+        download_competition(SLUG, tmp_path / "raw", client=fake, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "raw").exists()
     assert not (tmp_path / "cache" / f"{SLUG}.zip").exists()
 
@@ -121,7 +120,7 @@ def test_truncated_cached_zip_is_downloaded_again(tmp_path, capsys):
     cache.mkdir()
     (cache / f"{SLUG}.zip").write_bytes(data[:100])  # an interrupted earlier download
     fake = FakeKaggle(data)
-    kaggle_api.download_competition(SLUG, tmp_path / "raw", client=fake, cache_dir=cache)
+    download_competition(SLUG, tmp_path / "raw", client=fake, cache_dir=cache)
     assert fake.downloads == 1 and (tmp_path / "raw/train.csv").is_file()
     assert "downloading again" in capsys.readouterr().err
 
@@ -177,17 +176,13 @@ def test_concurrent_workers_download_once(tmp_path):
 def test_wrong_layout_leaves_no_folder(tmp_path):
     entries = {k: v for k, v in competition_files().items() if not k.startswith("test_images")}
     with pytest.raises(PaddyError, match="test_images"):
-        kaggle_api.download_competition(
-            SLUG, tmp_path / "raw", client=FakeKaggle(make_zip(entries)), cache_dir=tmp_path / "c"
-        )
+        download_competition(SLUG, tmp_path / "raw", client=FakeKaggle(make_zip(entries)), cache_dir=tmp_path / "c")
     assert not (tmp_path / "raw").exists()
 
 
 def test_403_says_accept_the_rules(tmp_path):
     with pytest.raises(PaddyError) as err:
-        kaggle_api.download_competition(
-            SLUG, tmp_path / "raw", client=FakeKaggle(error=http_error(403)), cache_dir=tmp_path / "c"
-        )
+        download_competition(SLUG, tmp_path / "raw", client=FakeKaggle(error=http_error(403)), cache_dir=tmp_path / "c")
     msg = str(err.value)
     assert "403" in msg and "rules" in msg and kaggle_api.rules_url(SLUG) in msg
     assert not (tmp_path / "raw").exists()
@@ -204,7 +199,7 @@ def test_403_says_accept_the_rules(tmp_path):
 )
 def test_other_failures_are_one_clear_paragraph(tmp_path, error, expected):
     with pytest.raises(PaddyError, match=expected):
-        kaggle_api.download_competition(SLUG, tmp_path / "raw", client=FakeKaggle(error=error), cache_dir=tmp_path)
+        download_competition(SLUG, tmp_path / "raw", client=FakeKaggle(error=error), cache_dir=tmp_path)
 
 
 def test_messages_never_carry_the_key(monkeypatch):
@@ -234,7 +229,7 @@ def test_credential_sources(no_credentials, monkeypatch):
 def test_missing_credentials_touch_nothing(no_credentials, capsys):
     dest, cache = no_credentials / "data/raw", no_credentials / "data/kaggle"
     with pytest.raises(PaddyError, match="No Kaggle credentials") as err:
-        kaggle_api.download_competition(SLUG, dest, cache_dir=cache)
+        download_competition(SLUG, dest, cache_dir=cache)
     assert "KAGGLE_USERNAME" in str(err.value) and "chmod 600" in str(err.value)
     assert not dest.exists() and not cache.exists()
     assert "kaggle auth login" not in capsys.readouterr().out  # the package's own help never printed
@@ -247,7 +242,7 @@ def _run_stage(tmp_path, env_extra):
     code = textwrap.dedent(
         """
         from paddy.errors import exit_on_error
-        from paddy.kaggle.api import download_competition
+        from paddy.data.download import download_competition
         exit_on_error(lambda: download_competition("paddy-disease-classification", "data/raw"))()
         """
     )

@@ -8,7 +8,7 @@ from conftest import FakeKaggle
 
 from paddy import commands as cli
 from paddy.kaggle import api as kaggle_api
-from paddy.kaggle import ledger
+from paddy.leaderboard import ledger
 
 SLUG = "paddy-disease-classification"
 

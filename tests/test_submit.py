@@ -13,7 +13,7 @@ from paddy.data.competition import TEST_IDS
 from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
 from paddy.kaggle import api as kaggle_api
-from paddy.kaggle import ledger, submit
+from paddy.leaderboard import ledger, submit
 from paddy.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,6 +19,6 @@ def arguments(parser):
 
 def run(args, exp_json=None):
     """`exp_json` replaces `dvc exp show` in tests."""
-    from paddy.kaggle.compare import report
+    from paddy.leaderboard.compare import report
 
     return report(args, exp_json=exp_json)

@@ -1,6 +1,6 @@
 """`paddy scores`: pull pending public/private scores for the ledger's submissions."""
 
-# paddy.kaggle.ledger.LEDGER (tests/test_cli.py checks they agree): importing that module would import pandas
+# paddy.leaderboard.ledger.LEDGER (tests/test_cli.py checks they agree): importing that module would import pandas
 LEDGER = "submissions.csv"
 
 HELP = "pull pending public/private scores for the ledger's submissions"
@@ -18,6 +18,6 @@ def arguments(parser):
 
 
 def run(args):
-    from paddy.kaggle.ledger import report
+    from paddy.leaderboard.ledger import report
 
     return report(args)

@@ -24,6 +24,6 @@ def arguments(parser):
 
 def run(args, client=None, exp_json=None, status=None, sleep=time.sleep):
     """`client`, `exp_json` and `status` replace the Kaggle API, `dvc exp show` and `dvc status` in tests."""
-    from paddy.kaggle.submit import submit
+    from paddy.leaderboard.submit import submit
 
     return submit(args, client=client, exp_json=exp_json, status=status, sleep=sleep)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from paddy.data.archive import check_listing, extract_zip
+from paddy.archive import check_listing, extract_zip
 from paddy.data.competition import SAMPLE_CSV, TRAIN_CSV, check_layout
 from paddy.data.fingerprint import source_path
 from paddy.data.synthetic import make_competition
+from paddy.errors import PaddyError
 from paddy.files import replace_dir, write_csv
+from paddy.kaggle.api import fetch_zip
 
 TRUTH_COLUMNS = ["image_id", "label"]
 
@@ -30,8 +32,6 @@ def fetch_competition(data, raw_dir, truth_path):
         _build_dir(raw_dir, lambda tmp: make_competition(tmp, truth_path, **synthetic))
         return check_layout(raw_dir)
     if source == "kaggle":
-        from paddy.kaggle.api import download_competition
-
         tables = download_competition(data.competition, raw_dir)  # checks the layout itself
     else:
         path = source_path(source)
@@ -42,6 +42,24 @@ def fetch_competition(data, raw_dir, truth_path):
             tables = extract_zip(path, raw_dir, check=check_layout)  # checked before it replaces raw_dir
     write_csv(pd.DataFrame(columns=TRUTH_COLUMNS), truth_path)
     return tables
+
+
+def download_competition(slug, dest, client=None, cache_dir=None):
+    """Make `dest` the competition folder: download `<slug>.zip` into the cache (once), verify, extract, check.
+
+    Returns (train_df, sample_df) from `check_layout`. `dest` is the complete, checked competition, or left as it
+    was: never a partial extraction. The cache (`cache_dir`, default paddy.kaggle.cache.default_dir(): one per user,
+    outside every workspace) is kept between runs, clones and queue workers, so none of them downloads again.
+    """
+    dest = Path(dest)
+    zip_path = fetch_zip(slug, client=client, cache_dir=cache_dir)
+    try:
+        return extract_zip(zip_path, dest, check=check_layout)  # checked before it replaces `dest`
+    except PaddyError as e:
+        raise PaddyError(
+            f"{zip_path} does not hold the competition as expected: {e} If Kaggle changed the files, delete "
+            f"{zip_path} and download again."
+        ) from None
 
 
 def check_source(data):

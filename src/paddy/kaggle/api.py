@@ -20,8 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from paddy.data.archive import check_zip, extract_zip
-from paddy.data.competition import check_layout
+from paddy.archive import check_zip
 from paddy.errors import PaddyError
 from paddy.kaggle import cache as kaggle_cache
 
@@ -246,24 +245,6 @@ def fetch_zip(slug, client=None, cache_dir=None):
             return kaggle_cache.store(got, zip_path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def download_competition(slug, dest, client=None, cache_dir=None):
-    """Make `dest` the competition folder: download `<slug>.zip` into the cache (once), verify, extract, check.
-
-    Returns (train_df, sample_df) from `check_layout`. `dest` is the complete, checked competition, or left as it
-    was: never a partial extraction. The cache (`cache_dir`, default paddy.kaggle.cache.default_dir(): one per user,
-    outside every workspace) is kept between runs, clones and queue workers, so none of them downloads again.
-    """
-    dest = Path(dest)
-    zip_path = fetch_zip(slug, client=client, cache_dir=cache_dir)
-    try:
-        return extract_zip(zip_path, dest, check=check_layout)  # checked before it replaces `dest`
-    except PaddyError as e:
-        raise PaddyError(
-            f"{zip_path} does not hold the competition as expected: {e} If Kaggle changed the files, delete "
-            f"{zip_path} and download again."
-        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

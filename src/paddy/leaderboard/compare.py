@@ -16,7 +16,7 @@ import pandas as pd
 
 from paddy.errors import PaddyError
 from paddy.files import run_dvc, write_csv, write_text
-from paddy.kaggle.ledger import read_ledger
+from paddy.leaderboard.ledger import read_ledger
 
 SUBMISSION = "submission.csv"
 # What a competitor compares, in this order: out-of-fold accuracy per model and for the ensemble, the ensemble's log

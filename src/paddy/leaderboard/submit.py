@@ -30,7 +30,7 @@ from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
 from paddy.files import file_digest, run_dvc
 from paddy.kaggle import api as kaggle_api
-from paddy.kaggle import compare, ledger
+from paddy.leaderboard import compare, ledger
 from paddy.predict.submission import validate_submission
 from paddy.settings import load_settings, parse_settings, read_params
 
