@@ -170,6 +170,13 @@ def test_every_differing_param_once_in_its_own_format(capsys, tmp_path):
     assert vit2_row["models.vit2.micro_batch"] == "32" and vit2_row["cv.n_splits"] == "1"
 
 
+def test_train_time_in_whole_seconds_and_scores_to_four_decimals():
+    df = pd.DataFrame({"oof_acc.vit": [0.98765], "train_time_s.vit": [89.4543], "train_time_s.resnet": [419.38]})
+    text = compare.to_text(df).splitlines()[1].split()
+    assert text == ["0.9877", "89", "419"]
+    assert "| 0.9877 | 89 | 419 |" in compare.to_markdown(df)
+
+
 def test_unknown_sort_column(tmp_path):
     with pytest.raises(Exception, match="no such column"):
         compare.report(args(tmp_path, "--sort", "nope"), exp_json=exp_json())

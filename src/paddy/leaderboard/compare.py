@@ -190,23 +190,27 @@ def sort_table(df, column=None, ascending=False):
     return df.sort_values(column, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
 
 
-def _cell(value):
+def _cell(value, column=""):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
+        seconds = column.startswith("train_time_s")
+        return f"{value:.4f}" if abs(value) < 100 and not seconds else f"{value:.0f}"
     return str(value)
 
 
 def to_markdown(df):
     head = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_cell(v, c).replace("|", "\\|") for c, v in zip(df.columns, row)) + " |"
+        for row in df.itertuples(index=False)
+    ]
     return "\n".join([head, rule] + body) + "\n"
 
 
 def to_text(df):
-    cells = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
+    cells = [[_cell(v, c) for c, v in zip(df.columns, row)] for row in df.itertuples(index=False)]
     widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(df.columns)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(df.columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
