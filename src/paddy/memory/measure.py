@@ -10,7 +10,6 @@ tensors do not show (allocator segments and the CUDA context). See docs/memory.m
 
 import dataclasses
 import time
-import warnings
 import weakref
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ import torch
 
 from paddy.settings import AugmentSettings
 from paddy.training.augment import create_augment
-from paddy.training.models import create_model, input_normalization, to_fake
+from paddy.training.models import create_model, fake_model, input_normalization
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
 from paddy.training.step import predict_step, train_step
@@ -173,18 +172,10 @@ def estimate(spec, micro_batch, eval_batches=()):
     CPU autocast on fake CPU tensors stands in for CUDA autocast, which refuses to start without a GPU; both cast
     the same matmuls and convolutions down and keep reductions and norms in fp32.
     """
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     start = time.perf_counter()
-    # Some timm models cannot be built under fake tensors; built on the meta device first they can, then move.
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        model = create_model(spec.arch, spec.num_classes, pretrained=False, head=spec.head)
-    model = model.to(memory_format=torch.channels_last).train()
     spec = dataclasses.replace(spec, precision="fp32" if spec.precision == "fp32" else "bf16")
     tracker = _StorageTracker()
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        model = to_fake(model)  # not to_empty, which fails on modules shared by several blocks
+    with fake_model(spec.arch, spec.num_classes, spec.head, torch.channels_last) as model:
         for t in [*model.parameters(), *model.buffers()]:
             tracker.track(t)
         with tracker:

@@ -9,6 +9,7 @@ feature map, which the body permutes to NCHW for the head's pooling (fastai 2.8 
 timm's own classifier. `check_models_train` runs each model of params.yaml through a training step on fake tensors.
 """
 
+import contextlib
 import difflib
 import functools
 import os
@@ -143,18 +144,27 @@ def _trains(arch, num_classes, size, head):
         return False
 
 
-def dry_run(arch, num_classes, size, head="fastai", batch=2):
-    """One forward and backward of create_model(arch, num_classes, head=head) in training mode on a fake batch of
-    `size` (height, width): built on the meta device, run on fake tensors, so it costs seconds and no memory even for
-    large models. Raises what the model raises, or a ValueError if the output is not (batch, num_classes)."""
+@contextlib.contextmanager
+def fake_model(arch, num_classes, head="fastai", memory_format=None):
+    """create_model(arch, num_classes, head=head) with fake tensors for weights, inside the FakeTensorMode it yields
+    in: no weights, no memory, seconds even for large models. Some timm models cannot be built under fake tensors;
+    built on the meta device first (and moved to `memory_format` there) they can."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    # Some timm models cannot be built under fake tensors; built on the meta device first they can (as memory.py)
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         model = create_model(arch, num_classes, pretrained=False, head=head)
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = to_fake(model).train()
+        yield to_fake(model).train()
+
+
+def dry_run(arch, num_classes, size, head="fastai", batch=2):
+    """One forward and backward of create_model(arch, num_classes, head=head) in training mode on a fake batch of
+    `size` (height, width), on fake tensors (fake_model). Raises what the model raises, or a ValueError if the output
+    is not (batch, num_classes)."""
+    with fake_model(arch, num_classes, head) as model:
         out = model(torch.empty(batch, 3, *size))
         if tuple(out.shape) != (batch, num_classes):
             raise ValueError(f"the model returns shape {list(out.shape)}, not [{batch}, {num_classes}]")
