@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import prepared_work, shrunk_params
+from conftest import copy_pipeline, prepared_work, sh, shrunk_params
 from PIL import Image
 
 from paddy.commands import main
@@ -20,7 +20,7 @@ from paddy.data.competition import TEST_DIR, read_sample_submission
 from paddy.errors import PaddyError
 from paddy.files import write_csv, write_json
 from paddy.predict.ensemble import weighted_mean
-from paddy.predict.photos import find_photos, predict_photos, top_table
+from paddy.predict.photos import find_photos, predict_photos, prepare_photos, top_table
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings
 from paddy.training.folds import train_model
@@ -168,12 +168,32 @@ def test_find_photos_keeps_named_files_and_searches_folders(tmp_path):
         find_photos([tmp_path / "empty"])
 
 
+def test_each_unreadable_photo_gets_its_reason_and_the_others_are_prepared(tmp_path, monkeypatch):
+    Image.new("RGB", (300, 200), (10, 120, 30)).save(tmp_path / "leaf.png")
+    Image.new("RGB", (10, 10)).save(tmp_path / "tiny.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "folder.jpg").mkdir()
+    names = ["leaf.png", "tiny.jpg", "empty.jpg", "notes.png", "folder.jpg", "gone.jpg"]
+    prepared, errors = prepare_photos([tmp_path / n for n in names], tmp_path / "out", 64)
+    assert list(prepared) == [tmp_path / "leaf.png"]
+    with Image.open(prepared[tmp_path / "leaf.png"]) as im:  # the prepare stage's JPEG, longest side 64
+        assert (im.format, im.size) == ("JPEG", (64, 43))
+    reasons = [errors[tmp_path / n] for n in names[1:]]
+    assert reasons[0].startswith("10x10 pixels: under the 16 pixels")
+    assert reasons[1:] == ["zero bytes", "not an image PIL can read", "not a file", "not found"]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses twice that: a decompression bomb
+    _, errors = prepare_photos([tmp_path / "leaf.png"], tmp_path / "out", 64)
+    assert errors[tmp_path / "leaf.png"].startswith("too many pixels")
+
+
 @pytest.mark.parametrize(
     "remove, argv, message",
     [
         ("data/models", [], "data/models does not exist: no model is trained yet. Run `dvc repro`"),
         ("metrics/ensemble.json", [], "metrics/ensemble.json does not exist"),
         ("data/models/crop", [], "data/models/crop holds no trained model"),
+        ("data/models/resnet/v1.safetensors", [], "data/models/resnet lacks the weights of split(s) v1"),
         (None, ["--models", "vit"], "--models names vit"),
         (None, ["--top", "0"], "--top 0"),
         (None, ["--top", "11"], "--top 11"),
@@ -199,3 +219,25 @@ def test_a_broken_ensemble_file_asks_to_rerun_the_ensemble(pipeline, tmp_path, m
     (tmp_path / "w" / "metrics" / "ensemble.json").write_text(json.dumps({"oof_acc": {}}))
     assert main(["predict", "anything.jpg"]) == 2
     assert "dvc repro ensemble" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_after_dvc_repro_gives_the_submissions_labels(tmp_path):
+    """The real stages (`dvc repro` of the shrunk default pipeline: resnet and vit, TTA, params weights), then
+    `paddy predict` on the raw test images in the sample's order: the submission's labels, with the ensemble's
+    probabilities."""
+    copy_pipeline(tmp_path)
+    sh("dvc repro", tmp_path)
+    sample = pd.read_csv(tmp_path / "data" / "raw" / "sample_submission.csv", dtype={"image_id": str})
+    files = " ".join(f"data/raw/{TEST_DIR}/{i}" for i in sample.image_id)
+    sh(f"paddy predict {files} --top 2 --out predictions.csv", tmp_path)
+    out = pd.read_csv(tmp_path / "predictions.csv")
+    weights = json.loads((tmp_path / "metrics" / "ensemble.json").read_text())["weights"]
+    preds = tmp_path / "data" / "preds"
+    tables = {n: pd.read_csv(preds / n / "test_probs.csv", dtype={"image_id": str}) for n in weights}
+    labels = list(tables["resnet"].columns[1:])
+    mean = weighted_mean(tables, weights, labels)[labels].to_numpy()
+    assert out.path.tolist() == files.split() and out.error.isna().all()
+    assert out.label_1.tolist() == pd.read_csv(tmp_path / "submission.csv").label.tolist()
+    np.testing.assert_allclose(out.prob_1, mean.max(1), atol=1e-5)
+    np.testing.assert_allclose(out.prob_2, np.sort(mean, 1)[:, -2], atol=1e-5)

@@ -72,6 +72,8 @@ def prepare_photos(files, out_dir, max_size):
             prepared[file] = Path(out_dir) / f"{i}.jpg"
         except ValueError as e:
             errors[file] = str(e)
+        except Image.DecompressionBombError as e:  # PIL's guard against a huge (or hostile) pixel count
+            errors[file] = f"too many pixels ({e})"
     return prepared, errors
 
 
@@ -144,6 +146,11 @@ def ensemble_weights(models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=No
     for name in weights:
         if not (models_dir / name / "meta.json").is_file():
             raise PaddyError(f"{models_dir / name} holds no trained model, yet the ensemble uses {name!r}. {rerun}")
+        missing = [
+            s for s in read_meta(models_dir / name)["splits"] if not (models_dir / name / f"{s}.safetensors").is_file()
+        ]
+        if missing:
+            raise PaddyError(f"{models_dir / name} lacks the weights of split(s) {', '.join(missing)}. {rerun}")
     return weights
 
 
