@@ -170,16 +170,19 @@ def test_find_photos_keeps_named_files_and_searches_folders(tmp_path):
 
 def test_each_unreadable_photo_gets_its_reason_and_the_others_are_prepared(tmp_path, monkeypatch):
     Image.new("RGB", (300, 200), (10, 120, 30)).save(tmp_path / "leaf.png")
+    Image.new("RGB", (300, 200), (10, 120, 30)).save(tmp_path / "png.jpg", format="PNG")  # a name without meaning
     Image.new("RGB", (10, 10)).save(tmp_path / "tiny.jpg")
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "notes.png").write_text("not an image")
     (tmp_path / "folder.jpg").mkdir()
-    names = ["leaf.png", "tiny.jpg", "empty.jpg", "notes.png", "folder.jpg", "gone.jpg"]
+    names = ["leaf.png", "png.jpg", "tiny.jpg", "empty.jpg", "notes.png", "folder.jpg", "gone.jpg"]
     prepared, errors = prepare_photos([tmp_path / n for n in names], tmp_path / "out", 64)
-    assert list(prepared) == [tmp_path / "leaf.png"]
-    with Image.open(prepared[tmp_path / "leaf.png"]) as im:  # the prepare stage's JPEG, longest side 64
-        assert (im.format, im.size) == ("JPEG", (64, 43))
-    reasons = [errors[tmp_path / n] for n in names[1:]]
+    assert list(prepared) == [tmp_path / "leaf.png", tmp_path / "png.jpg"]
+    for file in prepared.values():  # the prepare stage's JPEG, longest side 64
+        with Image.open(file) as im:
+            assert (im.format, im.size) == ("JPEG", (64, 43))
+    assert prepared[tmp_path / "leaf.png"].read_bytes() == prepared[tmp_path / "png.jpg"].read_bytes()
+    reasons = [errors[tmp_path / n] for n in names[2:]]
     assert reasons[0].startswith("10x10 pixels: under the 16 pixels")
     assert reasons[1:] == ["zero bytes", "not an image PIL can read", "not a file", "not found"]
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses twice that: a decompression bomb

@@ -63,12 +63,18 @@ def prepare_photos(files, out_dir, max_size):
     """Pre-resize each photo into out_dir as the prepare stage does; returns ({file: prepared path}, {file: why it
     could not be read}) (missing, empty, not an image, corrupt, too small)."""
     prepared, errors = {}, {}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     for i, file in enumerate(files):
         if not file.is_file():
             errors[file] = "not found" if not file.exists() else "not a file"
             continue
+        # Read through a link without the photo's suffix: prepare refuses a non-JPEG named .jpg in the competition's
+        # folders, but a field photo's name says nothing about its format
+        source = Path(out_dir) / f"{i}.photo"
+        source.unlink(missing_ok=True)
+        source.symlink_to(file.resolve())
         try:
-            resize_image(file, Path(out_dir) / f"{i}.jpg", max_size)
+            resize_image(source, Path(out_dir) / f"{i}.jpg", max_size)
             prepared[file] = Path(out_dir) / f"{i}.jpg"
         except ValueError as e:
             errors[file] = str(e)
