@@ -1,0 +1,38 @@
+"""`paddy predict PATH...`: classify new photos (files or folders) with the current experiment's trained models,
+their TTA and the ensemble's weights; writes a CSV of each photo's top labels (and variety, where a model predicts
+it). Unreadable photos are listed, on stderr and in the table's `error` column, and the others still predicted."""
+
+import sys
+from pathlib import Path
+
+HELP = "classify new photos (files or folders) with the trained models, their TTA and the ensemble's weights"
+
+
+def arguments(parser):
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="image files, or folders searched recursively for images")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default: %(default)s)")
+    parser.add_argument("--top", type=int, default=3, help="labels listed per photo, likeliest first (default: 3)")
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help="mix only these models (keys of `models`), their weights renormalised")  # fmt: skip
+
+
+def run(args):
+    from paddy.files import write_csv
+    from paddy.predict.photos import check_out, predict_photos, top_table
+    from paddy.settings import load_settings
+    from paddy.training.gpus import claim_device
+    from paddy.training.precision import resolve_precision
+
+    settings = load_settings()
+    check_out(args.out)
+    device = claim_device()  # a GPU no other run holds, or the CPU
+    precision = resolve_precision(settings.train.precision, device)
+    pred = predict_photos(args.paths, settings, device, precision, only=args.models, top=args.top)
+    table = top_table(pred, args.top)
+    write_csv(table, args.out, float_format="%.6f")
+    for path, why in pred.errors.items():
+        print(f"unreadable {path}: {why}", file=sys.stderr)
+    unreadable = f", {len(pred.errors)} unreadable (listed above and in its error column)" if pred.errors else ""
+    print(f"{args.out}: {len(pred.labels)} photo(s) predicted by {', '.join(pred.models) or 'no model'}{unreadable}")
+    return 0

@@ -1,0 +1,255 @@
+"""Classify new photos with the current experiment's trained models (`paddy predict`).
+
+A photo goes through exactly what a test image goes through in the pipeline: the prepare stage's pre-resize
+(paddy.data.prepare.resize_image, longest side `prepare.max_size`, saved as a JPEG), the model's item resize
+(paddy.data.items.resize_item at its checkpoint's item size and method), then the tta stage's passes
+(paddy.predict.tta.tta_probs with `tta.n`, `tta.beta`, the same seeds, the checkpoint's normalisation and eval
+batch), averaged over the model's folds/bags, and the models mixed by the ensemble's weights (metrics/ensemble.json
+`weights`, through paddy.predict.ensemble.weighted_mean). The plain pass gives a photo the probabilities the same
+image gets in the test set, whatever the other photos; the augmented passes draw per batch position (as the tta
+stage does), so with `tta.n > 0` they match exactly when the photos come in the test set's order and otherwise
+differ by TTA's randomness only (tests/test_predict.py checks both).
+"""
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from paddy.data.items import resize_item
+from paddy.data.prepare import resize_image
+from paddy.errors import PaddyError
+from paddy.predict.ensemble import weighted_mean
+from paddy.predict.tta import tta_probs
+from paddy.training.augment import create_augment
+from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
+
+MODELS_DIR = Path("data/models")
+ENSEMBLE_JSON = Path("metrics/ensemble.json")
+# What a folder is searched for; a file named on the command line is tried whatever its name.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+HEADER = b"path,label_1,prob_1"  # how the table written by `paddy predict` starts: check_out overwrites only such files
+
+
+def find_photos(paths):
+    """The files named, and the image files under the folders named (recursively, sorted, hidden ones skipped),
+    each once, in that order. A path that does not exist is kept: it is reported as unreadable."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(
+                f
+                for f in path.rglob("*")
+                if f.suffix.lower() in IMAGE_SUFFIXES
+                and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            )
+        else:
+            found.append(path)
+    if not found:
+        raise PaddyError(
+            f"No image found in {', '.join(map(str, paths))}: name image files, or folders holding some "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))})."
+        )
+    return list(dict.fromkeys(found))
+
+
+def prepare_photos(files, out_dir, max_size):
+    """Pre-resize each photo into out_dir as the prepare stage does; returns ({file: prepared path}, {file: why it
+    could not be read}) (missing, empty, not an image, corrupt, too small)."""
+    prepared, errors = {}, {}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for i, file in enumerate(files):
+        if not file.is_file():
+            errors[file] = "not found" if not file.exists() else "not a file"
+            continue
+        # Read through a link without the photo's suffix: prepare refuses a non-JPEG named .jpg in the competition's
+        # folders, but a field photo's name says nothing about its format
+        source = Path(out_dir) / f"{i}.photo"
+        source.unlink(missing_ok=True)
+        source.symlink_to(file.resolve())
+        try:
+            resize_image(source, Path(out_dir) / f"{i}.jpg", max_size)
+            prepared[file] = Path(out_dir) / f"{i}.jpg"
+        except ValueError as e:
+            errors[file] = str(e)
+        except Image.DecompressionBombError as e:  # PIL's guard against a huge (or hostile) pixel count
+            errors[file] = f"too many pixels ({e})"
+    return prepared, errors
+
+
+class PhotoBatches:
+    """Batches of (uint8 items (B, H, W, 3), None) of prepared photos at an item size, built as they are read (the
+    item cache's resize, paddy.data.items), so only one batch is in memory: what tta_probs reads from a loader."""
+
+    def __init__(self, files, item_size, item_method, batch_size):
+        self.files, self.size, self.method, self.batch_size = list(files), item_size, item_method, batch_size
+
+    def __iter__(self):
+        for start in range(0, len(self.files), self.batch_size):
+            items = [self._item(f) for f in self.files[start : start + self.batch_size]]
+            yield torch.from_numpy(np.stack(items)), None
+
+    def _item(self, file):
+        with Image.open(file) as im:
+            return np.asarray(resize_item(im.convert("RGB"), self.size, self.method))
+
+
+def model_probs(ckpt_dir, files, settings, device, precision):
+    """One model's TTA probabilities for prepared photos, averaged over its folds/bags as the tta stage averages
+    the test set's: {target: (photos, classes) array} for each target the model predicts, label first."""
+    meta = read_meta(ckpt_dir)
+    model = model_settings(meta)
+    augment = create_augment(model.size, settings.train.aug, checkpoint_normalization(meta))
+    sizes = tuple(len(classes) for classes in meta["targets"].values())
+    batches = PhotoBatches(files, model.item_size, model.item_method, meta["eval_batch"])
+    total = None
+    for s, split in enumerate(meta["splits"]):
+        net, _ = load_checkpoint(ckpt_dir, split, device)
+        seed = settings.seed + 1000 * s  # the tta stage's seed for the test set
+        p = tta_probs(net, batches, augment, settings.tta.n, settings.tta.beta, precision, seed, sizes, True)
+        total = p if total is None else total + p
+    probs = (total / len(meta["splits"])).numpy()
+    return dict(zip(meta["targets"], np.split(probs, np.cumsum(sizes)[:-1], axis=1)))
+
+
+def ensemble_weights(models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=None):
+    """{model: weight} of the models the submission mixes (metrics/ensemble.json `weights`), or of `only` among
+    them, each with a trained model in models_dir; those weighted 0 are left out (they change nothing)."""
+    models_dir, ensemble_json = Path(models_dir), Path(ensemble_json)
+    rerun = "Run `dvc repro` (it trains the models of params.yaml and writes both), then predict again."
+    if not models_dir.is_dir():
+        raise PaddyError(f"{models_dir} does not exist: no model is trained yet. {rerun}")
+    if not ensemble_json.is_file():
+        raise PaddyError(f"{ensemble_json} does not exist: the models have no ensemble weights yet. {rerun}")
+    try:
+        weights = json.loads(ensemble_json.read_text())["weights"]
+        weights = {str(name): float(w) for name, w in weights.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise PaddyError(
+            f"{ensemble_json} has no `weights` mapping each model to its weight (it is not the ensemble stage's). "
+            "Run `dvc repro ensemble` to write it again."
+        ) from None
+    if only:
+        unknown = [name for name in only if name not in weights]
+        if unknown:
+            raise PaddyError(
+                f"--models names {', '.join(unknown)}, not in the ensemble of {ensemble_json}: pick among "
+                f"{', '.join(weights)}."
+            )
+        weights = {name: weights[name] for name in only}
+    weights = {name: w for name, w in weights.items() if w > 0}
+    if not weights:
+        raise PaddyError(
+            f"Every model asked for has weight 0 in {ensemble_json} (`weights`): name at least one model that the "
+            "ensemble uses with --models, or leave --models out."
+        )
+    for name in weights:
+        if not (models_dir / name / "meta.json").is_file():
+            raise PaddyError(f"{models_dir / name} holds no trained model, yet the ensemble uses {name!r}. {rerun}")
+        missing = [
+            s for s in read_meta(models_dir / name)["splits"] if not (models_dir / name / f"{s}.safetensors").is_file()
+        ]
+        if missing:
+            raise PaddyError(f"{models_dir / name} lacks the weights of split(s) {', '.join(missing)}. {rerun}")
+    return weights
+
+
+@dataclass
+class Predictions:
+    """Every photo found, in order; why the unreadable ones could not be read; the ensemble's probabilities of the
+    readable ones (image_id: the photo's path, then one column per class), for the disease and, where a model
+    predicts it, the variety; each model's own disease probabilities."""
+
+    files: list
+    errors: dict
+    labels: pd.DataFrame
+    variety: pd.DataFrame | None
+    models: dict
+
+
+def predict_photos(
+    paths, settings, device, precision, models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=None, top=1
+):  # fmt: skip
+    """Predictions for the photos at `paths` (files or folders) by the trained models in models_dir, mixed by
+    ensemble_json's weights (only: a subset of the models, their weights renormalised). The variety is the weighted
+    mean of the models that predict it. top: the labels the table will list, checked before any model runs."""
+    weights = ensemble_weights(models_dir, ensemble_json, only)
+    files = find_photos(paths)
+    metas = {name: read_meta(Path(models_dir) / name) for name in weights}
+    check_top(top, metas[next(iter(weights))]["labels"])
+    with tempfile.TemporaryDirectory(prefix="paddy-predict-") as tmp:
+        prepared, errors = prepare_photos(files, tmp, settings.prepare.max_size)
+        ok = [f for f in files if f in prepared]
+        ids = np.array([str(f) for f in ok], dtype=object)
+        frames = {"label": {}, "variety": {}}
+        if ok:
+            for name in weights:
+                probs = model_probs(Path(models_dir) / name, [prepared[f] for f in ok], settings, device, precision)
+                for target, p in probs.items():
+                    if target in frames:
+                        vocab = metas[name]["targets"][target]
+                        frames[target][name] = pd.DataFrame(p, columns=vocab).assign(image_id=ids)[["image_id", *vocab]]
+    labels = metas[next(iter(weights))]["labels"]
+    mixed = pd.DataFrame(columns=["image_id", *labels])
+    if ok:
+        mixed = weighted_mean(frames["label"], weights, labels)[["image_id", *labels]]
+    variety = None
+    with_variety = [name for name, meta in metas.items() if "variety" in meta["targets"]]
+    if with_variety:
+        vocab = metas[with_variety[0]]["targets"]["variety"]
+        variety = pd.DataFrame(columns=["image_id", *vocab])
+        if ok:
+            mean = weighted_mean(frames["variety"], {n: weights[n] for n in with_variety}, vocab)
+            variety = mean[["image_id", *vocab]]
+    return Predictions(files, errors, mixed, variety, frames["label"])
+
+
+def check_top(top, labels):
+    if not 1 <= top <= len(labels):
+        raise PaddyError(f"--top {top}: the models know {len(labels)} labels, so ask for 1 to {len(labels)}.")
+
+
+def top_table(pred, top):
+    """The CSV's rows, one per photo in order: path, label_1, prob_1, ..., label_<top>, prob_<top>, then variety and
+    variety_prob where a model predicts it, and error (why an unreadable photo has no prediction, else empty)."""
+    labels = list(pred.labels.columns[1:])
+    check_top(top, labels)
+    columns = ["path"] + [c for k in range(1, top + 1) for c in (f"label_{k}", f"prob_{k}")]
+    if pred.variety is not None:
+        columns += ["variety", "variety_prob"]
+    rows = {str(f): {"path": str(f), "error": pred.errors[f]} for f in pred.files if f in pred.errors}
+    p = pred.labels[labels].to_numpy(float)
+    order = np.argsort(-p, axis=1, kind="stable")[:, :top]
+    for i, image_id in enumerate(pred.labels["image_id"]):
+        row = {"path": image_id, "error": ""}
+        for k, j in enumerate(order[i], 1):
+            row[f"label_{k}"], row[f"prob_{k}"] = labels[j], p[i, j]
+        rows[image_id] = row
+    if pred.variety is not None and len(pred.variety):
+        varieties = list(pred.variety.columns[1:])
+        v = pred.variety[varieties].to_numpy(float)
+        for image_id, j, prob in zip(pred.variety["image_id"], v.argmax(1), v.max(1)):
+            rows[image_id].update(variety=varieties[j], variety_prob=prob)
+    return pd.DataFrame([rows[str(f)] for f in pred.files], columns=columns + ["error"])
+
+
+def check_out(path):
+    """Refuse an output path that would overwrite anything but an earlier `paddy predict` table (submission.csv, a
+    stage's output, a photo), before any model runs."""
+    path = Path(path)
+    if path.is_dir():
+        raise PaddyError(f"--out {path} is a folder: name a file for the predictions, such as {path}/predictions.csv.")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(len(HEADER))
+        if head != HEADER:
+            raise PaddyError(
+                f"--out {path} exists and is not an earlier `paddy predict` table (its first line does not start with "
+                f"{HEADER.decode()}): it is left as it is. Choose another --out, or move the file away first."
+            )
