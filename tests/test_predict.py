@@ -154,6 +154,9 @@ def test_predict_writes_top_labels_and_variety_and_lists_unreadable_photos(pipel
     assert pd.read_csv(work / "out" / "preds.csv").columns.tolist()[:3] == ["path", "label_1", "prob_1"]
     assert main(["predict", str(loose), "--out", "submission.csv"]) == 2
     assert (work / "submission.csv").read_text() == "image_id,label\n1.jpg,blast\n"
+    # Only unreadable photos: they are listed, and the exit status says nothing was predicted
+    assert main(["predict", str(missing), "--out", "out/none.csv"]) == 1
+    assert pd.read_csv(work / "out" / "none.csv").error.notna().all()
     assert "submission.csv" in capsys.readouterr().err
 
 

@@ -35,4 +35,4 @@ def run(args):
         print(f"unreadable {path}: {why}", file=sys.stderr)
     unreadable = f", {len(pred.errors)} unreadable (listed above and in its error column)" if pred.errors else ""
     print(f"{args.out}: {len(pred.labels)} photo(s) predicted by {', '.join(pred.models) or 'no model'}{unreadable}")
-    return 0
+    return 0 if len(pred.labels) else 1  # every photo unreadable: the table lists them, but a script should notice
