@@ -8,11 +8,12 @@ imports what the command needs (torch, pandas, the Kaggle client) only when it r
 import argparse
 import sys
 
-from paddy.commands import compare, lr_find, profile, scores, submit
+from paddy.commands import compare, kaggle, lr_find, profile, scores, submit
 from paddy.commands.scores import LEDGER
 from paddy.errors import PaddyError, report
 
 COMMANDS = {"submit": submit, "scores": scores, "compare": compare, "lr-find": lr_find, "profile": profile}
+COMMANDS["kaggle"] = kaggle
 __all__ = ["COMMANDS", "LEDGER", "build_parser", "main"]
 
 
