@@ -88,6 +88,10 @@ def test_run_status_pull_lists_the_experiment_and_submit_accepts_it(tmp_path, mo
     assert pulled["params"]["data.source"] == str(tmp_path / "kaggle" / "paddy-train" / "v1" / "input" / SLUG)
     assert pulled["submission_md5"] == runner.md5(output / "submission.csv")
     assert sh("git status --porcelain", repo) == ""  # the workspace is as it was
+    assert cli.main(["compare", "--ledger", str(tmp_path / "ledger.csv")]) == 0
+    assert "paddy-train-v1" in capsys.readouterr().out
+    plots = json.loads(sh("dvc plots diff paddy-train-v1 --json 2>/dev/null", repo))["data"]
+    assert plots["dvclive/resnet/learning_curves.png"][0]["revisions"] == ["paddy-train-v1"]
 
     ledger = tmp_path / "ledger.csv"
     args = ["submit", "--kernel", "paddy-train", "-m", "on Kaggle", "--dry-run", "--ledger", str(ledger)]
@@ -141,6 +145,7 @@ def test_metadata_and_settings_of_the_bundle(repo, tmp_path, monkeypatch):
     assert meta["id"] == "tester/my-run" and meta["code_file"] == bundle.CODE_FILE
     assert (meta["kernel_type"], meta["language"], meta["is_private"]) == ("script", "python", True)
     assert (meta["enable_gpu"], meta["enable_internet"], meta["competition_sources"]) == (True, True, [SLUG])
+    assert meta["machine_shape"] == "NvidiaTeslaP100" and meta["kernel_sources"] == []
     params = yaml.safe_load(unpacked(out)["project/params.yaml"])
     assert params["train"]["epochs"] == 2 and params["kaggle"] == {"kernel": "my-run", "accelerator": "p100",
                                                                    "keep_weights": False}  # fmt: skip
@@ -167,6 +172,8 @@ def test_dry_run_writes_the_bundle_and_states_its_size(repo, tmp_path, monkeypat
         ("train.devices=3", "has 2 GPUs"),
         ("models.vit.arch=no_such_arch", "no_such_arch"),
         ("models.vit.pretrained=/home/me/weights.pth", "which is on this machine"),
+        ("kaggle.accelerator=v100", "`kaggle.accelerator`"),
+        ("kaggle.kernel=My_Run", "`kaggle.kernel`"),
     ],
 )
 def test_a_bad_setting_is_refused_before_anything_is_sent(repo, tmp_path, monkeypatch, setting, expected):
@@ -291,7 +298,7 @@ def test_a_killed_run_resumed_gives_the_uninterrupted_result(tmp_path, monkeypat
     for case in ("uninterrupted", "killed"):
         repo = kernel_repo(tmp_path / case, epochs=2)
         monkeypatch.chdir(repo)
-        kill_when = "resume/resnet/*/0.pt" if case == "killed" else None
+        kill_when = "resume/resnet/*/*.pt" if case == "killed" else None
         fake = FakeKernels(competition, tmp_path / f"kaggle-{case}", kill_when=kill_when)
         assert kaggle("run", client=fake) == 0
         if case == "killed":

@@ -144,7 +144,7 @@ def runner_script(config, archive):
     return re.sub(r'^BUNDLE = "".*$', lambda _: f'BUNDLE = """\n{wrapped}\n"""', text, count=1, flags=re.M)
 
 
-def metadata(kernel, competition):
+def metadata(kernel, competition, machine_shape):
     """kernel-metadata.json: private, GPU, internet (pip and pretrained weights), the competition as data."""
     slug = kernel.split("/")[1]
     return {
@@ -157,6 +157,7 @@ def metadata(kernel, competition):
         "enable_gpu": True,
         "enable_tpu": False,
         "enable_internet": True,
+        "machine_shape": machine_shape,  # also given to kernels_push (acc), which wins where the package has it
         "competition_sources": [competition],
         "dataset_sources": [],
         "kernel_sources": [],  # --resume attaches the previous version's output here
@@ -209,6 +210,7 @@ def build(out, user, overrides=(), params_file="params.yaml", name=None, acceler
         where = f"{params_file}{' with -S ' + ' -S '.join(overrides) if overrides else ''}"
         settings = check_settings(yaml.safe_load(params_path.read_text()), where)
         kernel = f"{user}/{settings.kaggle.kernel}"
+        machine, gpus = ACCELERATORS[settings.kaggle.accelerator]
         config = {
             "kernel": kernel,
             "competition": settings.data.competition,
@@ -220,7 +222,7 @@ def build(out, user, overrides=(), params_file="params.yaml", name=None, acceler
         staged = Path(tmp) / "bundle"
         staged.mkdir()
         write_text(staged / CODE_FILE, script)
-        write_text(staged / METADATA, json.dumps(metadata(kernel, settings.data.competition), indent=2))
+        write_text(staged / METADATA, json.dumps(metadata(kernel, settings.data.competition, machine), indent=2))
         size = (staged / CODE_FILE).stat().st_size
         if size > MAX_SCRIPT_BYTES:
             raise PaddyError(
@@ -232,6 +234,5 @@ def build(out, user, overrides=(), params_file="params.yaml", name=None, acceler
         shutil.rmtree(out, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staged, out)
-    machine, gpus = ACCELERATORS[settings.kaggle.accelerator]
     return {"kernel": kernel, "accelerator": settings.kaggle.accelerator, "machine_shape": machine, "gpus": gpus,
             "size": size, "git_rev": rev, "settings": settings}  # fmt: skip
