@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from paddy.errors import PaddyError
+from paddy.files import write_json
 from paddy.kaggle import api, bundle, kernels
 from paddy.kaggle import pull as pulling
 from paddy.settings import load_settings
@@ -173,7 +174,7 @@ def pull(args, client=None):
     exp_ref = pulling.import_experiment(dest, experiment, manifest["git_rev"], f"Kaggle kernel {ref}", args.force)
     record = kernels.read_record(name)
     record["versions"][str(version)].update(experiment=experiment, pulled=str(dest))
-    kernels.write_json(kernels.record_path(name), record)
+    write_json(kernels.record_path(name), record)
     print(f"{ref}: {len(manifest['files'])} files verified against the manifest, in {dest}\n"
           f"experiment {experiment} of commit {manifest['git_rev'][:7]} ({exp_ref}): `dvc exp show`, "
           f"`paddy compare`, `dvc plots diff`; `paddy submit --kernel {name} -m ...` sends its submission")  # fmt: skip
