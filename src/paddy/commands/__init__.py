@@ -8,7 +8,7 @@ imports what the command needs (torch, pandas, the Kaggle client) only when it r
 import argparse
 import sys
 
-from paddy.commands import compare, lr_find, predict, profile, scores, submit
+from paddy.commands import compare, kaggle, lr_find, predict, profile, scores, submit
 from paddy.commands.scores import LEDGER
 from paddy.errors import PaddyError, report
 
@@ -19,6 +19,7 @@ COMMANDS = {
     "lr-find": lr_find,
     "profile": profile,
     "predict": predict,
+    "kaggle": kaggle,
 }
 __all__ = ["COMMANDS", "LEDGER", "build_parser", "main"]
 

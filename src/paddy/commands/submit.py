@@ -13,6 +13,9 @@ def arguments(parser):
     parser.add_argument("--data", default="data/raw", help="competition folder with sample_submission.csv, train.csv")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--metrics", default="metrics/ensemble.json", help="ensemble metrics with the CV figures")
+    parser.add_argument("--kernel", metavar="NAME[/VERSION]",
+                        help="send a Kaggle kernel's pulled submission (`paddy kaggle pull NAME`): its file, "
+                        "competition CSVs, params and metrics instead of the workspace's")  # fmt: skip
     ledger_argument(parser)
     parser.add_argument("--force", action="store_true", help="send even if the file is stale (not the current run's)")
     parser.add_argument("--dry-run", action="store_true", help="check everything and show what would be sent")

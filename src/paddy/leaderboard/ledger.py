@@ -29,6 +29,7 @@ COLUMNS = [
     "status",  # pending | complete | error
     "public_score",
     "private_score",
+    "kernel",  # <user>/<slug>/<version> of the Kaggle kernel that made the file (paddy kaggle), else empty
 ]
 DONE = ("complete", "error")
 

@@ -189,6 +189,15 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
     message = args.message.strip()
     if not message:
         raise PaddyError("The message (-m) is empty: say what this submission is, e.g. -m 'vit x2, 12 epochs'.")
+    kernel = None
+    if getattr(args, "kernel", None):
+        # A kernel's pulled output (paddy kaggle pull): its manifest vouches that the file is the run's, as dvc.lock
+        # and `dvc status` vouch for the workspace's.
+        from paddy.kaggle.pull import pulled
+
+        folder, kernel, kernel_experiment, manifest = pulled(args.kernel)
+        args.file, args.data = folder / "submission.csv", folder / "data" / "raw"
+        args.params, args.metrics = folder / "params.yaml", folder / "metrics" / "ensemble.json"
     params = read_params(args.params)  # the file's own mapping: what dvc's experiments and the digest compare
     data = parse_settings(params, args.params).data
     slug = data.competition
@@ -197,18 +206,22 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
     print(f"{args.file}: valid against {Path(args.data) / 'sample_submission.csv'}")
 
     md5 = file_md5(args.file)
-    if args.force:
+    if kernel:
+        print(f"{args.file}: the output of {kernel}, as its manifest and dvc.lock record it")
+    elif args.force:
         print("--force: not checking that the file is the current pipeline output", file=sys.stderr)
     else:
         check_fresh(args.file, status=status)
-    rev = git_rev()
+    rev = manifest["git_rev"][:7] if kernel else git_rev()  # the commit the kernel ran
+    if kernel:
+        exp_json = []  # the experiment is the pulled one, whatever the workspace's commit is
     if exp_json is None:
         try:
             exp_json = compare.exp_show()
         except PaddyError as e:  # naming the experiment is a nicety; not a reason to refuse
             print(f"warning: cannot name the experiment: {e}", file=sys.stderr)
             exp_json = []
-    experiment = identify(md5, exp_json, rev, params)
+    experiment = kernel_experiment if kernel else identify(md5, exp_json, rev, params)
     digest = params_digest(params)
     cv, cv_models = cv_figures(args.metrics)
     tag = f"{experiment} p:{digest}" if experiment.startswith(rev) else f"{experiment} {rev} p:{digest}"
@@ -224,8 +237,11 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
         "file_md5": md5,
         "competition": slug,
         "status": "pending",
+        "kernel": kernel or "",
     }
     print(f"competition: {slug}\nmessage:     {full_message}\nCV:          {cv if cv is not None else '-'}")
+    if kernel:
+        print(f"kernel:      {kernel}")
 
     if args.dry_run:
         source = kaggle_api.credential_source()

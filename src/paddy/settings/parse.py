@@ -2,10 +2,12 @@
 before any data is touched or model trained, in one paragraph that names the key and params.yaml."""
 
 import difflib
+import re
 
 from paddy.errors import PaddyError
 from paddy.settings import schema
 from paddy.settings.schema import (
+    ACCELERATORS,
     AUG_RANGES,
     CV_SCHEMES,
     ENSEMBLE_WEIGHTS,
@@ -38,6 +40,7 @@ KNOWN_KEYS = {
     "tta": dict.fromkeys(("n", "beta")),
     "ensemble": dict.fromkeys(("weights", "cv_folds")),
     "profile": dict.fromkeys(("budget_gb", "headroom", "min_micro_batch")),
+    "kaggle": dict.fromkeys(("kernel", "accelerator", "keep_weights")),
     "models": None,  # {name: MODEL_KEYS}: checked model by model
 }
 
@@ -150,6 +153,7 @@ def check_params(params, path="params.yaml"):
     _number(params, "profile.budget_gb", path, above=0, why=" (the GB of GPU memory a training step may use)")
     _number(params, "profile.headroom", path, lo=0, hi=0.9, why=" (the fraction of the budget kept free)")
     _number(params, "profile.min_micro_batch", path, lo=1, integer=True)
+    check_kaggle(params, path)
     models = _require(params, "models", path)
     if not isinstance(models, dict) or not models:
         raise PaddyError(f"`models` in {path} is empty: name at least one model (arch, size, ...) to train.")
@@ -196,6 +200,17 @@ def check_ensemble(params, path="params.yaml"):
         )
     why = " (folds of the fitted weights' cross-validation)"
     _number(params, "ensemble.cv_folds", path, lo=2, integer=True, why=why)
+
+
+def check_kaggle(params, path="params.yaml"):
+    kernel = _require(params, "kaggle.kernel", path)
+    if not (isinstance(kernel, str) and re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{3,48})[a-z0-9]", kernel)):
+        raise PaddyError(
+            f"`kaggle.kernel` in {path} is {kernel!r}; it must be a kernel slug: 5 to 50 lowercase letters, digits and "
+            "hyphens, not starting or ending with a hyphen (e.g. paddy-train), the name Kaggle's address shows."
+        )
+    _choice(params, "kaggle.accelerator", path, tuple(ACCELERATORS))
+    _bool(params, "kaggle.keep_weights", path)
 
 
 def check_model(name, cfg, models, effective_batch, path="params.yaml"):
@@ -269,6 +284,7 @@ def parse_settings(params, path="params.yaml"):
         tta=schema.TTASettings(**params["tta"]),
         ensemble=schema.EnsembleSettings(**params["ensemble"]),
         profile=schema.ProfileSettings(**params["profile"]),
+        kaggle=schema.KaggleSettings(**params["kaggle"]),
         models={name: _model(name, cfg) for name, cfg in params["models"].items()},
     )
 

@@ -16,6 +16,8 @@ RECIPES = ("fastai",)
 CV_SCHEMES = ("kfold", "bag")
 ENSEMBLE_WEIGHTS = ("params", "fit")
 TARGETS = ("label", "variety")
+# Kaggle's GPU machines for `paddy kaggle run`: name -> (the API's machine_shape, GPUs). Neither has bf16.
+ACCELERATORS = {"t4x2": ("NvidiaTeslaT4", 2), "p100": ("NvidiaTeslaP100", 1)}
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,16 @@ class ProfileSettings:
 
 
 @dataclass(frozen=True)
+class KaggleSettings:
+    """Training on Kaggle's GPUs with `paddy kaggle run` (`kaggle`; docs/kaggle.md): no stage reads these, so
+    changing one reruns nothing; they are in params.yaml so an experiment records where it ran."""
+
+    kernel: str  # the kernel's slug under your account
+    accelerator: str  # ACCELERATORS
+    keep_weights: bool  # the kernel's output keeps data/models (GBs for large models)
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """One `models.<name>`: the architecture, its head and targets, the item and model sizes, its batch and weight."""
 
@@ -165,6 +177,7 @@ class Settings:
     tta: TTASettings
     ensemble: EnsembleSettings
     profile: ProfileSettings
+    kaggle: KaggleSettings
     models: dict[str, ModelSettings] = field(default_factory=dict)  # in params.yaml's order
 
     def model(self, name, path="params.yaml"):

@@ -18,17 +18,25 @@ def device_name(device):
 
 
 def resolve_precision(precision, device):
-    """auto: bf16 where the GPU supports it, else fp16 (with a grad scaler), and fp32 on the CPU, where mixed
-    precision is slower for the small models a CPU trains. An explicit bf16 or fp16 is honoured on the CPU too, with
-    the same autocast and grad scaler as on CUDA: Kaggle's T4 and P100 have no bf16, so fp16 is what most
+    """auto: bf16 where the GPU has it natively (native_bf16), else fp16 (with a grad scaler), and fp32 on the CPU,
+    where mixed precision is slower for the small models a CPU trains. An explicit bf16 or fp16 is honoured on the CPU
+    too, with the same autocast and grad scaler as on CUDA: Kaggle's T4 and P100 have no bf16, so fp16 is what most
     competitors run, and this is how it is tested without a GPU."""
     if device.type != "cuda":
         return "fp32" if precision == "auto" else precision
     if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return "bf16" if native_bf16(device) else "fp16"
+    if precision == "bf16" and not native_bf16(device):
         raise PaddyError("train.precision is bf16 but this GPU does not support bfloat16: set it to fp16 or auto.")
     return precision
+
+
+def native_bf16(device):
+    """Whether the GPU computes in bfloat16 itself: compute capability 8.0 (Ampere) or later, or ROCm.
+
+    Not `torch.cuda.is_bf16_supported()`: by default it also says yes for GPUs that only emulate bf16 (Kaggle's T4,
+    7.5, and P100, 6.0), where bf16 autocast runs far slower than fp16, so auto would pick the wrong one there."""
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def autocast(device, precision):
