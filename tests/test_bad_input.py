@@ -124,6 +124,7 @@ def test_micro_batch_larger_than_effective_batch(params):
         ("train.recipe", "timm", "one of fastai"),
         ("train.lr_groups", "all", "body_head, layers"),
         ("tta.beta", 2, "at most 1.0"),
+        ("data.synthetic.difficulty", "medium", "one of easy, hard"),
         ("models.vit.head", "keras", "fastai .*or timm"),
         ("models.vit.pretrained", "", "path of a weights file"),
     ],

@@ -33,6 +33,35 @@ def test_synthetic_is_deterministic(tmp_path):
             assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
 
 
+def test_hard_synthetic_is_deterministic_and_not_the_easy_one(tmp_path):
+    from paddy.data.synthetic import make_competition
+
+    size = dict(n_train=40, n_test=5, width=24, height=32, seed=5)
+    for name, difficulty in (("a", "hard"), ("b", "hard"), ("easy", "easy")):
+        make_competition(tmp_path / name, tmp_path / f"{name}.csv", **size, difficulty=difficulty)
+    for f in ["train.csv", "test_images/200001.jpg"]:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    assert (tmp_path / "a" / "test_images/200001.jpg").read_bytes() != (
+        tmp_path / "easy" / "test_images/200001.jpg"
+    ).read_bytes()
+    # the test truth keeps the same class counts (the real imbalance) as the easy set's
+    counts = [pd.read_csv(tmp_path / f"{name}.csv").label.value_counts().to_dict() for name in ("a", "easy")]
+    assert counts[0] == counts[1]
+
+
+def test_hard_synthetic_files_a_few_percent_of_training_images_under_a_wrong_label(tmp_path):
+    from paddy.data.synthetic import LABEL_NOISE, make_competition
+
+    size = dict(n_train=400, n_test=1, width=8, height=8, seed=0)
+    make_competition(tmp_path / "easy", tmp_path / "e.csv", **size, difficulty="easy")
+    make_competition(tmp_path / "hard", tmp_path / "h.csv", **size, difficulty="hard")
+    easy, hard = (pd.read_csv(tmp_path / name / "train.csv") for name in ("easy", "hard"))
+    # same class counts drawn; only the filed label differs, on about LABEL_NOISE of the rows
+    wrong = (easy.label != hard.label).mean()
+    assert 0 < wrong < 3 * LABEL_NOISE
+    assert all((tmp_path / "hard" / "train_images" / lab / i).exists() for lab, i in zip(hard.label, hard.image_id))
+
+
 @pytest.mark.parametrize("kind", ["folder", "zip"])
 def test_folder_and_zip_sources(competition, tmp_path, kind, source_settings):
     raw, _ = competition

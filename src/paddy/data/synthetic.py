@@ -3,13 +3,18 @@
 Each disease draws its own lesion pattern and colour on a leaf, and each variety its own leaf shade and vein
 spacing, so labels are learnable from the pixels and a multi-target model has varieties to learn too. The test
 set's true labels go to a separate file the model never sees, so the pipeline can score itself like a leaderboard.
+
+`difficulty` easy draws each disease in its own colour and shape: tiny models score 1.000, so an ensemble or TTA
+can only tie. hard draws it the way the real photos look (hard_image): diseases that share a look, `normal` as the
+mere absence of lesions (with harmless specks), variety shades that shift colour from photo to photo, per-photo
+lighting, colour cast and blur, faint and sparse lesions, and a few percent of wrong training labels.
 """
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from paddy.data.competition import SAMPLE_CSV, TEST_DIR, TRAIN_CSV, TRAIN_DIR
 from paddy.files import write_csv
@@ -130,10 +135,127 @@ def draw_image(label, variety_idx, height, width, rng):
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def make_competition(root, truth_path, n_train=800, n_test=200, width=192, height=256, seed=0):
+# hard: the training labels a careless annotator gets wrong (the test truth stays right: it scores the model).
+LABEL_NOISE = 0.04
+
+
+def _blend(img, mask, colour, alpha):
+    img[mask] = (1 - alpha) * img[mask] + alpha * colour
+
+
+def _hard_leaf(h, w, variety_idx, rng):
+    """The variety's shade, shifted per photo (soil, age, season) so shade alone no longer names the variety."""
+    shade = np.array([40 + 6 * variety_idx, 150 - 5 * variety_idx, 50 + 3 * variety_idx], dtype=float)
+    shade = shade + rng.normal(0, 12, 3) + rng.uniform(-25, 25)  # hue drift, then brightness drift
+    img = np.empty((h, w, 3), dtype=float)
+    img[:] = shade
+    spacing = 4 + variety_idx + int(rng.integers(-1, 2))
+    img[:, (np.arange(w) % max(spacing, 3)) == 0] *= rng.uniform(0.75, 0.92)
+    img *= np.linspace(rng.uniform(0.8, 1.0), rng.uniform(0.8, 1.0), h)[:, None, None]  # shading along the blade
+    return img
+
+
+def _streaks(img, rng, colour, n, length, width, alpha):
+    """Thin bright marks: bacterial_leaf_streak (long, vertical), hispa (short, any slant) share this look."""
+    h, w, _ = img.shape
+    for _ in range(n):
+        cy, cx, angle = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*length[2])
+        dy, dx = np.cos(angle), np.sin(angle)
+        half = rng.uniform(length[0], length[1]) * h / 2
+        box = _box(img, cy, cx, half * abs(dy) + width * abs(dx), half * abs(dx) + width * abs(dy))
+        if box is None:
+            continue
+        patch, yy, xx = box
+        along = (yy - cy) * dy + (xx - cx) * dx
+        across = np.abs(-(yy - cy) * dx + (xx - cx) * dy)
+        _blend(patch, (np.abs(along) < half) & (across < width), colour, alpha)
+
+
+def _spots(img, rng, colour, n, radius, alpha, ring=None, elongation=1.0):
+    """Round or diamond lesions at several scales: brown_spot, blast, downy_mildew and normal's specks share them."""
+    h, w, _ = img.shape
+    for _ in range(n):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*radius) * w
+        box = _box(img, cy, cx, r * elongation, r)
+        if box is None:
+            continue
+        patch, yy, xx = box
+        d = np.sqrt(((yy - cy) / (r * elongation)) ** 2 + ((xx - cx) / r) ** 2)
+        if ring is not None:
+            _blend(patch, (d >= 0.7) & (d < 1), ring, alpha)
+            _blend(patch, d < 0.7, colour, alpha)
+        else:
+            _blend(patch, d < 1, colour, alpha)
+
+
+def _box(img, cy, cx, ry, rx):
+    """The part of the image a lesion centred at (cy, cx) reaching ry, rx can touch (a view) and its pixel
+    coordinates: drawing there instead of over the whole photo gives the same pixels, several times faster."""
+    h, w, _ = img.shape
+    y0, y1 = max(int(np.floor(cy - ry)) - 1, 0), min(int(np.ceil(cy + ry)) + 2, h)
+    x0, x1 = max(int(np.floor(cx - rx)) - 1, 0), min(int(np.ceil(cx + rx)) + 2, w)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    return img[y0:y1, x0:x1], yy, xx
+
+
+def _hard_disease(img, label, rng):
+    h, w, _ = img.shape
+    jitter = rng.normal(0, 15, 3)  # lesion colours vary, and neighbouring diseases' colours overlap
+    pale, brown, grey = np.array([225, 215, 150]) + jitter, np.array([125, 80, 40]) + jitter, np.array([150, 150, 140])
+    alpha = rng.uniform(0.35, 0.9)  # faint early lesions to vivid late ones
+    vertical = (-0.15, 0.15)
+    if label == "normal":  # no lesions: only dust and the odd speck, which brown_spot's sparsest photos also show
+        _spots(img, rng, brown, rng.integers(0, 4), (0.01, 0.025), rng.uniform(0.2, 0.5))
+    elif label == "bacterial_leaf_streak":
+        _streaks(img, rng, pale, rng.integers(2, 7), (0.3, 0.8, vertical), rng.uniform(0.8, 1.6), alpha)
+    elif label == "hispa":
+        _streaks(img, rng, pale + 20, rng.integers(4, 12), (0.06, 0.2, (-1.6, 1.6)), rng.uniform(0.8, 1.6), alpha)
+    elif label == "brown_spot":
+        _spots(img, rng, brown, rng.integers(3, 20), (0.015, 0.045), alpha)
+    elif label == "blast":  # spindle-shaped, grey centre, brown rim
+        _spots(img, rng, grey, rng.integers(1, 6), (0.03, 0.07), alpha, ring=brown, elongation=2.0)
+    elif label == "downy_mildew":
+        _spots(img, rng, pale, rng.integers(2, 6), (0.06, 0.14), alpha * 0.7, elongation=1.3)
+    elif label in ("bacterial_leaf_blight", "bacterial_panicle_blight", "tungro", "dead_heart"):
+        # blights and yellowing: a discoloured region whose edge wanders; where and which colour tells them apart
+        yy, xx = np.mgrid[0:h, 0:w]
+        wobble = rng.uniform(0.03, 0.08) * w * np.sin(yy / h * rng.uniform(4, 12) + rng.uniform(0, 6))
+        if label == "bacterial_leaf_blight":  # from both margins inwards
+            edge = rng.uniform(0.1, 0.25) * w + wobble
+            mask, colour = (xx < edge) | (xx > w - edge), pale
+        elif label == "bacterial_panicle_blight":  # from the top down
+            mask, colour = yy < rng.uniform(0.3, 0.6) * h + wobble, brown + 30
+        elif label == "tungro":  # from the bottom up, orange-yellow
+            mask, colour = yy > rng.uniform(0.3, 0.6) * h + wobble, np.array([225, 170, 60]) + jitter
+        else:  # dead_heart: a dry pale centre
+            cy, cx = h * rng.uniform(0.35, 0.65), w * rng.uniform(0.35, 0.65)
+            mask = ((yy - cy) / (h * rng.uniform(0.15, 0.3))) ** 2 + ((xx - cx - wobble) / (w * 0.3)) ** 2 < 1
+            colour = pale + 10
+        _blend(img, mask, colour, alpha)
+    return img
+
+
+def _photo(img, rng):
+    """The camera: per-photo exposure, contrast, colour cast, sensor noise and focus blur."""
+    mean = img.mean()
+    img = (img - mean) * rng.uniform(0.7, 1.2) + mean * rng.uniform(0.7, 1.3)
+    img = img * rng.uniform(0.9, 1.1, 3) + rng.normal(0, rng.uniform(4, 14), img.shape)
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    return pil.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5) * img.shape[1] / 192))
+
+
+def hard_image(label, variety_idx, height, width, rng):
+    return _photo(_hard_disease(_hard_leaf(height, width, variety_idx, rng), label, rng), rng)
+
+
+def make_competition(root, truth_path, n_train=800, n_test=200, width=192, height=256, seed=0, difficulty="easy"):
     """Write a competition folder at `root` and the test set's true labels at `truth_path`."""
     root = Path(root)
     rng = np.random.default_rng(seed)
+    draw = hard_image if difficulty == "hard" else draw_image
+    labels = list(LABEL_COUNTS)
     varieties = list(VARIETY_COUNTS)
     vprob = np.array(list(VARIETY_COUNTS.values()), dtype=float)
     vprob /= vprob.sum()
@@ -146,15 +268,18 @@ def make_competition(root, truth_path, n_train=800, n_test=200, width=192, heigh
     train_rows = []
     for i, (label, v, age) in enumerate(rows(n_train)):
         image_id = f"{100001 + i}.jpg"
+        image = draw(label, v, height, width, rng)
+        if difficulty == "hard" and rng.random() < LABEL_NOISE:  # drawn as one disease, filed as another
+            label = labels[(labels.index(label) + rng.integers(1, len(labels))) % len(labels)]
         out = root / TRAIN_DIR / label / image_id
         out.parent.mkdir(parents=True, exist_ok=True)
-        draw_image(label, v, height, width, rng).save(out, quality=90)
+        image.save(out, quality=90)
         train_rows.append((image_id, label, varieties[v], age))
     test_rows = []
     (root / TEST_DIR).mkdir(parents=True, exist_ok=True)
     for i, (label, v, _) in enumerate(rows(n_test)):
         image_id = f"{200001 + i}.jpg"
-        draw_image(label, v, height, width, rng).save(root / TEST_DIR / image_id, quality=90)
+        draw(label, v, height, width, rng).save(root / TEST_DIR / image_id, quality=90)
         test_rows.append((image_id, label))
 
     write_csv(pd.DataFrame(train_rows, columns=["image_id", "label", "variety", "age"]), root / TRAIN_CSV)

@@ -10,6 +10,7 @@ from paddy.settings.schema import (
     ACCELERATORS,
     AUG_RANGES,
     CV_SCHEMES,
+    DIFFICULTIES,
     ENSEMBLE_WEIGHTS,
     HEADS,
     ITEM_METHODS,
@@ -28,7 +29,7 @@ KNOWN_KEYS = {
     "data": {
         "source": None,
         "competition": None,
-        "synthetic": dict.fromkeys(("n_train", "n_test", "width", "height", "seed")),
+        "synthetic": dict.fromkeys(("n_train", "n_test", "width", "height", "seed", "difficulty")),
     },
     "prepare": dict.fromkeys(("max_size", "workers")),
     "cv": dict.fromkeys(("scheme", "n_splits", "valid_pct", "seed")),
@@ -116,6 +117,7 @@ def check_params(params, path="params.yaml"):
     _number(params, "cv.valid_pct", path, lo=0.01, hi=0.99)
     _number(params, "cv.seed", path, lo=0, integer=True)
     _number(params, "data.synthetic.seed", path, lo=0, integer=True)
+    _choice(params, "data.synthetic.difficulty", path, DIFFICULTIES)
     _choice(params, "train.recipe", path, RECIPES)
     _number(params, "train.epochs", path, lo=1, integer=True)
     _number(params, "train.frozen_epochs", path, lo=0, integer=True)

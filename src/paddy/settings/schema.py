@@ -14,6 +14,7 @@ HEADS = ("fastai", "timm")
 LR_GROUPS = ("body_head", "layers")
 RECIPES = ("fastai",)
 CV_SCHEMES = ("kfold", "bag")
+DIFFICULTIES = ("easy", "hard")  # paddy.data.synthetic
 ENSEMBLE_WEIGHTS = ("params", "fit")
 TARGETS = ("label", "variety")
 # Kaggle's GPU machines for `paddy kaggle run`: name -> (the API's machine_shape, GPUs). Neither has bf16.
@@ -29,6 +30,7 @@ class SyntheticSettings:
     width: int
     height: int
     seed: int
+    difficulty: str  # DIFFICULTIES: easy (every model scores 1.000) | hard (headroom, like the real photos)
 
 
 @dataclass(frozen=True)
