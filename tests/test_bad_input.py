@@ -127,6 +127,10 @@ def test_micro_batch_larger_than_effective_batch(params):
         ("data.synthetic.difficulty", "medium", "one of easy, hard"),
         ("models.vit.head", "keras", "fastai .*or timm"),
         ("models.vit.pretrained", "", "path of a weights file"),
+        ("report.top_losses", -1, "an integer at least 0 .*highest loss"),
+        ("report.top_losses", 2.5, "an integer at least 0"),
+        ("report.top_losses", "x", "an integer at least 0"),
+        ("report.calibration_bins", 1, "an integer at least 2 .*reliability diagram"),
     ],
 )
 def test_settings_out_of_range_are_refused(params, key, value, message):

@@ -223,3 +223,63 @@ def test_real_dvc_exp_show(tmp_path, monkeypatch):
     table = df.set_index("experiment")
     assert table.loc["ep5", "oof_acc.ensemble"] == pytest.approx(0.96) and table.loc["ep5", "train.epochs"] == "5"
     assert table.loc["workspace", "oof_acc.ensemble"] == pytest.approx(0.96)
+
+
+def with_recall(exp, recall):
+    """An experiment entry with the report stage's metrics/report.json (recall per source and class)."""
+    exp["data"]["metrics"]["metrics/report.json"] = {
+        "data": {"ece": {"ensemble": 0.02}, "recall": recall, "support": dict.fromkeys(next(iter(recall.values())), 5)}
+    }
+    return exp
+
+
+def per_class_json():
+    base = with_recall(
+        entry("a" * 40, "main", 6, 2, 0.90, "md5-base", 100.0, 900.0),
+        {"ensemble": {"blast": 0.9, "hispa": 0.8, "normal": 1.0}, "vit": {"blast": 0.5, "hispa": 0.5, "normal": 0.5}},
+    )
+    x1 = with_recall(
+        entry("b" * 40, "vit-x1", 6, 1, 0.92, "md5-x1", 110.0, 950.0),
+        {"ensemble": {"blast": 0.95, "hispa": 0.7, "normal": 1.0}, "vit": {"blast": 0.6, "hispa": 0.5, "normal": 0.5}},
+    )
+    old = entry("c" * 40, "old", 12, 2, 0.95, "md5-long", 220.0, 950.0)  # before the report stage existed
+    base["experiments"] = [{"revs": [x1]}, {"revs": [old]}]
+    return [base]
+
+
+def test_per_class_recall_side_by_side_with_what_changed_and_the_leaderboard(tmp_path, capsys):
+    write_ledger(tmp_path / "submissions.csv", [("vit-x1", "md5-x1", 0.92, 0.975)])
+    table, changes = compare.per_class_table(per_class_json(), ledger.read_ledger(tmp_path / "submissions.csv"))
+    assert list(table.columns) == ["class", "main", "vit-x1", "vit-x1 vs main", "old", "old vs main"]
+    rows = table.set_index("class")
+    assert rows.loc["blast", "main"] == pytest.approx(0.9) and rows.loc["hispa", "vit-x1"] == pytest.approx(0.7)
+    assert rows["vit-x1 vs main"].tolist()[:3] == ["+0.0500", "-0.1000", "="]
+    assert pd.isna(rows.loc["blast", "old"]) and rows["old vs main"].tolist()[:3] == ["-", "-", "-"]
+    assert rows.loc["public", "vit-x1"] == pytest.approx(0.975) and pd.isna(rows.loc["public", "main"])
+    assert rows.loc["oof_acc.ensemble", "vit-x1"] == pytest.approx(0.92)
+    assert changes["vit-x1"] == ([("blast", pytest.approx(0.05))], [("hispa", pytest.approx(-0.1))])
+    assert changes["old"] is None
+
+    # The command: two experiments named, in the order given (the first is the reference), a model's own recall.
+    a = args(tmp_path, "--per-class", "vit-x1", "main", "--model", "vit", "--md", str(tmp_path / "t.md"))
+    assert compare.report(a, exp_json=per_class_json()) == 0
+    out = capsys.readouterr().out
+    head = out.splitlines()[1].split()
+    assert head == ["class", "vit-x1", "main", "main", "vs", "vit-x1"]
+    blast = next(line for line in out.splitlines() if line.startswith("blast")).split()
+    assert blast == ["blast", "0.6000", "0.5000", "-0.1000"]
+    assert "main vs vit-x1: better none; worse blast -0.1000" in out
+    assert (tmp_path / "t.md").read_text().startswith("| class | vit-x1 | main | main vs vit-x1 |")
+
+
+def test_per_class_refuses_unknown_experiments_and_experiments_without_a_report(tmp_path):
+    with pytest.raises(Exception, match="No experiment named nope.*experiments: main, vit-x1, old"):
+        compare.report(args(tmp_path, "--per-class", "nope"), exp_json=per_class_json())
+    with pytest.raises(Exception, match="per-class recall.*metrics/report.json.*dvc repro"):
+        compare.report(args(tmp_path, "--per-class", "old"), exp_json=per_class_json())
+
+
+def test_named_experiments_select_the_plain_table_too(tmp_path):
+    write_ledger(tmp_path / "submissions.csv", [("gone", "md5-gone", 0.91, 0.96)])
+    df = compare.build_table(exp_json(), ledger.read_ledger(tmp_path / "submissions.csv"), names=["long", "main"])
+    assert list(df["experiment"]) == ["long", "main"]  # no workspace, no ledger-only row

@@ -20,16 +20,20 @@ def declared(kind):
     return paths
 
 
-def test_metrics_are_the_models_and_the_ensembles_only():
-    assert sorted(declared("metrics")) == ["dvclive/${key}/metrics.json", "metrics/ensemble.json"]
+def test_metrics_are_the_models_the_ensembles_and_its_reports_only():
+    metrics = ["dvclive/${key}/metrics.json", "metrics/ensemble.json", "metrics/report.json"]
+    assert sorted(declared("metrics")) == metrics
     assert "metrics/profile/${key}.json" in declared("outs")  # the profile in short: a plain file
 
 
 def test_plots_are_images():
     """PNG files: `dvc plots show` embeds them as they are, where its vega charts load their library from a CDN."""
     assert sorted(declared("plots")) == [
-        "dvclive/${key}/learning_curves.png", "plots/confusion.png", "plots/profile/${key}.png"
+        "dvclive/${key}/learning_curves.png", "plots/confusion.png", "plots/profile/${key}.png",
+        "plots/report/confusion_normalised.png", "plots/report/least_confident.png", "plots/report/most_confused.png",
+        "plots/report/reliability.png", "plots/report/top_losses", "plots/report/top_losses.png",
     ]  # fmt: skip
+    # The folder of top losses holds PNG files only (tests/test_report.py), so the page embeds each.
 
 
 def train_stage():

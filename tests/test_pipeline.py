@@ -31,14 +31,21 @@ def test_repro_writes_a_valid_submission_then_has_nothing_to_do(repo):
     # Every plot is an image the page embeds: nothing to load from the network.
     sh("dvc plots show", repo)
     page = (repo / "dvc_plots" / "index.html").read_text()
-    assert "<script" not in page and page.count("<img") == 5, page  # learning curves, memory (x2 models), confusion
+    # learning curves, memory (x2 models), confusion; the report's 5 pictures and each top loss on its own
+    top_losses = len(list((repo / "plots" / "report" / "top_losses").glob("*.png")))
+    assert top_losses == 16 and "<script" not in page and page.count("<img") == 5 + 5 + top_losses, page
+    # The report's figures are the ensemble's: its confusion counts are the ensemble stage's pairs of labels.
+    pairs = pd.read_csv(repo / "metrics" / "confusion.csv").value_counts().to_dict()
+    counts = pd.read_csv(repo / "metrics" / "report" / "confusion.csv").set_index("actual")
+    assert {(a, p): n for (a, p), n in counts.stack().items() if n} == pairs
     sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm run", repo)
 
 
-def test_changing_a_weight_reruns_only_the_ensemble(repo):
+def test_changing_a_weight_reruns_only_the_ensemble_and_its_report(repo):
     out = sh("dvc exp run -S models.vit.weight=1", repo)
     ran = [line for line in out.splitlines() if line.startswith("Running stage")]
-    assert ran == ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"], out
+    expected = ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"]
+    assert ran == expected + ["Running stage 'report':"], out
     shown = sh("dvc exp show --md --no-pager", repo)
     assert "oof_acc.ensemble" in shown and "dvclive/vit/metrics.json:valid_acc" in shown
     header = shown.splitlines()[0]  # no memory profile, no per-split copies, no batch sizes among the metrics
@@ -48,7 +55,8 @@ def test_changing_a_weight_reruns_only_the_ensemble(repo):
 def test_fitted_weights_rerun_only_the_ensemble_and_beat_the_params_weights(repo):
     out = sh("dvc exp run -S ensemble.weights=fit", repo)
     ran = [line for line in out.splitlines() if line.startswith("Running stage")]
-    assert ran == ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"], out
+    expected = ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"]
+    assert ran == expected + ["Running stage 'report':"], out
     metrics = json.loads((repo / "metrics" / "ensemble.json").read_text())
     fit, par = metrics["fit"], metrics["params"]
     assert fit["oof_loss"] <= par["oof_loss"] and metrics["weights"] == fit["weights"]
@@ -58,3 +66,18 @@ def test_fitted_weights_rerun_only_the_ensemble_and_beat_the_params_weights(repo
     assert fit["cv_loss"] > 0 and 0 <= fit["cv_acc"] <= 1
     shown = sh("dvc exp show --md --no-pager", repo)
     assert "fit.cv_loss" in shown and "params.oof_loss" in shown and "ensemble.weights" in shown
+
+
+def test_a_report_setting_reruns_the_report_alone(repo):
+    """`report.*` edits rerun the report and nothing it reads: the ensemble's outputs stay byte for byte, and `dvc exp
+    show` lists the per-class recall."""
+    sh("dvc repro", repo)  # up to date with the workspace's params, whatever the tests before left there
+    kept = ["submission.csv", "metrics/ensemble.json", "metrics/confusion.csv", "plots/confusion.png"]
+    before = {name: (repo / name).read_bytes() for name in kept}
+    out = sh("dvc exp run -S report.top_losses=4", repo)
+    ran = [line for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'report':"], out
+    assert {name: (repo / name).read_bytes() for name in kept} == before
+    assert len(list((repo / "plots" / "report" / "top_losses").glob("*.png"))) == 4
+    shown = sh("dvc exp show --md --no-pager --keep 'recall' --drop '.*'", repo)
+    assert "recall.ensemble.blast" in shown, shown

@@ -2,10 +2,19 @@
 
 from paddy.commands.scores import ledger_argument
 
-HELP = "table of experiments (dvc exp show) joined with the ledger's scores"
+HELP = "table of experiments (dvc exp show) joined with the ledger's scores; --per-class: recall per class"
 
 
 def arguments(parser):
+    parser.add_argument(
+        "experiments", nargs="*", metavar="EXPERIMENT", help="the experiments to show, by name (default: all)"
+    )
+    parser.add_argument(
+        "--per-class",
+        action="store_true",
+        help="each class's out-of-fold recall side by side (the report stage's), the change from the first experiment",
+    )
+    parser.add_argument("--model", default="ensemble", help="--per-class: whose recall (default: ensemble)")
     parser.add_argument(
         "--sort", metavar="COLUMN", help="sort by this column, largest first (default: oof_acc.ensemble)"
     )

@@ -19,6 +19,7 @@ from paddy.files import run_dvc, write_csv, write_text
 from paddy.leaderboard.ledger import read_ledger
 
 SUBMISSION = "submission.csv"
+REPORT = "metrics/report.json"  # the report stage's per-class figures: `paddy compare --per-class`
 # What a competitor compares, in this order: out-of-fold accuracy per model and for the ensemble, the ensemble's log
 # loss, test accuracy (only the synthetic competition has test labels), each model's train time (dvclive's). `dvc exp
 # show` has every metric.
@@ -81,6 +82,7 @@ def _row(entry, baseline):
         "baseline": baseline,
         "params": params,
         "metrics": metric_columns(data.get("metrics")),
+        "recall": ((((data.get("metrics") or {}).get(REPORT) or {}).get("data") or {}).get("recall")) or {},
         "submission_md5": ((outs.get(SUBMISSION) or {}).get("hash")),
     }
 
@@ -122,25 +124,50 @@ def _latest_scored(ledger_rows):
     return (scored if len(scored) else ledger_rows).iloc[-1]
 
 
-def build_table(exp_json, ledger, param_keys=None):
-    rows = experiments(exp_json)
-    keys = param_keys if param_keys is not None else varying_params(rows)
+def select(rows, names):
+    """The experiments named, in that order (all of them when none is named); a PaddyError names the unknown."""
+    if not names:
+        return rows
+    known = {r["experiment"]: r for r in rows}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PaddyError(
+            f"No experiment named {', '.join(unknown)} in `dvc exp show`; experiments: {', '.join(known)}. "
+            "Name them as `dvc exp show` does (`--all-commits` adds other commits' experiments)."
+        )
+    return [known[n] for n in names]
+
+
+def _ledger_rows(r, ledger):
+    """The ledger's submissions of experiment row r: by its submission's md5 (exact), else by its name."""
+    match = ledger[ledger["file_md5"] == str(r["submission_md5"])] if r["submission_md5"] else ledger.iloc[0:0]
+    if match.empty and r["rev"] != "workspace":
+        match = ledger[ledger["experiment"].astype(str) == str(r["experiment"])]
+    return match
+
+
+def _string_md5(ledger):
     ledger = ledger.copy()
     ledger["file_md5"] = ledger["file_md5"].astype(str)
+    return ledger
+
+
+def build_table(exp_json, ledger, param_keys=None, names=None):
+    rows = select(experiments(exp_json), names)
+    keys = param_keys if param_keys is not None else varying_params(rows)
+    ledger = _string_md5(ledger)
     used = set()
     table = []
     for r in rows:
-        match = ledger[ledger["file_md5"] == str(r["submission_md5"])] if r["submission_md5"] else ledger.iloc[0:0]
-        if match.empty and r["rev"] != "workspace":
-            match = ledger[ledger["experiment"].astype(str) == str(r["experiment"])]
+        match = _ledger_rows(r, ledger)
         line = {"experiment": r["experiment"], "rev": r["rev"]}
         line.update({k: param_text(r["params"].get(k)) for k in keys})
         line.update(r["metrics"])
         line.update(_scores(match))
         used.update(match.index)
         table.append(line)
-    # Submissions of experiments no longer in `dvc exp show`: the ledger outlives them.
-    orphans = ledger.drop(index=list(used))
+    # Submissions of experiments no longer in `dvc exp show`: the ledger outlives them (unless experiments are named).
+    orphans = ledger.drop(index=list(used)) if not names else ledger.iloc[0:0]
     for name, group in orphans.groupby(orphans["experiment"].astype(str), sort=False):
         line = {"experiment": name, "rev": "ledger", "oof_acc.ensemble": group["cv"].iloc[-1]}
         line.update(_scores(group))
@@ -217,13 +244,74 @@ def to_text(df):
     return "\n".join(lines)
 
 
+def per_class_table(exp_json, ledger, names=None, model="ensemble"):
+    """(table, changes): each class's out-of-fold recall (the report stage's metrics/report.json) per experiment side
+    by side, each later experiment's change from the first beside it, then the ensemble's out-of-fold accuracy and
+    the leaderboard's public score; changes: {experiment: (better, worse)}, each [(class, change)], largest first,
+    or None where there is no recall to compare."""
+    rows = select(experiments(exp_json), names)
+    ledger = _string_md5(ledger)
+    recalls = {r["experiment"]: (r["recall"].get(model) or {}) for r in rows}
+    classes = list(dict.fromkeys(c for recall in recalls.values() for c in recall))
+    if not classes:
+        raise PaddyError(
+            f"No experiment shown has per-class recall of {model!r} ({REPORT}, the report stage's): run `dvc repro` "
+            "(or `dvc exp run`) with the report stage first."
+        )
+    first = rows[0]["experiment"]
+    table = pd.DataFrame({"class": classes + ["oof_acc.ensemble", "public"]})
+    changes = {}
+    for r in rows:
+        name = r["experiment"]
+        recall = recalls[name]
+        public = _scores(_ledger_rows(r, ledger))["public"]
+        column = [recall.get(c) for c in classes] + [r["metrics"].get("oof_acc.ensemble"), public]
+        table[name] = pd.to_numeric(pd.Series(column, dtype=object), errors="coerce")
+        if name != first:
+            delta = {c: recall[c] - recalls[first][c] for c in classes if c in recall and c in recalls[first]}
+            better = sorted(((c, d) for c, d in delta.items() if d > 0), key=lambda x: -x[1])
+            worse = sorted(((c, d) for c, d in delta.items() if d < 0), key=lambda x: x[1])
+            changes[name] = (better, worse) if delta else None
+            table[f"{name} vs {first}"] = [_change(delta.get(c)) for c in classes] + ["", ""]
+    return table, changes
+
+
+def _change(delta):
+    """A recall's change as the table shows it: +0.0500 better, -0.0100 worse, = unchanged, - not comparable."""
+    if delta is None:
+        return "-"
+    return "=" if abs(delta) < 5e-5 else f"{delta:+.4f}"
+
+
+def per_class_report(args, exp_json):
+    ledger = read_ledger(args.ledger)
+    table, changes = per_class_table(exp_json, ledger, args.experiments, args.model)
+    print(f"Out-of-fold recall per class, {args.model} ({REPORT}); 'vs': the change from the first experiment")
+    print(to_text(table))
+    first = table.columns[1]
+    for name, change in changes.items():
+        if change is None:
+            print(f"\n{name} vs {first}: nothing to compare (one of them has no {REPORT}: an older experiment)")
+            continue
+        better, worse = (", ".join(f"{c} {d:+.4f}" for c, d in pairs) or "none" for pairs in change)
+        print(f"\n{name} vs {first}: better {better}; worse {worse}")
+    if args.csv:
+        write_csv(table, args.csv)
+    if args.md:
+        write_text(args.md, to_markdown(table))
+    return 0
+
+
 def report(args, exp_json=None):
-    """`paddy compare`: print the experiments table (and write it as CSV or markdown where asked)."""
+    """`paddy compare`: print the experiments table (and write it as CSV or markdown where asked); with
+    --per-class, the per-class recall of the experiments side by side."""
     if exp_json is None:
         exp_json = exp_show(all_commits=args.all_commits)
+    if args.per_class:
+        return per_class_report(args, exp_json)
     ledger = read_ledger(args.ledger)
     keys = [k.strip() for k in args.params.split(",") if k.strip()] if args.params else None
-    df = sort_table(build_table(exp_json, ledger, keys), args.sort, ascending=args.asc)
+    df = sort_table(build_table(exp_json, ledger, keys, args.experiments), args.sort, ascending=args.asc)
     if df.empty:
         print("No experiments yet: `dvc repro` or `dvc exp run` first.", file=sys.stderr)
         return 0

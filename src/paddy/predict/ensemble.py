@@ -24,7 +24,10 @@ EPS = 1e-15  # a probability of exactly 0 for the true label would make the log 
 def read_predictions(preds_dir, name, kind):
     path = Path(preds_dir) / name / f"{kind}_probs.csv"
     if not path.exists():
-        raise PaddyError(f"{path} is missing: model {name!r} has no TTA predictions yet. Run `dvc repro` first.")
+        raise PaddyError(
+            f"{path} is missing: model {name!r} has no TTA predictions yet. Run `dvc repro tta@{name}` (or `dvc "
+            "repro`) first."
+        )
     return pd.read_csv(path, dtype={"image_id": str})
 
 

@@ -40,6 +40,7 @@ KNOWN_KEYS = {
     | {"aug": dict.fromkeys(key for key, *_ in AUG_RANGES)},
     "tta": dict.fromkeys(("n", "beta")),
     "ensemble": dict.fromkeys(("weights", "cv_folds")),
+    "report": dict.fromkeys(("top_losses", "calibration_bins")),
     "profile": dict.fromkeys(("budget_gb", "headroom", "min_micro_batch")),
     "kaggle": dict.fromkeys(("kernel", "accelerator", "keep_weights")),
     "models": None,  # {name: MODEL_KEYS}: checked model by model
@@ -152,6 +153,10 @@ def check_params(params, path="params.yaml"):
     _number(params, "tta.n", path, lo=0, integer=True)
     _number(params, "tta.beta", path, lo=0.0, hi=1.0)
     check_ensemble(params, path)
+    why = " (the out-of-fold images with the highest loss the report draws, and as many least confident test images)"
+    _number(params, "report.top_losses", path, lo=0, hi=1000, integer=True, why=why)
+    why = " (equal-width confidence bins of the reliability diagram)"
+    _number(params, "report.calibration_bins", path, lo=2, hi=100, integer=True, why=why)
     _number(params, "profile.budget_gb", path, above=0, why=" (the GB of GPU memory a training step may use)")
     _number(params, "profile.headroom", path, lo=0, hi=0.9, why=" (the fraction of the budget kept free)")
     _number(params, "profile.min_micro_batch", path, lo=1, integer=True)
@@ -285,6 +290,7 @@ def parse_settings(params, path="params.yaml"):
         train=schema.TrainSettings(**train),
         tta=schema.TTASettings(**params["tta"]),
         ensemble=schema.EnsembleSettings(**params["ensemble"]),
+        report=schema.ReportSettings(**params["report"]),
         profile=schema.ProfileSettings(**params["profile"]),
         kaggle=schema.KaggleSettings(**params["kaggle"]),
         models={name: _model(name, cfg) for name, cfg in params["models"].items()},

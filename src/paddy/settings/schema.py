@@ -132,6 +132,15 @@ class EnsembleSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """What the report stage draws from the out-of-fold probabilities (`report`): how many images with the highest
+    loss (and test images with the least confidence), and the bins of the reliability diagram."""
+
+    top_losses: int  # 0: no pictures of images
+    calibration_bins: int
+
+
+@dataclass(frozen=True)
 class ProfileSettings:
     """The memory profile (`profile`): the GPU memory a training step may use, less a fraction kept free, and the
     smallest micro-batch it may choose."""
@@ -178,6 +187,7 @@ class Settings:
     train: TrainSettings
     tta: TTASettings
     ensemble: EnsembleSettings
+    report: ReportSettings
     profile: ProfileSettings
     kaggle: KaggleSettings
     models: dict[str, ModelSettings] = field(default_factory=dict)  # in params.yaml's order

@@ -1,0 +1,119 @@
+"""The report's pictures, PNG files as paddy.charts draws them (a matplotlib Figure, no pyplot, written
+atomically): grids of images with what the models said about each, the row-normalised confusion matrix, the most
+confused pairs and the reliability diagram. Readable labels first: one image per cell, its lines in a fixed-width
+font under it."""
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
+
+from paddy.charts import save
+from paddy.report.scores import row_normalised
+
+CELL = (3.8, 4.8)  # inches per image cell: up to seven lines of text, then the image
+RIGHT, WRONG = "#1a7f37", "#c62828"
+
+
+def thumbnail(path, size=320):
+    """The image at `path` as an RGB array, its longest side at most `size` pixels."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((size, size))
+        return np.asarray(im)
+
+
+def _draw_cell(ax, image, lines, right):
+    """right: True (a green frame), False (red) or None (unknown: black)."""
+    color = {True: RIGHT, False: WRONG}.get(right, "black")
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set(color=color, linewidth=3)
+    ax.set_title("\n".join(lines), fontsize=10, family="monospace", loc="left", color=color)
+
+
+def image_grid(cells, path, title, columns=4):
+    """cells: (image array, text lines, right) each; one figure, `columns` images a row, a frame green when the
+    prediction is right, red when wrong, black when unknown."""
+    rows = max(1, -(-len(cells) // columns))
+    cols = min(columns, max(1, len(cells)))
+    fig = Figure(figsize=(CELL[0] * cols, CELL[1] * rows + 0.6), layout="constrained")
+    fig.suptitle(title, fontsize=13)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax, (image, lines, right) in zip(axes, cells):
+        _draw_cell(ax, image, lines, right)
+    for ax in axes[len(cells) :]:
+        ax.axis("off")
+    return save(fig, path)
+
+
+def image_card(image, lines, right, path):
+    """One image and its lines: the grid's cell on its own, for `dvc plots show` to list image by image."""
+    fig = Figure(figsize=CELL, layout="constrained")
+    _draw_cell(fig.subplots(), image, lines, right)
+    return save(fig, path)
+
+
+def statement(text, path, size=(8, 1.6)):
+    """A picture that says why there is nothing to draw (no images asked for, no mistakes): the plot is declared
+    in dvc.yaml, so it exists either way, and says so in words."""
+    fig = Figure(figsize=size)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, wrap=True)
+    return save(fig, path)
+
+
+def confusion_normalised(counts, labels, path, title):
+    """Each actual class's row as fractions of its images (the count below), actual down the side: a rare class's
+    misses show as clearly as a common one's."""
+    totals, share = counts.sum(1, keepdims=True), row_normalised(counts)
+    fig = Figure(figsize=(10, 8.5), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts):
+        if n:
+            color = "white" if share[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{share[i, j]:.2f}\n({n})", ha="center", va="center", fontsize=8, color=color)
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, [f"{label} ({t})" for label, t in zip(labels, totals[:, 0])])
+    ax.set(title=title, xlabel="predicted", ylabel="actual (images)")
+    return save(fig, path)
+
+
+def most_confused(pairs, path, title):
+    """pairs: (actual, predicted, count) rows, most frequent first, as horizontal bars."""
+    if pairs.empty:
+        return statement(f"{title}\n\nNo out-of-fold image is misclassified: no pair to show.", path)
+    fig = Figure(figsize=(9, 0.35 * len(pairs) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(pairs))[::-1]
+    ax.barh(y, pairs["count"], color="C3")
+    ax.set_yticks(y, [f"{a} -> {p}" for a, p in zip(pairs["actual"], pairs["predicted"])])
+    for yi, n in zip(y, pairs["count"]):
+        ax.text(n, yi, f" {n}", va="center")
+    ax.set(title=title, xlabel="out-of-fold images (actual -> predicted)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    return save(fig, path)
+
+
+def reliability(tables, path, title):
+    """tables: {name: calibration table (lo, hi, count, confidence, accuracy)}, the ensemble's first: its accuracy
+    per confidence bin as bars against the diagonal (perfect calibration), every model's as a line, and the
+    ensemble's rows per bin below."""
+    fig = Figure(figsize=(8, 7.5), layout="constrained")
+    ax, hist = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    (first, table), *others = tables.items()
+    mid, width = (table["lo"] + table["hi"]) / 2, table["hi"] - table["lo"]
+    ax.bar(mid, table["accuracy"].fillna(0), width=width, edgecolor="k", alpha=0.6, label=f"{first} accuracy")
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    for i, (name, other) in enumerate(others):
+        used = other[other["count"] > 0]
+        ax.plot(used["confidence"], used["accuracy"], "o-", color=f"C{i + 1}", label=name)
+    ax.set(title=title, ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    hist.bar(mid, table["count"], width=width, edgecolor="k", color="C0", alpha=0.6)
+    hist.set(xlabel="confidence (top probability)", ylabel=f"{first} images")
+    hist.set_yscale("symlog")
+    return save(fig, path)

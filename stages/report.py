@@ -1,0 +1,40 @@
+"""Stage report: what the ensemble gets wrong, out of fold: per-class metrics, the confusion matrix and its most
+confused pairs, the top losses, the least confident test images and calibration (docs/report.md)."""
+
+import argparse
+
+from paddy.errors import exit_on_error
+from paddy.report.build import ENSEMBLE, write_report
+from paddy.settings import load_settings
+
+
+@exit_on_error
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("prepared_dir")
+    parser.add_argument("preds_dir")
+    parser.add_argument("ensemble_json", help="metrics/ensemble.json: the weights the ensemble chose")
+    parser.add_argument("truth_csv", help="the test set's true labels; header only when unknown")
+    parser.add_argument("metrics_json")
+    parser.add_argument("tables_dir")
+    parser.add_argument("plots_dir")
+    args = parser.parse_args()
+    report = load_settings().report
+    metrics = write_report(
+        args.prepared_dir,
+        args.preds_dir,
+        args.ensemble_json,
+        args.truth_csv,
+        args.metrics_json,
+        args.tables_dir,
+        args.plots_dir,
+        report,
+    )
+    recall = " ".join(f"{label} {r:.3f}" for label, r in metrics["recall"][ENSEMBLE].items())
+    print(f"{args.metrics_json}: ensemble recall per class: {recall}")
+    print(f"expected calibration error: {metrics['ece']}")
+    print(f"{args.plots_dir}: the pictures; {args.tables_dir}: their tables")
+
+
+if __name__ == "__main__":
+    main()
