@@ -18,7 +18,7 @@ from paddy import commands as cli
 from paddy.data.competition import SLUG, TEST_IDS
 from paddy.data.synthetic import make_competition
 from paddy.errors import PaddyError
-from paddy.kaggle import bundle, pull, runner
+from paddy.remote import bundle, pull, runner
 
 
 def kernel_repo(repo, **train):
@@ -117,7 +117,7 @@ def test_the_bundle_carries_no_credentials(repo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(repo)
     assert kaggle("run", "--dry-run", "--out", str(tmp_path / "bundle")) == 0
     files = unpacked(tmp_path / "bundle")
-    assert "project/src/paddy/kaggle/runner.py" in files and "project/params.yaml" in files
+    assert "project/src/paddy/remote/runner.py" in files and "project/params.yaml" in files
     assert not any(n.startswith(("project/dvc.lock", "project/metrics", "project/.dvc/")) for n in files)
     for name, blob in files.items():
         assert key.encode() not in blob and key[::-1].encode() not in blob, name

@@ -25,6 +25,6 @@ def arguments(parser):
 
 def run(args, client=None):
     """`client` replaces the Kaggle API in tests."""
-    from paddy.kaggle import remote
+    from paddy.remote import steps
 
-    return {"run": remote.run, "status": remote.status, "pull": remote.pull}[args.action](args, client=client)
+    return {"run": steps.run, "status": steps.status, "pull": steps.pull}[args.action](args, client=client)

@@ -193,7 +193,7 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
     if getattr(args, "kernel", None):
         # A kernel's pulled output (paddy kaggle pull): its manifest vouches that the file is the run's, as dvc.lock
         # and `dvc status` vouch for the workspace's.
-        from paddy.kaggle.pull import pulled
+        from paddy.remote.pull import pulled
 
         folder, kernel, kernel_experiment, manifest = pulled(args.kernel)
         args.file, args.data = folder / "submission.csv", folder / "data" / "raw"

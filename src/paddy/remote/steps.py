@@ -12,8 +12,9 @@ from pathlib import Path
 
 from paddy.errors import PaddyError
 from paddy.files import write_json
-from paddy.kaggle import api, bundle, kernels
-from paddy.kaggle import pull as pulling
+from paddy.kaggle import api, kernels
+from paddy.remote import bundle
+from paddy.remote import pull as pulling
 from paddy.settings import load_settings
 from paddy.settings.schema import ACCELERATORS
 

@@ -1,6 +1,6 @@
 """The kernel's code on Kaggle: unpack the project, install it, run the pipeline, leave its results in the output.
 
-paddy.kaggle.bundle fills in CONFIG and BUNDLE (the committed project as a base64 zip) and pushes this file as a
+paddy.remote.bundle fills in CONFIG and BUNDLE (the committed project as a base64 zip) and pushes this file as a
 script kernel; it runs there with nothing of paddy installed, so it uses the standard library alone until the
 project is installed. Kaggle lays a session out as <root>/input (the competition and any attached kernel output,
 read-only), <root>/working (the output Kaggle keeps) and a scratch disk. The runner:
@@ -34,8 +34,8 @@ import time
 import zipfile
 from pathlib import Path
 
-CONFIG = {}  # filled in by paddy.kaggle.bundle: kernel, competition, keep_weights, stop_after_s, git_rev
-BUNDLE = ""  # filled in by paddy.kaggle.bundle: the project, a base64 zip
+CONFIG = {}  # filled in by paddy.remote.bundle: kernel, competition, keep_weights, stop_after_s, git_rev
+BUNDLE = ""  # filled in by paddy.remote.bundle: the project, a base64 zip
 
 MANIFEST = "paddy-manifest.json"
 RESUME = "resume"

@@ -1,6 +1,6 @@
 """A kernel's output, checked against its manifest and brought in as a DVC experiment like a local one.
 
-The runner (paddy.kaggle.runner) ends by writing paddy-manifest.json: every file of the output with its size and md5,
+The runner (paddy.remote.runner) ends by writing paddy-manifest.json: every file of the output with its size and md5,
 and how the run ended. verify() refuses an output that is partial (a file missing or short: an interrupted download),
 tampered (a file whose md5 differs), from a run that did not finish, or whose submission.csv is not the one its
 dvc.lock records.
@@ -24,8 +24,8 @@ import yaml
 
 from paddy.errors import PaddyError
 from paddy.kaggle import kernels
-from paddy.kaggle.bundle import git
-from paddy.kaggle.runner import MANIFEST, md5
+from paddy.remote.bundle import git
+from paddy.remote.runner import MANIFEST, md5
 
 TRACKED = ["params.yaml", "dvc.lock", "metrics", "plots", "dvclive"]  # git's part of an experiment
 CACHED = ["submission.csv", "data/preds"]  # DVC's part that came back

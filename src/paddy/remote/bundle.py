@@ -2,7 +2,7 @@
 
 A script kernel is one code file, so the project travels inside it: the committed project (git's HEAD, not
 uncommitted edits, so the pulled run has a commit to be an experiment of) as a zip, base64-encoded into
-paddy.kaggle.runner's BUNDLE, beside kernel-metadata.json. Its params.yaml is the committed one (or a committed
+paddy.remote.runner's BUNDLE, beside kernel-metadata.json. Its params.yaml is the committed one (or a committed
 preset) with the `-S` changes applied by dvc's own code, as `dvc exp run -S` applies them, then checked by the check
 stage's rules (every value, the architectures at their sizes, each model through one step on fake tensors) and
 against the accelerator (`train.devices` no more than its GPUs) before anything is sent.
@@ -135,8 +135,8 @@ def zip_folder(folder):
 def runner_script(config, archive):
     """runner.py with CONFIG and BUNDLE filled in."""
     text = RUNNER.read_text()
-    config_line = "CONFIG = {}  # filled in by paddy.kaggle.bundle"
-    bundle_line = 'BUNDLE = ""  # filled in by paddy.kaggle.bundle'
+    config_line = "CONFIG = {}  # filled in by paddy.remote.bundle"
+    bundle_line = 'BUNDLE = ""  # filled in by paddy.remote.bundle'
     assert config_line in text and bundle_line in text, "runner.py's CONFIG and BUNDLE lines changed"
     encoded = base64.b64encode(archive).decode()
     wrapped = "\n".join(encoded[i : i + 100] for i in range(0, len(encoded), 100))
