@@ -295,11 +295,16 @@ def per_class_report(args, exp_json):
             continue
         better, worse = (", ".join(f"{c} {d:+.4f}" for c, d in pairs) or "none" for pairs in change)
         print(f"\n{name} vs {first}: better {better}; worse {worse}")
+    write_table(table, args)
+    return 0
+
+
+def write_table(table, args):
+    """The printed table as CSV (--csv) and markdown (--md), where asked."""
     if args.csv:
         write_csv(table, args.csv)
     if args.md:
         write_text(args.md, to_markdown(table))
-    return 0
 
 
 def report(args, exp_json=None):
@@ -322,8 +327,5 @@ def report(args, exp_json=None):
         print(f"\nCV vs public score over {n} scored submissions: Pearson r = {pearson:.3f}, Spearman = {spearman:.3f}")
     else:
         print(f"\n(CV vs public score correlation appears once {Path(args.ledger)} has 3 scored submissions.)")
-    if args.csv:
-        write_csv(df, args.csv)
-    if args.md:
-        write_text(args.md, to_markdown(df))
+    write_table(df, args)
     return 0
