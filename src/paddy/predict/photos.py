@@ -25,7 +25,7 @@ from paddy.data.items import resize_item
 from paddy.data.prepare import resize_image
 from paddy.errors import PaddyError
 from paddy.predict.ensemble import weighted_mean
-from paddy.predict.tta import tta_probs
+from paddy.predict.tta import split_seed, tta_probs
 from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
 
@@ -111,7 +111,7 @@ def model_probs(ckpt_dir, files, settings, device, precision):
     total = None
     for s, split in enumerate(meta["splits"]):
         net, _ = load_checkpoint(ckpt_dir, split, device)
-        seed = settings.seed + 1000 * s  # the tta stage's seed for the test set
+        seed = split_seed(settings.seed, s)
         p = tta_probs(net, batches, augment, settings.tta.n, settings.tta.beta, precision, seed, sizes, True)
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()

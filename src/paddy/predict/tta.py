@@ -41,6 +41,12 @@ def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None, ev
     return torch.cat(out).cpu()
 
 
+def split_seed(seed, s):
+    """The seed of split s's TTA passes over the test set (its validation rows take the next one): the tta stage's
+    and `paddy predict`'s, so a photo gets the draws its test image got."""
+    return seed + 1000 * s
+
+
 def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision):
     """TTA probabilities of one model: the test set averaged over its folds/bags, and each split's validation rows.
     Returns (test, oof) DataFrames with image_id then one column per label. Out-of-fold rows that validate in
@@ -63,7 +69,7 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
     test_sum, oof_parts = None, []
     for s, col in enumerate(data.splits):
         model, _ = load_checkpoint(ckpt_dir, col, device)
-        seed = settings.seed + 1000 * s
+        seed = split_seed(settings.seed, s)
         p = tta_probs(model, test_loader, data.augment, tta.n, tta.beta, precision, seed, sizes)
         test_sum = p if test_sum is None else test_sum + p
         valid = data.rows(col)[1]
