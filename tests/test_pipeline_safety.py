@@ -63,8 +63,12 @@ def exp_run(settings):
         (["models.vit.size=[224,224]"], "is test_vit, built for a fixed input of [160, 160] (its position embeddings"),
         (["models.vit.weight=0", "models.resnet.weight=0"], "error: Every `models.<name>.weight` in params.yaml is 0"),
         (["train.devices=1000"], "error: `train.devices` in params.yaml is 1000, but this machine has"),
+        (["report.top_losses=-1"], "error: `report.top_losses` in params.yaml is -1; it must be an integer at least 0"),
+        (["data.synthetic.difficulty=medium"], "error: `data.synthetic.difficulty` in params.yaml is 'medium'; it"),
+        (["kaggle.accelerator=tpu"], "error: `kaggle.accelerator` in params.yaml is 'tpu'; it must be one of t4x2"),
     ],
-    ids=["ensemble-weight", "arch", "ensemble-weights", "fixed-size", "weights-all-zero", "devices"],
+    ids=["ensemble-weight", "arch", "ensemble-weights", "fixed-size", "weights-all-zero", "devices", "top-losses",
+         "difficulty", "accelerator"],  # fmt: skip
 )
 def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, settings, message):
     if not (repo / "submission.csv").exists():
