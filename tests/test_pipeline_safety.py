@@ -67,8 +67,17 @@ def exp_run(settings):
         (["data.synthetic.difficulty=medium"], "error: `data.synthetic.difficulty` in params.yaml is 'medium'; it"),
         (["kaggle.accelerator=tpu"], "error: `kaggle.accelerator` in params.yaml is 'tpu'; it must be one of t4x2"),
     ],
-    ids=["ensemble-weight", "arch", "ensemble-weights", "fixed-size", "weights-all-zero", "devices", "top-losses",
-         "difficulty", "accelerator"],  # fmt: skip
+    ids=[
+        "ensemble-weight",
+        "arch",
+        "ensemble-weights",
+        "fixed-size",
+        "weights-all-zero",
+        "devices",
+        "top-losses",
+        "difficulty",
+        "accelerator",
+    ],  # fmt: skip
 )
 def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, settings, message):
     if not (repo / "submission.csv").exists():
