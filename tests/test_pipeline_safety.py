@@ -77,7 +77,7 @@ def exp_run(settings):
         "top-losses",
         "difficulty",
         "accelerator",
-    ],  # fmt: skip
+    ],
 )
 def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, settings, message):
     if not (repo / "submission.csv").exists():
