@@ -3,9 +3,11 @@
 import shutil
 import zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from paddy.data import synthetic
 from paddy.data.competition import check_layout
 from paddy.data.download import fetch_competition
 from paddy.data.prepare import prepare_competition, read_labels
@@ -47,6 +49,20 @@ def test_hard_synthetic_is_deterministic_and_not_the_easy_one(tmp_path):
     # the test truth keeps the same class counts (the real imbalance) as the easy set's
     counts = [pd.read_csv(tmp_path / f"{name}.csv").label.value_counts().to_dict() for name in ("a", "easy")]
     assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("label", ["normal", "bacterial_leaf_streak", "hispa", "brown_spot", "blast", "downy_mildew"])
+def test_hard_spots_and_streaks_stay_off_the_photo_margins(label):
+    """Training's and TTA's random crops trim up to a quarter of the area: the spots and streaks that tell these
+    diseases apart lie inside synthetic.MARGIN of every side, so a crop trims leaf, not the evidence."""
+    h, w = 128, 96
+    my, mx = round(synthetic.MARGIN * h), round(synthetic.MARGIN * w)
+    for seed in range(8):
+        leaf = np.full((h, w, 3), 100.0)
+        changed = np.abs(synthetic._hard_disease(leaf.copy(), label, np.random.default_rng(seed)) - leaf).sum(2) > 0
+        inside = changed[my : h - my, mx : w - mx].sum()
+        assert inside > 0 or label == "normal"  # normal may have no speck at all
+        assert changed.sum() == inside, f"{label}, seed {seed}: drawn on the margin"
 
 
 def test_hard_synthetic_files_a_few_percent_of_training_images_under_a_wrong_label(tmp_path):

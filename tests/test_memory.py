@@ -107,6 +107,24 @@ def test_an_explicit_micro_batch_is_measured_and_its_run_sizes_the_eval_batch():
     assert profile["micro_batch"] == 32 and profile["eval_batch"] == 128
 
 
+def test_only_the_micro_batch_training_uses_runs_the_prediction_steps():
+    """The eval table comes from one run; the other candidates skip the prediction steps (seconds each on the CPU)."""
+    asked = {}
+    train_totals = {64: 20.0, 32: 10.0, 24: 12.0, 16: 6.0}
+
+    def run(mb, eval_batches):
+        asked[mb] = list(eval_batches)
+        return fake_run(train_totals)(mb, eval_batches)
+
+    profile = prof.profile_model("m", spec(), [64, 32, 16], [128, 64], 16, 0.1, CPU, run=run)
+    assert asked == {64: [128, 64], 32: [128, 64], 16: []}  # 64 did not fit, 32 is the chosen one
+    assert [r["eval_batch"] for r in profile["eval_table"]] == [128, 64]
+    asked.clear()
+    profile = prof.profile_model("m", spec(), [64, 32, 16], [128, 64], 16, 0.1, CPU, micro_batch=24, run=run)
+    assert asked == {64: [], 32: [], 24: [128, 64], 16: []}
+    assert [r["eval_batch"] for r in profile["eval_table"]] == [128, 64]
+
+
 @pytest.mark.parametrize("budget, headroom", [(0, 0.1), (-4, 0.1), ("16", 0.1), (16, 1.0), (16, -0.1)])
 def test_bad_budget_is_refused(params, budget, headroom):
     p = copy.deepcopy(params)

@@ -7,7 +7,8 @@ set's true labels go to a separate file the model never sees, so the pipeline ca
 `difficulty` easy draws each disease in its own colour and shape: tiny models score 1.000, so an ensemble or TTA
 can only tie. hard draws it the way the real photos look (hard_image): diseases that share a look, `normal` as the
 mere absence of lesions (with harmless specks), variety shades that shift colour from photo to photo, per-photo
-lighting, colour cast and blur, faint and sparse lesions, and a few percent of wrong training labels.
+camera distance, lighting, colour cast and blur, faint and sparse lesions, spots and streaks framed off the photo's
+margins, and a few percent of wrong training labels.
 """
 
 from pathlib import Path
@@ -155,13 +156,14 @@ def _hard_leaf(h, w, variety_idx, rng):
     return img
 
 
-def _streaks(img, rng, colour, n, length, width, alpha):
-    """Thin bright marks: bacterial_leaf_streak (long, vertical), hispa (short, any slant) share this look."""
+def _streaks(img, rng, colour, n, length, width, alpha, photo_height):
+    """Thin bright marks: bacterial_leaf_streak (long, vertical), hispa (short, any slant) share this look. They lie
+    within `img` (a view of the photo); their length is a fraction of the whole photo's height."""
     h, w, _ = img.shape
     for _ in range(n):
         cy, cx, angle = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*length[2])
         dy, dx = np.cos(angle), np.sin(angle)
-        half = rng.uniform(length[0], length[1]) * h / 2
+        half = rng.uniform(length[0], length[1]) * photo_height / 2
         box = _box(img, cy, cx, half * abs(dy) + width * abs(dx), half * abs(dx) + width * abs(dy))
         if box is None:
             continue
@@ -171,11 +173,12 @@ def _streaks(img, rng, colour, n, length, width, alpha):
         _blend(patch, (np.abs(along) < half) & (across < width), colour, alpha)
 
 
-def _spots(img, rng, colour, n, radius, alpha, ring=None, elongation=1.0):
-    """Round or diamond lesions at several scales: brown_spot, blast, downy_mildew and normal's specks share them."""
+def _spots(img, rng, colour, n, radius, alpha, photo_width, ring=None, elongation=1.0):
+    """Round or diamond lesions at several scales: brown_spot, blast, downy_mildew and normal's specks share them.
+    They lie within `img` (a view of the photo); their radius is a fraction of the whole photo's width."""
     h, w, _ = img.shape
     for _ in range(n):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*radius) * w
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*radius) * photo_width
         box = _box(img, cy, cx, r * elongation, r)
         if box is None:
             continue
@@ -200,24 +203,35 @@ def _box(img, cy, cx, ry, rx):
     return img[y0:y1, x0:x1], yy, xx
 
 
+# Spots and streaks keep this fraction of each side free: the photographer centres the lesions, so a random-resized
+# crop of 75% of the area (TTA's and training's) trims leaf around them instead of cutting the evidence away.
+MARGIN = 0.1
+
+
 def _hard_disease(img, label, rng):
     h, w, _ = img.shape
+    centre = img[round(MARGIN * h) : h - round(MARGIN * h), round(MARGIN * w) : w - round(MARGIN * w)]  # a view
     jitter = rng.normal(0, 15, 3)  # lesion colours vary, and neighbouring diseases' colours overlap
     pale, brown, grey = np.array([225, 215, 150]) + jitter, np.array([125, 80, 40]) + jitter, np.array([150, 150, 140])
     alpha = rng.uniform(0.35, 0.9)  # faint early lesions to vivid late ones
+    # How close the camera was: every spot and streak scales with it, so size alone does not name a disease, and the
+    # training photos show the sizes a zoomed TTA pass shows
+    zoom = rng.uniform(0.8, 1.25)
+    sh, sw = h * zoom, w * zoom
     vertical = (-0.15, 0.15)
     if label == "normal":  # no lesions: only dust and the odd speck, which brown_spot's sparsest photos also show
-        _spots(img, rng, brown, rng.integers(0, 4), (0.01, 0.025), rng.uniform(0.2, 0.5))
+        _spots(centre, rng, brown, rng.integers(0, 4), (0.01, 0.025), rng.uniform(0.2, 0.5), sw)
     elif label == "bacterial_leaf_streak":
-        _streaks(img, rng, pale, rng.integers(2, 7), (0.3, 0.8, vertical), rng.uniform(0.8, 1.6), alpha)
+        _streaks(centre, rng, pale, rng.integers(2, 7), (0.3, 0.8, vertical), rng.uniform(0.8, 1.6) * zoom, alpha, sh)
     elif label == "hispa":
-        _streaks(img, rng, pale + 20, rng.integers(4, 12), (0.06, 0.2, (-1.6, 1.6)), rng.uniform(0.8, 1.6), alpha)
+        n = rng.integers(4, 12)
+        _streaks(centre, rng, pale + 20, n, (0.06, 0.2, (-1.6, 1.6)), rng.uniform(0.8, 1.6) * zoom, alpha, sh)
     elif label == "brown_spot":
-        _spots(img, rng, brown, rng.integers(3, 20), (0.015, 0.045), alpha)
+        _spots(centre, rng, brown, rng.integers(3, 20), (0.015, 0.045), alpha, sw)
     elif label == "blast":  # spindle-shaped, grey centre, brown rim
-        _spots(img, rng, grey, rng.integers(1, 6), (0.03, 0.07), alpha, ring=brown, elongation=2.0)
+        _spots(centre, rng, grey, rng.integers(1, 6), (0.03, 0.07), alpha, sw, ring=brown, elongation=2.0)
     elif label == "downy_mildew":
-        _spots(img, rng, pale, rng.integers(2, 6), (0.06, 0.14), alpha * 0.7, elongation=1.3)
+        _spots(centre, rng, pale, rng.integers(2, 6), (0.06, 0.14), alpha * 0.7, sw, elongation=1.3)
     elif label in ("bacterial_leaf_blight", "bacterial_panicle_blight", "tungro", "dead_heart"):
         # blights and yellowing: a discoloured region whose edge wanders; where and which colour tells them apart
         yy, xx = np.mgrid[0:h, 0:w]

@@ -51,10 +51,10 @@ def choose(rows, limit, key="micro_batch"):
 def profile_model(name, spec, micro_batches, eval_batches, budget_gb, headroom, device, micro_batch=None, run=None):
     """The profile of one model: the table, where it came from, the chosen micro-batch, accumulation, eval batch.
 
-    Each micro-batch candidate runs the training step then, with its state alive, the prediction step at every eval
-    candidate; the eval batch is chosen from the run at the micro-batch training will use: `micro_batch` when given
-    (an explicit setting), else the chosen one. run(micro, eval_batches) -> (train row, eval rows) replaces the real
-    measurement (tests simulate out-of-memory errors with it); on the CPU everything is estimated.
+    Each micro-batch candidate runs the training step; the one training will use (`micro_batch` when given, an
+    explicit setting, else the chosen one) then runs, with its state alive, the prediction step at every eval
+    candidate, and the eval batch is chosen from those. run(micro, eval_batches) -> (train row, eval rows) replaces
+    the real measurement (tests simulate out-of-memory errors with it); on the CPU everything is estimated.
     """
     measured = device.type == "cuda" or run is not None
     if run is None:
@@ -67,8 +67,11 @@ def profile_model(name, spec, micro_batches, eval_batches, budget_gb, headroom, 
         limit = min(limit, limit_gb(torch.cuda.get_device_properties(device).total_memory / GiB, headroom))
     rows, evals = [], {}
     for mb in micro_batches:
+        # The eval batch is chosen at the micro-batch training will use, so only that run needs the prediction steps:
+        # the explicit one, or else the first that fits (largest first), before which none fitted
+        needs_evals = mb == micro_batch if micro_batch else choose(rows, limit) is None
         try:
-            train, evals[mb] = run(mb, eval_batches)
+            train, evals[mb] = run(mb, eval_batches if needs_evals else ())
         except torch.OutOfMemoryError as e:
             train, evals[mb] = oom_row(e), []
         free_cuda_cache()  # outside the except: its frames (and their tensors) are gone, so this frees everything
