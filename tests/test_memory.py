@@ -201,6 +201,8 @@ def test_profile_settings_estimates_on_the_cpu(params):
 def test_train_depends_only_on_the_choices_it_takes(params):
     """batches_of holds the auto choices and nothing else: a profile rerun that changes only timings, the budget
     or the table leaves the file, and so train, as it was."""
+    params = copy.deepcopy(params)
+    params["train"]["effective_batch"] = 64  # the candidates the fake run below knows: 64, 32, 16, 8
     p = with_batches(params, "vit", "auto")
     profile = prof.profile_settings(p, "vit", VOCAB, CPU, run=fake_run({64: 3.0, 32: 2.0, 16: 1.0, 8: 1.0}))
     assert prof.batches_of(profile, p) == {"micro_batch": 64, "eval_batch": 256, "device": "cpu"}
