@@ -158,7 +158,8 @@ def _hard_leaf(h, w, variety_idx, rng):
 
 def _streaks(img, rng, colour, n, length, width, alpha, photo_height):
     """Thin bright marks: bacterial_leaf_streak (long, vertical), hispa (short, any slant) share this look. They lie
-    within `img` (a view of the photo); their length is a fraction of the whole photo's height."""
+    within `img` (a view of the photo); their length is a fraction of `photo_height`, the whole photo's height
+    at its camera distance."""
     h, w, _ = img.shape
     for _ in range(n):
         cy, cx, angle = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*length[2])
@@ -175,7 +176,8 @@ def _streaks(img, rng, colour, n, length, width, alpha, photo_height):
 
 def _spots(img, rng, colour, n, radius, alpha, photo_width, ring=None, elongation=1.0):
     """Round or diamond lesions at several scales: brown_spot, blast, downy_mildew and normal's specks share them.
-    They lie within `img` (a view of the photo); their radius is a fraction of the whole photo's width."""
+    They lie within `img` (a view of the photo); their radius is a fraction of `photo_width`, the whole photo's width at
+    its camera distance."""
     h, w, _ = img.shape
     for _ in range(n):
         cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*radius) * photo_width
