@@ -23,7 +23,7 @@ def main():
     args = parser.parse_args()
     settings = load_settings()  # every setting's presence, type and range; no unknown key
     check_devices(settings.train.devices)  # no more DDP processes than this machine has GPUs, or cores
-    check_source(settings.data)  # a folder or zip laid out like the competition, safe to extract
+    check_source(settings.data, settings.competition)  # the competition section against the files, safe to extract
     key = model_checks_key(settings, [Path(__file__)])
     if passed_before(key):
         print("models: settings, code and packages as when they last passed their checks")

@@ -13,8 +13,9 @@ def main():
     parser.add_argument("raw_dir")
     parser.add_argument("truth_csv", help="the test set's true labels, when the source knows them")
     args = parser.parse_args()
-    train, sample = fetch_competition(load_settings().data, args.raw_dir, args.truth_csv)
-    print(f"{args.raw_dir}: {len(train)} training images, {train['label'].nunique()} labels, {len(sample)} test images")
+    settings = load_settings()
+    train, _, test, classes = fetch_competition(settings.data, settings.competition, args.raw_dir, args.truth_csv)
+    print(f"{args.raw_dir}: {len(train)} training images, {len(classes)} classes, {len(test)} test images")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ def main():
     parser.add_argument("raw_dir")
     parser.add_argument("out_dir")
     args = parser.parse_args()
-    p = load_settings().prepare
-    index, bad = prepare_competition(args.raw_dir, args.out_dir, p.max_size, p.workers)
+    settings = load_settings()
+    p = settings.prepare
+    index, bad = prepare_competition(args.raw_dir, args.out_dir, settings.competition, p.max_size, p.workers)
     print(f"{args.out_dir}: {int(index.ok.sum())} images ready, {len(bad)} bad file(s) left out")
 
 

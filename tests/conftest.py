@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from paddy.data.competition import SLUG
+SLUG = "paddy-disease-classification"  # the default competition (params.yaml)
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
 from paddy.data.synthetic import make_competition

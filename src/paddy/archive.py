@@ -77,32 +77,6 @@ def extract_zip(zip_path, dest, check=None):
     return checked
 
 
-def check_listing(zip_path, check, files):
-    """check(folder) on the zip's skeleton, found cheaply for a check that runs on every repro: the zip's listing
-    (entries that stay inside, as check_zip without reading every entry) laid out as empty folders, with only the
-    top-level `files` (the competition's CSVs) extracted, and the top folder unwrapped as extract_zip does. An
-    archive refused here is refused before anything it would replace is deleted. Returns what check returned."""
-    entries = check_zip(zip_path, crc=False)
-    named = [(PurePosixPath(i.filename.replace("\\", "/")), i) for i in entries]
-    named = [(n, i) for n, i in named if n.parts and n.parts[0] not in IGNORED]
-    wrapped = len({n.parts[0] for n, _ in named}) == 1 and any(len(n.parts) > 1 or i.is_dir() for n, i in named)
-    top = 1 if wrapped else 0  # path parts to drop: the wrapping folder's
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path) as zf:
-        root = Path(tmp, "zip")
-        root.mkdir()
-        for name, info in named:
-            if len(name.parts) <= top:
-                continue
-            rel = Path(*name.parts[top:])
-            if info.is_dir():
-                (root / rel).mkdir(parents=True, exist_ok=True)
-                continue
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            if str(rel) in files:
-                (root / rel).write_bytes(zf.read(info))
-        return _check_as_zip(check, root, zip_path)
-
-
 def _check_as_zip(check, folder, zip_path):
     """check(folder), its error messages naming paths inside the zip rather than the temporary folder."""
     if check is None:

@@ -1,98 +1,284 @@
-"""The competition's layout on disk, as Kaggle ships it, and the checks that catch a malformed copy early.
+"""A competition's files read through its description (the `competition` settings, paddy.settings), and the checks
+that catch a description that does not fit them, before any stage deletes an output.
 
-train.csv                 image_id,label[,variety,age]
-train_images/<label>/<image_id>
-test_images/<image_id>
-sample_submission.csv     image_id,label  (the row order a submission must keep)
+Every competition becomes the same two tables, whatever its layout: the training images (image_id, label, the train
+table's other columns, file) and the test images (image_id: the sample submission's ids, in its order; file), with
+`file` the image's path inside the competition folder. Everything downstream reads those names only.
 """
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
+from paddy.data.listing import Listing, is_image
 from paddy.errors import PaddyError
 
-# The real competition's classes (train.csv's labels) and test images (sample_submission.csv's ids, in its order):
-# a label outside these is not the competition's, nor a submission for other ids (paddy.data.synthetic's, say).
-SLUG = "paddy-disease-classification"
-LABELS = (
-    "bacterial_leaf_blight",
-    "bacterial_leaf_streak",
-    "bacterial_panicle_blight",
-    "blast",
-    "brown_spot",
-    "dead_heart",
-    "downy_mildew",
-    "hispa",
-    "normal",
-    "tungro",
-)
-TEST_IDS = tuple(f"{i}.jpg" for i in range(200001, 203470))
-
-TRAIN_CSV = "train.csv"
-SAMPLE_CSV = "sample_submission.csv"
-TRAIN_DIR = "train_images"
-TEST_DIR = "test_images"
+# The columns the pipeline's tables use for itself: a train table's column of that name (other than its ids and
+# labels) would be overwritten.
+RESERVED = ("image_id", "label", "file", "split", "path", "width", "height", "md5", "ok")
+INIT = "`paddy init SOURCE` writes the competition section from the files (docs/competitions.md)."
 
 
-def _read_csv(path, required, what):
-    path = Path(path)
-    if not path.is_file():
-        raise PaddyError(
-            f"{path} is missing: a competition folder needs {what}. Check `data.source`, or re-download the data."
-        )
-    try:
-        df = pd.read_csv(path, dtype={"image_id": str, "label": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise PaddyError(f"{path} is not a readable CSV ({type(e).__name__}: {e}). Re-download or repair it.") from e
-    missing = [c for c in required if c not in df.columns]
+def class_order(values):
+    """The classes in output order: by value when every one is an integer (0, 1, ..., 10: ordinal grades stay in
+    order), else sorted as text."""
+    values = sorted(set(values))
+    if values and all(re.fullmatch(r"-?\d+", v) for v in values):
+        return sorted(values, key=int)
+    return values
+
+
+def _fill(template, image_id, label=None):
+    path = template.replace("{id}", image_id)
+    return path if label is None else path.replace("{label}", label)
+
+
+def _template_regex(template):
+    """The files a template with {id} (and {label}) can name: {id} and {label} each one path part, or its start."""
+    parts = re.split(r"({id}|{label})", template)
+    groups = {"{id}": "(?P<id>[^/]+)", "{label}": "(?P<label>[^/]+)"}
+    return re.compile("".join(groups.get(p, re.escape(p)) for p in parts) + r"\Z")
+
+
+def _near(listing, path):
+    """A sentence of what is where `path` was looked for: its folder's first files, or the top level."""
+    folder = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+    inside = sorted(f for f in listing.files if f.startswith(folder) and "/" not in f[len(folder) :])
+    if folder and inside:
+        return f"{folder} holds {len(inside):,} file(s) such as {', '.join(inside[:3])}."
+    deeper = sorted(f for f in listing.files if f.startswith(folder))
+    if folder and deeper:
+        return f"{folder} holds folders, with files such as {', '.join(deeper[:3])}."
+    return listing.tops_line()
+
+
+def _line(mask):
+    """The CSV line (header = 1) of the first True of a boolean Series over a table read with a default index."""
+    return int(mask.to_numpy().argmax()) + 2
+
+
+def _table(listing, comp):
+    """The train table, checked: its id column unique and filled, its label column(s) present."""
+    name = comp.train_table
+    df = listing.csv(name, "the train table, `competition.train_table`")
+    where = f"{listing.where}/{name}"
+    columns = [comp.id_column] + (list(comp.label_column) if comp.labels_from == "one_hot" else [])
+    columns += [comp.label_column] if comp.labels_from == "column" else []
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise PaddyError(
-            f"{path} has columns {list(df.columns)} but needs {', '.join(required)} (missing {', '.join(missing)}). "
-            "Check that this is the competition's file and that its header row is intact."
+            f"{where} has columns {list(df.columns)}, but the competition section names {', '.join(missing)} "
+            f"(`competition.id_column`, `competition.label_column`). Set them to its columns. {INIT}"
         )
-    if df["image_id"].isna().any():
-        raise PaddyError(f"{path} has rows with no image_id (first at row {int(df['image_id'].isna().argmax()) + 2}).")
-    dupes = df["image_id"][df["image_id"].duplicated()]
+    ids = df[comp.id_column]
+    if (ids == "").any():
+        raise PaddyError(f"{where} has a row with no {comp.id_column} (line {_line(ids == '')}): fill or delete it.")
+    dupes = ids[ids.duplicated()]
     if len(dupes):
         raise PaddyError(
-            f"{path} lists image_id {dupes.iloc[0]!r} more than once (again at line {dupes.index[0] + 2}; "
+            f"{where} lists {comp.id_column} {dupes.iloc[0]!r} more than once (again at line {dupes.index[0] + 2}; "
             f"{len(dupes)} repeated row(s) in all): each image needs exactly one row. Delete the repeated rows, or "
             "restore the competition's own file (download it again, or point `data.source` at an intact copy)."
         )
-    return df
+    return df, where
 
 
-def read_train_csv(root):
-    df = _read_csv(Path(root) / TRAIN_CSV, ("image_id", "label"), "train.csv with columns image_id,label,...")
-    if df["label"].isna().any():
-        row = int(df["label"].isna().argmax()) + 2
-        raise PaddyError(f"{Path(root) / TRAIN_CSV} has rows with no label (first at line {row}).")
-    return df
-
-
-def read_sample_submission(root):
-    return _read_csv(Path(root) / SAMPLE_CSV, ("image_id", "label"), "sample_submission.csv with image_id,label")
-
-
-def check_layout(root):
-    """Raise a PaddyError naming the first thing that is not laid out like the competition; return the tables."""
-    root = Path(root)
-    if not root.is_dir():
-        raise PaddyError(f"{root} is not a folder: a competition needs train.csv, train_images/, test_images/ there.")
-    for d in (TRAIN_DIR, TEST_DIR):
-        if not (root / d).is_dir():
-            raise PaddyError(
-                f"{root / d} is missing: a competition folder holds train.csv, {TRAIN_DIR}/<label>/<image_id>, "
-                f"{TEST_DIR}/<image_id> and {SAMPLE_CSV}. Point `data.source` at the folder that contains them."
-            )
-    train = read_train_csv(root)
-    sample = read_sample_submission(root)
-    labels = set(train["label"])
-    strays = sorted(p.name for p in (root / TRAIN_DIR).iterdir() if p.is_dir() and p.name not in labels)
-    if strays:
+def _labels_of_one_hot(df, comp, where):
+    hot = df[list(comp.label_column)]
+    bad = ~hot.isin(["0", "1", "0.0", "1.0"]).all(axis=1)
+    if bad.any():
+        row = hot[bad].iloc[0].to_dict()
         raise PaddyError(
-            f"{root / TRAIN_DIR} has label folder(s) {', '.join(strays)} that no row of {root / TRAIN_CSV} uses "
-            f"(its labels: {', '.join(sorted(labels))}). Add their rows to train.csv or remove the folders."
+            f"{where} line {_line(bad)} has {row} in the class columns `competition.label_column`: one-hot labels "
+            "are 0 or 1. Name only the 0/1 class columns there."
         )
-    return train, sample
+    ones = hot.astype(float).astype(int)
+    count = ones.sum(axis=1)
+    if (count != 1).any():
+        raise PaddyError(
+            f"{where} line {_line(count != 1)} marks {int(count[count != 1].iloc[0])} classes of "
+            f"{list(comp.label_column)}: one-hot labels mark exactly one per image. A row with several is a "
+            "multi-label competition, which paddy does not enter yet; check `competition.label_column`."
+        )
+    return pd.Series(list(comp.label_column), dtype=str).iloc[ones.to_numpy().argmax(1)].to_numpy()
+
+
+def train_rows(listing, comp):
+    """The training images: image_id, label, the train table's other columns (as text), file."""
+    if comp.labels_from in ("column", "one_hot"):
+        df, where = _table(listing, comp)
+        if comp.labels_from == "column":
+            labels = df[comp.label_column]
+            if (labels == "").any():
+                raise PaddyError(
+                    f"{where} has a row with no {comp.label_column} (line {_line(labels == '')}, "
+                    f"{comp.id_column} {df[comp.id_column][labels == ''].iloc[0]!r}): every training image needs its "
+                    "label. Fill the gap or delete the row; a column with gaps may also be the wrong one "
+                    f"(`competition.label_column`). {INIT}"
+                )
+            extras = [c for c in df.columns if c not in (comp.id_column, comp.label_column)]
+        else:
+            labels = _labels_of_one_hot(df, comp, where)
+            extras = [c for c in df.columns if c != comp.id_column and c not in comp.label_column]
+        clash = [c for c in extras if c in RESERVED]
+        if clash:
+            raise PaddyError(
+                f"{where} has a column named {clash[0]!r}, a name paddy's own tables use for something else: rename "
+                "that column in a copy of the competition, or name it as the id or label column if it is one."
+            )
+        rows = df[extras].assign(image_id=df[comp.id_column].to_numpy(), label=list(labels))
+        rows = rows[["image_id", "label", *extras]]
+        rows["file"] = [_fill(comp.train_images, i, lab) for i, lab in zip(rows.image_id, rows.label)]
+        return rows
+    pattern = _template_regex(comp.train_images)
+    found = [(m["id"], m.groupdict().get("label"), f) for f in sorted(listing.files) if (m := pattern.match(f))]
+    found = [row for row in found if is_image(row[2])]
+    if comp.labels_from == "file_names":
+        found = [(i, i.split(".", 1)[0] if "." in i else None, f) for i, _, f in found]
+        unlabelled = [f for _, label, f in found if not label]
+        if unlabelled:
+            raise PaddyError(
+                f"{listing.where}/{unlabelled[0]} has no label in its name: with `competition.labels_from: "
+                "file_names` a training image is named <label>.<anything> (cat.0.jpg). Rename or remove it."
+            )
+    rows = pd.DataFrame(found, columns=["image_id", "label", "file"])
+    dupes = rows.image_id[rows.image_id.duplicated()]
+    if len(dupes):
+        raise PaddyError(
+            f"{listing.where} has two training images with the id {dupes.iloc[0]!r} ("
+            f"{', '.join(rows.file[rows.image_id == dupes.iloc[0]].head(2))}): with labels from class folders an "
+            "image's id is its file name, so each must be unique. Rename one of them."
+        )
+    return rows
+
+
+def test_rows(listing, comp):
+    """(the sample submission as read, the test images: image_id in its order, file)."""
+    sample = listing.csv(comp.sample_submission, "the sample submission, `competition.sample_submission`")
+    where = f"{listing.where}/{comp.sample_submission}"
+    if len(sample.columns) < 2:
+        raise PaddyError(
+            f"{where} has the columns {list(sample.columns)}: a sample submission holds an id column, then what is "
+            "sent per image. Check `competition.sample_submission`."
+        )
+    ids = sample.iloc[:, 0]
+    if (ids == "").any():
+        raise PaddyError(f"{where} has a row with no id (line {_line(ids == '')}): restore the competition's file.")
+    dupes = ids[ids.duplicated()]
+    if len(dupes):
+        raise PaddyError(
+            f"{where} lists the id {dupes.iloc[0]!r} more than once (again at line {dupes.index[0] + 2}): restore the "
+            "competition's own file."
+        )
+    return sample, pd.DataFrame({"image_id": ids.to_numpy(), "file": [_fill(comp.test_images, i) for i in ids]})
+
+
+def check_layout(source, comp):
+    """Hold the description `comp` (CompetitionSettings) against the competition at `source` (a folder, a zip or a
+    Listing): the tables, the classes, that the ids name images, and the submission's form and metric. Returns
+    (train rows, sample, test rows, classes); raises a PaddyError naming the file, what was found and the setting
+    to write."""
+    listing = source if isinstance(source, Listing) else Listing.of(source)
+    train = train_rows(listing, comp)
+    if train.empty:
+        raise PaddyError(
+            f"{listing.where} has no training image where `competition.train_images` ({comp.train_images!r}) "
+            f"looks. {_near(listing, comp.train_images.split('{', 1)[0] + 'x')} Set it to where the images are. {INIT}"
+        )
+    _require_files(listing, train.file, f"training image ({comp.train_images!r}, `competition.train_images`)")
+    classes = class_order(train.label)
+    if len(classes) < 2:
+        raise PaddyError(
+            f"{listing.where}'s training images all have the label {classes[0]!r} ({len(train)} images): a "
+            "classifier needs at least two classes. Check `competition.label_column` (or labels_from): it may name "
+            f"the wrong column. {INIT}"
+        )
+    sample, test = test_rows(listing, comp)
+    _require_files(listing, test.file, f"test image ({comp.test_images!r}, `competition.test_images`)")
+    check_form(comp, sample, classes, f"{listing.where}/{comp.sample_submission}")
+    return train, sample, test, classes
+
+
+def _require_files(listing, files, what):
+    """Refuse when no path of `files` is in the listing; a few missing ones are prepare's to leave out."""
+    found = files.map(listing.exists)
+    if not found.any():
+        shown = ", ".join(files.head(2))
+        raise PaddyError(
+            f"None of the {len(files):,} {what} paths exists in {listing.where}: looked for {shown}, ... "
+            f"{_near(listing, files.iloc[0])} Set the template to where an id's image is (e.g. train/{{id}}.png). "
+            f"{INIT}"
+        )
+
+
+def value_columns(sample):
+    """The sample submission's columns after the id: what a submission sends."""
+    return list(sample.columns[1:])
+
+
+def check_form(comp, sample, classes, where):
+    """The submission's form and the metric against the sample's columns and the classes."""
+    columns = value_columns(sample)
+    if comp.form in ("label", "probability") and len(columns) != 1:
+        raise PaddyError(
+            f"{where} has {len(columns)} columns after its ids ({', '.join(columns)}), but `competition.form` is "
+            f"{comp.form}, one value per image. Set form to probabilities if they are the classes. {INIT}"
+        )
+    if comp.form == "probabilities" and set(columns) != set(classes):
+        extra, lacking = sorted(set(columns) - set(classes)), sorted(set(classes) - set(columns))
+        raise PaddyError(
+            f"{where}'s columns after its ids are not the classes of the training data, as `competition.form: "
+            f"probabilities` needs (one probability column per class): columns that are no class: "
+            f"{', '.join(extra[:8]) or 'none'}; classes without a column: {', '.join(lacking[:8]) or 'none'}. Check "
+            f"`competition.label_column` (or labels_from), or set form to label. {INIT}"
+        )
+    if comp.form == "probability":
+        if len(classes) != 2 or comp.positive not in classes:
+            raise PaddyError(
+                f"`competition.form` is probability (of `competition.positive`, {comp.positive!r}), which needs two "
+                f"classes, one of them the positive one; the training data has {len(classes)}: "
+                f"{', '.join(classes[:8])}. Set positive to one of them, or form to label or probabilities."
+            )
+    need = {
+        "log_loss": ("probabilities", "probability"),
+        "roc_auc": ("probability", "probabilities"),
+        "mean_roc_auc": ("probabilities",),
+    }.get(comp.metric)
+    if need and comp.form not in need:
+        raise PaddyError(
+            f"`competition.metric` is {comp.metric}, which scores probabilities, but `competition.form` is "
+            f"{comp.form}: set form to {' or '.join(need)} (what the sample submission holds), or the metric."
+        )
+    if comp.metric == "roc_auc" and len(classes) != 2:
+        raise PaddyError(
+            f"`competition.metric` is roc_auc (binary), but the training data has {len(classes)} classes: set it to "
+            "mean_roc_auc (the mean of each class column's ROC AUC) or another metric."
+        )
+    if comp.metric == "qwk" and not all(re.fullmatch(r"-?\d+", c) for c in classes):
+        raise PaddyError(
+            f"`competition.metric` is qwk (quadratic weighted kappa), which scores ordered integer grades, but the "
+            f"classes are {', '.join(classes[:6])}: set another metric."
+        )
+
+
+def read_competition(root, comp):
+    """(train rows, test rows, classes) of the competition folder `root`, every `file` made a full path (src)."""
+    root = Path(root)
+    train, _, test, classes = check_layout(root, comp)
+    return (
+        train.assign(src=[root / f for f in train.file]).drop(columns="file"),
+        test.assign(src=[root / f for f in test.file]).drop(columns="file"),
+        classes,
+    )
+
+
+def read_sample_submission(root, comp):
+    """The sample submission of the competition folder `root`, every value as text."""
+    path = Path(root) / comp.sample_submission
+    if not path.is_file():
+        raise PaddyError(
+            f"{path} is missing: the sample submission (`competition.sample_submission`) gives the test ids and the "
+            "submission's columns. Run `dvc repro download`, or check the setting."
+        )
+    return pd.read_csv(path, dtype=str, keep_default_na=False)

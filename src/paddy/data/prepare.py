@@ -9,8 +9,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from paddy.console import progress
-from paddy.data import competition
-from paddy.data.competition import TEST_DIR, TRAIN_DIR, check_layout
+from paddy.data.competition import class_order, read_competition
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, write_csv, write_json
 
@@ -18,7 +17,6 @@ INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
 LABELS = "labels.json"
 TARGETS = "targets.json"
-TARGET_COLUMNS = ("label", "variety")  # what a model can predict (models.<name>.targets): the disease, the variety
 MIN_SIDE = 16  # pixels: a smaller image shows no leaf, let alone a disease, and is left out
 
 
@@ -35,8 +33,8 @@ def resize_image(src, dst, max_size):
         with Image.open(src) as im:
             if src.suffix.lower() in (".jpg", ".jpeg") and im.format != "JPEG":
                 raise ValueError(
-                    f"a {im.format} file named {src.suffix}: the competition's images are JPEGs, so this is another "
-                    "file under an image's name (convert it to JPEG and rename it if it belongs)"
+                    f"a {im.format} file named {src.suffix}: its name says JPEG, so this is another file under an "
+                    "image's name (convert it to JPEG and rename it if it belongs)"
                 )
             if min(im.size) < MIN_SIDE:
                 raise ValueError(
@@ -64,26 +62,23 @@ def _resize_job(job):
         return None, str(e)
 
 
-def prepare_competition(raw_dir, out_dir, max_size, workers=2):
-    """Resize into out_dir/images/{train,test}/ and write index.csv, bad_files.csv and labels.json."""
+def prepared_path(split, image_id):
+    """Where prepare writes an image: images/<split>/<id>, a JPEG, so .jpg is added to an id without it."""
+    suffix = "" if image_id.lower().endswith((".jpg", ".jpeg")) else ".jpg"
+    return f"images/{split}/{image_id}{suffix}"
+
+
+def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2):
+    """Resize the competition at raw_dir (described by comp, CompetitionSettings) into out_dir/images/{train,test}/
+    and write index.csv, bad_files.csv, labels.json (the classes) and targets.json (each target's classes: label,
+    then the train table's other columns)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    train, sample = check_layout(raw_dir)
-    train = train.assign(
-        split="train", src=[raw_dir / TRAIN_DIR / lab / i for lab, i in zip(train.label, train.image_id)]
-    )
-    test = sample[["image_id"]].assign(split="test", src=[raw_dir / TEST_DIR / i for i in sample.image_id])
-    rows = pd.concat([train, test], ignore_index=True)
-    rows["path"] = [f"images/{s}/{i}" for s, i in zip(rows.split, rows.image_id)]
-    # A training label outside the competition's classes would become a class of its own: left out, not resized.
-    foreign = (rows.split == "train") & ~rows.label.isin(competition.LABELS)
-    jobs = [(src, out_dir / path, max_size) for src, path in zip(rows.src[~foreign], rows.path[~foreign])]
+    train, test, classes = read_competition(raw_dir, comp)
+    rows = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
+    rows["path"] = [prepared_path(s, i) for s, i in zip(rows.split, rows.image_id)]
+    jobs = [(src, out_dir / path, max_size) for src, path in zip(rows.src, rows.path)]
     with ProcessPoolExecutor(workers) as pool:
-        done = iter(progress(pool.map(_resize_job, jobs, chunksize=32), "resize", total=len(jobs), unit="img"))
-        n = len(competition.LABELS)
-        results = [
-            (None, f"label {label!r}: not one of the competition's {n} classes") if out else next(done)
-            for out, label in zip(foreign, rows.label)
-        ]
+        results = list(progress(pool.map(_resize_job, jobs, chunksize=32), "resize", total=len(jobs), unit="img"))
     rows["width"] = [r[0][0] if r[0] else 0 for r in results]
     rows["height"] = [r[0][1] if r[0] else 0 for r in results]
     rows["md5"] = [r[0][2] if r[0] else "" for r in results]
@@ -93,14 +88,21 @@ def prepare_competition(raw_dir, out_dir, max_size, workers=2):
     )
     for b in bad.itertuples():
         print(f"left out {b.file}: {b.reason}")
-    if foreign.any():
-        print(f"the competition's classes: {', '.join(competition.LABELS)}")
+    if not rows.ok[rows.split == "train"].any():
+        raise PaddyError(
+            f"Every training image of {raw_dir} was left out ({len(bad)} bad files, listed above): nothing to train "
+            "on. Check the source's images, and `competition.train_images` in params.yaml."
+        )
     index = rows.drop(columns="src").loc[rows.ok | (rows.split == "test")]  # a test row needs a prediction anyway
     write_csv(index, out_dir / INDEX)
     write_csv(bad, out_dir / BAD_FILES)
-    kept = train[train["label"].isin(competition.LABELS)]
-    write_json(out_dir / LABELS, sorted(kept["label"].unique()))
-    vocab = {c: sorted(kept[c].dropna().astype(str).unique()) for c in TARGET_COLUMNS if c in kept.columns}
+    kept = index[(index.split == "train") & index.ok]
+    write_json(out_dir / LABELS, class_order(kept["label"]))
+    extras = [c for c in train.columns if c not in ("image_id", "label", "src")]
+    vocab = {"label": class_order(kept["label"])}
+    # A target is categorical: no gaps, and far fewer values than images (a file name or a date is no target)
+    categorical = [c for c in extras if (kept[c] != "").all() and kept[c].nunique() <= min(len(kept) // 2, 10_000)]
+    vocab |= {c: class_order(kept[c]) for c in categorical}
     write_json(out_dir / TARGETS, vocab)
     return index, bad
 
@@ -122,4 +124,6 @@ def read_targets(prepared_dir):
 
 
 def read_index(prepared_dir):
-    return pd.read_csv(Path(prepared_dir) / INDEX, dtype={"image_id": str, "label": str, "variety": str, "md5": str})
+    """index.csv: ids, labels and every target column as text, as prepare wrote them."""
+    text = dict.fromkeys(("image_id", "label", "md5", "path", "split", *read_targets(prepared_dir)), str)
+    return pd.read_csv(Path(prepared_dir) / INDEX, dtype=text, keep_default_na=False)

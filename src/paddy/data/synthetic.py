@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from paddy.data.competition import SAMPLE_CSV, TEST_DIR, TRAIN_CSV, TRAIN_DIR
+from paddy.errors import PaddyError
 from paddy.files import write_csv
+
+TRAIN_CSV, SAMPLE_CSV, TRAIN_DIR, TEST_DIR = "train.csv", "sample_submission.csv", "train_images", "test_images"
 
 # The real competition's label and variety counts (10,407 training images).
 LABEL_COUNTS = {
@@ -266,7 +268,60 @@ def hard_image(label, variety_idx, height, width, rng):
     return _photo(_hard_disease(_hard_leaf(height, width, variety_idx, rng), label, rng), rng)
 
 
-def make_competition(root, truth_path, n_train=800, n_test=200, width=192, height=256, seed=0, difficulty="easy"):
+def description(layout, classes=0):
+    """The competition section (params.yaml's `competition`) that describes what `layout` writes, with the metric
+    of the Kaggle competition it imitates: what `paddy init synthetic` infers, and what the check stage holds a
+    generated competition's section against."""
+    if layout != "paddy":
+        raise PaddyError(f"`data.synthetic.layout` {layout!r} is not written yet.")
+    return {
+        "train_table": TRAIN_CSV,
+        "id_column": "image_id",
+        "labels_from": "column",
+        "label_column": "label",
+        "train_images": f"{TRAIN_DIR}/{{label}}/{{id}}",
+        "test_images": f"{TEST_DIR}/{{id}}",
+        "sample_submission": SAMPLE_CSV,
+        "form": "label",
+        "positive": "",
+        "metric": "accuracy",
+    }
+
+
+# What describes the files themselves; the metric is the user's to change
+LAYOUT_FIELDS = ("train_table", "id_column", "labels_from", "label_column", "train_images", "test_images",
+                 "sample_submission", "form", "positive")  # fmt: skip
+
+
+def check_description(synthetic, comp):
+    """Refuse a competition section that does not describe the generated competition (SyntheticSettings), before
+    anything is generated."""
+    expected = description(synthetic.layout, synthetic.classes)
+    wrong = [
+        f"{key}: {getattr(comp, key)!r} (the generated one: {expected[key]!r})"
+        for key in LAYOUT_FIELDS
+        if (list(v) if isinstance(v := getattr(comp, key), tuple) else v) != expected[key]
+    ]
+    if wrong:
+        raise PaddyError(
+            f"The competition section in params.yaml does not describe the generated competition "
+            f"(`data.synthetic.layout: {synthetic.layout}`): {'; '.join(wrong)}. Run `paddy init synthetic` to "
+            "write the section that does, or set data.synthetic.layout to the competition the section describes."
+        )
+
+
+def make_competition(
+    root,
+    truth_path,
+    n_train=800,
+    n_test=200,
+    width=192,
+    height=256,
+    seed=0,
+    difficulty="easy",
+    layout="paddy",
+    classes=0,
+):
     """Write a competition folder at `root` and the test set's true labels at `truth_path`."""
     root = Path(root)
     rng = np.random.default_rng(seed)

@@ -12,6 +12,7 @@ from paddy.errors import PaddyError
 from paddy.settings.parse import parse_settings
 from paddy.settings.schema import (
     AugmentSettings,
+    CompetitionSettings,
     CVSettings,
     DataSettings,
     EnsembleSettings,
@@ -28,6 +29,7 @@ from paddy.settings.schema import (
 
 __all__ = [
     "AugmentSettings",
+    "CompetitionSettings",
     "CVSettings",
     "DataSettings",
     "EnsembleSettings",

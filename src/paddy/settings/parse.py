@@ -12,13 +12,16 @@ from paddy.settings.schema import (
     CV_SCHEMES,
     DIFFICULTIES,
     ENSEMBLE_WEIGHTS,
+    FORMS,
     HEADS,
     ITEM_METHODS,
+    LABELS_FROM,
+    LAYOUTS,
     LR_GROUPS,
+    METRICS,
     MODEL_KEYS,
     PRECISIONS,
     RECIPES,
-    TARGETS,
 )
 
 # Every key params.yaml may hold: a section is a dict of its keys, a setting None. Nothing reads any other key, so a
@@ -29,8 +32,12 @@ KNOWN_KEYS = {
     "data": {
         "source": None,
         "competition": None,
-        "synthetic": dict.fromkeys(("n_train", "n_test", "width", "height", "seed", "difficulty")),
+        "synthetic": dict.fromkeys(("n_train", "n_test", "width", "height", "seed", "difficulty", "layout", "classes")),
     },
+    "competition": dict.fromkeys(
+        "train_table id_column labels_from label_column train_images test_images sample_submission form positive "
+        "metric".split()
+    ),
     "prepare": dict.fromkeys(("max_size", "workers")),
     "cv": dict.fromkeys(("scheme", "n_splits", "valid_pct", "seed")),
     "train": dict.fromkeys(
@@ -119,6 +126,10 @@ def check_params(params, path="params.yaml"):
     _number(params, "cv.seed", path, lo=0, integer=True)
     _number(params, "data.synthetic.seed", path, lo=0, integer=True)
     _choice(params, "data.synthetic.difficulty", path, DIFFICULTIES)
+    _choice(params, "data.synthetic.layout", path, LAYOUTS)
+    why = " (0: the layout's own number of classes)"
+    _number(params, "data.synthetic.classes", path, lo=0, hi=100_000, integer=True, why=why)
+    check_competition(params, path)
     _choice(params, "train.recipe", path, RECIPES)
     _number(params, "train.epochs", path, lo=1, integer=True)
     _number(params, "train.frozen_epochs", path, lo=0, integer=True)
@@ -197,6 +208,75 @@ def check_unknown_keys(params, path="params.yaml"):
                 walk(cfg, dict.fromkeys(MODEL_KEYS), f"models.{name}.")
 
 
+def _text(params, dotted, path, empty=True, why=""):
+    value = _require(params, dotted, path)
+    if not isinstance(value, str) or (not empty and not value):
+        raise PaddyError(f"`{dotted}` in {path} is {value!r}; it must be {'a' if empty else 'a non-empty'} text{why}.")
+    return value
+
+
+def check_competition(params, path="params.yaml"):
+    """The competition section's own values (`paddy init` writes it); the check stage holds it against the files
+    (paddy.data.competition.check_layout)."""
+    init = " `paddy init SOURCE` writes this section from the competition's files (docs/competitions.md)."
+    table = _text(params, "competition.train_table", path, why=" (the training labels' CSV, or empty)")
+    labels_from = _choice(params, "competition.labels_from", path, LABELS_FROM)
+    _text(params, "competition.id_column", path, empty=not table, why=" (the train table's column of image ids)")
+    column = _require(params, "competition.label_column", path)
+    if labels_from in ("column", "one_hot") and not table:
+        raise PaddyError(
+            f"`competition.labels_from` in {path} is {labels_from}, which reads the labels from the train table, "
+            f"but `competition.train_table` is empty. Name the table, or set labels_from to folders or "
+            f"file_names.{init}"
+        )
+    if labels_from == "column" and not (isinstance(column, str) and column):
+        raise PaddyError(
+            f"`competition.label_column` in {path} is {column!r}; with `labels_from: column` it must name the train "
+            f"table's column of labels.{init}"
+        )
+    if labels_from == "one_hot" and not (
+        isinstance(column, list) and len(column) >= 2 and all(isinstance(c, str) and c for c in column)
+    ):
+        raise PaddyError(
+            f"`competition.label_column` in {path} is {column!r}; with `labels_from: one_hot` it must list the train "
+            f"table's 0/1 columns, one per class (at least two).{init}"
+        )
+    train_images = _text(params, "competition.train_images", path, empty=False)
+    test_images = _text(params, "competition.test_images", path, empty=False)
+    examples = {
+        "train_images": "with {id} where an image's id goes and {label} for a class folder, e.g. "
+        "train_images/{label}/{id} or train/{id}.jpg",
+        "test_images": "with {id} where a test image's id goes, e.g. test_images/{id} or test/{id}.jpg",
+    }
+    for key, template in (("train_images", train_images), ("test_images", test_images)):
+        fields = set(re.findall(r"{([^}]*)}", template))
+        allowed = {"id", "label"} if key == "train_images" else {"id"}
+        if "id" not in fields or not fields <= allowed or template.startswith("/") or ".." in template.split("/"):
+            raise PaddyError(
+                f"`competition.{key}` in {path} is {template!r}; it must be a path inside the competition folder "
+                f"{examples[key]}.{init}"
+            )
+    if labels_from == "folders" and "{label}" not in train_images:
+        raise PaddyError(
+            f"`competition.train_images` in {path} is {train_images!r}, which names no class folder, but "
+            f"`competition.labels_from` is folders: give the folder as {{label}}, e.g. train/{{label}}/{{id}}.{init}"
+        )
+    if labels_from == "file_names" and not train_images.endswith("{id}"):
+        raise PaddyError(
+            f"`competition.train_images` in {path} is {train_images!r}; with `labels_from: file_names` the file "
+            f"name is the id (e.g. train/{{id}}, ids like cat.0.jpg).{init}"
+        )
+    _text(params, "competition.sample_submission", path, empty=False)
+    form = _choice(params, "competition.form", path, FORMS)
+    positive = _text(params, "competition.positive", path)
+    if form == "probability" and not positive:
+        raise PaddyError(
+            f"`competition.positive` in {path} is empty, but `competition.form` is probability: name the class whose "
+            f"probability the submission sends (e.g. dog, or 1).{init}"
+        )
+    _choice(params, "competition.metric", path, METRICS)
+
+
 def check_ensemble(params, path="params.yaml"):
     weights = _require(params, "ensemble.weights", path)
     if weights not in ENSEMBLE_WEIGHTS:
@@ -265,10 +345,11 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml"):
         )
     targets = cfg["targets"]
     if not (isinstance(targets, list) and targets and targets[0] == "label" and len(set(targets)) == len(targets)
-            and set(targets) <= set(TARGETS)):  # fmt: skip
+            and all(isinstance(t, str) and t for t in targets)):  # fmt: skip
         raise PaddyError(
-            f"`models.{name}.targets` in {path} is {targets!r}; it must be [label] (the disease) or [label, variety] "
-            "(the seed's multi-target model: one output per disease and per variety, the sum of both losses)."
+            f"`models.{name}.targets` in {path} is {targets!r}; it must be [label] (the competition's label), or "
+            "label then other columns of the train table, each once (e.g. [label, variety], the seed's multi-target "
+            "model: one output per label and per variety, the sum of both losses)."
         )
     if cfg["head"] not in HEADS:
         raise PaddyError(
@@ -282,9 +363,13 @@ def parse_settings(params, path="params.yaml"):
     check_params(params, path)
     train = dict(params["train"], aug=schema.AugmentSettings(**params["train"]["aug"]))
     data = dict(params["data"], synthetic=schema.SyntheticSettings(**params["data"]["synthetic"]))
+    competition = dict(params["competition"])
+    if isinstance(competition["label_column"], list):
+        competition["label_column"] = tuple(competition["label_column"])
     return schema.Settings(
         seed=params["seed"],
         data=schema.DataSettings(**data),
+        competition=schema.CompetitionSettings(**competition),
         prepare=schema.PrepareSettings(**params["prepare"]),
         cv=schema.CVSettings(**params["cv"]),
         train=schema.TrainSettings(**train),

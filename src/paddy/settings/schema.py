@@ -15,8 +15,14 @@ LR_GROUPS = ("body_head", "layers")
 RECIPES = ("fastai",)
 CV_SCHEMES = ("kfold", "bag")
 DIFFICULTIES = ("easy", "hard")  # paddy.data.synthetic
+# paddy.data.synthetic's layout families: each writes a competition laid out like one Kaggle competition
+LAYOUTS = (
+    "paddy", "cassava", "dog_breed", "dogs_vs_cats", "plant_seedlings", "cactus", "aptos", "plant_pathology"
+)  # fmt: skip
+LABELS_FROM = ("column", "one_hot", "folders", "file_names")  # where a competition's training labels are
+FORMS = ("label", "probabilities", "probability")  # what a submission sends per test image
+METRICS = ("accuracy", "log_loss", "f1_micro", "f1_macro", "roc_auc", "mean_roc_auc", "qwk")  # paddy.metrics
 ENSEMBLE_WEIGHTS = ("params", "fit")
-TARGETS = ("label", "variety")
 # Kaggle's GPU machines for `paddy kaggle run`: name -> (the API's machine_shape, GPUs). Neither has bf16.
 ACCELERATORS = {"t4x2": ("NvidiaTeslaT4", 2), "p100": ("NvidiaTeslaP100", 1)}
 
@@ -31,6 +37,27 @@ class SyntheticSettings:
     height: int
     seed: int
     difficulty: str  # DIFFICULTIES: easy (every model scores 1.000) | hard (headroom, like the real photos)
+    layout: str  # LAYOUTS: the Kaggle competition whose files it imitates
+    classes: int  # 0: the layout's own number of classes
+
+
+@dataclass(frozen=True)
+class CompetitionSettings:
+    """What a competition's files hold and how Kaggle scores it (`competition`; `paddy init` writes it).
+
+    Image paths are templates relative to the competition folder: {id} is an id of the train table (or of the
+    sample submission, for the test images), {label} a training image's class folder."""
+
+    train_table: str  # the training labels' CSV; "" when labels are class folders or file names
+    id_column: str  # its column of image ids
+    labels_from: str  # LABELS_FROM
+    label_column: str | tuple[str, ...]  # column: its name; one_hot: one column per class; else ""
+    train_images: str  # e.g. train_images/{label}/{id}, train/{id}.jpg
+    test_images: str  # e.g. test_images/{id}
+    sample_submission: str  # its first column: the test ids, in the order a submission keeps
+    form: str  # FORMS: label | probabilities (a column per class) | probability (of `positive`)
+    positive: str  # form probability: the class whose probability is sent
+    metric: str  # METRICS
 
 
 @dataclass(frozen=True)
@@ -182,6 +209,7 @@ class Settings:
 
     seed: int
     data: DataSettings
+    competition: CompetitionSettings
     prepare: PrepareSettings
     cv: CVSettings
     train: TrainSettings
