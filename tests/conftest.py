@@ -22,7 +22,6 @@ import pytest
 import torch
 import yaml
 
-SLUG = "paddy-disease-classification"  # the default competition (params.yaml)
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
 from paddy.data.synthetic import make_competition
@@ -30,6 +29,7 @@ from paddy.files import write_csv
 from paddy.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+SLUG = "paddy-disease-classification"  # the default competition (params.yaml)
 
 torch.set_num_threads(2)
 
