@@ -9,6 +9,7 @@ or inputs changed run.
 import argparse
 from pathlib import Path
 
+from paddy.data.competition import check_targets
 from paddy.data.download import check_source
 from paddy.errors import exit_on_error
 from paddy.files import write_text
@@ -23,7 +24,11 @@ def main():
     args = parser.parse_args()
     settings = load_settings()  # every setting's presence, type and range; no unknown key
     check_devices(settings.train.devices)  # no more DDP processes than this machine has GPUs, or cores
-    check_source(settings.data, settings.competition)  # the competition section against the files, safe to extract
+    tables = check_source(settings.data, settings.competition)  # the competition section against the files
+    if tables is not None:  # a folder or zip: its train table's columns are the targets a model may add
+        train = tables[0]
+        columns = [c for c in train.columns if c not in ("image_id", "label", "file")]
+        check_targets(settings.models, columns, f"the train table of {settings.data.source}")
     key = model_checks_key(settings, [Path(__file__)])
     if passed_before(key):
         print("models: settings, code and packages as when they last passed their checks")

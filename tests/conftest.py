@@ -70,6 +70,11 @@ def shrunk_params():
     return p
 
 
+def default_competition():
+    """params.yaml's competition section (Paddy's), as CompetitionSettings."""
+    return parse_settings(shrunk_params()).competition
+
+
 @pytest.fixture
 def params():
     """shrunk_params(), for one test to change."""
@@ -79,7 +84,7 @@ def params():
 def prepared_work(competition, work, n_splits=1):
     """`work`/prepared from the shared competition (images at most 64 pixels) and `work`/split.csv of `n_splits`
     bags; the prepared index."""
-    index, _ = prepare_competition(competition[0], work / "prepared", max_size=64, workers=1)
+    index, _ = prepare_competition(competition[0], work / "prepared", default_competition(), max_size=64, workers=1)
     write_csv(make_splits(index[index.split == "train"], "bag", n_splits, 0.2, 0), work / "split.csv")
     return index
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import run_script
+from conftest import default_competition, run_script
 from PIL import Image
 
 from paddy.archive import extract_zip
@@ -42,10 +42,10 @@ def comp(competition, tmp_path):
 @pytest.mark.parametrize(
     "name, text, message",
     [
-        ("train.csv", None, "train.csv is missing"),
-        ("train.csv", "image_id,disease\n100001.jpg,blast\n", "missing label"),
-        ("sample_submission.csv", None, "sample_submission.csv is missing"),
-        ("sample_submission.csv", "id;label\n1;2\n", "sample_submission.csv has columns"),
+        ("train.csv", None, "has no train.csv \\(the train table, `competition.train_table`\\)"),
+        ("train.csv", "image_id,disease\n100001.jpg,blast\n", "the competition section names label"),
+        ("sample_submission.csv", None, "has no sample_submission.csv \\(the sample submission"),
+        ("sample_submission.csv", "id;label\n1;2\n", "sample_submission.csv has the columns \\['id;label'\\]"),
     ],
     ids=["missing-train", "malformed-train", "missing-sample", "malformed-sample"],
 )
@@ -55,13 +55,7 @@ def test_a_missing_or_malformed_csv_is_named(comp, name, text, message):
     else:
         (comp / name).write_text(text)
     with pytest.raises(PaddyError, match=message):
-        check_layout(comp)
-
-
-def test_label_folder_not_in_train_csv(comp):
-    (comp / "train_images" / "rust").mkdir()
-    with pytest.raises(PaddyError, match="label folder\\(s\\) rust"):
-        check_layout(comp)
+        check_layout(comp, default_competition())
 
 
 def test_duplicated_id_in_sample_submission_names_it_and_the_fix(comp):
@@ -69,10 +63,62 @@ def test_duplicated_id_in_sample_submission_names_it_and_the_fix(comp):
     lines = sample.read_text().splitlines()
     sample.write_text("\n".join(lines + [lines[1]]) + "\n")  # the first test image listed twice
     with pytest.raises(PaddyError) as err:
-        check_layout(comp)
+        check_layout(comp, default_competition())
     image_id = lines[1].split(",")[0]
-    assert f"lists image_id '{image_id}' more than once (again at line {len(lines) + 1}" in str(err.value)
-    assert "Delete the repeated rows" in str(err.value)
+    assert f"lists the id '{image_id}' more than once (again at line {len(lines) + 1}" in str(err.value)
+    assert "restore the competition's own file" in str(err.value)
+
+
+def _rewrite(path, edit):
+    """Rewrite the CSV at `path` through edit(DataFrame of text) -> DataFrame."""
+    edit(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(path, index=False)
+
+
+def _set(df, column, value, rows=slice(None)):
+    df.loc[rows, column] = value
+    return df
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no layout", r"no training image where `competition.train_images` \('images/\{label\}/\{id\}'\) looks"),
+        (
+            "ids name no image",
+            r"None of the 60 training image .* paths exists .*looked for train_images/[a-z_]+/x100001",
+        ),
+        ("sample ids name no image", r"None of the 12 test image .* exists .*looked for test_images/t200001.jpg"),
+        ("label gaps", r"train.csv has a row with no label \(line 4, image_id '100003.jpg'\).*label_column"),
+        ("one class", r"training images all have the label 'blast' \(60 images\).*at least two classes"),
+        ("columns not the classes", r"columns after its ids are not the classes .*no class: 0.*classes without a "),
+    ],
+)
+def test_a_description_the_files_do_not_fit_is_one_paragraph_naming_the_setting(comp, case, message):
+    """The bad inputs of a competition folder: each refused by check_layout (the check stage's, before anything is
+    deleted) with the file, what was found and the setting to write."""
+    described = default_competition()
+    if case == "no layout":
+        described = replace(
+            described, train_table="", labels_from="folders", label_column="", train_images="images/{label}/{id}"
+        )
+    elif case == "ids name no image":
+        _rewrite(comp / "train.csv", lambda df: df.assign(image_id="x" + df.image_id))
+    elif case == "sample ids name no image":
+        _rewrite(comp / "sample_submission.csv", lambda df: df.assign(image_id="t" + df.image_id))
+    elif case == "label gaps":
+        _rewrite(comp / "train.csv", lambda df: _set(df, "label", "", 2))
+    elif case == "one class":
+        _rewrite(comp / "train.csv", lambda df: _set(df, "label", "blast"))
+        for folder in (comp / "train_images").iterdir():
+            if folder.name != "blast":
+                for f in folder.iterdir():
+                    os.replace(f, comp / "train_images" / "blast" / f.name)
+    else:
+        _rewrite(comp / "sample_submission.csv", lambda df: df.assign(**{"0": "0.5", "1": "0.5"}).drop(columns="label"))
+        described = replace(described, form="probabilities", metric="log_loss")
+    with pytest.raises(PaddyError, match=message) as err:
+        check_layout(comp, described)
+    assert "\n" not in str(err.value)
 
 
 def test_random_bytes_named_zip_are_not_called_truncated(params, tmp_path):
@@ -80,7 +126,7 @@ def test_random_bytes_named_zip_are_not_called_truncated(params, tmp_path):
     fake.write_bytes(bytes(range(256)) * 8)
     params["data"]["source"] = str(fake)
     with pytest.raises(PaddyError, match="is not a zip archive at all") as err:
-        fetch_competition(parse_settings(params).data, tmp_path / "raw", tmp_path / "truth.csv")
+        fetch_competition(parse_settings(params).data, default_competition(), tmp_path / "raw", tmp_path / "truth.csv")
     assert "interrupted" not in str(err.value) and not (tmp_path / "raw").exists()
 
 
@@ -90,7 +136,9 @@ def test_a_truncated_zip_is_called_truncated(comp, params, tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     params["data"]["source"] = str(cut)
     with pytest.raises(PaddyError, match="is not a complete zip archive .*interrupted download or copy"):
-        fetch_competition(parse_settings(params).data, tmp_path / "data/raw", tmp_path / "data/truth.csv")
+        fetch_competition(
+            parse_settings(params).data, default_competition(), tmp_path / "data/raw", tmp_path / "data/truth.csv"
+        )
     assert not (tmp_path / "data/raw").exists()
 
 
@@ -152,7 +200,7 @@ def test_weight_for_a_model_that_does_not_exist(params):
 def test_source_path_that_does_not_exist(params, tmp_path):
     params["data"]["source"] = str(tmp_path / "nowhere")
     with pytest.raises(PaddyError, match="neither synthetic, kaggle, nor an existing folder"):
-        fetch_competition(parse_settings(params).data, tmp_path / "raw", tmp_path / "truth.csv")
+        fetch_competition(parse_settings(params).data, default_competition(), tmp_path / "raw", tmp_path / "truth.csv")
     assert not (tmp_path / "raw").exists()
 
 
@@ -270,29 +318,32 @@ def zip_of(folder, path, extra=()):
 
 def test_a_source_download_would_refuse_is_refused_by_the_check(comp, tmp_path, source_settings):
     """Found by the check stage, before DVC deletes data/raw to run download: cheap (CSVs and listing, no image)."""
+    described = default_competition()
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(PaddyError, match=f"{empty / 'train_images'} is missing"):
-        check_source(source_settings(empty))
+    with pytest.raises(PaddyError, match=f"{empty} has no train.csv .*Its top level holds nothing"):
+        check_source(source_settings(empty), described)
     good = zip_of(comp, tmp_path / "good.zip")
-    check_source(source_settings(good))
-    check_source(source_settings(comp))
+    check_source(source_settings(good), described)
+    check_source(source_settings(comp), described)
     evil = zip_of(comp, tmp_path / "evil.zip", extra=[("../evil", b"x")])
     with pytest.raises(PaddyError, match=r"evil.zip has an entry '../evil' that would land outside"):
-        check_source(source_settings(evil))
+        check_source(source_settings(evil), described)
     (comp / "train.csv").write_text((comp / "train.csv").read_text().replace("image_id,label", "image_id,disease"))
-    with pytest.raises(PaddyError, match=f"{comp / 'train.csv'} has columns .* \\(missing label\\)"):
-        check_source(source_settings(comp))
+    with pytest.raises(PaddyError, match=f"{comp / 'train.csv'} has columns .* names label"):
+        check_source(source_settings(comp), described)
     unlabelled = zip_of(comp, tmp_path / "unlabelled.zip")
-    with pytest.raises(PaddyError, match=f"{unlabelled}/train.csv has columns .* \\(missing label\\)"):
-        check_source(source_settings(unlabelled))
+    with pytest.raises(PaddyError, match=f"{unlabelled}/train.csv has columns .* names label"):
+        check_source(source_settings(unlabelled), described)
 
 
 def test_a_zip_that_fails_only_on_extraction_leaves_the_last_competition(comp, params, tmp_path):
     """A damaged image entry shows only when extracted (the check reads no image): download then refuses, and the
     previous data/raw stays whole, built beside and never swapped in."""
     raw, truth = tmp_path / "data/raw", tmp_path / "data/truth.csv"
-    fetch_competition(parse_settings(params).data, raw, truth)  # the last good competition: the generated one
+    fetch_competition(
+        parse_settings(params).data, default_competition(), raw, truth
+    )  # the last good competition: the generated one
     before = tree(tmp_path / "data")
     blob = bytearray(zip_of(comp, tmp_path / "damaged.zip").read_bytes())
     with zipfile.ZipFile(tmp_path / "damaged.zip") as zf:
@@ -301,9 +352,9 @@ def test_a_zip_that_fails_only_on_extraction_leaves_the_last_competition(comp, p
     blob[start + 10 : start + 20] = bytes(10)  # zeros inside the first image's data: its CRC no longer matches
     (tmp_path / "damaged.zip").write_bytes(blob)
     params["data"]["source"] = str(tmp_path / "damaged.zip")
-    check_source(parse_settings(params).data)  # the listing and the CSVs are fine
+    check_source(parse_settings(params).data, default_competition())  # the listing and the CSVs are fine
     with pytest.raises(PaddyError, match="damaged.zip is corrupt .*fails its CRC check"):
-        fetch_competition(parse_settings(params).data, raw, truth)
+        fetch_competition(parse_settings(params).data, default_competition(), raw, truth)
     assert tree(tmp_path / "data") == before
 
 
@@ -337,7 +388,7 @@ def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, ca
 @pytest.fixture
 def prepared(competition, tmp_path_factory):
     out = tmp_path_factory.mktemp("prep") / "prepared"
-    index, _ = prepare_competition(competition[0], out, max_size=64, workers=1)
+    index, _ = prepare_competition(competition[0], out, default_competition(), max_size=64, workers=1)
     return out, index
 
 
@@ -372,27 +423,26 @@ def test_a_write_that_runs_out_of_space_midway_is_the_same_message(prepared, mon
     assert tree(cache_dir()) == before  # nothing half-written
 
 
-def test_prepare_reports_foreign_labels_tiny_images_and_misnamed_files(comp, tmp_path, capsys):
+def test_prepare_trains_new_labels_and_reports_tiny_images_and_misnamed_files(comp, tmp_path, capsys):
+    """A label the competition's first copy did not have is a class like the others (a Paddy-shaped folder with
+    other class names trains); a thumbnail and a PNG under a JPEG's name are left out, each with its reason."""
     train = pd.read_csv(comp / "train.csv", dtype=str)
     rows = train.head(3).itertuples()
-    foreign = next(rows)
+    new = next(rows)
     (comp / "train_images" / "rust").mkdir()
-    os.replace(
-        comp / "train_images" / foreign.label / foreign.image_id, comp / "train_images" / "rust" / foreign.image_id
-    )
-    train.loc[train.image_id == foreign.image_id, "label"] = "rust"
+    os.replace(comp / "train_images" / new.label / new.image_id, comp / "train_images" / "rust" / new.image_id)
+    train.loc[train.image_id == new.image_id, "label"] = "rust"
     train.to_csv(comp / "train.csv", index=False)
     tiny, png = next(rows), next(rows)
     Image.new("RGB", (1, 1), (0, 128, 0)).save(comp / "train_images" / tiny.label / tiny.image_id, format="JPEG")
     Image.new("RGB", (48, 64), (0, 128, 0)).save(comp / "train_images" / png.label / png.image_id, format="PNG")
-    index, bad = prepare_competition(comp, tmp_path / "prepared", max_size=64, workers=1)
+    index, bad = prepare_competition(comp, tmp_path / "prepared", default_competition(), max_size=64, workers=1)
     reasons = dict(zip(bad.image_id, bad.reason))
     assert reasons == {
-        foreign.image_id: "label 'rust': not one of the competition's 10 classes",
         tiny.image_id: "1x1 pixels: under the 16 pixels a side an image needs to show a leaf (a thumbnail or a broken "
         "export)",
-        png.image_id: "a PNG file named .jpg: the competition's images are JPEGs, so this is another file under an "
-        "image's name (convert it to JPEG and rename it if it belongs)",
+        png.image_id: "a PNG file named .jpg: its name says JPEG, so this is another file under an image's name "
+        "(convert it to JPEG and rename it if it belongs)",
     }
     assert (
         pd.read_csv(tmp_path / "prepared" / "bad_files.csv", dtype=str).set_index("image_id").reason.to_dict()
@@ -400,9 +450,9 @@ def test_prepare_reports_foreign_labels_tiny_images_and_misnamed_files(comp, tmp
     )
     log = capsys.readouterr().out
     assert all(f"{image_id}: {reason}" in log for image_id, reason in reasons.items())
-    assert "the competition's classes: bacterial_leaf_blight, " in log
     assert not set(reasons) & set(index.image_id[index.split == "train"])
-    assert "rust" not in read_labels(tmp_path / "prepared")
+    assert "rust" in read_labels(tmp_path / "prepared")
+    assert index.set_index("image_id").loc[new.image_id, "label"] == "rust"
 
 
 def test_an_extracted_zip_is_checked_before_it_replaces_the_last_competition(comp, tmp_path):
@@ -412,6 +462,8 @@ def test_an_extracted_zip_is_checked_before_it_replaces_the_last_competition(com
     shutil.copytree(comp, dest)
     before = tree(dest)
     (comp / "sample_submission.csv").unlink()
-    with pytest.raises(PaddyError, match=r"incomplete.zip/sample_submission.csv is missing"):
-        extract_zip(zip_of(comp, tmp_path / "incomplete.zip"), dest, check=check_layout)
+    with pytest.raises(PaddyError, match=r"incomplete.zip has no sample_submission.csv"):
+        extract_zip(
+            zip_of(comp, tmp_path / "incomplete.zip"), dest, check=lambda f: check_layout(f, default_competition())
+        )
     assert tree(dest) == before and sorted(p.name for p in dest.parent.iterdir()) == ["raw"]

@@ -6,6 +6,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import default_competition
 
 from paddy.data import synthetic
 from paddy.data.competition import check_layout
@@ -16,8 +17,9 @@ from paddy.data.synthetic import LABEL_COUNTS, VARIETY_COUNTS
 
 def test_synthetic_competition_is_laid_out_like_kaggle(competition):
     raw, truth = competition
-    train, sample = check_layout(raw)
-    assert list(train.columns) == ["image_id", "label", "variety", "age"]
+    train, sample, test, classes = check_layout(raw, default_competition())
+    assert list(train.columns) == ["image_id", "label", "variety", "age", "file"]
+    assert classes == sorted(LABEL_COUNTS) and test.image_id.tolist() == sample.image_id.tolist()
     assert set(train.label) == set(LABEL_COUNTS) and set(train.variety) <= set(VARIETY_COUNTS)
     assert train.label.value_counts().idxmax() in ("normal", "blast")  # the real imbalance
     assert sample.image_id.tolist()[0] == "200001.jpg"
@@ -87,7 +89,8 @@ def test_folder_and_zip_sources(competition, tmp_path, kind, source_settings):
         with zipfile.ZipFile(source, "w") as zf:
             for p in raw.rglob("*"):
                 zf.write(p, "paddy/" + str(p.relative_to(raw)))  # wrapped in one top folder, as hand-made zips are
-    train, _ = fetch_competition(source_settings(source), tmp_path / "out" / "raw", tmp_path / "out" / "truth.csv")
+    out = tmp_path / "out"
+    train, *_ = fetch_competition(source_settings(source), default_competition(), out / "raw", out / "truth.csv")
     assert len(train) == 60
     assert pd.read_csv(tmp_path / "out" / "truth.csv").empty  # no known test labels
 
@@ -101,7 +104,7 @@ def test_prepare_reports_bad_images(competition, tmp_path):
     files[1].write_bytes(files[1].read_bytes()[:200])  # truncated
     files[2].write_text("not a jpeg")  # unreadable
     files[3].unlink()  # listed but missing
-    index, bad = prepare_competition(tmp_path / "raw", tmp_path / "prep", max_size=40, workers=1)
+    index, bad = prepare_competition(tmp_path / "raw", tmp_path / "prep", default_competition(), max_size=40, workers=1)
     assert sorted(bad.image_id) == sorted(f.name for f in files[:4])
     assert {"zero bytes", "not an image PIL can read"} <= set(bad.reason)
     assert any(r.startswith("unreadable") for r in bad.reason) and any(r.startswith("missing") for r in bad.reason)

@@ -14,7 +14,14 @@ from paddy.errors import PaddyError
 from paddy.settings import parse_settings
 from paddy.settings.parse import as_hw
 from paddy.training import models
-from paddy.training.models import CHECK_CLASSES, add_fastai_head, check_models_train, create_model, dry_run, to_fake
+from paddy.training.models import (
+    CHECK_CLASSES_PER_TARGET,
+    add_fastai_head,
+    check_models_train,
+    create_model,
+    dry_run,
+    to_fake,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = [ROOT / "params.yaml", *sorted((ROOT / "presets").glob("*.yaml"))]
@@ -26,7 +33,7 @@ def distinct_models():
     found = {}
     for path in PARAMS_FILES:
         for name, cfg in yaml.safe_load(path.read_text())["models"].items():
-            outputs = sum(CHECK_CLASSES[t] for t in cfg["targets"])
+            outputs = CHECK_CLASSES_PER_TARGET * len(cfg["targets"])
             found.setdefault((cfg["arch"], cfg["head"], as_hw(cfg["size"]), outputs), f"{path.name}:{name}")
     return found
 
@@ -163,7 +170,7 @@ def test_fastai_28s_body_on_a_swin_is_refused_with_a_clear_message(params, monke
         check_models_train(parse_settings(swin_params(params, targets=["label", "variety"])).models)
     message = str(refused.value)
     assert message.startswith("`models.swin` in params.yaml cannot train: swin_tiny_patch4_window7_224 with ")
-    assert "`head: fastai` at size [224, 224] (20 outputs)" in message
+    assert "`head: fastai` at size [224, 224] (4 outputs)" in message  # two per target
     assert "running_mean should contain 14 elements not 1536" in message
     assert "Set `head: timm` for this model" in message
     check_models_train(parse_settings(swin_params(params, head="timm")).models)  # which does pass

@@ -14,15 +14,21 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import FakeKaggle
+from conftest import FakeKaggle, default_competition
 
-from paddy.data.download import download_competition
+from paddy.data import download
+from paddy.data.competition import check_layout
 from paddy.errors import PaddyError
 from paddy.kaggle import api as kaggle_api
 from paddy.kaggle import cache as kaggle_cache
 
 SLUG = "paddy-disease-classification"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def download_competition(slug, dest, **kwargs):
+    """paddy.data.download's, checking the download against the default (Paddy's) competition section."""
+    return download.download_competition(slug, dest, lambda f: check_layout(f, default_competition()), **kwargs)
 
 
 def competition_files():
@@ -65,7 +71,7 @@ def no_credentials(tmp_path, monkeypatch):
 def test_good_download_extracts_checks_and_is_cached(tmp_path):
     fake = FakeKaggle(make_zip(competition_files()))
     dest, cache = tmp_path / "data/raw", tmp_path / "data/kaggle"
-    train, sample = download_competition(SLUG, dest, client=fake, cache_dir=cache)
+    train, sample, *_ = download_competition(SLUG, dest, client=fake, cache_dir=cache)
     assert len(train) == 2 and len(sample) == 2
     assert (dest / "train_images/blast/100.jpg").is_file() and (dest / "test_images/200002.jpg").is_file()
     assert (cache / f"{SLUG}.zip").is_file() and fake.downloads == 1
@@ -243,7 +249,7 @@ def _run_stage(tmp_path, env_extra):
         """
         from paddy.errors import exit_on_error
         from paddy.data.download import download_competition
-        exit_on_error(lambda: download_competition("paddy-disease-classification", "data/raw"))()
+        exit_on_error(lambda: download_competition("paddy-disease-classification", "data/raw", check=None))()
         """
     )
     start = time.monotonic()

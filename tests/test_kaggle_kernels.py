@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, FakeKernels, copy_pipeline, sh
+from conftest import ROOT, SLUG, FakeKernels, copy_pipeline, sh
 
 from paddy import commands as cli
-from paddy.data.competition import SLUG, TEST_IDS
 from paddy.data.synthetic import make_competition
 from paddy.errors import PaddyError
 from paddy.remote import bundle, pull, runner
@@ -65,8 +64,8 @@ def experiment_rows(repo):
 @pytest.mark.slow
 def test_run_status_pull_lists_the_experiment_and_submit_accepts_it(tmp_path, monkeypatch, capsys):
     repo = kernel_repo(tmp_path / "repo")
-    competition = tmp_path / "competition"  # the generated competition, with the real one's 3469 test images
-    make_competition(competition, tmp_path / "truth.csv", n_train=80, n_test=len(TEST_IDS), width=48, height=64)
+    competition = tmp_path / "competition"  # the generated competition, under the real one's slug
+    make_competition(competition, tmp_path / "truth.csv", n_train=80, n_test=16, width=48, height=64)
     fake = FakeKernels(competition, tmp_path / "kaggle")
     monkeypatch.chdir(repo)
 

@@ -16,13 +16,13 @@ from conftest import copy_pipeline, prepared_work, sh, shrunk_params
 from PIL import Image
 
 from paddy.commands import main
-from paddy.data.competition import TEST_DIR, read_sample_submission
+from paddy.data.competition import read_sample_submission
 from paddy.errors import PaddyError
 from paddy.files import write_csv, write_json
 from paddy.predict.ensemble import weighted_mean
 from paddy.predict.photos import find_photos, predict_photos, prepare_photos, top_table
 from paddy.predict.tta import predict_model
-from paddy.settings import parse_settings
+from paddy.settings import load_settings, parse_settings
 from paddy.training.folds import train_model
 
 CPU = torch.device("cpu")
@@ -66,8 +66,8 @@ def test_photos_get_the_probabilities_of_the_pipelines_test_set(pipeline, compet
     included (their draws are seeded per batch position, which the same order and eval batch reproduce)."""
     work, settings = pipeline
     monkeypatch.chdir(work)
-    sample = read_sample_submission(competition[0])
-    files = [competition[0] / TEST_DIR / i for i in sample.image_id]
+    sample = read_sample_submission(competition[0], load_settings().competition)
+    files = [competition[0] / "test_images" / i for i in sample.image_id]
     pred = predict_photos(files, settings, CPU, "fp32")
     assert pred.errors == {} and list(pred.models) == list(WEIGHTS)
     tables = {}
@@ -80,8 +80,9 @@ def test_photos_get_the_probabilities_of_the_pipelines_test_set(pipeline, compet
     np.testing.assert_allclose(pred.labels[labels].to_numpy(float), expected[labels], atol=6e-7, rtol=0)
     assert pred.labels.image_id.tolist() == [str(f) for f in files]
     # the variety: the one model that predicts it, a distribution over the competition's varieties
-    varieties = pred.variety.columns[1:]
-    assert len(varieties) >= 2 and np.allclose(pred.variety[varieties].sum(axis=1), 1, atol=1e-5)
+    variety = pred.others["variety"]
+    varieties = variety.columns[1:]
+    assert len(varieties) >= 2 and np.allclose(variety[varieties].sum(axis=1), 1, atol=1e-5)
 
 
 def test_without_tta_a_photo_gets_its_test_probabilities_whatever_the_other_photos(pipeline, competition):
@@ -91,7 +92,7 @@ def test_without_tta_a_photo_gets_its_test_probabilities_whatever_the_other_phot
     plain = parse_settings({**tiny_params(), "tta": {"n": 0, "beta": 0.25}})
     prepared, split, ckpt = work / "data" / "prepared", work / "data" / "split.csv", work / "data" / "models" / "crop"
     test, _ = predict_model(plain, prepared, split, ckpt, CPU, "fp32")
-    files = [competition[0] / TEST_DIR / i for i in test.image_id[::-1]]
+    files = [competition[0] / "test_images" / i for i in test.image_id[::-1]]
     models = work / "data" / "models"
     only = ["crop"]
     pred = predict_photos(files, plain, CPU, "fp32", models, work / "metrics" / "ensemble.json", only)
@@ -99,14 +100,14 @@ def test_without_tta_a_photo_gets_its_test_probabilities_whatever_the_other_phot
     np.testing.assert_allclose(pred.labels[labels].to_numpy(float), test[labels].to_numpy()[::-1], atol=1e-5, rtol=0)
     one = predict_photos(files[:1], plain, CPU, "fp32", models, work / "metrics" / "ensemble.json", only)
     np.testing.assert_allclose(one.labels[labels].to_numpy(float), test[labels].to_numpy()[-1:], atol=1e-5, rtol=0)
-    assert pred.variety is None  # crop predicts no variety
+    assert pred.others == {}  # crop predicts no variety
 
 
 @pytest.fixture
 def photos(pipeline, competition, tmp_path):
     """A folder of three test photos (one in a subfolder), a corrupt .jpg and a text file beside them, and a loose
     photo as a large PNG."""
-    test_dir = competition[0] / TEST_DIR
+    test_dir = competition[0] / "test_images"
     ids = sorted(p.name for p in test_dir.iterdir())[:4]
     folder = tmp_path / "field"
     (folder / "day2").mkdir(parents=True)
@@ -235,7 +236,7 @@ def test_predict_after_dvc_repro_gives_the_submissions_labels(tmp_path):
     copy_pipeline(tmp_path)
     sh("dvc repro", tmp_path)
     sample = pd.read_csv(tmp_path / "data" / "raw" / "sample_submission.csv", dtype={"image_id": str})
-    files = " ".join(f"data/raw/{TEST_DIR}/{i}" for i in sample.image_id)
+    files = " ".join(f"data/raw/test_images/{i}" for i in sample.image_id)
     sh(f"paddy predict {files} --top 2 --out predictions.csv", tmp_path)
     out = pd.read_csv(tmp_path / "predictions.csv")
     weights = json.loads((tmp_path / "metrics" / "ensemble.json").read_text())["weights"]

@@ -1,6 +1,7 @@
 """`paddy submit`: validation, staleness, identity in the message, dry run, the ledger row, no leaked key."""
 
 import json
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,15 +10,16 @@ import yaml
 from conftest import FakeKaggle
 
 from paddy import commands as cli
-from paddy.data.competition import TEST_IDS
 from paddy.data.fingerprint import fingerprint
 from paddy.errors import PaddyError
 from paddy.kaggle import api as kaggle_api
+from paddy.kaggle import cache as kaggle_cache
 from paddy.leaderboard import ledger, submit
 from paddy.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "paddy-disease-classification"
+TEST_IDS = tuple(f"{i}.jpg" for i in range(200001, 203470))  # the real competition's test images
 # Predictions for the real competition's 3469 test images (paddy submits nothing else): blast, normal, then blast.
 GOOD = "image_id,label\n" + "".join(f"{i},{'normal' if i == '200002.jpg' else 'blast'}\n" for i in TEST_IDS)
 
@@ -32,6 +34,8 @@ def repo(tmp_path, monkeypatch):
     raw.mkdir(parents=True)
     (raw / "train.csv").write_text("image_id,label\n1.jpg,blast\n2.jpg,normal\n3.jpg,tungro\n")
     (raw / "sample_submission.csv").write_text("image_id,label\n" + "".join(f"{i},\n" for i in TEST_IDS))
+    (tmp_path / "data/prepared").mkdir()
+    (tmp_path / "data/prepared/labels.json").write_text('["blast", "normal", "tungro"]')
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["source"] = "kaggle"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -214,16 +218,27 @@ def test_predictions_of_the_generated_competition_are_never_sent(repo, capsys, m
     assert "valid" not in capsys.readouterr().out
 
 
-def test_a_source_with_other_test_images_is_not_the_competition(repo, tmp_path):
+def test_a_source_with_other_test_images_is_not_the_competition(repo, tmp_path, monkeypatch):
     """A folder source laid out like the competition but with its own test set (here the generated one's first
-    three ids): its predictions would be valid against its own sample, and meaningless on Kaggle."""
+    three ids): its predictions would be valid against its own sample, and meaningless on Kaggle. Told apart by the
+    sample of Kaggle's own zip, in the cache once downloaded (`paddy init <slug>` or data.source kaggle)."""
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["data"]["source"] = str(tmp_path / "data/raw")
     Path("params.yaml").write_text(yaml.safe_dump(params))
+    real = Path("data/raw/sample_submission.csv").read_bytes()
     Path("data/raw/sample_submission.csv").write_text("image_id,label\n200001.jpg,\n200002.jpg,\n200003.jpg,\n")
     write_submission("image_id,label\n200001.jpg,blast\n200002.jpg,normal\n200003.jpg,blast\n")
+    run(FakeKaggle(), dry_run=True)  # Kaggle's zip not downloaded: checked against its own sample alone
+    monkeypatch.setenv(kaggle_cache.ENV, str(tmp_path / "kaggle-cache"))
+    zipped = tmp_path / "downloaded.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("sample_submission.csv", real)
+    (tmp_path / "kaggle-cache").mkdir()
+    kaggle_cache.store(zipped, kaggle_cache.zip_path(SLUG))
     before, client = snapshot(repo), FakeKaggle()
     with pytest.raises(PaddyError, match=r"is not paddy-disease-classification's: it lists 3 test images") as err:
         run(client, dry_run=True)
-    assert "the competition 3469 (200001.jpg ... 203469.jpg)" in str(err.value)
+    assert "Kaggle's zip of the competition" in str(err.value) and "3469 (200001.jpg, 200002.jpg, ...)" in str(
+        err.value
+    )
     assert client.sent == [] and snapshot(repo) == before

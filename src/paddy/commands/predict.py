@@ -1,6 +1,7 @@
 """`paddy predict PATH...`: classify new photos (files or folders) with the current experiment's trained models,
-their TTA and the ensemble's weights; writes a CSV of each photo's top labels (and variety, where a model predicts
-it). Unreadable photos are listed, on stderr and in the table's `error` column, and the others still predicted."""
+their TTA and the ensemble's weights; writes a CSV of each photo's top labels (and other targets, such as the
+variety, where a model predicts them). Unreadable photos are listed, on stderr and in the table's `error` column,
+and the others still predicted."""
 
 import sys
 from pathlib import Path

@@ -38,7 +38,7 @@ def arguments(parser):
     parser.add_argument("--precision", choices=PRECISIONS, help="default: train.precision")
     parser.add_argument("--estimate", action="store_true", help="estimate even where CUDA is available")
     parser.add_argument("--budget-gb", type=float, help="default: profile.budget_gb")
-    parser.add_argument("--num-classes", type=int, help="default: data/prepared/targets.json's labels, else 10")
+    parser.add_argument("--num-classes", type=int, help="default: data/prepared/targets.json's classes")
     parser.add_argument("--json", type=Path, help="also write the profiles to this file")
 
 
@@ -90,9 +90,14 @@ def run(args):
     if any(b < 1 for b in [effective, *batches, *evals]):
         raise PaddyError(f"batches must be >= 1 (effective {effective}, micro {batches}, eval {evals}).")
     targets = Path("data/prepared/targets.json")
-    vocab = read_targets(targets.parent) if targets.exists() else {"label": list(range(10)), "variety": list(range(10))}
+    if not (targets.exists() or args.num_classes):
+        raise PaddyError(
+            f"{targets} does not exist, so the head's size is unknown: run `dvc repro prepare` first (it writes each "
+            "target's classes), or give --num-classes N."
+        )
+    vocab = read_targets(targets.parent) if targets.exists() else {}
     if args.num_classes:
-        vocab = {"label": list(range(args.num_classes)), "variety": vocab.get("variety", [])}
+        vocab["label"] = list(range(args.num_classes))
     num_classes = len(vocab["label"])
     precision = planned_precision(args.precision or train.precision, device)
     overrides = {"precision": precision, "effective_batch": effective, **({"head": args.head} if args.head else {})}

@@ -262,6 +262,19 @@ def check_form(comp, sample, classes, where):
         )
 
 
+def check_targets(models, columns, where):
+    """Each model's targets after `label` must be columns of the train table (`columns`: its other columns), which
+    prepare turns into classes: refused here, before anything is deleted, rather than by train@MODEL."""
+    for name, model in models.items():
+        unknown = [t for t in model.targets[1:] if t not in columns]
+        if unknown:
+            raise PaddyError(
+                f"`models.{name}.targets` in params.yaml names {', '.join(unknown)}, which {where} does not have: a "
+                f"target after label is another column of it ({', '.join(columns) or 'it has none'}). "
+                f"Set targets to [label]{' or [label, ' + columns[0] + ']' if columns else ''}."
+            )
+
+
 def read_competition(root, comp):
     """(train rows, test rows, classes) of the competition folder `root`, every `file` made a full path (src)."""
     root = Path(root)

@@ -77,15 +77,16 @@ def check_source(data, comp):
     """What download would refuse in `data.source` against the description `comp`, found before DVC runs download
     (the check stage), cheaply: a folder's listing and CSVs, a zip's listing and CSVs (entries that would land
     outside it included), not one image decoded. A generated competition's layout is the generator's own
-    (synthetic.check_description); Kaggle's zip is checked when downloaded (before it replaces data/raw)."""
+    (synthetic.check_description); Kaggle's zip is checked when downloaded (before it replaces data/raw). Returns
+    check_layout's tables for a folder or zip, else None."""
     source = str(data.source)
     if source == "synthetic":
         check_description(data.synthetic, comp)
-        return
+        return None
     if source == "kaggle":
-        return
+        return None
     path = source_path(source)
-    check_layout(Listing.of(path, inner=False), comp)
+    return check_layout(Listing.of(path, inner=False), comp)
 
 
 def _build_dir(dest, fill, check):

@@ -108,7 +108,11 @@ def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2):
 
 
 def read_labels(prepared_dir):
-    return json.loads((Path(prepared_dir) / LABELS).read_text())
+    """The classes in output order (labels.json)."""
+    path = Path(prepared_dir) / LABELS
+    if not path.exists():
+        raise PaddyError(f"{path} does not exist: run `dvc repro prepare` first (it writes the classes).")
+    return json.loads(path.read_text())
 
 
 def read_targets(prepared_dir):

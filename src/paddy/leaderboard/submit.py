@@ -3,9 +3,10 @@
 Never a DVC stage: sending uses one of a handful of daily submissions and depends on the outside world, so it is a
 command the user types after `dvc repro`. Before anything is sent:
 
-0. the predictions must be for the real competition: not `data.source: synthetic`, and (for Paddy) a
-   sample_submission.csv listing the competition's own test images;
-1. the file must match sample_submission.csv: same header, ids, order and row count, labels from train.csv;
+0. the predictions must be for the real competition: not `data.source: synthetic`, and, where Kaggle's own zip of
+   the competition is in the cache, a sample submission listing its test images (a folder copy with fewer, say);
+1. the file must match the sample submission: same header, ids, order and row count, and values of the
+   competition's form (classes of the training data, or probabilities);
 2. it must be the current pipeline output: its md5 equals the one dvc.lock records for it, and `dvc status` reports
    nothing changed (params, code or data edited since the last repro would make it stale). `--force` skips this.
 
@@ -25,11 +26,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from paddy.data.competition import SAMPLE_CSV, SLUG, TEST_IDS, read_sample_submission, read_train_csv
+from paddy.data.competition import read_sample_submission
 from paddy.data.fingerprint import fingerprint
+from paddy.data.listing import Listing
+from paddy.data.prepare import read_labels
 from paddy.errors import PaddyError
 from paddy.files import file_digest, run_dvc
 from paddy.kaggle import api as kaggle_api
+from paddy.kaggle import cache as kaggle_cache
 from paddy.leaderboard import compare, ledger
 from paddy.predict.submission import validate_submission
 from paddy.settings import load_settings, parse_settings, read_params
@@ -146,41 +150,45 @@ def cv_figures(path="metrics/ensemble.json"):
     return cols.get("oof_acc.ensemble"), per_model
 
 
-def check_competition(data, data_dir):
+def check_competition(data, comp, data_dir, cache_dir=None):
     """Refuse predictions for anything but the competition Kaggle scores: the generated one (`data.source:
-    synthetic`), or a source whose sample_submission.csv lists other test images than the competition's."""
+    synthetic`), or a source whose sample submission lists other test images than the competition's own, where
+    Kaggle's zip of it is in the cache to compare with (`data.source: kaggle` is that zip)."""
     source = data.source
     if source == "synthetic":
         raise PaddyError(
             "submission.csv predicts the generated competition (`data.source: synthetic` in params.yaml), not "
             "Kaggle's: its test images are made up, so sending it would waste one of the day's submissions on a "
-            "meaningless score. Set data.source to kaggle (or a copy of the real competition), `dvc repro`, then "
-            "submit."
+            f"meaningless score. Point data.source at the real competition (`paddy init {data.competition}`, or "
+            "data.source: kaggle), `dvc repro`, then submit."
         )
-    if data.competition != SLUG:
-        return  # a competition whose test images paddy does not know: the file is checked against its sample alone
-    ids = tuple(read_sample_submission(data_dir)["image_id"].astype(str))
-    if ids != TEST_IDS:
+    cached = kaggle_cache.zip_path(data.competition, cache_dir)
+    if source == "kaggle" or not kaggle_cache.read_record(cached) or not cached.is_file():
+        return  # Kaggle's own files, or nothing to compare with: the file is checked against its sample alone
+    theirs = tuple(Listing.of(cached, inner=False).csv(comp.sample_submission).iloc[:, 0])
+    ours = tuple(read_sample_submission(data_dir, comp).iloc[:, 0])
+    if ours != theirs:
+        where = Path(data_dir) / comp.sample_submission
         raise PaddyError(
-            f"{Path(data_dir) / SAMPLE_CSV} is not {SLUG}'s: it lists {len(ids)} test images ({', '.join(ids[:2])}"
-            f"{', ...' if len(ids) > 2 else ''}), the competition {len(TEST_IDS)} ({TEST_IDS[0]} ... "
-            f"{TEST_IDS[-1]}). `data.source` {source!r} is not the real competition, so Kaggle would refuse or "
-            "misscore predictions for it. Set data.source to kaggle (or a full copy of the competition), "
-            "`dvc repro`, then submit."
+            f"{where} is not {data.competition}'s: it lists {len(ours)} test images ({', '.join(ours[:2])}"
+            f"{', ...' if len(ours) > 2 else ''}), Kaggle's zip of the competition ({cached}) {len(theirs)} "
+            f"({', '.join(theirs[:2])}{', ...' if len(theirs) > 2 else ''}). `data.source` {source!r} is not the real "
+            "competition, so Kaggle would refuse or misscore predictions for it. Set data.source to kaggle (or a "
+            "full copy of the competition), `dvc repro`, then submit."
         )
 
 
-def load_submission(path, data_dir):
+def load_submission(path, data_dir, comp, classes):
+    """The submission at `path`, checked against the sample submission in `data_dir` and the classes."""
     path, data_dir = Path(path), Path(data_dir)
     if not path.is_file():
         raise PaddyError(f"{path} does not exist: run `dvc repro` first; its last stage writes it.")
-    sample = read_sample_submission(data_dir)
-    vocab = sorted(read_train_csv(data_dir)["label"].unique())
+    sample = read_sample_submission(data_dir, comp)
     try:
         sub = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PaddyError(f"{path} is not a readable CSV ({e}). Run `dvc repro` to write it again.") from None
-    validate_submission(sub, sample, vocab, where=str(path))
+    validate_submission(sub, sample, classes, comp, where=str(path))
     return sub
 
 
@@ -198,12 +206,14 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
         folder, kernel, kernel_experiment, manifest = pulled(args.kernel)
         args.file, args.data = folder / "submission.csv", folder / "data" / "raw"
         args.params, args.metrics = folder / "params.yaml", folder / "metrics" / "ensemble.json"
+        args.prepared = folder / "data" / "prepared"
     params = read_params(args.params)  # the file's own mapping: what dvc's experiments and the digest compare
-    data = parse_settings(params, args.params).data
+    settings = parse_settings(params, args.params)
+    data, comp = settings.data, settings.competition
     slug = data.competition
-    check_competition(data, args.data)
-    load_submission(args.file, args.data)
-    print(f"{args.file}: valid against {Path(args.data) / 'sample_submission.csv'}")
+    check_competition(data, comp, args.data)
+    load_submission(args.file, args.data, comp, read_labels(args.prepared))
+    print(f"{args.file}: valid against {Path(args.data) / comp.sample_submission}")
 
     md5 = file_md5(args.file)
     if kernel:

@@ -163,13 +163,14 @@ def ensemble_weights(models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=No
 @dataclass
 class Predictions:
     """Every photo found, in order; why the unreadable ones could not be read; the ensemble's probabilities of the
-    readable ones (image_id: the photo's path, then one column per class), for the disease and, where a model
-    predicts it, the variety; each model's own disease probabilities."""
+    readable ones (image_id: the photo's path, then one column per class), for the label and, where a model
+    predicts them, the other targets (`others`: {target: such a table}, e.g. the variety); each model's own label
+    probabilities."""
 
     files: list
     errors: dict
     labels: pd.DataFrame
-    variety: pd.DataFrame | None
+    others: dict
     models: dict
 
 
@@ -177,37 +178,35 @@ def predict_photos(
     paths, settings, device, precision, models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=None, top=1
 ):  # fmt: skip
     """Predictions for the photos at `paths` (files or folders) by the trained models in models_dir, mixed by
-    ensemble_json's weights (only: a subset of the models, their weights renormalised). The variety is the weighted
-    mean of the models that predict it. top: the labels the table will list, checked before any model runs."""
+    ensemble_json's weights (only: a subset of the models, their weights renormalised). Another target (a variety)
+    is the weighted mean of the models that predict it. top: the labels the table will list, checked before any
+    model runs."""
     weights = ensemble_weights(models_dir, ensemble_json, only)
     files = find_photos(paths)
     metas = {name: read_meta(Path(models_dir) / name) for name in weights}
     check_top(top, metas[next(iter(weights))]["labels"])
+    targets = list(dict.fromkeys(t for meta in metas.values() for t in meta["targets"]))  # label first
     with tempfile.TemporaryDirectory(prefix="paddy-predict-") as tmp:
         prepared, errors = prepare_photos(files, tmp, settings.prepare.max_size)
         ok = [f for f in files if f in prepared]
         ids = np.array([str(f) for f in ok], dtype=object)
-        frames = {"label": {}, "variety": {}}
+        frames = {target: {} for target in targets}
         if ok:
             for name in weights:
                 probs = model_probs(Path(models_dir) / name, [prepared[f] for f in ok], settings, device, precision)
                 for target, p in probs.items():
-                    if target in frames:
-                        vocab = metas[name]["targets"][target]
-                        frames[target][name] = pd.DataFrame(p, columns=vocab).assign(image_id=ids)[["image_id", *vocab]]
-    labels = metas[next(iter(weights))]["labels"]
-    mixed = pd.DataFrame(columns=["image_id", *labels])
-    if ok:
-        mixed = weighted_mean(frames["label"], weights, labels)[["image_id", *labels]]
-    variety = None
-    with_variety = [name for name, meta in metas.items() if "variety" in meta["targets"]]
-    if with_variety:
-        vocab = metas[with_variety[0]]["targets"]["variety"]
-        variety = pd.DataFrame(columns=["image_id", *vocab])
+                    vocab = metas[name]["targets"][target]
+                    frames[target][name] = pd.DataFrame(p, columns=vocab).assign(image_id=ids)[["image_id", *vocab]]
+    mixed = {}
+    for target in targets:
+        predicting = [name for name, meta in metas.items() if target in meta["targets"]]
+        vocab = metas[predicting[0]]["targets"][target]
+        mixed[target] = pd.DataFrame(columns=["image_id", *vocab])
         if ok:
-            mean = weighted_mean(frames["variety"], {n: weights[n] for n in with_variety}, vocab)
-            variety = mean[["image_id", *vocab]]
-    return Predictions(files, errors, mixed, variety, frames["label"])
+            mean = weighted_mean(frames[target], {n: weights[n] for n in predicting}, vocab)
+            mixed[target] = mean[["image_id", *vocab]]
+    labels = mixed.pop(targets[0])
+    return Predictions(files, errors, labels, mixed, frames[targets[0]])
 
 
 def check_top(top, labels):
@@ -216,13 +215,13 @@ def check_top(top, labels):
 
 
 def top_table(pred, top):
-    """The CSV's rows, one per photo in order: path, label_1, prob_1, ..., label_<top>, prob_<top>, then variety and
-    variety_prob where a model predicts it, and error (why an unreadable photo has no prediction, else empty)."""
+    """The CSV's rows, one per photo in order: path, label_1, prob_1, ..., label_<top>, prob_<top>, then each other
+    target a model predicts and its probability (variety, variety_prob), and error (why an unreadable photo has no
+    prediction, else empty)."""
     labels = list(pred.labels.columns[1:])
     check_top(top, labels)
     columns = ["path"] + [c for k in range(1, top + 1) for c in (f"label_{k}", f"prob_{k}")]
-    if pred.variety is not None:
-        columns += ["variety", "variety_prob"]
+    columns += [c for target in pred.others for c in (target, f"{target}_prob")]
     rows = {str(f): {"path": str(f), "error": pred.errors[f]} for f in pred.files if f in pred.errors}
     p = pred.labels[labels].to_numpy(float)
     order = np.argsort(-p, axis=1, kind="stable")[:, :top]
@@ -231,11 +230,11 @@ def top_table(pred, top):
         for k, j in enumerate(order[i], 1):
             row[f"label_{k}"], row[f"prob_{k}"] = labels[j], p[i, j]
         rows[image_id] = row
-    if pred.variety is not None and len(pred.variety):
-        varieties = list(pred.variety.columns[1:])
-        v = pred.variety[varieties].to_numpy(float)
-        for image_id, j, prob in zip(pred.variety["image_id"], v.argmax(1), v.max(1)):
-            rows[image_id].update(variety=varieties[j], variety_prob=prob)
+    for target, table in pred.others.items():
+        classes = list(table.columns[1:])
+        v = table[classes].to_numpy(float)
+        for image_id, j, prob in zip(table["image_id"], v.argmax(1), v.max(1)):
+            rows[image_id].update({target: classes[j], f"{target}_prob": prob})
     return pd.DataFrame([rows[str(f)] for f in pred.files], columns=columns + ["error"])
 
 

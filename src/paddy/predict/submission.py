@@ -5,7 +5,7 @@ import pandas as pd
 from paddy.errors import PaddyError
 
 
-def validate_submission(sub, sample, vocab, where="submission.csv"):
+def validate_submission(sub, sample, vocab, comp=None, where="submission.csv"):
     """Raise a PaddyError naming the first problem of `sub` against `sample` (both DataFrames)."""
     if list(sub.columns) != list(sample.columns):
         raise PaddyError(f"{where} has header {list(sub.columns)}; Kaggle expects {list(sample.columns)}.")

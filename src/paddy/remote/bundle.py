@@ -214,6 +214,7 @@ def build(out, user, overrides=(), params_file="params.yaml", name=None, acceler
         config = {
             "kernel": kernel,
             "competition": settings.data.competition,
+            "sample_submission": settings.competition.sample_submission,
             "keep_weights": settings.kaggle.keep_weights,
             "stop_after_s": STOP_AFTER_S,
             "git_rev": rev,

@@ -34,15 +34,16 @@ import time
 import zipfile
 from pathlib import Path
 
-CONFIG = {}  # filled in by paddy.remote.bundle: kernel, competition, keep_weights, stop_after_s, git_rev
+CONFIG = {}  # filled in by paddy.remote.bundle: kernel, competition, sample_submission, keep_weights, stop_after_s
 BUNDLE = ""  # filled in by paddy.remote.bundle: the project, a base64 zip
 
 MANIFEST = "paddy-manifest.json"
 RESUME = "resume"
 # What `paddy kaggle pull` brings back, relative to the project: params, lock, metrics, plots, dvclive, submission,
-# out-of-fold and test probabilities, and the two competition CSVs `paddy submit` checks the submission against.
+# out-of-fold and test probabilities, and what `paddy submit` checks the submission against: the sample submission
+# (data/raw/<competition.sample_submission>, added by collect) and the classes.
 RESULTS = ["params.yaml", "dvc.yaml", "dvc.lock", "submission.csv", "metrics", "plots", "dvclive", "data/preds",
-           "data/split.csv", "data/raw/sample_submission.csv", "data/raw/train.csv"]  # fmt: skip
+           "data/split.csv", "data/prepared/labels.json"]  # fmt: skip
 WEIGHTS = "data/models"
 
 
@@ -83,17 +84,19 @@ def install(project):
     subprocess.run(cmd, check=True)
 
 
-def find_competition(inputs, slug):
-    """The competition's folder under input: where Kaggle mounts it, else any folder laid out like it (Kaggle has
-    moved mounts before: /kaggle/input/<slug>, /kaggle/input/competitions/<slug>)."""
+def find_competition(inputs, slug, sample):
+    """The competition's folder under input: where Kaggle mounts it, else any folder holding its sample submission
+    (`sample`, the competition section's; Kaggle has moved mounts before: /kaggle/input/<slug>,
+    /kaggle/input/competitions/<slug>)."""
     for path in (inputs / slug, inputs / "competitions" / slug):
-        if (path / "train.csv").is_file():
+        if (path / sample).is_file():
             return path
-    for csv in sorted(inputs.glob("**/sample_submission.csv")):
-        if (csv.parent / "train.csv").is_file() and (csv.parent / "train_images").is_dir():
-            return csv.parent
-    raise SystemExit(f"paddy runner: no competition folder under {inputs} (train.csv, train_images/): is {slug} "
-                     "attached as a data source?")  # fmt: skip
+    for csv in sorted(inputs.glob(f"**/{Path(sample).name}")):
+        folder = csv.parents[len(Path(sample).parts) - 1]
+        if (folder / sample).is_file() and not (folder / MANIFEST).exists():  # not a previous version's output
+            return folder
+    raise SystemExit(f"paddy runner: no competition folder under {inputs} (with {sample}): is {slug} attached as a "
+                     "data source?")  # fmt: skip
 
 
 def restore_checkpoints(inputs, out):
@@ -168,7 +171,8 @@ def _wait_for_group(pgid, timeout_s=600):
 
 def collect(project, out, keep_weights):
     """Copy the results into the output; the list of files copied."""
-    names = RESULTS + ([WEIGHTS] if keep_weights else [])
+    names = RESULTS + [f"data/raw/{CONFIG.get('sample_submission', 'sample_submission.csv')}"]
+    names += [WEIGHTS] if keep_weights else []
     copied = []
     for name in names:
         src = project / name
@@ -195,7 +199,9 @@ def main():
     project = Path(tempfile.mkdtemp(prefix="paddy-"))
     unpack(project)
     install(project)
-    competition = find_competition(inputs, CONFIG["competition"])
+    competition = find_competition(
+        inputs, CONFIG["competition"], CONFIG.get("sample_submission", "sample_submission.csv")
+    )
     log(f"competition: {competition}")
     resumed = restore_checkpoints(inputs, out)
     prepare(project, competition, out)
