@@ -1,0 +1,117 @@
+"""Entering other competitions as a user does: `paddy init` then `dvc repro`, in every layout family of the
+generated competition (data.synthetic.layout), and on a Paddy-shaped folder whose classes are not Paddy's. The
+submission is held against its sample, and the metric the ensemble reports is recomputed here, by scikit-learn,
+from submission.csv and the generated truth (slow: a DVC run each, one tiny model, one epoch)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import copy_pipeline, sh
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
+
+from paddy.settings.schema import LAYOUTS
+
+pytestmark = pytest.mark.slow
+
+
+def shrink(repo, **synthetic):
+    """One small model (the resnet), one epoch, a few tiny images: what every family's run needs to be checked."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["models"] = {"resnet": params["models"]["resnet"]}
+    params["data"]["synthetic"].update(n_train=60, n_test=12, **synthetic)
+    params["report"]["top_losses"] = 2
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(repo):
+    sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm init", repo)
+
+
+def sklearn_score(metric, sub, sample, truth, comp):
+    """The competition's metric of submission.csv against the truth, the way its grader computes it."""
+    sent = sub.set_index(sample.columns[0]).loc[truth.image_id]
+    y = truth.label.astype(str).to_numpy()
+    columns = list(sample.columns[1:])
+    if comp["form"] == "label":
+        predicted = sent[columns[0]].astype(str).to_numpy()
+        if metric == "accuracy":
+            return accuracy_score(y, predicted)
+        if metric == "f1_micro":
+            return f1_score(y, predicted, average="micro")
+        if metric == "f1_macro":
+            return f1_score(y, predicted, average="macro")
+        assert metric == "qwk", f"no grader for {metric} on labels"
+        return cohen_kappa_score(predicted.astype(int), y.astype(int), weights="quadratic")
+    if comp["form"] == "probability":
+        p = sent[columns[0]].astype(float).to_numpy()
+        positive = y == comp["positive"]
+        return roc_auc_score(positive, p) if metric == "roc_auc" else log_loss(positive, p)
+    p = sent[columns].astype(float)
+    onehot = pd.get_dummies(pd.Categorical(y, categories=columns)).to_numpy(int)
+    if metric == "mean_roc_auc":
+        return np.mean([roc_auc_score(onehot[:, k], p.iloc[:, k]) for k in range(len(columns))])
+    assert metric == "log_loss", f"no grader for {metric} on probabilities"
+    return log_loss(onehot, p.to_numpy())
+
+
+@pytest.mark.parametrize("layout", [layout for layout in LAYOUTS if layout != "paddy"])
+def test_paddy_init_then_dvc_repro_enters_every_layout(tmp_path, layout):
+    copy_pipeline(tmp_path, commit=False)
+    shrink(tmp_path, layout=layout)
+    out = sh("paddy init synthetic", tmp_path)
+    comp = yaml.safe_load((tmp_path / "params.yaml").read_text())["competition"]
+    assert comp["metric"] in out and comp["form"] in out
+    commit(tmp_path)
+    sh("dvc repro", tmp_path)
+    sample = pd.read_csv(tmp_path / "data" / "raw" / comp["sample_submission"], dtype=str, keep_default_na=False)
+    sub = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
+    assert list(sub.columns) == list(sample.columns) and sub.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
+    truth = pd.read_csv(tmp_path / "data" / "truth.csv", dtype=str, keep_default_na=False)
+    metrics = json.loads((tmp_path / "metrics" / "ensemble.json").read_text())
+    assert metrics["metric"] == comp["metric"]
+    expected = sklearn_score(comp["metric"], sub, sample, truth, comp)
+    assert metrics["test_score"]["ensemble"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_paddy_shaped_folder_with_other_class_names_trains_and_submits(tmp_path):
+    """The regression of the issue: labels zero ... nine instead of Paddy's, in a folder source."""
+    copy_pipeline(tmp_path, commit=False)
+    shrink(tmp_path)
+    from paddy.data.synthetic import make_competition
+
+    folder = tmp_path / "elsewhere" / "digits"
+    make_competition(folder, tmp_path / "elsewhere" / "truth.csv", n_train=60, n_test=12, width=48, height=64)
+    names = dict(zip(sorted(p.name for p in (folder / "train_images").iterdir()), "zero one two three four five "
+                     "six seven eight nine".split()))  # fmt: skip
+    for old, new in names.items():
+        shutil.move(folder / "train_images" / old, folder / "train_images" / new)
+    train = pd.read_csv(folder / "train.csv", dtype=str)
+    train.assign(label=train.label.map(names)).to_csv(folder / "train.csv", index=False)
+    out = sh(f"paddy init {folder}", tmp_path)
+    assert "10 classes" in out
+    commit(tmp_path)
+    sh("dvc repro", tmp_path)
+    sub = pd.read_csv(tmp_path / "submission.csv", dtype=str)
+    assert set(sub.label) <= set(names.values()) and len(sub) == 12
+    assert json.loads((tmp_path / "data" / "prepared" / "labels.json").read_text()) == sorted(names.values())
+    out = sh("paddy submit -m digits --dry-run", tmp_path)
+    assert "valid against" in out and "dry run: nothing sent" in out
+
+
+def test_the_folder_source_is_left_as_it_was(tmp_path):
+    """paddy init reads, never writes, the competition's own folder."""
+    from paddy.data.synthetic import make_competition
+
+    folder = tmp_path / "competition"
+    make_competition(folder, tmp_path / "truth.csv", n_train=20, n_test=4, width=24, height=32)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    copy_pipeline(tmp_path / "repo", commit=False)
+    sh(f"paddy init {folder}", tmp_path / "repo")
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert Path(yaml.safe_load((tmp_path / "repo" / "params.yaml").read_text())["data"]["source"]) == folder
