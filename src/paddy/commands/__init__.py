@@ -8,11 +8,12 @@ imports what the command needs (torch, pandas, the Kaggle client) only when it r
 import argparse
 import sys
 
-from paddy.commands import compare, kaggle, lr_find, predict, profile, scores, submit
+from paddy.commands import compare, init, kaggle, lr_find, predict, profile, scores, submit
 from paddy.commands.scores import LEDGER
 from paddy.errors import PaddyError, report
 
 COMMANDS = {
+    "init": init,
     "submit": submit,
     "scores": scores,
     "compare": compare,

@@ -6,6 +6,7 @@ tests a fake with the same three methods (the package cannot be pointed at a tes
     competition_download_files(competition, path, force=False, quiet=True)   writes <path>/<competition>.zip
     competition_submit(file_name, message, competition, quiet=False)       -> object with .ref and .message
     competition_submissions(competition)                                    -> objects with .ref, .status, scores
+    competitions_list(search=..., category="all")             -> .competitions: objects with .ref, .evaluation_metric
 
 The kaggle package prints help and calls exit(1) when it finds no credentials (even on import), and its errors are
 raw HTTP exceptions. Here every failure becomes one PaddyError paragraph, and no message ever carries a secret.
@@ -245,6 +246,19 @@ def fetch_zip(slug, client=None, cache_dir=None):
             return kaggle_cache.store(got, zip_path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def evaluation_metric(client, slug):
+    """Kaggle's name for how the competition `slug` is scored ("Categorization Accuracy", ...): its record's
+    evaluation_metric, looked up by searching for the slug among every competition, closed ones too; None when no
+    record's ref is the slug or it names none."""
+    with _kaggle_errors(f"look up the competition `{slug}`", slug):
+        response = client.competitions_list(search=slug, category="all")
+    for record in getattr(response, "competitions", None) or []:
+        # ref is the slug, or (newer servers) the competition's address ending in it
+        if str(getattr(record, "ref", "")).rstrip("/").rsplit("/", 1)[-1] == slug:
+            return getattr(record, "evaluation_metric", None) or None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
