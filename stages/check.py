@@ -11,6 +11,7 @@ from pathlib import Path
 
 from paddy.data.competition import check_targets
 from paddy.data.download import check_source
+from paddy.data.synthetic import columns
 from paddy.errors import exit_on_error
 from paddy.files import write_text
 from paddy.settings import load_settings
@@ -25,10 +26,12 @@ def main():
     settings = load_settings()  # every setting's presence, type and range; no unknown key
     check_devices(settings.train.devices)  # no more DDP processes than this machine has GPUs, or cores
     tables = check_source(settings.data, settings.competition)  # the competition section against the files
-    if tables is not None:  # a folder or zip: its train table's columns are the targets a model may add
-        train = tables[0]
-        columns = [c for c in train.columns if c not in ("image_id", "label", "file")]
-        check_targets(settings.models, columns, f"the train table of {settings.data.source}")
+    # The train table's other columns are the targets a model may add: the generator's, or the folder's or zip's
+    if settings.data.source == "synthetic":
+        check_targets(settings.models, list(columns(settings.data.synthetic.layout)), "the generated train table")
+    elif tables is not None:
+        found = [c for c in tables[0].columns if c not in ("image_id", "label", "file")]
+        check_targets(settings.models, found, f"the train table of {settings.data.source}")
     key = model_checks_key(settings, [Path(__file__)])
     if passed_before(key):
         print("models: settings, code and packages as when they last passed their checks")

@@ -244,11 +244,13 @@ def check_form(comp, sample, classes, where):
         "log_loss": ("probabilities", "probability"),
         "roc_auc": ("probability", "probabilities"),
         "mean_roc_auc": ("probabilities",),
-    }.get(comp.metric)
-    if need and comp.form not in need:
+    }.get(comp.metric, ("label",))
+    if comp.form not in need:
+        scores = "probabilities" if need != ("label",) else "labels"
         raise PaddyError(
-            f"`competition.metric` is {comp.metric}, which scores probabilities, but `competition.form` is "
-            f"{comp.form}: set form to {' or '.join(need)} (what the sample submission holds), or the metric."
+            f"`competition.metric` is {comp.metric}, which scores {scores}, but `competition.form` is {comp.form}: "
+            f"set form to {' or '.join(need)} (what the sample submission holds), or the metric to the one Kaggle "
+            "scores this competition by."
         )
     if comp.metric == "roc_auc" and len(classes) != 2:
         raise PaddyError(

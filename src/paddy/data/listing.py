@@ -10,6 +10,7 @@ stands for what it holds: the folder `train/` or the file `train_labels.csv`. do
 import io
 import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -89,9 +90,18 @@ class Listing:
                 with zipfile.ZipFile(path) as zf:
                     return zf.read(entry[rel])
 
+            opened = {}
+
             def open_archive(rel):
-                with zipfile.ZipFile(path) as zf:
-                    return zipfile.ZipFile(io.BytesIO(zf.read(entry[rel])))
+                # An archive inside the zip is copied to a temporary file once (Kaggle's train.zip can be half a
+                # gigabyte: not into memory) and read from there, entry by entry.
+                if rel not in opened:
+                    copy = tempfile.TemporaryFile()
+                    with zipfile.ZipFile(path) as zf, zf.open(entry[rel]) as src:
+                        shutil.copyfileobj(src, copy)
+                    opened[rel] = copy
+                opened[rel].seek(0)
+                return zipfile.ZipFile(opened[rel])
 
         members, opaque = {}, []  # path in the listing -> (the inner archive's listing path, its entry)
         for name in sorted(files):
