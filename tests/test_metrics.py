@@ -131,3 +131,36 @@ def test_metric_binds_the_settings():
     with pytest.raises(PaddyError, match="not one of"):
         score("top5", y, p, ["cat", "dog"])
 
+
+def test_validation_scores_the_competitions_metric_beside_the_loss(monkeypatch):
+    """Each epoch's validation (paddy.training.loop.validate) adds valid_<metric> of the label target where the
+    metric is not accuracy (valid_acc is already there), and leaves it out where the rows cannot define it."""
+    import torch
+
+    from paddy.training import loop
+
+    targets = torch.tensor([[0, 1], [1, 0], [2, 1], [2, 0], [1, 1], [0, 0]])  # label, variety
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3],
+                          [0.4, 0.5, 0.1]])  # fmt: skip
+    variety = torch.tensor([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5], [0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    monkeypatch.setattr(loop, "predict", lambda *args, **kwargs: torch.cat([probs, variety], 1))
+    loader = type("Loader", (), {"dataset": type("Data", (), {"targets": targets})})
+
+    def run(metric, classes=("a", "b", "c")):
+        return loop.validate(None, loader, None, "fp32", (3, 2), ("label", "variety"), Metric(metric, classes))
+
+    out = run("f1_macro")
+    assert out["valid_f1_macro"] == pytest.approx(f1_score(targets[:, 0], probs.argmax(1), average="macro"))
+    assert out["valid_acc"] == pytest.approx(4 / 6) and set(out) == {"valid_loss", "valid_acc", "valid_acc_variety",
+                                                                      "valid_f1_macro"}  # fmt: skip
+    assert run("qwk", ("0", "1", "2"))["valid_qwk"] == pytest.approx(
+        cohen_kappa_score(targets[:, 0], probs.argmax(1), weights="quadratic")
+    )
+    assert run("log_loss")["valid_log_loss"] == pytest.approx(
+        log_loss(targets[:, 0], probs.double() / probs.double().sum(1, True))
+    )
+    assert "valid_accuracy" not in run("accuracy") and len(run("accuracy")) == 3
+    monkeypatch.setattr(loop, "predict", lambda *args, **kwargs: torch.cat([probs[:, :2], variety], 1))
+    one_class = type("Loader", (), {"dataset": type("Data", (), {"targets": targets * 0})})
+    out = loop.validate(None, one_class, None, "fp32", (2, 2), ("label", "variety"), Metric("roc_auc", ("a", "b")))
+    assert "valid_roc_auc" not in out and "valid_acc" in out  # one class: no AUC, no key
