@@ -40,7 +40,12 @@ def learning_curves(history, path, title):
             low = min(low, np.nanmin(values))  # quadratic weighted kappa goes below 0
             acc_ax.plot(x, values, style, color=color, label=f"{name} {key}")
     loss_ax.set(title=f"{title}: loss", xlabel="epoch", ylabel="loss")
-    acc_ax.set(title=f"{title}: validation", xlabel="epoch", ylabel="accuracy, metric", ylim=(low - 0.02, 1.02))
+    acc_ax.set(
+        title=f"{title}: validation",
+        xlabel="epoch",
+        ylabel="accuracy, metric",
+        ylim=(low - 0.02 if low < 0 else 0, 1.02),
+    )
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -25,6 +25,7 @@ from paddy.predict.submission import make_submission, validate_submission
 EPS = 1e-15  # a probability of exactly 0 for the true label would make the log loss infinite
 # The metric search's grid by number of models (101 and 231 points); more models move one step at a time instead
 GRID_STEPS = {2: 100, 3: 20}
+MAX_MOVES = 500  # a continuous metric (ROC AUC) could creep up by tiny moves for long
 TEMPERATURES = (0.05, 20.0)  # the temperature's search bounds
 
 
@@ -138,8 +139,8 @@ def search_weights(probs, y, metric, start):
             if better(metric.name, s := judge(w), best_score):
                 best, best_score = w, s
         return best
-    step = 0.1
-    while step >= 1 / 128:
+    step, moved = 0.1, 0
+    while step >= 1 / 128 and moved < MAX_MOVES:
         moves = []
         for i, j in itertools.permutations(range(n), 2):
             if best[i] > 0:
@@ -153,7 +154,7 @@ def search_weights(probs, y, metric, start):
             if better(metric.name, s, top_score):
                 top_score, top = s, w
         if better(metric.name, top_score, best_score):
-            best, best_score = top, top_score
+            best, best_score, moved = top, top_score, moved + 1
         else:
             step /= 2
     return best
