@@ -1,4 +1,5 @@
-"""Stage ensemble: weighted mean of every model's TTA probabilities -> a validated submission.csv and CV metrics."""
+"""Stage ensemble: weighted mean of every model's TTA probabilities -> a validated submission.csv in the competition's
+form, and CV metrics scored with its metric."""
 
 import argparse
 from pathlib import Path
@@ -11,7 +12,9 @@ from paddy.data.prepare import read_index, read_labels
 from paddy.data.split import read_splits
 from paddy.errors import exit_on_error
 from paddy.files import write_csv, write_json
+from paddy.metrics import format_score
 from paddy.predict.ensemble import build_ensemble
+from paddy.predict.submission import write_submission
 from paddy.settings import load_settings
 
 
@@ -28,18 +31,19 @@ def main():
     parser.add_argument("--plot", help="the out-of-fold confusion matrix (PNG) for `dvc plots show`")
     args = parser.parse_args()
     settings = load_settings()
+    comp = settings.competition
     labels = read_labels(args.prepared_dir)
     index = read_index(args.prepared_dir)
     train = index[index.split == "train"][["image_id", "label"]]
     sub, metrics, confusion = build_ensemble(
         {name: model.weight for name, model in settings.models.items()},
         labels,
-        read_sample_submission(args.raw_dir),
+        read_sample_submission(args.raw_dir, comp),
         args.preds_dir,
         train,
-        pd.read_csv(args.truth_csv, dtype=str),
-        fallback_label=train["label"].mode()[0],
-        ensemble=settings.ensemble,
+        pd.read_csv(args.truth_csv, dtype=str, keep_default_na=False),
+        comp,
+        settings.ensemble,
         split_table=read_splits(args.split)[0] if args.split else None,
         seed=settings.seed,
     )
@@ -48,13 +52,18 @@ def main():
         charts.confusion(confusion["actual"], confusion["predicted"], labels, args.plot, title)
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
     write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
-    write_csv(sub, args.submission_csv)
-    print(f"{args.submission_csv}: {len(sub)} rows, {settings.ensemble.weights} weights {metrics['weights']}")
-    print(f"out-of-fold accuracy {metrics['oof_acc']}, log loss {metrics['oof_loss']}")
-    fit = metrics["fit"]
-    print(f"fitted weights: in-sample log loss {fit['oof_loss']:.4f}, cross-validated {fit['cv_loss']:.4f}")
-    if "test_acc" in metrics:
-        print(f"test accuracy (synthetic ground truth): {metrics['test_acc']}")
+    write_submission(sub, args.submission_csv)
+    weights = settings.ensemble.weights
+    print(f"{args.submission_csv}: {len(sub)} rows ({comp.form}), {weights} weights {metrics['weights']}")
+    name, fit = metrics["metric"], metrics["fit"]
+    print(f"out-of-fold {name} {metrics['oof_score']}, accuracy {metrics['oof_acc']}, log loss {metrics['oof_loss']}")
+    in_sample, cv = format_score(fit["oof_score"]), format_score(fit["cv_score"])
+    print(f"fitted weights: in-sample {name} {in_sample}, cross-validated {cv}")
+    if "temperature" in metrics:
+        t = metrics["temperature"]
+        print(f"temperature {t['value']:.3f}: out-of-fold log loss {t['oof_before']:.4f} -> {t['oof_after']:.4f}")
+    if "test_score" in metrics:
+        print(f"test {name} (synthetic ground truth): {metrics['test_score']}")
 
 
 if __name__ == "__main__":

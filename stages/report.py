@@ -4,6 +4,7 @@ confused pairs, the top losses, the least confident test images and calibration 
 import argparse
 
 from paddy.errors import exit_on_error
+from paddy.metrics import format_score
 from paddy.report.build import ENSEMBLE, write_report
 from paddy.settings import load_settings
 
@@ -19,7 +20,7 @@ def main():
     parser.add_argument("tables_dir")
     parser.add_argument("plots_dir")
     args = parser.parse_args()
-    report = load_settings().report
+    settings = load_settings()
     metrics = write_report(
         args.prepared_dir,
         args.preds_dir,
@@ -28,10 +29,13 @@ def main():
         args.metrics_json,
         args.tables_dir,
         args.plots_dir,
-        report,
+        settings.report,
+        settings.competition,
     )
+    score = format_score(metrics["oof_score"][ENSEMBLE])
+    print(f"{args.metrics_json}: the ensemble's out-of-fold {metrics['metric']} {score}")
     recall = " ".join(f"{label} {r:.3f}" for label, r in metrics["recall"][ENSEMBLE].items())
-    print(f"{args.metrics_json}: ensemble recall per class: {recall}")
+    print(f"ensemble recall per class: {recall}")
     print(f"expected calibration error: {metrics['ece']}")
     print(f"{args.plots_dir}: the pictures; {args.tables_dir}: their tables")
 

@@ -358,7 +358,7 @@ def test_a_zip_that_fails_only_on_extraction_leaves_the_last_competition(comp, p
     assert tree(tmp_path / "data") == before
 
 
-def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, capsys):
+def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, capsys, params):
     rng = np.random.default_rng(0)
     ids = [f"{i}.jpg" for i in range(20)]
     truth = pd.DataFrame({"image_id": ids, "label": rng.choice(["a", "b"], 20)})
@@ -367,8 +367,8 @@ def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, ca
     probs.to_csv(tmp_path / "solo" / "oof_probs.csv", index=False)
     probs.head(1).assign(image_id="t.jpg").to_csv(tmp_path / "solo" / "test_probs.csv", index=False)
     sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
-    ensemble = EnsembleSettings(weights="fit", cv_folds=2)
-    _, metrics, _ = build_ensemble({"solo": 1}, ["a", "b"], sample, tmp_path, truth, truth[:0], "a", ensemble)
+    ensemble, comp = EnsembleSettings(weights="fit", cv_folds=2), parse_settings(params).competition
+    _, metrics, _ = build_ensemble({"solo": 1}, ["a", "b"], sample, tmp_path, truth, truth[:0], comp, ensemble)
     note = "ensemble.weights is fit, but there is one model (solo): nothing to fit, weight 1"
     assert metrics["note"] == note and metrics["weights"] == {"solo": 1.0}
     assert f"note: {note}" in capsys.readouterr().out
@@ -379,7 +379,7 @@ def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, ca
         tmp_path,
         truth,
         truth[:0],
-        "a",
+        comp,
         replace(ensemble, weights="params"),
     )
     assert "note" not in metrics

@@ -22,6 +22,20 @@ def test_learning_curves_draw_each_split_and_target(tmp_path):
     assert (tmp_path / "curves.png").read_bytes().startswith(PNG)
 
 
+def test_learning_curves_draw_the_competitions_metric_where_it_belongs(tmp_path):
+    """valid_<metric> beside the accuracy (quadratic kappa below 0 still in view), a log loss beside the losses; an
+    epoch without it (ROC AUC over one class) is a gap."""
+    epochs = [
+        {"train_loss": 1.0, "valid_loss": 0.9, "valid_acc": 0.5, "valid_qwk": -0.3, "valid_log_loss": 0.95},
+        {"train_loss": 0.8, "valid_loss": 0.7, "valid_acc": 0.6, "valid_log_loss": 0.75},
+    ]
+    loss_ax, acc_ax = charts.learning_curves({0: epochs}, tmp_path / "curves.png", "vit").axes
+    assert [line.get_label() for line in loss_ax.lines] == ["split 0 train", "split 0 valid", "split 0 valid_log_loss"]
+    assert [line.get_label() for line in acc_ax.lines] == ["split 0 valid_acc", "split 0 valid_qwk"]
+    qwk = acc_ax.lines[1].get_ydata()
+    assert qwk[0] == -0.3 and np.isnan(qwk[1]) and acc_ax.get_ylim()[0] < -0.3
+
+
 def test_memory_bars_against_the_limit(tmp_path):
     rows = [
         {"bar": "vit x64 (chosen)", "peak_gb": 10.0, "fits": True},

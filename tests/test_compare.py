@@ -1,5 +1,6 @@
 """`paddy compare`: experiments from `dvc exp show --json` (injected, in its real shape) joined with the ledger."""
 
+import json
 import subprocess
 import textwrap
 
@@ -283,3 +284,67 @@ def test_named_experiments_select_the_plain_table_too(tmp_path):
     write_ledger(tmp_path / "submissions.csv", [("gone", "md5-gone", 0.91, 0.96)])
     df = compare.build_table(exp_json(), ledger.read_ledger(tmp_path / "submissions.csv"), names=["long", "main"])
     assert list(df["experiment"]) == ["long", "main"]  # no workspace, no ledger-only row
+
+
+def scored(exp, metric, oof, test):
+    """The experiment with its ensemble scored by `metric`: oof and test are the ensemble's scores."""
+    data = exp["data"]["metrics"]["metrics/ensemble.json"]["data"]
+    data |= {
+        "metric": metric,
+        "oof_score": {"vit": oof + 0.1, "ensemble": oof},
+        "test_score": {"vit": test + 0.1, "ensemble": test},
+        "fit": {**data["fit"], "oof_score": oof, "cv_score": oof},
+        "temperature": {"value": 1.5, "oof_before": oof + 0.1, "oof_after": oof},
+    }
+    exp["data"]["metrics"]["metrics/report.json"] = {"data": {"metric": metric, "oof_score": {"ensemble": oof}}}
+    return exp
+
+
+def log_loss_json():
+    """Three experiments of a log-loss competition: long has the lowest out-of-fold log loss, vit-x1 the highest
+    accuracy."""
+    base = scored(entry("a" * 40, "main", 6, 2, 0.90, "md5-base", 100.0, 900.0), "log_loss", 0.40, 0.45)
+    base["experiments"] = [
+        {"revs": [scored(entry("b" * 40, "vit-x1", 6, 1, 0.97, "md5-x1", 110.0, 950.0), "log_loss", 0.50, 0.52)]},
+        {"revs": [scored(entry("c" * 40, "long", 12, 2, 0.95, "md5-long", 220.0, 950.0), "log_loss", 0.30, 0.33)]},
+    ]
+    return [base]
+
+
+def test_the_competitions_metric_is_shown_by_name_first_and_ranks_the_table(tmp_path, capsys):
+    write_ledger(tmp_path / "submissions.csv", [("gone", "md5-gone", 0.25, 0.27)])  # its CV: a log loss
+    df = compare.build_table(log_loss_json(), ledger.read_ledger(tmp_path / "submissions.csv"))
+    metrics = [c for c in df.columns if "." in c and not c.startswith(("models.", "train."))]
+    assert metrics == [
+        "oof_log_loss.vit", "oof_log_loss.ensemble", "oof_acc.convnext", "oof_acc.vit", "oof_acc.ensemble",
+        "oof_loss.ensemble", "test_log_loss.vit", "test_log_loss.ensemble", "test_acc.vit", "test_acc.ensemble",
+        "train_time_s.vit",
+    ]  # fmt: skip
+    rows = df.set_index("experiment")
+    assert rows.loc["long", "oof_log_loss.ensemble"] == 0.30 and rows.loc["main", "test_log_loss.ensemble"] == 0.45
+    assert rows.loc["gone", "oof_log_loss.ensemble"] == 0.25 and pd.isna(rows.loc["gone", "oof_acc.ensemble"])
+    # Best first by default: the lowest log loss, not the highest accuracy; --asc: the worst first
+    assert list(compare.sort_table(df)["experiment"]) == ["gone", "long", "main", "vit-x1"]
+    assert list(compare.sort_table(df, ascending=True)["experiment"]) == ["vit-x1", "main", "long", "gone"]
+    assert list(compare.sort_table(df, "oof_acc.ensemble")["experiment"])[:2] == ["vit-x1", "long"]
+    compare.report(args(tmp_path), exp_json=log_loss_json())
+    head = capsys.readouterr().out.splitlines()[0].split()
+    assert "oof_log_loss.ensemble" in head and "oof_score.ensemble" not in head
+
+
+def test_an_accuracy_competition_shows_no_second_accuracy_column():
+    df = compare.build_table([scored(entry("a" * 40, "main", 6, 2, 0.9, "m", 1.0, 1.0), "accuracy", 0.9, 0.8)],
+                             ledger.read_ledger("/nonexistent"))  # fmt: skip
+    assert not [c for c in df.columns if "score" in c or "accuracy" in c] and "oof_acc.ensemble" in df.columns
+
+
+def test_the_ledgers_cv_is_the_metrics_out_of_fold_score(tmp_path):
+    from paddy.leaderboard import submit  # here: the rest of this file does not need `paddy submit`'s imports
+
+    path = tmp_path / "ensemble.json"
+    path.write_text(json.dumps({"metric": "log_loss", "oof_score": {"vit": 0.5, "resnet": 0.4, "ensemble": 0.35},
+                                "oof_acc": {"vit": 0.8, "resnet": 0.9, "ensemble": 0.91}}))  # fmt: skip
+    assert submit.cv_figures(path) == (0.35, "resnet=0.40000;vit=0.50000")
+    path.write_text(json.dumps({"oof_acc": {"vit": 0.8, "ensemble": 0.91}}))  # an experiment from before the metric
+    assert submit.cv_figures(path) == (0.91, "vit=0.80000")
+    assert submit.cv_figures(tmp_path / "none.json") == (None, "")

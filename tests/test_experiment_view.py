@@ -52,3 +52,7 @@ def test_train_summary_is_the_models_figures_over_its_splits():
     expected = {"valid_acc": 0.85, "valid_acc_variety": 0.6, "valid_loss": 0.3, "train_time_s": 20.0}
     assert summary == pytest.approx(dict(expected, out_of_memory_fallbacks=1))
     assert stage.summary([split]).keys() == expected.keys()  # no fallback, no compile: no column for them
+    # The competition's metric: the mean over the splits that define it (ROC AUC over one class has none)
+    scored = [dict(split, valid_roc_auc=0.7), dict(other, valid_roc_auc=0.9), split]
+    assert stage.summary(scored)["valid_roc_auc"] == pytest.approx(0.8)
+    assert list(stage.summary(scored))[:4] == ["valid_acc", "valid_acc_variety", "valid_roc_auc", "valid_loss"]

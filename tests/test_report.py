@@ -4,21 +4,28 @@ prepared folder holds only the images it should draw."""
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import run_script
 from PIL import Image
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
 from paddy.errors import PaddyError
 from paddy.report import scores
 from paddy.report.build import write_report
 from paddy.settings import ReportSettings
+from paddy.settings.schema import CompetitionSettings
 
 LABELS = ["bacterial_panicle_blight", "blast", "hispa", "normal"]
+PADDY = CompetitionSettings(
+    "train.csv", "image_id", "column", "label", "train_images/{label}/{id}", "test_images/{id}",
+    "sample_submission.csv", "label", "", "accuracy",
+)  # fmt: skip
 
 
 def test_per_class_metrics_match_scikit_learn_on_a_fixed_table():
@@ -116,6 +123,7 @@ def make_run(tmp_path, n_oof=30, n_test=10, top=5, labels_of=None, weights=None,
     prepared.mkdir()
     index.to_csv(prepared / "index.csv", index=False)
     (prepared / "labels.json").write_text(json.dumps(LABELS))
+    (prepared / "targets.json").write_text(json.dumps({"label": LABELS}))
     oof_mean, test_mean = 0, 0
     for name, w in weights.items():
         oof = rng.dirichlet(np.ones(len(LABELS)) * 0.5, size=n_oof)
@@ -142,7 +150,7 @@ def make_run(tmp_path, n_oof=30, n_test=10, top=5, labels_of=None, weights=None,
     return top_ids, unsure_ids, oof_mean, y
 
 
-def report(tmp_path, top=5, bins=10):
+def report(tmp_path, top=5, bins=10, metric="accuracy"):
     return write_report(
         tmp_path / "prepared",
         tmp_path / "preds",
@@ -152,6 +160,7 @@ def report(tmp_path, top=5, bins=10):
         tmp_path / "metrics" / "report",
         tmp_path / "plots" / "report",
         ReportSettings(top_losses=top, calibration_bins=bins),
+        replace(PADDY, metric=metric),
     )
 
 
@@ -231,3 +240,39 @@ def test_a_predicted_image_missing_from_the_prepared_folder_is_named(tmp_path):
     with pytest.raises(PaddyError, match=f"train image {top_ids[1]} has predictions but no prepared file"):
         report(tmp_path, top=3)
     assert not (tmp_path / "metrics" / "report.json").exists()
+
+
+def test_the_report_scores_the_competitions_metric_for_the_ensemble_and_each_model(tmp_path):
+    _, _, oof_mean, y = make_run(tmp_path, n_oof=60, top=3)
+    metrics = report(tmp_path, top=3, metric="f1_macro")
+    assert metrics["metric"] == "f1_macro" and list(metrics["oof_score"]) == ["ensemble", "resnet", "vit"]
+    assert metrics["oof_score"]["ensemble"] == pytest.approx(f1_score(y, oof_mean.argmax(1), average="macro"))
+    assert json.loads((tmp_path / "metrics" / "report.json").read_text())["oof_score"] == metrics["oof_score"]
+
+
+def test_the_report_mixes_at_the_ensembles_temperature(tmp_path):
+    """A log-loss competition: the ensemble's probabilities are the mix at metrics/ensemble.json's temperature,
+    what the submission sent, so the report's out-of-fold log loss is the tempered one."""
+    _, _, oof_mean, y = make_run(tmp_path, n_oof=60, top=0)
+    figures = json.loads((tmp_path / "ensemble.json").read_text())
+    (tmp_path / "ensemble.json").write_text(json.dumps(figures | {"temperature": {"value": 2.0}}))
+    metrics = report(tmp_path, top=0, metric="log_loss")
+    tempered = np.sqrt(oof_mean) / np.sqrt(oof_mean).sum(1, keepdims=True)  # p ** (1 / 2), rescaled
+    assert metrics["oof_score"]["ensemble"] == pytest.approx(log_loss(y, tempered, labels=range(4)))
+    assert metrics["oof_score"]["vit"] != pytest.approx(metrics["oof_score"]["ensemble"])  # the models untempered
+    assert metrics["oof_score"]["ensemble"] != pytest.approx(log_loss(y, oof_mean, labels=range(4)))
+
+
+def test_the_stage_prints_the_metric_by_name(tmp_path):
+    make_run(tmp_path, top=0)
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["report"]["top_losses"] = 0
+    params["competition"]["metric"] = "f1_macro"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run_script(
+        "stages/report.py", "prepared", "preds", "ensemble.json", "truth.csv", "metrics/report.json",
+        "metrics/report", "plots/report", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    score = json.loads((tmp_path / "metrics" / "report.json").read_text())["oof_score"]["ensemble"]
+    assert f"metrics/report.json: the ensemble's out-of-fold f1_macro {score:.4f}" in out.stdout

@@ -61,8 +61,8 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
         tmp_path / "preds",
         train[["image_id", "label"]],
         pd.read_csv(truth, dtype=str),
-        fallback_label="normal",
-        ensemble=parse_settings(params).ensemble,
+        parse_settings(params).competition,
+        parse_settings(params).ensemble,
     )
     assert sub.image_id.tolist() == sample.image_id.tolist()
     assert set(metrics["oof_acc"]) == {"resnet", "ensemble"} and 0 <= metrics["test_acc"]["ensemble"] <= 1

@@ -1,15 +1,35 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from paddy.errors import PaddyError
-from paddy.predict.ensemble import aligned, build_ensemble, cross_validate_fit, cv_folds, fit_weights, weighted_mean
-from paddy.predict.submission import make_submission, validate_submission
+from paddy.metrics import Metric, score
+from paddy.predict.ensemble import (
+    aligned,
+    build_ensemble,
+    cross_validate_fit,
+    cv_folds,
+    fit_log_loss,
+    fit_temperature,
+    fit_weights,
+    search_weights,
+    temper,
+    weighted_mean,
+)
+from paddy.predict.submission import make_submission, validate_submission, write_submission
 from paddy.predict.tta import blend
 from paddy.settings import EnsembleSettings, parse_settings
+from paddy.settings.schema import CompetitionSettings
 
 LABELS = ["a", "b", "c"]
+# Paddy's own description: the label form, scored by accuracy
+PADDY = CompetitionSettings(
+    "train.csv", "image_id", "column", "label", "train_images/{label}/{id}", "test_images/{id}",
+    "sample_submission.csv", "label", "", "accuracy",
+)  # fmt: skip
 
 
 def test_tta_blend_is_three_quarters_augmented():
@@ -44,9 +64,9 @@ def sample():
 
 
 def test_submission_keeps_sample_order(sample):
-    sub = make_submission(sample, ["1.jpg", "2.jpg", "3.jpg"], ["a", "b", "c"])
+    sub = make_submission(sample, ["1.jpg", "2.jpg", "3.jpg"], np.eye(3), LABELS, PADDY)
     assert sub.values.tolist() == [["3.jpg", "c"], ["1.jpg", "a"], ["2.jpg", "b"]]
-    validate_submission(sub, sample, LABELS)
+    validate_submission(sub, sample, LABELS, PADDY)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +81,7 @@ def test_submission_keeps_sample_order(sample):
 )
 def test_bad_submissions_are_refused(sample, rows, message):
     with pytest.raises(PaddyError, match=message):
-        validate_submission(pd.DataFrame(rows, columns=["image_id", "label"]), sample, LABELS)
+        validate_submission(pd.DataFrame(rows, columns=["image_id", "label"]), sample, LABELS, PADDY)
 
 
 def noisy_probs(rng, y, n_classes, sharpness):
@@ -103,9 +123,9 @@ def weak_pair(tmp_path):
     sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
     test_truth = pd.DataFrame({"image_id": ["t.jpg"], "label": ["a"]})
 
-    def run(weights, cv_folds=5):
+    def run(weights, cv_folds=5, comp=PADDY):
         ensemble = EnsembleSettings(weights, cv_folds)
-        return build_ensemble(models, LABELS, sample, tmp_path, truth, test_truth, "a", ensemble, None, seed=0)
+        return build_ensemble(models, LABELS, sample, tmp_path, truth, test_truth, comp, ensemble, None, seed=0)
 
     return run
 
@@ -155,7 +175,8 @@ def test_cross_validation_rotates_over_kfold_folds():
     assert folds.tolist() == fold[::-1].tolist()  # the split's folds, looked up by image_id, not 5 new ones
     in_sample = fit_weights(probs, y)
     assert in_sample == pytest.approx([0.5, 0.5], abs=0.05)
-    cv_acc, cv_loss = cross_validate_fit(probs, y, fold)
+    cv_acc, cv_loss, cv_score = cross_validate_fit(probs, y, fold, Metric("accuracy", tuple(LABELS)))
+    assert cv_score == cv_acc
     in_acc = (np.tensordot(in_sample, probs, axes=1).argmax(1) == y).mean()
     assert cv_acc < in_acc and cv_loss > 2 * -np.log(np.tensordot(in_sample, probs, axes=1)[np.arange(200), y]).mean()
 
@@ -191,3 +212,186 @@ def test_bad_ensemble_settings_are_refused_naming_the_key(params, key, value):
     del params["ensemble"]
     with pytest.raises(PaddyError, match="no `ensemble.weights`"):
         parse_settings(params)
+
+
+def test_the_label_form_writes_exactly_the_file_paddy_wrote_before_the_forms(tmp_path):
+    """The argmax label per sample row, in the sample's order, as the ensemble wrote it before forms existed (the
+    default `dvc repro`'s submission.csv is this file): ties to the first class, an id without a prediction left
+    empty for the caller, nothing but the two columns."""
+    rng = np.random.default_rng(0)
+    classes = ["bacterial_leaf_blight", "blast", "normal", "tungro"]
+    ids = [f"{200001 + i}.jpg" for i in range(50)]
+    probs = np.round(rng.dirichlet(np.ones(4), size=50), 6)
+    probs[7] = [0.4, 0.4, 0.1, 0.1]  # a tie: the first class
+    sample = pd.DataFrame({"image_id": ids[::-1], "label": ""})
+    sub = make_submission(sample, ids, probs, classes, PADDY)
+    write_submission(sub, tmp_path / "submission.csv")
+    label_of = dict(zip(ids, np.asarray(classes)[probs.argmax(1)]))
+    expected = "image_id,label\n" + "".join(f"{i},{label_of[i]}\n" for i in ids[::-1])
+    assert (tmp_path / "submission.csv").read_text() == expected and label_of[ids[7]] == classes[0]
+    validate_submission(pd.read_csv(tmp_path / "submission.csv", dtype=str), sample, classes, PADDY)
+
+
+def test_the_probabilities_form_sends_each_class_column_clipped_and_summing_to_one(tmp_path):
+    """dog-breed's form: one column per class in the sample's order (not labels.json's), probabilities clipped
+    as Kaggle's log loss clips, every row summing to 1 within 1e-6 once written and read back, over 120 classes
+    of tiny values."""
+    rng = np.random.default_rng(1)
+    classes = [f"breed_{i:03d}" for i in range(120)]
+    probs = rng.dirichlet(np.full(120, 0.05), size=30)
+    probs[0] = 0.0
+    probs[0, 5] = 1.0  # exact zeros and a one: clipped, not sent as 0
+    ids = [f"{i:032x}" for i in range(30)]
+    columns = list(rng.permutation(classes))
+    sample = pd.DataFrame({"id": ids, **{c: "0.0083" for c in columns}})
+    comp = replace(PADDY, form="probabilities", metric="log_loss", sample_submission="sample_submission.csv")
+    sub = make_submission(sample, ids[::-1], probs[::-1], classes, comp)
+    assert list(sub.columns) == ["id", *columns]
+    assert sub.loc[0, "breed_005"] == pytest.approx(1 - 119e-15) and sub.loc[0, "breed_000"] == pytest.approx(1e-15)
+    assert sub.loc[3, columns].to_numpy(float) == pytest.approx(probs[3][[classes.index(c) for c in columns]])
+    write_submission(sub, tmp_path / "submission.csv")
+    back = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
+    sums = back[columns].astype(float).sum(axis=1)
+    assert (sums - 1).abs().max() <= 1e-6 and back[columns].astype(float).min().min() > 0
+    validate_submission(back, sample, classes, comp)
+    # What Kaggle would score: the written file's log loss is ours on the same probabilities
+    y = rng.integers(0, 120, 30)
+    written = back[columns].astype(float)[classes].to_numpy()
+    assert score("log_loss", y, written, classes) == pytest.approx(score("log_loss", y, probs, classes), rel=1e-6)
+
+
+def test_the_probability_form_sends_the_positive_class(tmp_path):
+    probs = np.array([[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]])
+    sample = pd.DataFrame({"id": ["x", "y", "z"], "label": "0.5"})
+    comp = replace(PADDY, form="probability", positive="dog", metric="log_loss")
+    sub = make_submission(sample, ["x", "y", "z"], probs, ["cat", "dog"], comp)
+    assert sub["label"].tolist() == pytest.approx([0.75, 1e-15, 0.5])
+    cat = make_submission(sample, ["x", "y", "z"], probs, ["cat", "dog"], replace(comp, positive="cat"))
+    assert cat["label"].tolist() == pytest.approx([0.25, 1 - 1e-15, 0.5])
+    write_submission(sub, tmp_path / "submission.csv")
+    assert (tmp_path / "submission.csv").read_text() == "id,label\nx,0.75\ny,1e-15\nz,0.5\n"
+    validate_submission(pd.read_csv(tmp_path / "submission.csv", dtype=str), sample, ["cat", "dog"], comp)
+
+
+@pytest.mark.parametrize(
+    "form, rows, message",
+    [
+        (
+            "probabilities",
+            [["1", "0.5", "0.6"], ["2", "0.5", "0.5"]],
+            r"row 2 \(id '1'\) has probabilities summing to 1.1",
+        ),
+        ("probabilities", [["1", "0.5", "0.5"], ["2", "1.5", "-0.5"]], r"'1.5' in column 'cat' \(row 3, id '2'\)"),
+        ("probabilities", [["1", "half", "0.5"], ["2", "0.5", "0.5"]], r"'half' in column 'cat'"),
+        ("probabilities", [["1", "", "1"], ["2", "0.5", "0.5"]], r"'' in column 'cat'"),
+        ("probability", [["1", "0.3"], ["2", "dog"]], r"'dog' in column 'label' \(row 3"),
+        ("probability", [["1", "0.3"], ["2", "1.01"]], r"'1.01' in column 'label'"),
+        ("label", [["1", "cat"], ["2", "0.9"]], r"label '0.9' \(row 3\), which is not one of the competition's"),
+    ],
+)
+def test_values_of_the_wrong_form_are_refused_naming_the_cell(form, rows, message):
+    columns = ["id", "cat", "dog"] if form == "probabilities" else ["id", "label"]
+    sample = pd.DataFrame({c: ["1", "2"] if c == "id" else "" for c in columns})
+    comp = replace(PADDY, form=form, positive="dog" if form == "probability" else "")
+    with pytest.raises(PaddyError, match=message):
+        validate_submission(pd.DataFrame(rows, columns=columns), sample, ["cat", "dog"], comp)
+
+
+def logits(rng, y, k, s):
+    """Logits of a k-class truth y: noise plus s on the true class. softmax(s * logits) is then the posterior of
+    the class (calibrated); a factor above s is overconfident, below s underconfident."""
+    out = rng.normal(size=(len(y), k))
+    out[np.arange(len(y)), y] += s
+    return out
+
+
+def softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_the_temperature_lowers_the_out_of_fold_log_loss_of_overconfident_probabilities():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 400)
+    metric = Metric("log_loss", ("a", "b", "c", "d"))
+    z = logits(rng, y, 4, 1.5)
+    p = softmax(4.5 * z)  # three times too sure: the best temperature is about 3
+    t = fit_temperature(p, y, metric)
+    assert t == pytest.approx(3, rel=0.2) and metric(y, temper(p, t)) < metric(y, p) - 0.1
+    assert (temper(p, t).argmax(1) == p.argmax(1)).all() and np.allclose(temper(p, t).sum(1), 1)
+    assert fit_temperature(softmax(1.5 * z), y, metric) == pytest.approx(1.0, abs=0.15)  # calibrated already
+
+
+@pytest.mark.parametrize("n_models", [2, 3, 5])  # the grid, and the moves beyond three models
+@pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "qwk"])
+def test_the_metric_fit_beats_the_log_loss_fit_in_sample(n_models, metric):
+    rng = np.random.default_rng(n_models)
+    y = rng.integers(0, 4, 150)
+    # models sure of themselves where they are wrong: the log-loss fit weighs calibration, not the argmax
+    probs = np.stack([softmax((1 + 2 * m) * logits(rng, y, 4, 1.0)) for m in range(n_models)])
+    judge = Metric(metric, ("0", "1", "2", "3"))
+    start = fit_log_loss(probs, y)
+    w = fit_weights(probs, y, judge)
+    assert w.shape == (n_models,) and (w >= 0).all() and w.sum() == pytest.approx(1)
+    # beats it here (ties are the next test's): the log-loss fit is not where these argmax metrics peak
+    assert judge(y, np.tensordot(w, probs, axes=1)) > judge(y, np.tensordot(start, probs, axes=1))
+    assert np.array_equal(fit_weights(probs, y, judge), w)  # the same on every run
+    assert np.array_equal(fit_weights(probs, y, Metric("log_loss", judge.classes)), start)
+
+
+def test_a_metric_flat_in_the_weights_keeps_the_log_loss_fit():
+    """Two models with the same argmax everywhere: every weighting scores the same accuracy, so the search keeps
+    the log-loss fit (the nearest point), not the grid's first point."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 100)
+    z = logits(rng, y, 3, 1.0)
+    probs = np.stack([softmax(3 * z), softmax(0.3 * z)])  # too sure and too unsure: the log-loss fit mixes them
+    start = fit_log_loss(probs, y)
+    assert 0 < start[0] < 1
+    assert np.array_equal(search_weights(probs, y, Metric("accuracy", ("a", "b", "c")), start), start)
+
+
+def test_the_ensemble_scores_every_model_with_the_competitions_metric(weak_pair):
+    _, metrics, _ = weak_pair("fit", comp=replace(PADDY, metric="f1_macro"))
+    assert metrics["metric"] == "f1_macro" and set(metrics["oof_score"]) == {"sharp", "noisy", "ensemble"}
+    assert metrics["oof_score"]["sharp"] > metrics["oof_score"]["noisy"]
+    assert metrics["oof_score"]["ensemble"] == metrics["fit"]["oof_score"] >= metrics["params"]["oof_score"]
+    assert 0 <= metrics["fit"]["cv_score"] <= 1 and "cv_acc" in metrics["fit"] and "cv_loss" in metrics["fit"]
+    assert set(metrics["test_score"]) == {"sharp", "noisy", "ensemble"} and "test_score" in metrics["params"]
+    assert "temperature" not in metrics
+    _, accuracy, _ = weak_pair("params")
+    assert accuracy["metric"] == "accuracy" and accuracy["oof_score"] == accuracy["oof_acc"]
+
+
+def test_a_log_loss_competition_gets_tempered_probabilities(tmp_path):
+    """An overconfident pair under a log-loss metric and the probabilities form: the submission sends the mix at
+    the fitted temperature, whose out-of-fold log loss is lower; test images without a prediction get the
+    training class frequencies."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 300)
+    ids = [f"{i}.jpg" for i in range(300)]
+    truth = pd.DataFrame({"image_id": ids, "label": np.asarray(LABELS)[y]})
+    test_ids = [f"t{i}.jpg" for i in range(40)]
+    test_y = rng.integers(0, 3, 40)
+    z, test_z = logits(rng, y, 3, 1.5), logits(rng, test_y, 3, 1.5)
+    for name, power in (("one", 3.0), ("two", 4.0)):  # the same logits, too sharp: so is their mix
+        write_preds(tmp_path, name, probs(ids, softmax(power * z)), probs(test_ids[:-1], softmax(power * test_z[:-1])))
+    sample = pd.DataFrame({"image_id": test_ids, "c": "", "a": "", "b": ""})  # its own column order
+    test_truth = pd.DataFrame({"image_id": test_ids, "label": np.asarray(LABELS)[test_y]})
+    comp = replace(PADDY, form="probabilities", metric="log_loss")
+    sub, metrics, _ = build_ensemble(
+        {"one": 1, "two": 1}, LABELS, sample, tmp_path, truth, test_truth, comp, EnsembleSettings("params", 5)
+    )
+    t = metrics["temperature"]
+    assert t["value"] > 1.2 and t["oof_after"] < t["oof_before"] == metrics["params"]["oof_score"]
+    assert metrics["oof_score"]["ensemble"] == t["oof_after"] and metrics["oof_loss"]["ensemble"] == t["oof_before"]
+    assert metrics["test_score"]["ensemble"] < metrics["test_loss"]["ensemble"]  # the temperature helps the test too
+    assert list(sub.columns) == ["image_id", "c", "a", "b"]
+    mix = (
+        pd.read_csv(tmp_path / "one" / "test_probs.csv")[LABELS]
+        + pd.read_csv(tmp_path / "two" / "test_probs.csv")[LABELS]
+    ) / 2
+    expected = temper(mix.to_numpy(), t["value"])
+    assert sub.loc[:38, LABELS].to_numpy(float) == pytest.approx(expected, rel=1e-9)
+    prior = np.bincount(y, minlength=3) / 300
+    assert sub.loc[39, LABELS].to_numpy(float) == pytest.approx(prior)  # no prediction: the class frequencies

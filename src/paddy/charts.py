@@ -17,19 +17,35 @@ def save(fig, path):
 
 
 def learning_curves(history, path, title):
-    """history: {split: [each epoch's metrics]}. Train and valid loss, and each target's valid accuracy, per epoch;
-    one colour per split (fold or bag)."""
+    """history: {split: [each epoch's metrics]}. Train and valid loss (and the competition's valid_log_loss), and
+    each target's valid accuracy and the competition's other metric (valid_<metric>), per epoch; one colour per
+    split (fold or bag). An epoch without a metric (ROC AUC over one class) leaves a gap."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
+    low = 0.0
     for split, epochs in sorted(history.items()):
         x = np.arange(1, len(epochs) + 1)
         color, name = f"C{split % 10}", f"split {split}"
         loss_ax.plot(x, [m["train_loss"] for m in epochs], color=color, label=f"{name} train")
         loss_ax.plot(x, [m["valid_loss"] for m in epochs], "--", color=color, label=f"{name} valid")
-        for key, style in zip(sorted(k for k in epochs[0] if k.startswith("valid_acc")), ("-", ":", "-.", "--")):
-            acc_ax.plot(x, [m[key] for m in epochs], style, color=color, label=f"{name} {key}")
+        if any("valid_log_loss" in m for m in epochs):
+            loss_ax.plot(
+                x, [m.get("valid_log_loss", np.nan) for m in epochs], ":", color=color, label=f"{name} valid_log_loss"
+            )
+        keys = sorted(
+            {k for m in epochs for k in m if k.startswith("valid_") and k not in ("valid_loss", "valid_log_loss")}
+        )
+        for key, style in zip(keys, ("-", ":", "-.", "--")):
+            values = [m.get(key, np.nan) for m in epochs]
+            low = min(low, np.nanmin(values))  # quadratic weighted kappa goes below 0
+            acc_ax.plot(x, values, style, color=color, label=f"{name} {key}")
     loss_ax.set(title=f"{title}: loss", xlabel="epoch", ylabel="loss")
-    acc_ax.set(title=f"{title}: validation accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+    acc_ax.set(
+        title=f"{title}: validation",
+        xlabel="epoch",
+        ylabel="accuracy, metric",
+        ylim=(low - 0.02 if low < 0 else 0, 1.02),
+    )
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

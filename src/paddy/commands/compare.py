@@ -16,9 +16,12 @@ def arguments(parser):
     )
     parser.add_argument("--model", default="ensemble", help="--per-class: whose recall (default: ensemble)")
     parser.add_argument(
-        "--sort", metavar="COLUMN", help="sort by this column, largest first (default: oof_acc.ensemble)"
+        "--sort",
+        metavar="COLUMN",
+        help="sort by this column, largest first (default: the competition metric's oof_<metric>.ensemble, best "
+        "first, or oof_acc.ensemble)",
     )
-    parser.add_argument("--asc", action="store_true", help="sort smallest first")
+    parser.add_argument("--asc", action="store_true", help="sort smallest first (by default: worst first)")
     parser.add_argument("--params", metavar="KEYS", help="comma-separated params to show (default: those that vary)")
     parser.add_argument("--all-commits", action="store_true", help="experiments of every commit, not just HEAD")
     parser.add_argument("--csv", metavar="PATH", help="also write the table as CSV")

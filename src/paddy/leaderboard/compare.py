@@ -1,8 +1,9 @@
 """`paddy compare`: one table of experiments (`dvc exp show --json`) joined with the ledger's Kaggle scores.
 
-Columns: experiment, revision, every param that differs between the experiments shown (in its own format), accuracy
-and log loss out of fold and on the test set (when it has labels) per model and for the ensemble, each model's train
-time, then the public/private score of the experiment's latest submission. Experiments are joined to the ledger by
+Columns: experiment, revision, every param that differs between the experiments shown (in its own format), the
+competition's metric (named: oof_f1_macro.*, test_f1_macro.*, ...), accuracy and log loss out of fold and on the test
+set (when it has labels) per model and for the ensemble, each model's train time, then the public/private score of
+the experiment's latest submission. Experiments are joined to the ledger by
 the md5 of their submission.csv (exact), else by experiment name. Ledger rows whose experiment is gone
 (`dvc exp remove`) are kept, marked `ledger`.
 """
@@ -17,13 +18,17 @@ import pandas as pd
 from paddy.errors import PaddyError
 from paddy.files import run_dvc, write_csv, write_text
 from paddy.leaderboard.ledger import read_ledger
+from paddy.metrics import GREATER_IS_BETTER
 
 SUBMISSION = "submission.csv"
+ENSEMBLE_JSON = "metrics/ensemble.json"
 REPORT = "metrics/report.json"  # the report stage's per-class figures: `paddy compare --per-class`
-# What a competitor compares, in this order: out-of-fold accuracy per model and for the ensemble, the ensemble's log
-# loss, test accuracy (only the synthetic competition has test labels), each model's train time (dvclive's). `dvc exp
-# show` has every metric.
-METRICS = ("oof_acc.*", "oof_loss.ensemble", "test_acc.*", "train_time_s.*")
+# What a competitor compares, in this order: the competition's metric out of fold (oof_score, shown under its name:
+# oof_<metric>) and out-of-fold accuracy, per model and for the ensemble, the ensemble's log loss, the metric and
+# accuracy on the test set (only a synthetic competition has test labels), each model's train time (dvclive's).
+# `dvc exp show` has every metric.
+METRICS = ("oof_score.*", "oof_acc.*", "oof_loss.ensemble", "test_score.*", "test_acc.*", "train_time_s.*")
+NAMED = {f"{where}_{m}": f"{where}_score" for where in ("oof", "test") for m in GREATER_IS_BETTER if m != "accuracy"}
 
 
 def exp_show(all_commits=False):
@@ -55,17 +60,37 @@ def _model_of(path):
 
 
 def metric_columns(metrics):
-    """The columns paddy shows from `dvc exp show`'s metrics block: {file: {'data': {...}}} -> {column: value}."""
+    """The columns paddy shows from `dvc exp show`'s metrics block: {file: {'data': {...}}} -> {column: value}. The
+    ensemble's oof_score and test_score are named after its metric (oof_f1_macro.vit); under accuracy they repeat
+    oof_acc and test_acc, and are left out."""
     cols = {}
     for path, block in (metrics or {}).items():
         data = (block or {}).get("data") or {}
+        name = data.get("metric") if path == ENSEMBLE_JSON else None
         for key, value in flatten(data).items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
             column = key if "." in key else f"{key}.{_model_of(path)}"  # a per-model file's key: <key>.<model>
+            kind, _, rest = column.partition(".")
+            if kind in ("oof_score", "test_score"):
+                if name not in GREATER_IS_BETTER or name == "accuracy":
+                    continue
+                column = f"{kind.removesuffix('_score')}_{name}.{rest}"
             if _metric_rank(column) < len(METRICS):
                 cols[column] = value
     return cols
+
+
+def competition_metric(metric_names):
+    """The metric the experiments' ensembles share (oof_<metric>.ensemble ranks them), or accuracy when they share
+    none, or have none (older experiments)."""
+    names = {n for n in metric_names if n in GREATER_IS_BETTER}
+    return names.pop() if len(names) == 1 else "accuracy"
+
+
+def score_column(metric, where="oof"):
+    """The table's column of the ensemble's score by `metric`: oof_acc.ensemble for accuracy."""
+    return f"{where}_acc.ensemble" if metric == "accuracy" else f"{where}_{metric}.ensemble"
 
 
 def _row(entry, baseline):
@@ -76,12 +101,14 @@ def _row(entry, baseline):
         params.update(flat if path == "params.yaml" else {f"{path}:{k}": v for k, v in flat.items()})
     outs = data.get("outs") or {}
     rev = str(entry.get("rev") or "")
+    ensemble = (((data.get("metrics") or {}).get(ENSEMBLE_JSON) or {}).get("data")) or {}
     return {
         "experiment": entry.get("name") or (rev if rev == "workspace" else rev[:7]),
         "rev": rev if rev == "workspace" else rev[:7],
         "baseline": baseline,
         "params": params,
         "metrics": metric_columns(data.get("metrics")),
+        "metric": ensemble.get("metric") or "accuracy",
         "recall": ((((data.get("metrics") or {}).get(REPORT) or {}).get("data") or {}).get("recall")) or {},
         "submission_md5": ((outs.get(SUBMISSION) or {}).get("hash")),
     }
@@ -167,9 +194,11 @@ def build_table(exp_json, ledger, param_keys=None, names=None):
         used.update(match.index)
         table.append(line)
     # Submissions of experiments no longer in `dvc exp show`: the ledger outlives them (unless experiments are named).
+    # Their ledger CV is the ensemble's oof_score (paddy.leaderboard.submit.cv_figures): the experiments' metric.
     orphans = ledger.drop(index=list(used)) if not names else ledger.iloc[0:0]
+    cv_column = score_column(competition_metric(r["metric"] for r in rows))
     for name, group in orphans.groupby(orphans["experiment"].astype(str), sort=False):
-        line = {"experiment": name, "rev": "ledger", "oof_acc.ensemble": group["cv"].iloc[-1]}
+        line = {"experiment": name, "rev": "ledger", cv_column: group["cv"].iloc[-1]}
         line.update(_scores(group))
         table.append(line)
     df = pd.DataFrame(table)
@@ -181,9 +210,11 @@ def build_table(exp_json, ledger, param_keys=None, names=None):
 
 
 def _metric_rank(column):
-    """The column's place in METRICS; len(METRICS) where it is not one."""
-    kind = column.partition(".")[0]
-    return next((i for i, m in enumerate(METRICS) if m in (column, f"{kind}.*")), len(METRICS))
+    """The column's place in METRICS (a metric's named column, oof_<metric>, in oof_score's); len(METRICS) where it
+    is not one."""
+    kind, _, rest = column.partition(".")
+    kind = NAMED.get(kind, kind)
+    return next((i for i, m in enumerate(METRICS) if m in (f"{kind}.{rest}", f"{kind}.*")), len(METRICS))
 
 
 def _metric_order(column):
@@ -208,9 +239,18 @@ def correlation(ledger):
 
 
 def sort_table(df, column=None, ascending=False):
+    """Sorted by `column`, largest first (ascending: smallest first). By default by the ensemble's out-of-fold score
+    of the competition's metric, best first (log loss: smallest first; ascending: worst first), else by
+    oof_acc.ensemble."""
     if column is None:
-        column = "oof_acc.ensemble" if "oof_acc.ensemble" in df.columns else None
-        if column is None:
+        named = [c for c in df.columns if c.endswith(".ensemble") and c.partition(".")[0] in NAMED]
+        named = [c for c in named if NAMED[c.partition(".")[0]] == "oof_score"]
+        if len(named) == 1:
+            column = named[0]
+            ascending = ascending != (not GREATER_IS_BETTER[column.partition(".")[0].removeprefix("oof_")])
+        elif "oof_acc.ensemble" in df.columns:
+            column = "oof_acc.ensemble"
+        else:
             return df
     if column not in df.columns:
         raise PaddyError(f"--sort {column}: no such column. Columns: {', '.join(df.columns)}.")

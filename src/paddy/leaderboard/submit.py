@@ -136,7 +136,8 @@ def identify(md5, exp_json, rev, params=None):
 
 
 def cv_figures(path="metrics/ensemble.json"):
-    """(ensemble CV, 'model=cv;...') from the ensemble metrics, (None, '') when missing."""
+    """(ensemble CV, 'model=cv;...') from the ensemble metrics, (None, '') when missing. The CV is the out-of-fold
+    score by the competition's metric (oof_score), or the accuracy (oof_acc) of a file from before it had one."""
     path = Path(path)
     if not path.is_file():
         return None, ""
@@ -144,10 +145,10 @@ def cv_figures(path="metrics/ensemble.json"):
         metrics = json.loads(path.read_text())
     except ValueError:
         return None, ""
-    cols = compare.metric_columns({"metrics/ensemble.json": {"data": metrics}})
-    models = sorted(k for k in cols if k.startswith("oof_acc.") and k != "oof_acc.ensemble")
-    per_model = ";".join(f"{k.removeprefix('oof_acc.')}={cols[k]:.5f}" for k in models)
-    return cols.get("oof_acc.ensemble"), per_model
+    key = "oof_score" if isinstance(metrics.get("oof_score"), dict) else "oof_acc"
+    figures = {name: value for name, value in (metrics.get(key) or {}).items() if isinstance(value, int | float)}
+    per_model = ";".join(f"{name}={figures[name]:.5f}" for name in sorted(figures) if name != "ensemble")
+    return figures.get("ensemble"), per_model
 
 
 def check_competition(data, comp, data_dir, cache_dir=None):

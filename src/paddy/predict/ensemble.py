@@ -1,24 +1,32 @@
-"""Weighted mean of the models' probabilities -> argmax -> labels, in sample_submission order.
+"""Weighted mean of the models' probabilities -> the submission in the competition's form, in the sample's order.
 
 The weights are each model's `models.<name>.weight`, or fitted: non-negative, summing to 1, minimising the
-out-of-fold log loss. Both are scored either way, the fit also cross-validated (fitted on some out-of-fold rows,
-scored on the others), since fitting and scoring on the same rows flatters it.
+out-of-fold log loss, then, for another competition metric, moved on the simplex to where that metric scores best
+out of fold. Both are scored either way, the fit also cross-validated (fitted on some out-of-fold rows, scored on
+the others), since fitting and scoring on the same rows flatters it. Under a log-loss metric one temperature, fitted
+on the mixed out-of-fold probabilities, softens (or sharpens) the test probabilities before they are written.
 """
 
+import itertools
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from paddy.data.split import split_columns
 from paddy.errors import PaddyError
+from paddy.metrics import CLIP, Metric, better
 from paddy.predict.submission import make_submission, validate_submission
 
 EPS = 1e-15  # a probability of exactly 0 for the true label would make the log loss infinite
+# The metric search's grid by number of models (101 and 231 points); more models move one step at a time instead
+GRID_STEPS = {2: 100, 3: 20}
+MAX_MOVES = 500  # a continuous metric (ROC AUC) could creep up by tiny moves for long
+TEMPERATURES = (0.05, 20.0)  # the temperature's search bounds
 
 
 def read_predictions(preds_dir, name, kind):
@@ -68,14 +76,15 @@ def aligned(frames, truth, labels):
     return ids.to_numpy(), probs, y
 
 
-def scores(probs, y, weights):
-    """(accuracy, log loss) of the weighted mean of probs [model, row, class] (weights summing to 1)."""
+def scores(probs, y, weights, metric):
+    """(accuracy, log loss, the competition's metric) of the weighted mean of probs [model, row, class] (weights
+    summing to 1); metric: a paddy.metrics.Metric."""
     mean = np.tensordot(weights, probs, axes=1)
     loss = log_loss(y, np.clip(mean, EPS, None), labels=np.arange(probs.shape[-1]))
-    return float(accuracy_score(y, mean.argmax(1))), float(loss)
+    return float(accuracy_score(y, mean.argmax(1))), float(loss), metric(y, mean)
 
 
-def fit_weights(probs, y):
+def fit_log_loss(probs, y):
     """Non-negative weights summing to 1 minimising the log loss of the weighted mean of probs [model, row, class].
 
     The loss only sees each model's probability of the true label, and is convex in the weights, so SLSQP from
@@ -106,6 +115,61 @@ def fit_weights(probs, y):
     return w if loss(w) <= loss(start) else start
 
 
+def simplex_grid(n, steps):
+    """Every weight vector of n models whose weights are multiples of 1/steps summing to 1 (stars and bars)."""
+    for bars in itertools.combinations(range(steps + n - 1), n - 1):
+        yield (np.diff([-1, *bars, steps + n - 1]) - 1) / steps
+
+
+def search_weights(probs, y, metric, start):
+    """Weights on the simplex under which `metric` scores the mix of probs [model, row, class] better than under
+    `start` (the log-loss fit), or `start`. Two or three models: every point of a grid; more: moves of weight from
+    one model to another, the best move while one improves, then smaller moves. Ties go to the weights nearest
+    `start`: accuracy, F1 and QWK are flat between two argmax changes, and the log-loss fit is the better-calibrated
+    point of a flat region."""
+
+    def judge(w):
+        return metric(y, np.tensordot(w, probs, axes=1))
+
+    best, best_score = start, judge(start)
+    n = len(start)
+    if n in GRID_STEPS:
+        # nearest first, and only a strictly better score replaces the best: a tie keeps the nearer point
+        for w in sorted(simplex_grid(n, GRID_STEPS[n]), key=lambda w: np.abs(w - start).sum()):
+            if better(metric.name, s := judge(w), best_score):
+                best, best_score = w, s
+        return best
+    step, moved = 0.1, 0
+    while step >= 1 / 128 and moved < MAX_MOVES:
+        moves = []
+        for i, j in itertools.permutations(range(n), 2):
+            if best[i] > 0:
+                w = best.copy()
+                amount = min(step, w[i])
+                w[i], w[j] = w[i] - amount, w[j] + amount
+                moves.append(w)
+        scored = [(judge(w), w) for w in moves]
+        top_score, top = scored[0]
+        for s, w in scored[1:]:
+            if better(metric.name, s, top_score):
+                top_score, top = s, w
+        if better(metric.name, top_score, best_score):
+            best, best_score, moved = top, top_score, moved + 1
+        else:
+            step /= 2
+    return best
+
+
+def fit_weights(probs, y, metric=None):
+    """Non-negative weights summing to 1 for the models of probs [model, row, class]: the log-loss fit
+    (fit_log_loss), and for a metric (a paddy.metrics.Metric) other than log loss, the weights that score it best
+    from there (search_weights)."""
+    w = fit_log_loss(probs, y)
+    if metric is None or metric.name == "log_loss" or len(w) == 1:
+        return w
+    return search_weights(probs, y, metric, w)
+
+
 def cv_folds(ids, y, split_table, n_folds, seed):
     """A fold number per out-of-fold row, for cross-validating the fit. kfold's table, where every row validates in
     exactly one split, gives its own folds; bagging (one validation set, or several overlapping ones) gets
@@ -130,67 +194,120 @@ def cv_folds(ids, y, split_table, n_folds, seed):
     return folds
 
 
-def cross_validate_fit(probs, y, folds):
-    """(accuracy, log loss) of the fitted weights on rows they were not fitted on: for each fold, weights fitted on
-    the other folds mix that fold's rows; the pooled mixtures are scored together."""
+def cross_validate_fit(probs, y, folds, metric):
+    """(accuracy, log loss, metric) of the fitted weights on rows they were not fitted on: for each fold, weights
+    fitted (fit_weights, for `metric`) on the other folds mix that fold's rows; the pooled mixtures are scored
+    together."""
     mixed = np.zeros(probs.shape[1:])
     for k in np.unique(folds):
         held = folds == k
-        w = fit_weights(probs[:, ~held], y[~held])
+        w = fit_weights(probs[:, ~held], y[~held], metric)
         mixed[held] = np.tensordot(w, probs[:, held], axes=1)
-    return scores(mixed[None], y, np.ones(1))
+    return scores(mixed[None], y, np.ones(1), metric)
+
+
+def temper(probs, t):
+    """Probabilities [row, class] at temperature t: softmax(log p / t). t > 1 softens overconfident ones."""
+    if t == 1:
+        return probs
+    logits = np.log(np.clip(probs, CLIP, None)) / t
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_temperature(probs, y, metric):
+    """The temperature in TEMPERATURES under which the mixed out-of-fold probabilities [row, class] score the
+    lowest log loss (`metric`, log loss), by a bounded scalar search; 1 unless it scores better than 1."""
+    result = minimize_scalar(lambda t: metric(y, temper(probs, t)), bounds=TEMPERATURES, method="bounded")
+    t = float(result.x)
+    return t if metric(y, temper(probs, t)) < metric(y, probs) else 1.0
 
 
 def build_ensemble(
-    weights, labels, sample, preds_dir, train_truth, test_truth, fallback_label, ensemble, split_table=None, seed=0
+    weights, labels, sample, preds_dir, train_truth, test_truth, comp, ensemble, split_table=None, seed=0
 ):
     """Returns (submission DataFrame, metrics dict, out-of-fold confusion rows). weights: each model's name -> its
-    models.<name>.weight, in params.yaml's order; ensemble: the EnsembleSettings; split_table: data/split.csv, whose
-    folds cross-validate the fit
-    under kfold."""
+    models.<name>.weight, in params.yaml's order; train_truth: the training images' image_id and label (their
+    labels' frequencies fill test images without predictions); comp: the CompetitionSettings (the submission's
+    form, the metric); ensemble: the EnsembleSettings; split_table: data/split.csv, whose folds cross-validate the
+    fit under kfold."""
     names = list(weights)
+    metric = Metric.of(comp, labels)
     test = {n: read_predictions(preds_dir, n, "test") for n in names}
     oof = {n: read_predictions(preds_dir, n, "oof") for n in names}
     ids, probs, y = aligned(oof, train_truth, labels)
     raw = np.array([float(weights[n]) for n in names])
-    candidates = {"fit": fit_weights(probs, y)}
+    candidates = {"fit": fit_weights(probs, y, metric)}
     if raw.sum() > 0:
         candidates["params"] = raw / raw.sum()
     if ensemble.weights not in candidates:
         raise PaddyError("Every `models.<name>.weight` in params.yaml is 0: give at least one model a weight > 0.")
-    metrics = {"oof_acc": {}, "oof_loss": {}}
+    metrics = {"metric": metric.name, "oof_score": {}, "oof_acc": {}, "oof_loss": {}}
     for i, name in enumerate(names):
-        metrics["oof_acc"][name], metrics["oof_loss"][name] = scores(probs[i : i + 1], y, np.ones(1))
+        figures = scores(probs[i : i + 1], y, np.ones(1), metric)
+        metrics["oof_acc"][name], metrics["oof_loss"][name], metrics["oof_score"][name] = figures
     for kind, w in candidates.items():
-        acc, loss = scores(probs, y, w)
-        metrics[kind] = {"weights": dict(zip(names, w.tolist())), "oof_acc": acc, "oof_loss": loss}
-    fit_cv = cross_validate_fit(probs, y, cv_folds(ids, y, split_table, ensemble.cv_folds, seed))
-    metrics["fit"]["cv_acc"], metrics["fit"]["cv_loss"] = fit_cv
+        acc, loss, score = scores(probs, y, w, metric)
+        metrics[kind] = {"weights": dict(zip(names, w.tolist())), "oof_acc": acc, "oof_loss": loss, "oof_score": score}
+    fit_cv = cross_validate_fit(probs, y, cv_folds(ids, y, split_table, ensemble.cv_folds, seed), metric)
+    metrics["fit"]["cv_acc"], metrics["fit"]["cv_loss"], metrics["fit"]["cv_score"] = fit_cv
     chosen = metrics[ensemble.weights]
     metrics["oof_acc"]["ensemble"], metrics["oof_loss"]["ensemble"] = chosen["oof_acc"], chosen["oof_loss"]
     metrics["weights"] = chosen["weights"]
+    w = np.array([chosen["weights"][n] for n in names])
+    # oof_score.ensemble and test_score.ensemble score what the submission sends: under log loss, the mix tempered
+    mix = np.tensordot(w, probs, axes=1)
+    t = fit_temperature(mix, y, metric) if metric.name == "log_loss" else 1.0
+    metrics["oof_score"]["ensemble"] = sent_score = metric(y, temper(mix, t))
+    if metric.name == "log_loss":
+        metrics["temperature"] = {"value": t, "oof_before": chosen["oof_score"], "oof_after": sent_score}
+    notes = []
     if ensemble.weights == "fit" and len(names) == 1:
-        metrics["note"] = f"ensemble.weights is fit, but there is one model ({names[0]}): nothing to fit, weight 1"
+        notes.append(f"ensemble.weights is fit, but there is one model ({names[0]}): nothing to fit, weight 1")
+    if metric.name == "mean_roc_auc":
+        one_sided = [c for k, c in enumerate(labels) if (y == k).all() or not (y == k).any()]
+        if one_sided:
+            notes.append(
+                f"mean_roc_auc: no out-of-fold rows of {', '.join(one_sided)} (or nothing else), so no ROC AUC: "
+                "left out of the mean"
+            )
+    if notes:
+        metrics["note"] = "; ".join(notes)
         print(f"note: {metrics['note']}")
     ens_oof = weighted_mean(oof, chosen["weights"], labels)
     _, confusion = accuracy(ens_oof, train_truth, labels)
     ens_test = weighted_mean(test, chosen["weights"], labels)
     if len(test_truth):
+        metrics["test_score"] = {}
         metrics["test_acc"] = {name: accuracy(df, test_truth, labels)[0] for name, df in test.items()}
         metrics["test_acc"]["ensemble"] = accuracy(ens_test, test_truth, labels)[0]
         _, test_probs, test_y = aligned(test, test_truth, labels)
-        metrics["test_loss"] = {n: scores(test_probs[i : i + 1], test_y, np.ones(1))[1] for i, n in enumerate(names)}
-        weights = np.array([chosen["weights"][n] for n in names])
-        metrics["test_loss"]["ensemble"] = scores(test_probs, test_y, weights)[1]
+        metrics["test_loss"] = {}
+        for i, name in enumerate(names):
+            _, metrics["test_loss"][name], metrics["test_score"][name] = scores(
+                test_probs[i : i + 1], test_y, [1], metric
+            )
+        metrics["test_loss"]["ensemble"] = scores(test_probs, test_y, w, metric)[1]
+        metrics["test_score"]["ensemble"] = metric(test_y, temper(np.tensordot(w, test_probs, axes=1), t))
         for kind in candidates:
             mean = weighted_mean(test, metrics[kind]["weights"], labels)
             metrics[kind]["test_acc"] = accuracy(mean, test_truth, labels)[0]
-    predicted = np.asarray(labels)[ens_test[labels].to_numpy().argmax(1)]
-    sub = make_submission(sample, ens_test["image_id"], predicted)
-    missing = sub["label"].isna()
-    if missing.any():
-        # Unreadable test images (reported by prepare) still need a row: predict the most common label.
-        print(f"warning: {int(missing.sum())} test image(s) had no prediction; labelled {fallback_label!r}")
-        sub.loc[missing, "label"] = fallback_label
-    validate_submission(sub, sample, labels)
+            kind_w = np.array([metrics[kind]["weights"][n] for n in names])
+            metrics[kind]["test_score"] = scores(test_probs, test_y, kind_w, metric)[2]
+    sent_ids, sent = ens_test["image_id"].tolist(), temper(ens_test[labels].to_numpy(float), t)
+    missing = sorted(set(sample[sample.columns[0]].astype(str)) - set(sent_ids))
+    if missing:
+        # Unreadable test images (reported by prepare) still need a row: the most common training label, or the
+        # training class frequencies where probabilities are sent.
+        counts = train_truth["label"].value_counts()
+        fallback = train_truth["label"].mode()[0]
+        if comp.form == "label":
+            row = (np.asarray(labels) == fallback).astype(float)
+            print(f"warning: {len(missing)} test image(s) had no prediction; labelled {fallback!r}")
+        else:
+            row = counts.reindex(labels, fill_value=0).to_numpy(float) / counts.sum()
+            print(f"warning: {len(missing)} test image(s) had no prediction; given the training class frequencies")
+        sent_ids, sent = sent_ids + missing, np.vstack([sent, np.tile(row, (len(missing), 1))])
+    sub = make_submission(sample, sent_ids, sent, labels, comp)
+    validate_submission(sub, sample, labels, comp)
     return sub, metrics, confusion[["label", "predicted"]].rename(columns={"label": "actual"})

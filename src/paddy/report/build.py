@@ -1,6 +1,7 @@
 """The report stage's one call: the models' out-of-fold and test probabilities, mixed with the weights the ensemble
-stage chose (metrics/ensemble.json) by the ensemble's own weighted_mean, into the report's metrics, tables and
-pictures. It reads the probability tables and only the images it draws."""
+stage chose (metrics/ensemble.json) by the ensemble's own weighted_mean, at its temperature (a log-loss
+competition's), into the report's metrics, tables and pictures. It reads the probability tables and only the images
+it draws."""
 
 import json
 import shutil
@@ -13,7 +14,8 @@ import pandas as pd
 from paddy.data.prepare import read_index, read_labels
 from paddy.errors import PaddyError
 from paddy.files import replace_dir, write_csv, write_json
-from paddy.predict.ensemble import read_predictions, weighted_mean
+from paddy.metrics import Metric, format_score
+from paddy.predict.ensemble import read_predictions, temper, weighted_mean
 from paddy.report import pictures, scores
 
 ENSEMBLE = "ensemble"
@@ -21,25 +23,27 @@ TEXT_WIDTH = 38  # characters of a cell's line under an image: the cell's width 
 
 
 def read_weights(ensemble_json):
-    """The weights the submission used: metrics/ensemble.json's `weights` ({model: weight})."""
+    """(the weights the submission used, its temperature): metrics/ensemble.json's `weights` ({model: weight}) and
+    `temperature.value` (1 where there is none: a competition not scored by log loss)."""
     path = Path(ensemble_json)
     if not path.exists():
         raise PaddyError(f"{path} is missing: the report reads the weights the ensemble chose there. Run `dvc repro`.")
-    weights = json.loads(path.read_text()).get("weights")
+    figures = json.loads(path.read_text())
+    weights = figures.get("weights")
     if not isinstance(weights, dict) or not weights:
         raise PaddyError(f"{path} has no `weights` of the models: rerun the ensemble with `dvc repro -f ensemble`.")
-    return weights
+    return weights, float((figures.get("temperature") or {}).get("value", 1.0))
 
 
-def out_of_fold(preds_dir, weights, labels, truth):
+def out_of_fold(preds_dir, weights, labels, truth, temperature=1.0):
     """(ids, y, {source: probabilities [row, class]}) on the out-of-fold rows every model predicted that have a
-    label, the ensemble's first: its weighted mean, the one metrics/ensemble.json and metrics/confusion.csv score."""
+    label, the ensemble's first: its weighted mean at `temperature`, what metrics/ensemble.json's oof_score scores."""
     frames = {name: read_predictions(preds_dir, name, "oof") for name in weights}
     mean = weighted_mean(frames, weights, labels).merge(truth, on="image_id")
     if mean.empty:
         raise PaddyError(f"No out-of-fold row in {preds_dir} has a label in the prepared index: nothing to report on.")
     ids = mean["image_id"].to_numpy()
-    probs = {ENSEMBLE: mean[labels].to_numpy(float)}
+    probs = {ENSEMBLE: temper(mean[labels].to_numpy(float), temperature)}
     probs |= {name: df.set_index("image_id").loc[ids, labels].to_numpy(float) for name, df in frames.items()}
     return ids, pd.Index(labels).get_indexer(mean["label"]), probs
 
@@ -187,26 +191,33 @@ def _matrix(matrix, labels):
     return pd.DataFrame(matrix, columns=labels).assign(actual=labels)[["actual", *labels]]
 
 
-def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json, tables_dir, plots_dir, report):
-    """The report (report: ReportSettings): pictures in plots_dir, tables in tables_dir, then metrics_json last, so a
-    picture that fails to draw leaves the metrics as they were. Returns the metrics."""
+def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json, tables_dir, plots_dir, report, comp):
+    """The report (report: ReportSettings; comp: the CompetitionSettings, whose metric it scores): pictures in
+    plots_dir, tables in tables_dir, then metrics_json last, so a picture that fails to draw leaves the metrics as
+    they were. Returns the metrics."""
     labels, index = read_labels(prepared_dir), read_index(prepared_dir)
-    weights = read_weights(ensemble_json)
-    ids, y, probs = out_of_fold(preds_dir, weights, labels, index[index["split"] == "train"][["image_id", "label"]])
+    weights, temperature = read_weights(ensemble_json)
+    train = index[index["split"] == "train"][["image_id", "label"]]
+    ids, y, probs = out_of_fold(preds_dir, weights, labels, train, temperature)
     calibration = {name: scores.calibration(p, y, report.calibration_bins) for name, p in probs.items()}
     metrics = class_metrics(y, probs, labels)  # recall first: `dvc exp show` lists the columns in the file's order
     metrics["ece"] = {name: ece for name, (_, ece) in calibration.items()}
+    metric = Metric.of(comp, labels)
+    metrics["metric"] = metric.name
+    metrics["oof_score"] = {name: metric(y, p) for name, p in probs.items()}
     if "note" in metrics:
         print(f"note: {metrics['note']}")
     counts = scores.confusion_counts(y, probs[ENSEMBLE].argmax(1), len(labels))
     pairs = scores.most_confused(counts, labels)
     top = top_loss_rows(ids, y, probs, labels, report.top_losses)
     test = weighted_mean({name: read_predictions(preds_dir, name, "test") for name in weights}, weights, labels)
+    test[labels] = temper(test[labels].to_numpy(float), temperature)
     unsure = least_confident_rows(test, labels, pd.read_csv(truth_csv, dtype=str), report.top_losses)
 
     plots, tables = Path(plots_dir), Path(tables_dir)
     accuracy = np.trace(counts) / len(y)
-    title = f"ensemble, out of fold: {accuracy:.4f} accuracy over {len(y)} images; each row sums to 1"
+    named = "" if metric.name == "accuracy" else f", {metric.name} {format_score(metrics['oof_score'][ENSEMBLE])}"
+    title = f"ensemble, out of fold: {accuracy:.4f} accuracy{named} over {len(y)} images; each row sums to 1"
     pictures.confusion_normalised(counts, labels, plots / "confusion_normalised.png", title)
     shown = 20
     title = f"Most confused pairs (out of fold, ensemble): {len(pairs)} pairs" + (

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from paddy.metrics import Metric
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, run_dir, run_key, save_checkpoint
 from paddy.training.compile import maybe_compile
@@ -91,6 +92,7 @@ def train_model(
             target_names=model_cfg.targets,
             min_micro_batch=settings.profile.min_micro_batch,
             clock=clock,
+            metric=Metric.of(settings.competition, data.vocab["label"]),
         )
         result = {
             **progress.history[-1],
@@ -131,10 +133,15 @@ def train_model(
 
 
 def summary(results):
-    """The model's figures over its splits, for `dvc exp show`: mean valid accuracy (each target's) and loss, total
-    train time; compile time, fp16's skipped steps and out-of-memory fallbacks only where there are some."""
-    keys = [k for k in results[0] if k.startswith("valid_acc")] + ["valid_loss"]
-    out = {k: sum(m[k] for m in results) / len(results) for k in keys}
+    """The model's figures over its splits, for `dvc exp show`: mean valid accuracy (each target's), the
+    competition's metric (valid_<metric>, over the splits that define it) and loss, total train time; compile time,
+    fp16's skipped steps and out-of-memory fallbacks only where there are some."""
+    keys = [k for k in results[0] if k.startswith("valid_acc")]
+    keys += sorted({k for m in results for k in m if k.startswith("valid_") and k not in keys and k != "valid_loss"})
+    out = {}
+    for k in keys + ["valid_loss"]:
+        values = [m[k] for m in results if k in m]
+        out[k] = sum(values) / len(values)
     out["train_time_s"] = sum(m["train_time_s"] for m in results)
     if any("compile_s" in m for m in results):
         out["compile_s"] = sum(m.get("compile_s", 0.0) for m in results)

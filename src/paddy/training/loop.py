@@ -162,9 +162,10 @@ def predict(model, loader, augment, precision, sizes=None):
     return torch.cat(out).cpu()  # one wait for the device, at the end
 
 
-def validate(model, loader, augment, precision, sizes=None, names=("label",)):
+def validate(model, loader, augment, precision, sizes=None, names=("label",), metric=None):
     """valid_loss (summed over targets, like the training loss) and one accuracy per target: valid_acc for the
-    disease, valid_acc_<target> for the others."""
+    label, valid_acc_<target> for the others; and valid_<metric> of the label, where `metric` (a paddy.metrics.Metric,
+    the competition's) is not accuracy and the rows define it."""
     probs = predict(model, loader, augment, precision, sizes)
     targets = loader.dataset.targets
     targets = targets[:, None] if targets.dim() == 1 else targets
@@ -173,6 +174,10 @@ def validate(model, loader, augment, precision, sizes=None, names=("label",)):
         loss += F.nll_loss(part.clamp_min(1e-12).log(), targets[:, t]).item()
         key = "valid_acc" if t == 0 else f"valid_acc_{name}"
         metrics[key] = (part.argmax(1) == targets[:, t]).float().mean().item()
+        if t == 0 and metric is not None and metric.name != "accuracy":
+            score = metric(targets[:, 0].numpy(), part.double().numpy())
+            if score is not None:  # ROC AUC over a validation set of one class has none
+                metrics[f"valid_{metric.name}"] = score
     return {"valid_loss": loss, **metrics}
 
 
@@ -218,6 +223,7 @@ def fine_tune(
     target_names=("label",),
     min_micro_batch=1,
     clock=None,
+    metric=None,
 ):
     """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult)
     (paddy.training.schedule), with `train` the TrainSettings.
@@ -228,6 +234,7 @@ def fine_tune(
     checkpoint: a paddy.training.checkpoints.Checkpoint to resume from and save to. Returns the Progress (history:
     the metrics).
     clock: a compiled model's paddy.training.step.CompileClock, ticked at every step.
+    metric: the competition's paddy.metrics.Metric, which validation scores beside the loss and accuracy.
 
     Under DDP (paddy.training.distributed) every rank calls this with the same arguments; rank 0 alone validates (the
     other ranks wait at a barrier; their history holds the training metrics only) and writes checkpoints.
@@ -262,7 +269,7 @@ def fine_tune(
             start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
             metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, run)
             if distributed.is_main():
-                metrics.update(validate(model, valid_loader, augment, precision, sizes, target_names))
+                metrics.update(validate(model, valid_loader, augment, precision, sizes, target_names, metric))
             distributed.barrier()
             metrics["epoch_time_s"] = carried + time.perf_counter() - start
             metrics["micro_batch"] = progress.micro_batch

@@ -1,0 +1,122 @@
+"""The competition metrics (`competition.metric`), one place, from scikit-learn, computed the way Kaggle (and the
+MLE-bench graders) compute them.
+
+Every metric scores the pipeline's probabilities: y holds the true class indices, probs [row, class] one column per
+class in `classes` order (data/prepared/labels.json). Metrics of a label (accuracy, F1, QWK) take the argmax, those
+of probabilities (log loss, ROC AUC) the columns themselves.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
+
+from paddy.errors import PaddyError
+
+# Kaggle's log loss clips every probability to [1e-15, 1 - 1e-15] and rescales each row to sum to 1 before scoring.
+CLIP = 1e-15
+GREATER_IS_BETTER = {
+    "accuracy": True,
+    "log_loss": False,
+    "f1_micro": True,
+    "f1_macro": True,
+    "roc_auc": True,
+    "mean_roc_auc": True,
+    "qwk": True,
+}
+
+
+def kaggle_clip(probs):
+    """Probabilities as Kaggle's log loss reads them: clipped to [1e-15, 1 - 1e-15], each row (of a 2-D table)
+    rescaled to sum to 1."""
+    p = np.clip(np.asarray(probs, dtype=float), CLIP, 1 - CLIP)
+    return p / p.sum(-1, keepdims=True) if p.ndim == 2 else p
+
+
+def positive_index(classes, positive=""):
+    """The column of the positive class of a binary metric: `positive`, or the second class (scikit-learn's
+    positive label for two sorted classes) when it is ''."""
+    classes = list(classes)
+    if not positive:
+        return len(classes) - 1
+    if positive not in classes:
+        raise PaddyError(
+            f"`competition.positive` is {positive!r}, which is not one of the classes ({', '.join(classes[:8])}): "
+            "set it to the class whose probability the submission sends."
+        )
+    return classes.index(positive)
+
+
+def _auc(truth, column):
+    """ROC AUC of one column against a 0/1 truth, or None when the truth holds one value only (no AUC exists)."""
+    if truth.min() == truth.max():
+        return None
+    return float(roc_auc_score(truth, column))
+
+
+def score(metric, y, probs, classes, positive=""):
+    """The competition's metric (METRICS in paddy.settings.schema) of probs [row, class] against the true class
+    indices y; None where the rows cannot define it (ROC AUC with one class only in y).
+
+    - accuracy, f1_micro, f1_macro: of the argmax; f1_macro averages over the classes present in y or predicted
+      (scikit-learn's default, as the graders call it).
+    - log_loss: probabilities clipped to [1e-15, 1 - 1e-15] and rows rescaled to sum to 1 (Kaggle's); with two
+      classes this equals the log loss of the single P(positive) column a `probability` form sends.
+    - roc_auc: binary, the positive class's column (`positive`, else the second class) against y == positive.
+    - mean_roc_auc: the ROC AUC of each class column against y == that class (one-vs-rest), averaged; a class
+      whose column has no positive or no negative row in y has no AUC and is left out of the mean (the grader
+      would fail on it); None when no class has one.
+    - qwk: Cohen's kappa with quadratic weights between the true and the argmax class values as integers.
+    """
+    y = np.asarray(y)
+    probs = np.asarray(probs, dtype=float)
+    if metric == "accuracy":
+        return float(accuracy_score(y, probs.argmax(1)))
+    if metric == "log_loss":
+        return float(log_loss(y, kaggle_clip(probs), labels=np.arange(probs.shape[1])))
+    if metric in ("f1_micro", "f1_macro"):
+        return float(f1_score(y, probs.argmax(1), average=metric.removeprefix("f1_")))
+    if metric == "roc_auc":
+        k = positive_index(classes, positive)
+        return _auc((y == k).astype(int), probs[:, k])
+    if metric == "mean_roc_auc":
+        aucs = [_auc((y == k).astype(int), probs[:, k]) for k in range(probs.shape[1])]
+        aucs = [a for a in aucs if a is not None]
+        return float(np.mean(aucs)) if aucs else None
+    if metric == "qwk":
+        values = np.array([int(c) for c in classes])
+        return float(cohen_kappa_score(values[y], values[probs.argmax(1)], weights="quadratic"))
+    raise PaddyError(f"`competition.metric` is {metric!r}, not one of: {', '.join(GREATER_IS_BETTER)}.")
+
+
+def format_score(score):
+    """A score as printed and drawn: 4 decimals, or `undefined` (ROC AUC over rows of one class)."""
+    return "undefined" if score is None else f"{score:.4f}"
+
+
+def better(metric, a, b):
+    """Whether score a beats score b under `metric` (None, an undefined score, beats nothing)."""
+    if a is None or b is None:
+        return a is not None
+    return a > b if GREATER_IS_BETTER[metric] else a < b
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The competition's metric bound to its classes: `metric(y, probs)` is score(name, y, probs, classes, positive)."""
+
+    name: str
+    classes: tuple[str, ...]
+    positive: str = ""
+
+    @classmethod
+    def of(cls, comp, classes):
+        """The metric of the `competition` settings (CompetitionSettings) over these classes."""
+        return cls(comp.metric, tuple(classes), comp.positive)
+
+    def __call__(self, y, probs):
+        return score(self.name, y, probs, self.classes, self.positive)
+
+    @property
+    def greater_is_better(self):
+        return GREATER_IS_BETTER[self.name]
