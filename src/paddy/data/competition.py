@@ -252,6 +252,12 @@ def check_form(comp, sample, classes, where):
             f"set form to {' or '.join(need)} (what the sample submission holds), or the metric to the one Kaggle "
             "scores this competition by."
         )
+    if comp.metric == "roc_auc" and comp.positive not in classes:
+        raise PaddyError(
+            f"`competition.metric` is roc_auc, the ROC AUC of one class's probability, but `competition.positive` "
+            f"({comp.positive!r}) is not a class of the training data ({', '.join(classes[:8])}): name the class it "
+            "scores (1, dog, ...)."
+        )
     if comp.metric == "roc_auc" and len(classes) != 2:
         raise PaddyError(
             f"`competition.metric` is roc_auc (binary), but the training data has {len(classes)} classes: set it to "

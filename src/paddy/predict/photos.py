@@ -24,7 +24,7 @@ from PIL import Image
 from paddy.data.items import resize_item
 from paddy.data.prepare import resize_image
 from paddy.errors import PaddyError
-from paddy.predict.ensemble import weighted_mean
+from paddy.predict.ensemble import temper, weighted_mean
 from paddy.predict.tta import split_seed, tta_probs
 from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
@@ -206,7 +206,17 @@ def predict_photos(
             mean = weighted_mean(frames[target], {n: weights[n] for n in predicting}, vocab)
             mixed[target] = mean[["image_id", *vocab]]
     labels = mixed.pop(targets[0])
+    t = ensemble_temperature(ensemble_json)
+    if ok and t != 1:  # the submission's probabilities: the mix at the temperature fitted out of fold (log loss)
+        classes = list(labels.columns[1:])
+        labels[classes] = temper(labels[classes].to_numpy(float), t)
     return Predictions(files, errors, labels, mixed, frames[targets[0]])
+
+
+def ensemble_temperature(ensemble_json=ENSEMBLE_JSON):
+    """The temperature the ensemble stage applied to the submission's probabilities (1 when none was fitted)."""
+    metrics = json.loads(Path(ensemble_json).read_text())
+    return float((metrics.get("temperature") or {}).get("value", 1.0))
 
 
 def check_top(top, labels):
