@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from paddy import charts
 from paddy.data.competition import read_sample_submission
 from paddy.data.prepare import read_index, read_labels
 from paddy.data.split import read_splits
@@ -28,7 +27,6 @@ def main():
     parser.add_argument("submission_csv")
     parser.add_argument("metrics_dir")
     parser.add_argument("--split", help="data/split.csv: kfold's folds cross-validate the fitted weights")
-    parser.add_argument("--plot", help="the out-of-fold confusion matrix (PNG) for `dvc plots show`")
     args = parser.parse_args()
     settings = load_settings()
     comp = settings.competition
@@ -47,9 +45,6 @@ def main():
         split_table=read_splits(args.split)[0] if args.split else None,
         seed=settings.seed,
     )
-    if args.plot:  # first: a picture that fails to draw leaves the metrics and the submission as they were
-        title = f"ensemble, out of fold: {metrics['oof_acc']['ensemble']:.4f} accuracy over {len(confusion)} images"
-        charts.confusion(confusion["actual"], confusion["predicted"], labels, args.plot, title)
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
     write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
     write_submission(sub, args.submission_csv)

@@ -34,8 +34,11 @@ def main():
     )
     score = format_score(metrics["oof_score"][ENSEMBLE])
     print(f"{args.metrics_json}: the ensemble's out-of-fold {metrics['metric']} {score}")
-    recall = " ".join(f"{label} {r:.3f}" for label, r in metrics["recall"][ENSEMBLE].items())
-    print(f"ensemble recall per class: {recall}")
+    if "recall" in metrics:
+        recall = " ".join(f"{label} {r:.3f}" for label, r in metrics["recall"][ENSEMBLE].items())
+        print(f"ensemble recall per class: {recall}")
+    else:  # more classes than report.max_classes: their figures are in the tables, macro averages in the metrics
+        print(f"ensemble macro recall over {metrics['classes']} classes: {metrics['recall_macro'][ENSEMBLE]:.3f}")
     print(f"expected calibration error: {metrics['ece']}")
     print(f"{args.plots_dir}: the pictures; {args.tables_dir}: their tables")
 

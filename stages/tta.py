@@ -1,10 +1,9 @@
 """Stage tta@MODEL: TTA probabilities for the test set (averaged over folds/bags) and out-of-fold rows."""
 
 import argparse
-from pathlib import Path
 
 from paddy.errors import exit_on_error
-from paddy.files import write_csv
+from paddy.predict.tables import write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import load_settings
 from paddy.training.gpus import claim_device
@@ -25,9 +24,9 @@ def main():
     device = claim_device()  # a GPU no other run holds, or the CPU
     precision = resolve_precision(settings.train.precision, device)
     test, oof = predict_model(settings, args.prepared_dir, args.split_csv, args.ckpt_dir, device, precision)
-    write_csv(test, Path(args.out_dir) / "test_probs.csv", float_format="%.6f")
-    write_csv(oof, Path(args.out_dir) / "oof_probs.csv", float_format="%.6f")
-    print(f"{args.out_dir}: {len(test)} test and {len(oof)} out-of-fold rows")
+    for kind, table in (("test", test), ("oof", oof)):
+        write_table(args.out_dir, kind, table.ids, table.probs, table.classes)
+    print(f"{args.out_dir}: {len(test.ids)} test and {len(oof.ids)} out-of-fold rows")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from paddy.data.prepare import prepare_competition, read_labels
 from paddy.errors import PaddyError
 from paddy.files import cache_dir
 from paddy.predict.ensemble import build_ensemble
+from paddy.predict.tables import write_table
 from paddy.settings import EnsembleSettings, parse_settings, preflight
 from paddy.training.models import check_archs
 
@@ -362,10 +363,9 @@ def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, ca
     rng = np.random.default_rng(0)
     ids = [f"{i}.jpg" for i in range(20)]
     truth = pd.DataFrame({"image_id": ids, "label": rng.choice(["a", "b"], 20)})
-    (tmp_path / "solo").mkdir()
-    probs = pd.DataFrame(rng.dirichlet([1, 1], 20), columns=["a", "b"]).assign(image_id=ids)[["image_id", "a", "b"]]
-    probs.to_csv(tmp_path / "solo" / "oof_probs.csv", index=False)
-    probs.head(1).assign(image_id="t.jpg").to_csv(tmp_path / "solo" / "test_probs.csv", index=False)
+    probs = rng.dirichlet([1, 1], 20)
+    write_table(tmp_path / "solo", "oof", ids, probs, ["a", "b"])
+    write_table(tmp_path / "solo", "test", ["t.jpg"], probs[:1], ["a", "b"])
     sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
     ensemble, comp = EnsembleSettings(weights="fit", cv_folds=2), parse_settings(params).competition
     _, metrics, _ = build_ensemble({"solo": 1}, ["a", "b"], sample, tmp_path, truth, truth[:0], comp, ensemble)

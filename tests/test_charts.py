@@ -49,15 +49,3 @@ def test_memory_bars_against_the_limit(tmp_path):
     assert sorted(p.get_width() for p in ax.patches) == [10.0, 21.6]  # the limit is a line, not a bar
     assert list(ax.lines[0].get_xdata()) == [14.4, 14.4]
     assert (tmp_path / "memory.png").read_bytes().startswith(PNG)
-
-
-def test_confusion_counts_pairs(tmp_path):
-    labels = ["blast", "normal", "tungro"]
-    actual = ["blast", "blast", "normal", "tungro", "tungro", "tungro"]
-    predicted = ["blast", "normal", "normal", "tungro", "tungro", "blast"]
-    fig = charts.confusion(actual, predicted, labels, tmp_path / "confusion.png", "ensemble")
-    (ax,) = fig.axes
-    counts = ax.images[0].get_array()
-    assert np.array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
-    assert sorted(t.get_text() for t in ax.texts) == ["1", "1", "1", "1", "2"]  # zeros left blank
-    assert (tmp_path / "confusion.png").read_bytes().startswith(PNG)

@@ -29,7 +29,7 @@ def test_metrics_are_the_models_the_ensembles_and_its_reports_only():
 def test_plots_are_images():
     """PNG files: `dvc plots show` embeds them as they are, where its vega charts load their library from a CDN."""
     assert sorted(declared("plots")) == [
-        "dvclive/${key}/learning_curves.png", "plots/confusion.png", "plots/profile/${key}.png",
+        "dvclive/${key}/learning_curves.png", "plots/profile/${key}.png",
         "plots/report/confusion_normalised.png", "plots/report/least_confident.png", "plots/report/most_confused.png",
         "plots/report/reliability.png", "plots/report/top_losses", "plots/report/top_losses.png",
     ]  # fmt: skip

@@ -285,7 +285,7 @@ def test_the_runner_stops_the_pipeline_before_the_session_limit(tmp_path):
     assert runner.repro(project, stop_after_s=1, poll_s=0.2) == "interrupted"
 
 
-COMPARED = ("submission.csv", "data/preds/resnet/test_probs.csv", "data/preds/vit/test_probs.csv")
+COMPARED = ("submission.csv", "data/preds/resnet/test_probs.npy", "data/preds/vit/test_probs.npy")
 
 
 @pytest.mark.slow

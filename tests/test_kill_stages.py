@@ -28,7 +28,7 @@ STAGES = {  # stage -> (command after `python`, the outputs it writes, a sign it
     ),
     "tta": (
         ["stages/tta.py", "ref/prepared", "ref/split.csv", "ref/models/resnet", "{run}/preds"],
-        ["preds/test_probs.csv", "preds/oof_probs.csv"],
+        ["preds/test_probs.npy", "preds/oof_probs.npy"],
         None,  # nothing shows until the end: killed a few seconds in, inside its passes
     ),
 }

@@ -18,9 +18,9 @@ from PIL import Image
 from paddy.commands import main
 from paddy.data.competition import read_sample_submission
 from paddy.errors import PaddyError
-from paddy.files import write_csv, write_json
-from paddy.predict.ensemble import weighted_mean
+from paddy.files import write_json
 from paddy.predict.photos import find_photos, predict_photos, prepare_photos, top_table
+from paddy.predict.tables import Stack, read_table, read_tables, write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import load_settings, parse_settings
 from paddy.training.folds import train_model
@@ -43,7 +43,7 @@ def tiny_params():
 @pytest.fixture(scope="module")
 def pipeline(competition, tmp_path_factory):
     """A workspace after `dvc repro`: params.yaml, data/prepared, data/split.csv, data/models/<model>,
-    data/preds/<model>/test_probs.csv (written as the tta stage writes it) and metrics/ensemble.json."""
+    data/preds/<model>/test_probs.npy (written as the tta stage writes it) and metrics/ensemble.json."""
     work = tmp_path_factory.mktemp("work")
     params = tiny_params()
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -55,29 +55,28 @@ def pipeline(competition, tmp_path_factory):
         ckpt = work / "data" / "models" / name
         train_model(settings, name, prepared, split, ckpt, (8, 5), CPU, "fp32")  # eval batch 5: 12 test images in 3
         test, _ = predict_model(settings, prepared, split, ckpt, CPU, "fp32")
-        write_csv(test, work / "data" / "preds" / name / "test_probs.csv", float_format="%.6f")
+        write_table(work / "data" / "preds" / name, "test", test.ids, test.probs, test.classes)
     write_json(work / "metrics" / "ensemble.json", {"weights": WEIGHTS})
     return work, settings
 
 
 def test_photos_get_the_probabilities_of_the_pipelines_test_set(pipeline, competition, monkeypatch):
     """The raw test images, in the test set's order: each model's TTA probabilities are the tta stage's
-    test_probs.csv (rounded there to 6 decimals), and their mix is the ensemble's, exactly, augmented passes
-    included (their draws are seeded per batch position, which the same order and eval batch reproduce)."""
+    test table, and their mix is the ensemble's, exactly, augmented passes included (their draws are seeded per
+    batch position, which the same order and eval batch reproduce)."""
     work, settings = pipeline
     monkeypatch.chdir(work)
     sample = read_sample_submission(competition[0], load_settings().competition)
     files = [competition[0] / "test_images" / i for i in sample.image_id]
     pred = predict_photos(files, settings, CPU, "fp32")
     assert pred.errors == {} and list(pred.models) == list(WEIGHTS)
-    tables = {}
-    for name in WEIGHTS:
-        tables[name] = pd.read_csv(work / "data" / "preds" / name / "test_probs.csv", dtype={"image_id": str})
-        labels = list(tables[name].columns[1:])
-        assert tables[name].image_id.tolist() == sample.image_id.tolist()
-        np.testing.assert_allclose(pred.models[name][labels].to_numpy(float), tables[name][labels], atol=6e-7, rtol=0)
-    expected = weighted_mean(tables, WEIGHTS, labels)
-    np.testing.assert_allclose(pred.labels[labels].to_numpy(float), expected[labels], atol=6e-7, rtol=0)
+    tables = {name: read_table(work / "data" / "preds", name, "test") for name in WEIGHTS}
+    for name, table in tables.items():
+        labels = table.classes
+        assert table.ids.tolist() == sample.image_id.tolist()
+        np.testing.assert_allclose(pred.models[name][labels].to_numpy(float), table.probs, atol=1e-7, rtol=0)
+    expected = Stack(tables, tables["resnet"].ids).mix(list(WEIGHTS.values()))
+    np.testing.assert_allclose(pred.labels[labels].to_numpy(float), expected, atol=1e-7, rtol=0)
     assert pred.labels.image_id.tolist() == [str(f) for f in files]
     # the variety: the one model that predicts it, a distribution over the competition's varieties
     variety = pred.others["variety"]
@@ -92,14 +91,14 @@ def test_without_tta_a_photo_gets_its_test_probabilities_whatever_the_other_phot
     plain = parse_settings({**tiny_params(), "tta": {"n": 0, "beta": 0.25}})
     prepared, split, ckpt = work / "data" / "prepared", work / "data" / "split.csv", work / "data" / "models" / "crop"
     test, _ = predict_model(plain, prepared, split, ckpt, CPU, "fp32")
-    files = [competition[0] / "test_images" / i for i in test.image_id[::-1]]
+    files = [competition[0] / "test_images" / i for i in test.ids[::-1]]
     models = work / "data" / "models"
     only = ["crop"]
     pred = predict_photos(files, plain, CPU, "fp32", models, work / "metrics" / "ensemble.json", only)
-    labels = list(test.columns[1:])
-    np.testing.assert_allclose(pred.labels[labels].to_numpy(float), test[labels].to_numpy()[::-1], atol=1e-5, rtol=0)
+    labels = test.classes
+    np.testing.assert_allclose(pred.labels[labels].to_numpy(float), test.probs[::-1], atol=1e-5, rtol=0)
     one = predict_photos(files[:1], plain, CPU, "fp32", models, work / "metrics" / "ensemble.json", only)
-    np.testing.assert_allclose(one.labels[labels].to_numpy(float), test[labels].to_numpy()[-1:], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(one.labels[labels].to_numpy(float), test.probs[-1:], atol=1e-5, rtol=0)
     assert pred.others == {}  # crop predicts no variety
 
 
@@ -241,9 +240,8 @@ def test_predict_after_dvc_repro_gives_the_submissions_labels(tmp_path):
     out = pd.read_csv(tmp_path / "predictions.csv")
     weights = json.loads((tmp_path / "metrics" / "ensemble.json").read_text())["weights"]
     preds = tmp_path / "data" / "preds"
-    tables = {n: pd.read_csv(preds / n / "test_probs.csv", dtype={"image_id": str}) for n in weights}
-    labels = list(tables["resnet"].columns[1:])
-    mean = weighted_mean(tables, weights, labels)[labels].to_numpy()
+    tables = read_tables(preds, list(weights), "test", json.loads((tmp_path / "data/prepared/labels.json").read_text()))
+    mean = Stack(tables, sample.image_id).mix(list(weights.values()))
     assert out.path.tolist() == files.split() and out.error.isna().all()
     assert out.label_1.tolist() == pd.read_csv(tmp_path / "submission.csv").label.tolist()
     np.testing.assert_allclose(out.prob_1, mean.max(1), atol=1e-5)

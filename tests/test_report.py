@@ -16,6 +16,7 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
 from paddy.errors import PaddyError
+from paddy.predict.tables import write_table
 from paddy.report import scores
 from paddy.report.build import write_report
 from paddy.settings import ReportSettings
@@ -33,9 +34,11 @@ def test_per_class_metrics_match_scikit_learn_on_a_fixed_table():
     # predicted once; class 3: all right.
     y = np.array([0, 0, 0, 1, 1, 3, 3, 3, 0, 1])
     predicted = np.array([0, 0, 3, 0, 3, 3, 3, 3, 2, 0])
-    counts = scores.confusion_counts(y, predicted, 4)
+    counts = scores.confusion_counts(y, predicted, range(4))
     assert (counts == confusion_matrix(y, predicted, labels=range(4))).all()
-    out = scores.per_class(counts, LABELS)
+    shown = scores.confusion_counts(y, predicted, [3, 0])  # the classes a picture draws, in its order
+    assert (shown == confusion_matrix(y, predicted, labels=range(4))[np.ix_([3, 0], [3, 0])]).all()
+    out = scores.per_class(y, predicted, LABELS)
     p, r, f1, support = precision_recall_fscore_support(y, predicted, labels=range(4), zero_division=np.nan)
     for i, label in enumerate(LABELS):
         assert out["support"][label] == support[i]
@@ -65,33 +68,40 @@ def test_top_losses_and_least_confident_match_a_brute_force_sort():
         probs = tied_probs(rng, n, 4)
         y = rng.integers(0, 4, size=n)
         ids = [f"{int(i)}.jpg" for i in rng.permutation(1000)[:n]]
-        loss = scores.losses(probs, y)
+        loss = scores.losses(probs[np.arange(n), y])
         assert np.allclose(loss, [-math.log(probs[i, y[i]]) for i in range(n)])
         k = int(rng.integers(0, n + 3))
         brute = sorted(range(n), key=lambda i: (-loss[i], ids[i]))[:k]
         assert list(scores.top_losses(loss, ids, k)) == brute
         brute = sorted(range(n), key=lambda i: (probs[i].max(), ids[i]))[:k]
-        assert list(scores.least_confident(probs, ids, k)) == brute
+        assert list(scores.least_confident(probs.max(1), ids, k)) == brute
+
+
+def pairs_of(counts):
+    """(y, predicted) rows whose confusion matrix is `counts`."""
+    cells = [(a, p) for (a, p), n in np.ndenumerate(counts) for _ in range(n)]
+    return np.array([a for a, _ in cells]), np.array([p for _, p in cells])
 
 
 def test_most_confused_pairs_most_frequent_first():
     counts = np.array([[5, 2, 0], [3, 4, 2], [0, 0, 7]])
-    pairs = scores.most_confused(counts, ["a", "b", "c"])
+    pairs = scores.most_confused(*pairs_of(counts), ["a", "b", "c"])
     assert pairs.values.tolist() == [["b", "a", 3], ["a", "b", 2], ["b", "c", 2]]
-    assert scores.most_confused(np.diag([3, 4, 5]), ["a", "b", "c"]).empty
+    assert scores.most_confused(*pairs_of(np.diag([3, 4, 5])), ["a", "b", "c"]).empty
+    assert scores.most_involved(pairs, ["a", "b", "c"], 2) == ["a", "b"]  # b in 7 confusions, a in 5, c in 2
 
 
 def test_calibration_bins_and_expected_calibration_error_by_hand():
     # Top probabilities 0.9 (right), 0.8 (wrong), 0.6 (right), 0.55 (right): bins of 0.5 width: (0.5, 1] holds all.
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
     y = np.array([0, 0, 0, 1])
-    table, ece = scores.calibration(probs, y, 2)
+    table, ece = scores.calibration(probs.max(1), probs.argmax(1) == y, 2)
     assert table["count"].tolist() == [0, 4]
     assert table.loc[1, "confidence"] == pytest.approx((0.9 + 0.8 + 0.6 + 0.55) / 4)
     assert table.loc[1, "accuracy"] == pytest.approx(0.75)
     assert ece == pytest.approx(abs(0.75 - 0.7125))
     # Ten bins: 0.9 in (0.8, 0.9], 0.8 in (0.7, 0.8], 0.6 in (0.5, 0.6], 0.55 too.
-    table, ece = scores.calibration(probs, y, 10)
+    table, ece = scores.calibration(probs.max(1), probs.argmax(1) == y, 10)
     assert table["count"].tolist() == [0, 0, 0, 0, 0, 2, 0, 1, 1, 0]
     assert ece == pytest.approx((2 * abs(1 - 0.575) + abs(0 - 0.8) + abs(1 - 0.9)) / 4)
 
@@ -128,13 +138,8 @@ def make_run(tmp_path, n_oof=30, n_test=10, top=5, labels_of=None, weights=None,
     for name, w in weights.items():
         oof = rng.dirichlet(np.ones(len(LABELS)) * 0.5, size=n_oof)
         test = rng.dirichlet(np.ones(len(LABELS)) * 0.5, size=n_test)
-        (preds / name).mkdir(parents=True)
-        pd.DataFrame(oof, columns=LABELS).assign(image_id=oof_ids)[["image_id", *LABELS]].to_csv(
-            preds / name / "oof_probs.csv", index=False
-        )
-        pd.DataFrame(test, columns=LABELS).assign(image_id=test_ids)[["image_id", *LABELS]].to_csv(
-            preds / name / "test_probs.csv", index=False
-        )
+        write_table(preds / name, "oof", oof_ids, oof, LABELS)
+        write_table(preds / name, "test", test_ids, test, LABELS)
         oof_mean, test_mean = oof_mean + w * oof, test_mean + w * test
     oof_mean, test_mean = oof_mean / sum(weights.values()), test_mean / sum(weights.values())
     loss = [-math.log(oof_mean[i, y[i]]) for i in range(n_oof)]
@@ -150,7 +155,7 @@ def make_run(tmp_path, n_oof=30, n_test=10, top=5, labels_of=None, weights=None,
     return top_ids, unsure_ids, oof_mean, y
 
 
-def report(tmp_path, top=5, bins=10, metric="accuracy"):
+def report(tmp_path, top=5, bins=10, metric="accuracy", max_classes=30):
     return write_report(
         tmp_path / "prepared",
         tmp_path / "preds",
@@ -159,7 +164,7 @@ def report(tmp_path, top=5, bins=10, metric="accuracy"):
         tmp_path / "metrics" / "report.json",
         tmp_path / "metrics" / "report",
         tmp_path / "plots" / "report",
-        ReportSettings(top_losses=top, calibration_bins=bins),
+        ReportSettings(top_losses=top, calibration_bins=bins, max_classes=max_classes),
         replace(PADDY, metric=metric),
     )
 
@@ -216,8 +221,8 @@ def test_top_losses_zero_draws_no_image_and_says_so(tmp_path):
 
 def test_a_missing_oof_file_is_one_paragraph_naming_it_and_the_fix(tmp_path):
     make_run(tmp_path)
-    (tmp_path / "preds" / "vit" / "oof_probs.csv").unlink()
-    with pytest.raises(PaddyError, match=r"vit/oof_probs.csv is missing.*`dvc repro tta@vit`"):
+    (tmp_path / "preds" / "vit" / "oof_probs.npy").unlink()
+    with pytest.raises(PaddyError, match=r"vit/oof_probs.npy is missing.*`dvc repro tta@vit`"):
         report(tmp_path)
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "plots").exists()
 
@@ -276,3 +281,21 @@ def test_the_stage_prints_the_metric_by_name(tmp_path):
     assert out.returncode == 0, out.stderr
     score = json.loads((tmp_path / "metrics" / "report.json").read_text())["oof_score"]["ensemble"]
     assert f"metrics/report.json: the ensemble's out-of-fold f1_macro {score:.4f}" in out.stdout
+
+
+def test_more_classes_than_max_classes_get_macro_averages_and_the_most_confused_drawn(tmp_path):
+    """A competition with many classes: report.json (so `dvc exp show`) gains no column per class, the confusion
+    picture draws the classes most involved in confusions; the per-class table keeps every class."""
+    _, _, oof_mean, y = make_run(tmp_path, n_oof=60)
+    metrics = report(tmp_path, max_classes=2)
+    assert "recall" not in metrics and "support" not in metrics and metrics["classes"] == 4
+    predicted = oof_mean.argmax(1)
+    _, recall, _, _ = precision_recall_fscore_support(y, predicted, labels=range(4), zero_division=np.nan)
+    assert metrics["recall_macro"]["ensemble"] == pytest.approx(np.nanmean(recall))
+    tables = tmp_path / "metrics" / "report"
+    assert len(pd.read_csv(tables / "per_class.csv")) == 3 * 4
+    drawn = pd.read_csv(tables / "confusion.csv").actual.tolist()
+    pairs = pd.read_csv(tables / "most_confused.csv")
+    involved = pd.concat([pairs.groupby("actual")["count"].sum(), pairs.groupby("predicted")["count"].sum()])
+    top_two = involved.groupby(level=0).sum().sort_values(ascending=False, kind="stable").index[:2]
+    assert sorted(drawn) == sorted(top_two) and len(drawn) == 2

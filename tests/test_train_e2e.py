@@ -1,5 +1,6 @@
 """The real train -> TTA -> ensemble path on a tiny competition: fast enough for the default test run."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -7,6 +8,7 @@ from conftest import prepared_work
 
 from paddy.data.prepare import read_labels
 from paddy.predict.ensemble import build_ensemble
+from paddy.predict.tables import write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings
 from paddy.training.checkpoints import load_checkpoint
@@ -48,11 +50,9 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
         parse_settings(params), out / "prepared", out / "split.csv", tmp_path / "models" / "resnet", CPU, "fp32"
     )
     assert len(test) == 12 and len(oof) == 12  # 20% of 60 validate
-    assert test.iloc[:, 1:].sum(axis=1).round(4).eq(1).all()
-    preds = tmp_path / "preds" / "resnet"
-    preds.mkdir(parents=True)
-    test.to_csv(preds / "test_probs.csv", index=False)
-    oof.to_csv(preds / "oof_probs.csv", index=False)
+    assert np.allclose(test.probs.sum(1), 1, atol=1e-4)
+    for kind, table in (("test", test), ("oof", oof)):
+        write_table(tmp_path / "preds" / "resnet", kind, table.ids, table.probs, table.classes)
     sample = pd.read_csv(raw / "sample_submission.csv", dtype=str)
     sub, metrics, confusion = build_ensemble(
         {name: model.weight for name, model in parse_settings(params).models.items()},
@@ -79,7 +79,7 @@ def test_training_and_tta_are_deterministic_on_cpu(prepared, params, tmp_path):
         test, _ = predict_model(
             parse_settings(params), out / "prepared", out / "split.csv", tmp_path / name, CPU, "fp32"
         )
-        runs.append((res[0]["valid_loss"], res[0]["train_loss"], test.iloc[:, 1:].to_numpy()))
+        runs.append((res[0]["valid_loss"], res[0]["train_loss"], np.asarray(test.probs)))
     assert runs[0][:2] == runs[1][:2] and (runs[0][2] == runs[1][2]).all()
 
 

@@ -17,9 +17,9 @@ from paddy.predict.ensemble import (
     fit_weights,
     search_weights,
     temper,
-    weighted_mean,
 )
 from paddy.predict.submission import make_submission, validate_submission, write_submission
+from paddy.predict.tables import Stack, Table, read_table, write_table
 from paddy.predict.tta import blend
 from paddy.settings import EnsembleSettings, parse_settings
 from paddy.settings.schema import CompetitionSettings
@@ -38,24 +38,37 @@ def test_tta_blend_is_three_quarters_augmented():
 
 
 def probs(ids, rows):
-    return pd.DataFrame(rows, columns=LABELS).assign(image_id=ids)[["image_id", *LABELS]]
+    return Table(np.asarray(ids), np.asarray(rows, dtype=np.float32), LABELS)
 
 
-def test_weighted_mean_counts_a_model_twice():
+def test_the_mix_counts_a_model_twice():
     ids = ["1.jpg", "2.jpg"]
     a = probs(ids, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    b = probs(ids, [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    mean = weighted_mean({"a": a, "b": b}, {"a": 1.0, "b": 2.0}, LABELS)
-    np.testing.assert_allclose(mean[LABELS].to_numpy(), [[1 / 3, 2 / 3, 0], [0, 1 / 3, 2 / 3]])
-    assert mean["image_id"].tolist() == ids
-    equal = weighted_mean({"a": a, "b": b}, {"a": 1.0, "b": 1.0}, LABELS)
-    assert equal[LABELS].to_numpy()[0, 0] == pytest.approx(0.5)
+    b = probs(ids[::-1], [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # its rows in another order
+    stack = Stack({"a": a, "b": b}, ids)
+    np.testing.assert_allclose(stack.mix([1 / 3, 2 / 3]), [[1 / 3, 2 / 3, 0], [0, 1 / 3, 2 / 3]], rtol=1e-6)
+    assert stack.mix([0.5, 0.5])[0, 0] == pytest.approx(0.5)
+    np.testing.assert_allclose(stack.mix([1, 0], [1]), [[0, 1, 0]])  # the rows asked for
 
 
-def test_all_zero_weights_are_refused():
-    a = probs(["1.jpg"], [[1.0, 0.0, 0.0]])
+def test_all_zero_weights_are_refused(tmp_path):
+    write_preds(tmp_path, "a", probs(["1.jpg"], [[1.0, 0.0, 0.0]]), probs(["t.jpg"], [[1.0, 0.0, 0.0]]))
+    truth = pd.DataFrame({"image_id": ["1.jpg"], "label": ["a"]})
+    sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
     with pytest.raises(PaddyError, match="weight"):
-        weighted_mean({"a": a}, {"a": 0.0}, LABELS)
+        build_ensemble({"a": 0}, LABELS, sample, tmp_path, truth, truth[:0], PADDY, EnsembleSettings("params", 2))
+
+
+def test_a_table_reads_back_as_written_memory_mapped(tmp_path):
+    rows = np.random.default_rng(0).dirichlet(np.ones(3), size=5)
+    write_table(tmp_path / "m", "oof", [f"{i}.jpg" for i in range(5)], rows, LABELS)
+    table = read_table(tmp_path, "m", "oof")
+    assert isinstance(table.probs, np.memmap) and table.probs.dtype == np.float32
+    assert table.ids.tolist() == [f"{i}.jpg" for i in range(5)] and table.classes == LABELS
+    np.testing.assert_array_equal(table.probs, rows.astype(np.float32))
+    (tmp_path / "m" / "oof_ids.csv").write_text("image_id\n0.jpg\n")
+    with pytest.raises(PaddyError, match=r"holds 5 x 3 probabilities, but oof_ids.csv lists 1 images.*dvc repro -f"):
+        read_table(tmp_path, "m", "oof")
 
 
 @pytest.fixture
@@ -104,9 +117,8 @@ def test_fitted_weights_are_non_negative_sum_to_one_and_repeat():
 
 
 def write_preds(preds_dir, name, oof, test):
-    for kind, frame in (("oof", oof), ("test", test)):
-        (preds_dir / name).mkdir(parents=True, exist_ok=True)
-        frame.to_csv(preds_dir / name / f"{kind}_probs.csv", index=False, float_format="%.6f")
+    for kind, table in (("oof", oof), ("test", test)):
+        write_table(preds_dir / name, kind, table.ids, table.probs, table.classes)
 
 
 @pytest.fixture
@@ -199,9 +211,10 @@ def test_aligned_keeps_rows_every_model_and_truth_have():
     a = probs(["1.jpg", "2.jpg", "3.jpg"], [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
     b = probs(["3.jpg", "2.jpg"], [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
     truth = pd.DataFrame({"image_id": ["2.jpg", "3.jpg", "4.jpg"], "label": ["b", "c", "a"]})
-    ids, p, y = aligned({"a": a, "b": b}, truth, LABELS)
-    assert ids.tolist() == ["2.jpg", "3.jpg"] and y.tolist() == [1, 2]
-    np.testing.assert_allclose(p[0], [[1, 0, 0], [0, 0, 1]])  # rows rescaled to sum to 1
+    p, y = aligned({"a": a, "b": b}, truth, LABELS)
+    assert p.ids.tolist() == ["2.jpg", "3.jpg"] and y.tolist() == [1, 2]
+    np.testing.assert_allclose(p.mix([1, 0]), [[1, 0, 0], [0, 0, 1]])  # rows rescaled to sum to 1
+    np.testing.assert_allclose(p.mix([0, 1]), [[0, 1, 0], [0, 1, 0]])
 
 
 @pytest.mark.parametrize("key, value", [("weights", "best"), ("weights", None), ("cv_folds", 1), ("cv_folds", 2.5)])
@@ -387,11 +400,8 @@ def test_a_log_loss_competition_gets_tempered_probabilities(tmp_path):
     assert metrics["oof_score"]["ensemble"] == t["oof_after"] and metrics["oof_loss"]["ensemble"] == t["oof_before"]
     assert metrics["test_score"]["ensemble"] < metrics["test_loss"]["ensemble"]  # the temperature helps the test too
     assert list(sub.columns) == ["image_id", "c", "a", "b"]
-    mix = (
-        pd.read_csv(tmp_path / "one" / "test_probs.csv")[LABELS]
-        + pd.read_csv(tmp_path / "two" / "test_probs.csv")[LABELS]
-    ) / 2
-    expected = temper(mix.to_numpy(), t["value"])
-    assert sub.loc[:38, LABELS].to_numpy(float) == pytest.approx(expected, rel=1e-9)
+    mix = (read_table(tmp_path, "one", "test").probs + read_table(tmp_path, "two", "test").probs) / 2
+    expected = temper(mix.astype(float), t["value"])
+    assert sub.loc[:38, LABELS].to_numpy(float) == pytest.approx(expected, rel=1e-5)
     prior = np.bincount(y, minlength=3) / 300
     assert sub.loc[39, LABELS].to_numpy(float) == pytest.approx(prior)  # no prediction: the class frequencies

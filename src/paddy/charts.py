@@ -66,21 +66,3 @@ def memory(rows, limit_gb, path, title):
     ax.set(title=title, xlabel="peak GB (green fits, red does not)")
     ax.legend(loc="lower right")
     return save(fig, path)
-
-
-def confusion(actual, predicted, labels, path, title):
-    """Counts of each (actual, predicted) label pair, actual down the side."""
-    index = {label: i for i, label in enumerate(labels)}
-    counts = np.zeros((len(labels), len(labels)), dtype=int)
-    np.add.at(counts, ([index[a] for a in actual], [index[p] for p in predicted]), 1)
-    fig = Figure(figsize=(8, 7), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(counts, cmap="Blues")
-    for (i, j), n in np.ndenumerate(counts):
-        if n:
-            ax.text(j, i, str(n), ha="center", va="center", color="white" if n > counts.max() / 2 else "black")
-    ticks = np.arange(len(labels))
-    ax.set_xticks(ticks, labels, rotation=45, ha="right")
-    ax.set_yticks(ticks, labels)
-    ax.set(title=title, xlabel="predicted", ylabel="actual")
-    return save(fig, path)

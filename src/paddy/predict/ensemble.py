@@ -9,18 +9,17 @@ on the mixed out-of-fold probabilities, softens (or sharpens) the test probabili
 
 import itertools
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
-from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from paddy.data.split import split_columns
 from paddy.errors import PaddyError
-from paddy.metrics import CLIP, Metric, better
+from paddy.metrics import CLIP, Metric, better, log_loss_of
 from paddy.predict.submission import make_submission, validate_submission
+from paddy.predict.tables import Stack, chunks, common_ids, read_tables
 
 EPS = 1e-15  # a probability of exactly 0 for the true label would make the log loss infinite
 # The metric search's grid by number of models (101 and 231 points); more models move one step at a time instead
@@ -29,59 +28,30 @@ MAX_MOVES = 500  # a continuous metric (ROC AUC) could creep up by tiny moves fo
 TEMPERATURES = (0.05, 20.0)  # the temperature's search bounds
 
 
-def read_predictions(preds_dir, name, kind):
-    path = Path(preds_dir) / name / f"{kind}_probs.csv"
-    if not path.exists():
-        raise PaddyError(
-            f"{path} is missing: model {name!r} has no TTA predictions yet. Run `dvc repro tta@{name}` (or `dvc "
-            "repro`) first."
-        )
-    return pd.read_csv(path, dtype={"image_id": str})
+def as_stack(probs):
+    """A Stack of probs, or of a dense [model, row, class] array (small tables, tests)."""
+    return probs if isinstance(probs, Stack) else Stack.of(np.asarray(probs))
 
 
-def weighted_mean(frames, weights, labels):
-    """Mean of per-model probability tables (image_id + label columns) over their common rows, weighted."""
-    for name, df in frames.items():
-        if list(df.columns[1:]) != list(labels):
-            raise PaddyError(f"Predictions of {name!r} have labels {list(df.columns[1:])}, not {list(labels)}.")
-    ids = list(frames.values())[0]["image_id"]
-    for df in frames.values():
-        ids = ids[ids.isin(set(df["image_id"]))]
-    total = sum(weights.values())
-    if total <= 0:
-        raise PaddyError("Every `models.<name>.weight` in params.yaml is 0: give at least one model a weight > 0.")
-    mean = sum(w * frames[n].set_index("image_id").loc[ids, labels].to_numpy() for n, w in weights.items()) / total
-    return pd.DataFrame(mean, columns=labels).assign(image_id=ids.to_numpy())
-
-
-def accuracy(probs, truth, labels):
-    """Accuracy of argmax(probs) against truth (image_id,label) on the rows both have; None if none."""
-    merged = probs.merge(truth, on="image_id")
-    if merged.empty:
-        return None, merged
-    predicted = np.asarray(labels)[merged[labels].to_numpy().argmax(1)]
-    return float((predicted == merged["label"].to_numpy()).mean()), merged.assign(predicted=predicted)
-
-
-def aligned(frames, truth, labels):
-    """The rows every model predicted and truth labels: (ids, probabilities [model, row, class] with each row
-    rescaled to sum to 1 (the CSVs are rounded), true class index per row)."""
-    ids = weighted_mean(frames, {n: 1.0 for n in frames}, labels)["image_id"]
-    ids = ids[ids.isin(set(truth["image_id"]))]
-    if ids.empty:
+def aligned(tables, truth, classes):
+    """The rows every model predicted that have a true label: (a Stack of the tables over those rows, the true
+    class index per row)."""
+    ids = common_ids(tables, keep=truth["image_id"])
+    if len(ids) == 0:
         raise PaddyError("No out-of-fold row has a true label: the ensemble has nothing to score or fit weights on.")
-    probs = np.stack([frames[n].set_index("image_id").loc[ids, labels].to_numpy(float) for n in frames])
-    probs = probs / probs.sum(-1, keepdims=True)
-    y = pd.Index(labels).get_indexer(truth.set_index("image_id").loc[ids, "label"])
-    return ids.to_numpy(), probs, y
+    y = pd.Index(classes).get_indexer(truth.set_index("image_id").loc[ids, "label"])
+    return Stack(tables, ids), y
+
+
+def score_mix(mix, y, metric):
+    """(accuracy, log loss, the competition's metric) of a mixture [row, class] against the true classes y."""
+    return float((mix.argmax(1) == y).mean()), log_loss_of(y, mix), metric(y, mix)
 
 
 def scores(probs, y, weights, metric):
-    """(accuracy, log loss, the competition's metric) of the weighted mean of probs [model, row, class] (weights
-    summing to 1); metric: a paddy.metrics.Metric."""
-    mean = np.tensordot(weights, probs, axes=1)
-    loss = log_loss(y, np.clip(mean, EPS, None), labels=np.arange(probs.shape[-1]))
-    return float(accuracy_score(y, mean.argmax(1))), float(loss), metric(y, mean)
+    """(accuracy, log loss, the competition's metric) of the weighted mean of the Stack `probs` (or a dense
+    [model, row, class] array; weights summing to 1); metric: a paddy.metrics.Metric."""
+    return score_mix(as_stack(probs).mix(weights), y, metric)
 
 
 def fit_log_loss(probs, y):
@@ -89,10 +59,11 @@ def fit_log_loss(probs, y):
 
     The loss only sees each model's probability of the true label, and is convex in the weights, so SLSQP from
     equal weights reaches the global minimum, the same one on every run."""
-    n = len(probs)
+    stack = as_stack(probs)
+    n = len(stack.names)
     if n == 1:
         return np.ones(1)
-    p_true = probs[:, np.arange(len(y)), y].T  # row x model
+    p_true = stack.true_probs(y)  # row x model
 
     def loss(w):
         return -np.log(np.clip(p_true @ w, EPS, None)).mean()
@@ -128,8 +99,10 @@ def search_weights(probs, y, metric, start):
     `start`: accuracy, F1 and QWK are flat between two argmax changes, and the log-loss fit is the better-calibrated
     point of a flat region."""
 
+    stack = as_stack(probs)
+
     def judge(w):
-        return metric(y, np.tensordot(w, probs, axes=1))
+        return metric(y, stack.mix(w))
 
     best, best_score = start, judge(start)
     n = len(start)
@@ -198,21 +171,27 @@ def cross_validate_fit(probs, y, folds, metric):
     """(accuracy, log loss, metric) of the fitted weights on rows they were not fitted on: for each fold, weights
     fitted (fit_weights, for `metric`) on the other folds mix that fold's rows; the pooled mixtures are scored
     together."""
-    mixed = np.zeros(probs.shape[1:])
+    stack = as_stack(probs)
+    mixed = np.empty((len(stack), stack.n_classes), dtype=np.float32)
     for k in np.unique(folds):
-        held = folds == k
-        w = fit_weights(probs[:, ~held], y[~held], metric)
-        mixed[held] = np.tensordot(w, probs[:, held], axes=1)
-    return scores(mixed[None], y, np.ones(1), metric)
+        held = np.flatnonzero(folds == k)
+        kept = np.flatnonzero(folds != k)
+        w = fit_weights(stack.subset(kept), y[kept], metric)
+        mixed[held] = stack.mix(w, held)
+    return score_mix(mixed, y, metric)
 
 
 def temper(probs, t):
-    """Probabilities [row, class] at temperature t: softmax(log p / t). t > 1 softens overconfident ones."""
+    """Probabilities [row, class] at temperature t: softmax(log p / t), in the table's own precision, chunk by
+    chunk. t > 1 softens overconfident ones."""
     if t == 1:
         return probs
-    logits = np.log(np.clip(probs, CLIP, None)) / t
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+    out = np.empty_like(probs)
+    for part in chunks(len(probs), probs.shape[1]):
+        logits = np.log(np.clip(probs[part], CLIP, None)) / t
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        out[part] = e / e.sum(1, keepdims=True)
+    return out
 
 
 def fit_temperature(probs, y, metric):
@@ -233,9 +212,8 @@ def build_ensemble(
     fit under kfold."""
     names = list(weights)
     metric = Metric.of(comp, labels)
-    test = {n: read_predictions(preds_dir, n, "test") for n in names}
-    oof = {n: read_predictions(preds_dir, n, "oof") for n in names}
-    ids, probs, y = aligned(oof, train_truth, labels)
+    test = read_tables(preds_dir, names, "test", labels)
+    probs, y = aligned(read_tables(preds_dir, names, "oof", labels), train_truth, labels)
     raw = np.array([float(weights[n]) for n in names])
     candidates = {"fit": fit_weights(probs, y, metric)}
     if raw.sum() > 0:
@@ -244,19 +222,19 @@ def build_ensemble(
         raise PaddyError("Every `models.<name>.weight` in params.yaml is 0: give at least one model a weight > 0.")
     metrics = {"metric": metric.name, "oof_score": {}, "oof_acc": {}, "oof_loss": {}}
     for i, name in enumerate(names):
-        figures = scores(probs[i : i + 1], y, np.ones(1), metric)
+        figures = scores(probs, y, probs.only(i), metric)
         metrics["oof_acc"][name], metrics["oof_loss"][name], metrics["oof_score"][name] = figures
     for kind, w in candidates.items():
         acc, loss, score = scores(probs, y, w, metric)
         metrics[kind] = {"weights": dict(zip(names, w.tolist())), "oof_acc": acc, "oof_loss": loss, "oof_score": score}
-    fit_cv = cross_validate_fit(probs, y, cv_folds(ids, y, split_table, ensemble.cv_folds, seed), metric)
+    fit_cv = cross_validate_fit(probs, y, cv_folds(probs.ids, y, split_table, ensemble.cv_folds, seed), metric)
     metrics["fit"]["cv_acc"], metrics["fit"]["cv_loss"], metrics["fit"]["cv_score"] = fit_cv
     chosen = metrics[ensemble.weights]
     metrics["oof_acc"]["ensemble"], metrics["oof_loss"]["ensemble"] = chosen["oof_acc"], chosen["oof_loss"]
     metrics["weights"] = chosen["weights"]
     w = np.array([chosen["weights"][n] for n in names])
     # oof_score.ensemble and test_score.ensemble score what the submission sends: under log loss, the mix tempered
-    mix = np.tensordot(w, probs, axes=1)
+    mix = probs.mix(w)
     t = fit_temperature(mix, y, metric) if metric.name == "log_loss" else 1.0
     metrics["oof_score"]["ensemble"] = sent_score = metric(y, temper(mix, t))
     if metric.name == "log_loss":
@@ -274,27 +252,22 @@ def build_ensemble(
     if notes:
         metrics["note"] = "; ".join(notes)
         print(f"note: {metrics['note']}")
-    ens_oof = weighted_mean(oof, chosen["weights"], labels)
-    _, confusion = accuracy(ens_oof, train_truth, labels)
-    ens_test = weighted_mean(test, chosen["weights"], labels)
+    confusion = pd.DataFrame({"actual": np.asarray(labels)[y], "predicted": np.asarray(labels)[mix.argmax(1)]})
+    del mix
     if len(test_truth):
-        metrics["test_score"] = {}
-        metrics["test_acc"] = {name: accuracy(df, test_truth, labels)[0] for name, df in test.items()}
-        metrics["test_acc"]["ensemble"] = accuracy(ens_test, test_truth, labels)[0]
-        _, test_probs, test_y = aligned(test, test_truth, labels)
-        metrics["test_loss"] = {}
+        test_probs, test_y = aligned(test, test_truth, labels)
+        metrics["test_score"], metrics["test_acc"], metrics["test_loss"] = {}, {}, {}
         for i, name in enumerate(names):
-            _, metrics["test_loss"][name], metrics["test_score"][name] = scores(
-                test_probs[i : i + 1], test_y, [1], metric
-            )
-        metrics["test_loss"]["ensemble"] = scores(test_probs, test_y, w, metric)[1]
-        metrics["test_score"]["ensemble"] = metric(test_y, temper(np.tensordot(w, test_probs, axes=1), t))
+            figures = scores(test_probs, test_y, test_probs.only(i), metric)
+            metrics["test_acc"][name], metrics["test_loss"][name], metrics["test_score"][name] = figures
+        mix = test_probs.mix(w)
+        metrics["test_acc"]["ensemble"], metrics["test_loss"]["ensemble"], _ = score_mix(mix, test_y, metric)
+        metrics["test_score"]["ensemble"] = metric(test_y, temper(mix, t))
         for kind in candidates:
-            mean = weighted_mean(test, metrics[kind]["weights"], labels)
-            metrics[kind]["test_acc"] = accuracy(mean, test_truth, labels)[0]
             kind_w = np.array([metrics[kind]["weights"][n] for n in names])
-            metrics[kind]["test_score"] = scores(test_probs, test_y, kind_w, metric)[2]
-    sent_ids, sent = ens_test["image_id"].tolist(), temper(ens_test[labels].to_numpy(float), t)
+            metrics[kind]["test_acc"], _, metrics[kind]["test_score"] = scores(test_probs, test_y, kind_w, metric)
+    everyone = Stack(test, common_ids(test))
+    sent_ids, sent = list(everyone.ids), temper(everyone.mix(w), t)
     missing = sorted(set(sample[sample.columns[0]].astype(str)) - set(sent_ids))
     if missing:
         # Unreadable test images (reported by prepare) still need a row: the most common training label, or the
@@ -302,12 +275,12 @@ def build_ensemble(
         counts = train_truth["label"].value_counts()
         fallback = train_truth["label"].mode()[0]
         if comp.form == "label":
-            row = (np.asarray(labels) == fallback).astype(float)
+            row = (np.asarray(labels) == fallback).astype(np.float32)
             print(f"warning: {len(missing)} test image(s) had no prediction; labelled {fallback!r}")
         else:
-            row = counts.reindex(labels, fill_value=0).to_numpy(float) / counts.sum()
+            row = (counts.reindex(labels, fill_value=0).to_numpy(float) / counts.sum()).astype(np.float32)
             print(f"warning: {len(missing)} test image(s) had no prediction; given the training class frequencies")
         sent_ids, sent = sent_ids + missing, np.vstack([sent, np.tile(row, (len(missing), 1))])
     sub = make_submission(sample, sent_ids, sent, labels, comp)
     validate_submission(sub, sample, labels, comp)
-    return sub, metrics, confusion[["label", "predicted"]].rename(columns={"label": "actual"})
+    return sub, metrics, confusion

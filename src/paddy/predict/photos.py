@@ -4,10 +4,10 @@ A photo goes through exactly what a test image goes through in the pipeline: the
 (paddy.data.prepare.resize_image, longest side `prepare.max_size`, saved as a JPEG), the model's item resize
 (paddy.data.items.resize_item at its checkpoint's item size and method), then the tta stage's passes
 (paddy.predict.tta.tta_probs with `tta.n`, `tta.beta`, the same seeds, the checkpoint's normalisation and eval
-batch), averaged over the model's folds/bags, and the models mixed by the ensemble's weights (metrics/ensemble.json
-`weights`, through paddy.predict.ensemble.weighted_mean). The plain pass gives a photo the probabilities the same
-image gets in the test set, whatever the other photos; the augmented passes draw per batch position (as the tta
-stage does), so with `tta.n > 0` they match exactly when the photos come in the test set's order and otherwise
+batch), averaged over the model's folds/bags, and the models mixed as the ensemble mixes them (paddy.predict.tables
+Stack, with metrics/ensemble.json's `weights` and `temperature`). The plain pass gives a photo the probabilities the
+same image gets in the test set, whatever the other photos; the augmented passes draw per batch position (as the
+tta stage does), so with `tta.n > 0` they match exactly when the photos come in the test set's order and otherwise
 differ by TTA's randomness only (tests/test_predict.py checks both).
 """
 
@@ -24,7 +24,8 @@ from PIL import Image
 from paddy.data.items import resize_item
 from paddy.data.prepare import resize_image
 from paddy.errors import PaddyError
-from paddy.predict.ensemble import temper, weighted_mean
+from paddy.predict.ensemble import temper
+from paddy.predict.tables import Stack, Table
 from paddy.predict.tta import split_seed, tta_probs
 from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
@@ -195,22 +196,23 @@ def predict_photos(
             for name in weights:
                 probs = model_probs(Path(models_dir) / name, [prepared[f] for f in ok], settings, device, precision)
                 for target, p in probs.items():
-                    vocab = metas[name]["targets"][target]
-                    frames[target][name] = pd.DataFrame(p, columns=vocab).assign(image_id=ids)[["image_id", *vocab]]
+                    frames[target][name] = p
     mixed = {}
     for target in targets:
         predicting = [name for name, meta in metas.items() if target in meta["targets"]]
         vocab = metas[predicting[0]]["targets"][target]
         mixed[target] = pd.DataFrame(columns=["image_id", *vocab])
         if ok:
-            mean = weighted_mean(frames[target], {n: weights[n] for n in predicting}, vocab)
-            mixed[target] = mean[["image_id", *vocab]]
+            stack = Stack({n: Table(ids, frames[target][n], vocab) for n in predicting}, ids)
+            w = np.array([weights[n] for n in predicting])
+            mixed[target] = Table(ids, stack.mix(w / w.sum()), vocab).frame()
     labels = mixed.pop(targets[0])
     t = ensemble_temperature(ensemble_json)
     if ok and t != 1:  # the submission's probabilities: the mix at the temperature fitted out of fold (log loss)
         classes = list(labels.columns[1:])
         labels[classes] = temper(labels[classes].to_numpy(float), t)
-    return Predictions(files, errors, labels, mixed, frames[targets[0]])
+    each = {n: Table(ids, p, metas[n]["labels"]).frame() for n, p in frames[targets[0]].items()}
+    return Predictions(files, errors, labels, mixed, each)
 
 
 def ensemble_temperature(ensemble_json=ENSEMBLE_JSON):

@@ -1,8 +1,9 @@
 """Test-time augmentation: n passes with the training augmentation blended with one plain pass (fastai's tta)."""
 
-import pandas as pd
+import numpy as np
 import torch
 
+from paddy.predict.tables import Table
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
 from paddy.training.model_data import create_model_data
 from paddy.training.step import predict_chunked, stream_seeds
@@ -49,9 +50,10 @@ def split_seed(seed, s):
 
 def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision):
     """TTA probabilities of one model: the test set averaged over its folds/bags, and each split's validation rows.
-    Returns (test, oof) DataFrames with image_id then one column per label. Out-of-fold rows that validate in
-    several bags (bagging) are averaged over them; rows that never validate are absent. The items, sizes and input
-    normalisation are the checkpoint's (what the model was trained on); the augmentation is settings.train.aug.
+    Returns (test, oof) paddy.predict.tables.Table of one column per label. Out-of-fold rows that validate in
+    several bags (bagging) are averaged over them, in the order they first validate; rows that never validate are
+    absent. The items, sizes and input normalisation are the checkpoint's (what the model was trained on); the
+    augmentation is settings.train.aug.
     """
     meta = read_meta(ckpt_dir)
     labels, tta = meta["labels"], settings.tta
@@ -64,9 +66,9 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
         device,
         normalization=checkpoint_normalization(meta),
     )
-    sizes, table = tuple(len(classes) for classes in meta["targets"].values()), data.table
+    sizes = tuple(len(classes) for classes in meta["targets"].values())
     test, test_loader = data.test_loader(meta["eval_batch"])
-    test_sum, oof_parts = None, []
+    test_sum, positions, oof_parts = None, [], []
     for s, col in enumerate(data.splits):
         model, _ = load_checkpoint(ckpt_dir, col, device)
         seed = split_seed(settings.seed, s)
@@ -76,8 +78,20 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
         oof = tta_probs(
             model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision, seed + 1, sizes
         )
-        oof_parts.append(pd.DataFrame(oof.numpy(), columns=labels).assign(image_id=table.image_id.to_numpy()[valid]))
-    test_probs = pd.DataFrame((test_sum / len(data.splits)).numpy(), columns=labels)
-    test_probs.insert(0, "image_id", test.image_id.to_numpy())
-    oof = pd.concat(oof_parts).groupby("image_id", sort=False)[labels].mean().reset_index()
-    return test_probs, oof
+        positions.append(valid)
+        oof_parts.append(oof.numpy())
+    rows, oof = average_rows(np.concatenate(positions), np.concatenate(oof_parts))
+    test_table = Table(test.image_id.to_numpy(), (test_sum / len(data.splits)).numpy(), labels)
+    return test_table, Table(data.table.image_id.to_numpy()[rows], oof, labels)
+
+
+def average_rows(positions, probs):
+    """(each position once, in the order it first appears; the mean of its rows of probs)."""
+    unique, first, inverse = np.unique(positions, return_index=True, return_inverse=True)
+    if len(unique) == len(positions):  # kfold, or one bag: nothing to average
+        return positions, probs
+    sums = np.zeros((len(unique), probs.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, probs)
+    means = (sums / np.bincount(inverse)[:, None]).astype(probs.dtype)
+    order = np.argsort(first)
+    return unique[order], means[order]

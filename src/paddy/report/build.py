@@ -1,11 +1,12 @@
 """The report stage's one call: the models' out-of-fold and test probabilities, mixed with the weights the ensemble
-stage chose (metrics/ensemble.json) by the ensemble's own weighted_mean, at its temperature (a log-loss
-competition's), into the report's metrics, tables and pictures. It reads the probability tables and only the images
-it draws."""
+stage chose (metrics/ensemble.json) by the ensemble's own mix, at its temperature (a log-loss competition's), into
+the report's metrics, tables and pictures. It reads the probability tables (one source's mixture in memory at a
+time, kept as per-row figures) and only the images it draws."""
 
 import json
 import shutil
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from paddy.data.prepare import read_index, read_labels
 from paddy.errors import PaddyError
 from paddy.files import replace_dir, write_csv, write_json
 from paddy.metrics import Metric, format_score
-from paddy.predict.ensemble import read_predictions, temper, weighted_mean
+from paddy.predict.ensemble import aligned, temper
+from paddy.predict.tables import Stack, common_ids, read_tables
 from paddy.report import pictures, scores
 
 ENSEMBLE = "ensemble"
@@ -35,79 +37,116 @@ def read_weights(ensemble_json):
     return weights, float((figures.get("temperature") or {}).get("value", 1.0))
 
 
-def out_of_fold(preds_dir, weights, labels, truth, temperature=1.0):
-    """(ids, y, {source: probabilities [row, class]}) on the out-of-fold rows every model predicted that have a
-    label, the ensemble's first: its weighted mean at `temperature`, what metrics/ensemble.json's oof_score scores."""
-    frames = {name: read_predictions(preds_dir, name, "oof") for name in weights}
-    mean = weighted_mean(frames, weights, labels).merge(truth, on="image_id")
-    if mean.empty:
-        raise PaddyError(f"No out-of-fold row in {preds_dir} has a label in the prepared index: nothing to report on.")
-    ids = mean["image_id"].to_numpy()
-    probs = {ENSEMBLE: temper(mean[labels].to_numpy(float), temperature)}
-    probs |= {name: df.set_index("image_id").loc[ids, labels].to_numpy(float) for name, df in frames.items()}
-    return ids, pd.Index(labels).get_indexer(mean["label"]), probs
+@dataclass
+class Rows:
+    """What the report reads of one source's probabilities [row, class], per row: the predicted class, its
+    probability, and the true class's."""
+
+    predicted: np.ndarray
+    confidence: np.ndarray
+    p_true: np.ndarray
+
+    @classmethod
+    def of(cls, probs, y):
+        predicted = probs.argmax(1)
+        rows = np.arange(len(y))
+        return cls(predicted, probs[rows, predicted].astype(float), probs[rows, y].astype(float))
 
 
-def class_metrics(y, probs, labels):
-    """metrics/report.json: per-class precision, recall and F1 per source (the ensemble first), each class's
-    out-of-fold rows (the same rows for every model), each source's expected calibration error; a `note` names
-    classes without rows, whose recall and F1 are left out."""
-    out = {"recall": {}, "precision": {}, "f1": {}}
-    for name, p in probs.items():
-        figures = scores.per_class(scores.confusion_counts(y, p.argmax(1), len(labels)), labels)
-        for key in out:
-            out[key][name] = figures[key]
-        out["support"] = figures["support"]
-    empty = [label for label, n in out["support"].items() if n == 0]
+def weight_vector(stack, weights):
+    """The ensemble's weights (metrics/ensemble.json's, by model name) in the stack's order, summing to 1."""
+    w = np.array([float(weights[name]) for name in stack.names])
+    return w / w.sum()
+
+
+def out_of_fold(preds_dir, weights, labels, truth, metric, temperature=1.0):
+    """(ids, y, {source: Rows}, {source: its metric}) on the out-of-fold rows every model predicted that have a
+    label, the ensemble's first: its mix at `temperature`, what metrics/ensemble.json's oof_score scores. One
+    source's [row, class] mixture is in memory at a time."""
+    stack, y = aligned(read_tables(preds_dir, list(weights), "oof", labels), truth, labels)
+    sources = {ENSEMBLE: (weight_vector(stack, weights), temperature)}
+    sources |= {name: (stack.only(m), 1.0) for m, name in enumerate(stack.names)}
+    rows, score = {}, {}
+    for source, (w, t) in sources.items():
+        mix = temper(stack.mix(w), t)
+        rows[source], score[source] = Rows.of(mix, y), metric(y, mix)
+    return stack.ids, y, rows, score
+
+
+def class_metrics(y, rows, labels, max_classes):
+    """metrics/report.json's per-class part and the per-class table: precision, recall and F1 per source (the
+    ensemble first) and each class's out-of-fold rows (the same for every model). A competition of more than
+    `max_classes` classes gets the macro averages in report.json instead (a column per class would swamp `dvc exp
+    show`); its table keeps every class. A `note` names classes without rows, whose recall and F1 are left out."""
+    figures = {name: scores.per_class(y, r.predicted, labels) for name, r in rows.items()}
+    support = next(iter(figures.values()))["support"]
+    table = pd.DataFrame(
+        [
+            {"source": name, "class": label, **{k: f[k].get(label) for k in ("precision", "recall", "f1")}}
+            | {"support": support[label]}
+            for name, f in figures.items()
+            for label in labels
+        ]
+    )
+    if len(labels) <= max_classes:
+        out = {key: {name: f[key] for name, f in figures.items()} for key in ("recall", "precision", "f1")}
+        out["support"] = support
+    else:
+        out = {
+            f"{key}_macro": {name: float(np.mean(list(f[key].values()))) for name, f in figures.items()}
+            for key in ("recall", "precision", "f1")
+        }
+        out["classes"] = len(labels)
+    empty = [label for label, n in support.items() if n == 0]
     if empty:
+        shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         out["note"] = (
-            f"no out-of-fold rows of {', '.join(empty)}: recall and F1 undefined, left out (a bigger validation set or "
+            f"no out-of-fold rows of {shown}: recall and F1 undefined, left out (a bigger validation set or "
             "cv.scheme kfold gives every class rows)"
         )
-    return out
+    return out, table
 
 
-def top_loss_rows(ids, y, probs, labels, n):
+def top_loss_rows(ids, y, rows, labels, n):
     """The table of the n out-of-fold images with the highest loss under the ensemble, highest first."""
-    ens = probs[ENSEMBLE]
-    loss = scores.losses(ens, y)
-    rows = []
+    ens = rows[ENSEMBLE]
+    loss = scores.losses(ens.p_true)
+    models = [m for m in rows if m != ENSEMBLE]
+    out = []
     for rank, i in enumerate(scores.top_losses(loss, ids, n), 1):
-        predicted = ens[i].argmax()
-        rows.append(
+        out.append(
             {
                 "rank": rank,
                 "image_id": ids[i],
                 "actual": labels[y[i]],
-                "predicted": labels[predicted],
-                "p_predicted": float(ens[i, predicted]),
-                "p_actual": float(ens[i, y[i]]),
+                "predicted": labels[ens.predicted[i]],
+                "p_predicted": float(ens.confidence[i]),
+                "p_actual": float(ens.p_true[i]),
                 "loss": float(loss[i]),
-                "right": " ".join(m for m in probs if m != ENSEMBLE and probs[m][i].argmax() == y[i]),
-                "wrong": " ".join(m for m in probs if m != ENSEMBLE and probs[m][i].argmax() != y[i]),
+                "right": " ".join(m for m in models if rows[m].predicted[i] == y[i]),
+                "wrong": " ".join(m for m in models if rows[m].predicted[i] != y[i]),
             }
         )
     columns = ["rank", "image_id", "actual", "predicted", "p_predicted", "p_actual", "loss", "right", "wrong"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(out, columns=columns)
 
 
-def least_confident_rows(test_probs, labels, test_truth, n):
-    """The n test images whose ensemble top probability is the lowest (where a pseudo-label is least safe), with
-    the runner-up and, on a generated competition, the true label."""
-    p = test_probs[labels].to_numpy(float)
-    ids = test_probs["image_id"].to_numpy()
+def least_confident_rows(ids, test_probs, labels, test_truth, n):
+    """The n test images whose ensemble top probability (test_probs [row, class], rows `ids`) is the lowest (where a
+    pseudo-label is least safe), with the runner-up and, on a generated competition, the true label."""
     truth = dict(zip(test_truth["image_id"], test_truth["label"]))
     rows = []
-    for rank, i in enumerate(scores.least_confident(p, ids, n), 1):
-        first, second = np.argsort(-p[i], kind="stable")[:2]
+    for rank, i in enumerate(scores.least_confident(test_probs.max(1), ids, n), 1):
+        p = test_probs[i].astype(float)
+        first, second = np.argsort(-p, kind="stable")[:2]
         rows.append(
             {
                 "rank": rank,
                 "image_id": ids[i],
                 "predicted": labels[first],
-                "p_predicted": float(p[i, first]),
+                "p_predicted": float(p[first]),
                 "runner_up": labels[second],
-                "p_runner_up": float(p[i, second]),
+                "p_runner_up": float(p[second]),
                 "actual": truth.get(ids[i], ""),
             }
         )
@@ -198,32 +237,46 @@ def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json
     labels, index = read_labels(prepared_dir), read_index(prepared_dir)
     weights, temperature = read_weights(ensemble_json)
     train = index[index["split"] == "train"][["image_id", "label"]]
-    ids, y, probs = out_of_fold(preds_dir, weights, labels, train, temperature)
-    calibration = {name: scores.calibration(p, y, report.calibration_bins) for name, p in probs.items()}
-    metrics = class_metrics(y, probs, labels)  # recall first: `dvc exp show` lists the columns in the file's order
-    metrics["ece"] = {name: ece for name, (_, ece) in calibration.items()}
     metric = Metric.of(comp, labels)
+    ids, y, rows, oof_score = out_of_fold(preds_dir, weights, labels, train, metric, temperature)
+    calibration = {
+        name: scores.calibration(r.confidence, r.predicted == y, report.calibration_bins) for name, r in rows.items()
+    }
+    # recall first: `dvc exp show` lists the columns in the file's order
+    metrics, per_class = class_metrics(y, rows, labels, report.max_classes)
+    metrics["ece"] = {name: ece for name, (_, ece) in calibration.items()}
     metrics["metric"] = metric.name
-    metrics["oof_score"] = {name: metric(y, p) for name, p in probs.items()}
+    metrics["oof_score"] = oof_score
     if "note" in metrics:
         print(f"note: {metrics['note']}")
-    counts = scores.confusion_counts(y, probs[ENSEMBLE].argmax(1), len(labels))
-    pairs = scores.most_confused(counts, labels)
-    top = top_loss_rows(ids, y, probs, labels, report.top_losses)
-    test = weighted_mean({name: read_predictions(preds_dir, name, "test") for name in weights}, weights, labels)
-    test[labels] = temper(test[labels].to_numpy(float), temperature)
-    unsure = least_confident_rows(test, labels, pd.read_csv(truth_csv, dtype=str), report.top_losses)
+    predicted = rows[ENSEMBLE].predicted
+    pairs = scores.most_confused(y, predicted, labels)
+    shown = labels if len(labels) <= report.max_classes else scores.most_involved(pairs, labels, report.max_classes)
+    at = pd.Index(labels).get_indexer(shown)
+    counts = scores.confusion_counts(y, predicted, at)
+    totals = np.bincount(y, minlength=len(labels))[at]
+    top = top_loss_rows(ids, y, rows, labels, report.top_losses)
+    test_tables = read_tables(preds_dir, list(weights), "test", labels)
+    test = Stack(test_tables, common_ids(test_tables))
+    test_probs = temper(test.mix(weight_vector(test, weights)), temperature)
+    unsure = least_confident_rows(test.ids, test_probs, labels, pd.read_csv(truth_csv, dtype=str), report.top_losses)
+    del test_probs
 
     plots, tables = Path(plots_dir), Path(tables_dir)
-    accuracy = np.trace(counts) / len(y)
+    accuracy = float((predicted == y).mean())
     named = "" if metric.name == "accuracy" else f", {metric.name} {format_score(metrics['oof_score'][ENSEMBLE])}"
     title = f"ensemble, out of fold: {accuracy:.4f} accuracy{named} over {len(y)} images; each row sums to 1"
-    pictures.confusion_normalised(counts, labels, plots / "confusion_normalised.png", title)
-    shown = 20
+    if len(shown) < len(labels):
+        title = (
+            f"ensemble, out of fold: {accuracy:.4f} accuracy{named} over {len(y)} images of {len(labels)} classes: "
+            f"the {len(shown)} classes most involved in confusions (a row's predictions outside them not drawn)"
+        )
+    pictures.confusion_normalised(counts, totals, shown, plots / "confusion_normalised.png", textwrap.fill(title, 110))
+    most = 20
     title = f"Most confused pairs (out of fold, ensemble): {len(pairs)} pairs" + (
-        f", the {shown} most frequent" if len(pairs) > shown else ""
+        f", the {most} most frequent" if len(pairs) > most else ""
     )
-    pictures.most_confused(pairs.head(shown), plots / "most_confused.png", title)
+    pictures.most_confused(pairs.head(most), plots / "most_confused.png", title)
     title = (
         f"Reliability, out of fold: ensemble ECE {metrics['ece'][ENSEMBLE]:.4f} over {len(y)} images, "
         f"{report.calibration_bins} bins"
@@ -232,17 +285,10 @@ def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json
     draw_top_losses(top, prepared_dir, index, len(y), plots)
     draw_least_confident(unsure, prepared_dir, index, plots / "least_confident.png")
 
-    per_class = pd.DataFrame(
-        [
-            {"source": name, "class": label, **{k: metrics[k][name].get(label) for k in ("precision", "recall", "f1")}}
-            | {"support": metrics["support"][label]}
-            for name in probs
-            for label in labels
-        ]
-    )
     write_csv(per_class, tables / "per_class.csv")
-    write_csv(_matrix(counts, labels), tables / "confusion.csv")
-    write_csv(_matrix(scores.row_normalised(counts), labels), tables / "confusion_normalised.csv", float_format="%.4f")
+    write_csv(_matrix(counts, shown), tables / "confusion.csv")
+    share = scores.row_normalised(counts, totals)
+    write_csv(_matrix(share, shown), tables / "confusion_normalised.csv", float_format="%.4f")
     write_csv(pairs, tables / "most_confused.csv")
     write_csv(top, tables / "top_losses.csv", float_format="%.6f")
     write_csv(unsure, tables / "least_confident.csv", float_format="%.6f")

@@ -63,10 +63,10 @@ def statement(text, path, size=(8, 1.6)):
     return save(fig, path)
 
 
-def confusion_normalised(counts, labels, path, title):
-    """Each actual class's row as fractions of its images (the count below), actual down the side: a rare class's
-    misses show as clearly as a common one's."""
-    totals, share = counts.sum(1, keepdims=True), row_normalised(counts)
+def confusion_normalised(counts, totals, labels, path, title):
+    """Each actual class's row as fractions of its images (`totals`; the count below each share), actual down the
+    side: a rare class's misses show as clearly as a common one's."""
+    share = row_normalised(counts, totals)
     fig = Figure(figsize=(10, 8.5), layout="constrained")
     ax = fig.subplots()
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -76,7 +76,7 @@ def confusion_normalised(counts, labels, path, title):
             ax.text(j, i, f"{share[i, j]:.2f}\n({n})", ha="center", va="center", fontsize=8, color=color)
     ticks = np.arange(len(labels))
     ax.set_xticks(ticks, labels, rotation=45, ha="right")
-    ax.set_yticks(ticks, [f"{label} ({t})" for label, t in zip(labels, totals[:, 0])])
+    ax.set_yticks(ticks, [f"{label} ({t})" for label, t in zip(labels, totals)])
     ax.set(title=title, xlabel="predicted", ylabel="actual (images)")
     return save(fig, path)
 

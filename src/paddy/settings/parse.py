@@ -47,7 +47,7 @@ KNOWN_KEYS = {
     | {"aug": dict.fromkeys(key for key, *_ in AUG_RANGES)},
     "tta": dict.fromkeys(("n", "beta")),
     "ensemble": dict.fromkeys(("weights", "cv_folds")),
-    "report": dict.fromkeys(("top_losses", "calibration_bins")),
+    "report": dict.fromkeys(("top_losses", "calibration_bins", "max_classes")),
     "profile": dict.fromkeys(("budget_gb", "headroom", "min_micro_batch")),
     "kaggle": dict.fromkeys(("kernel", "accelerator", "keep_weights")),
     "models": None,  # {name: MODEL_KEYS}: checked model by model
@@ -168,6 +168,8 @@ def check_params(params, path="params.yaml"):
     _number(params, "report.top_losses", path, lo=0, hi=1000, integer=True, why=why)
     why = " (equal-width confidence bins of the reliability diagram)"
     _number(params, "report.calibration_bins", path, lo=2, hi=100, integer=True, why=why)
+    why = " (classes with their own report.json columns and confusion rows; above it, macro averages)"
+    _number(params, "report.max_classes", path, lo=2, hi=200, integer=True, why=why)
     _number(params, "profile.budget_gb", path, above=0, why=" (the GB of GPU memory a training step may use)")
     _number(params, "profile.headroom", path, lo=0, hi=0.9, why=" (the fraction of the budget kept free)")
     _number(params, "profile.min_micro_batch", path, lo=1, integer=True)

@@ -161,10 +161,12 @@ class EnsembleSettings:
 @dataclass(frozen=True)
 class ReportSettings:
     """What the report stage draws from the out-of-fold probabilities (`report`): how many images with the highest
-    loss (and test images with the least confidence), and the bins of the reliability diagram."""
+    loss (and test images with the least confidence), the bins of the reliability diagram, and how many classes
+    get a column of `dvc exp show` and a row of the confusion picture."""
 
     top_losses: int  # 0: no pictures of images
     calibration_bins: int
+    max_classes: int  # above it: macro averages in report.json, the most confused classes in the pictures
 
 
 @dataclass(frozen=True)
