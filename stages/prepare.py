@@ -15,7 +15,9 @@ def main():
     args = parser.parse_args()
     settings = load_settings()
     p = settings.prepare
-    index, bad = prepare_competition(args.raw_dir, args.out_dir, settings.competition, p.max_size, p.workers)
+    index, bad = prepare_competition(
+        args.raw_dir, args.out_dir, settings.competition, p.max_size, p.workers, p.max_pixels
+    )
     print(f"{args.out_dir}: {int(index.ok.sum())} images ready, {len(bad)} bad file(s) left out")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from paddy.data.images import BadImage, read_image
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, cache_dir
 
@@ -110,9 +111,15 @@ def _fill(job):
     out = np.load(tmp, mmap_mode="r+")
     small = []
     for i, rel in enumerate(paths):
-        with Image.open(root / rel) as im:
-            if max(im.size) * 4 < max(size):
-                small.append(f"{rel}: {im.size[0]}x{im.size[1]}")
-            out[start + i] = np.asarray(resize_item(im.convert("RGB"), size, method))
+        try:
+            im = read_image(root / rel)
+        except BadImage as e:  # prepare wrote and checked it: the file was damaged since
+            raise PaddyError(
+                f"{root / rel} is {e}: prepare wrote it whole, so it was damaged since (a full disk, a bad copy). "
+                "Run `dvc repro -f prepare` to write the prepared images again."
+            ) from None
+        if max(im.size) * 4 < max(size):
+            small.append(f"{rel}: {im.size[0]}x{im.size[1]}")
+        out[start + i] = np.asarray(resize_item(im, size, method))
     out.flush()
     return small

@@ -38,7 +38,7 @@ KNOWN_KEYS = {
         "train_table id_column labels_from label_column train_images test_images sample_submission form positive "
         "metric".split()
     ),
-    "prepare": dict.fromkeys(("max_size", "workers")),
+    "prepare": dict.fromkeys(("max_size", "workers", "max_pixels")),
     "cv": dict.fromkeys(("scheme", "n_splits", "valid_pct", "seed")),
     "train": dict.fromkeys(
         "recipe epochs frozen_epochs lr lr_mult lr_groups weight_decay effective_batch eval_batch drop_last precision "
@@ -120,6 +120,8 @@ def check_params(params, path="params.yaml"):
         _number(params, f"data.synthetic.{key}", path, lo=1, integer=True)
     _number(params, "prepare.max_size", path, lo=8, integer=True)
     _number(params, "prepare.workers", path, lo=1, integer=True)
+    why = " (an image of more pixels is left out: PIL's guard against decompression bombs; 200000000 by default)"
+    _number(params, "prepare.max_pixels", path, lo=16 * 16, hi=10**10, integer=True, why=why)
     scheme = _choice(params, "cv.scheme", path, CV_SCHEMES)
     _number(params, "cv.n_splits", path, lo=2 if scheme == "kfold" else 1, integer=True)
     _number(params, "cv.valid_pct", path, lo=0.01, hi=0.99)
