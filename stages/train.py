@@ -28,6 +28,7 @@ from paddy.files import replace_dir, write_json
 from paddy.memory.profile import resolve_batches
 from paddy.settings import load_settings
 from paddy.training import distributed
+from paddy.training.divergence import Diverged
 from paddy.training.folds import run_record, summary, train_model
 from paddy.training.gpus import claim_device
 from paddy.training.loop import Interrupted, stop_at_next_step_on_signals
@@ -109,6 +110,10 @@ def train(args, settings, device):
                 settings, args.model, args.prepared_dir, args.split_csv, out_dir, (micro, evals), device,
                 precision, on_epoch if rank0 else None, resume_dir=args.resume_dir,
             )  # fmt: skip
+        except Diverged as e:
+            if Path(args.out_dir).exists():  # persist: DVC did not delete it; this run did not touch it
+                e.kept = f"{args.out_dir} and {args.live_dir} are still the last finished run's."
+            raise
         except Interrupted as stop:
             if not rank0:
                 sys.exit(130)

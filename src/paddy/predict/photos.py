@@ -25,7 +25,7 @@ from paddy.data.items import resize_item
 from paddy.data.prepare import resize_image
 from paddy.errors import PaddyError
 from paddy.predict.ensemble import weighted_mean
-from paddy.predict.tta import split_seed, tta_probs
+from paddy.predict.tta import require_finite, split_seed, tta_probs
 from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
 
@@ -110,6 +110,7 @@ def model_probs(ckpt_dir, files, settings, device, precision):
         net, _ = load_checkpoint(ckpt_dir, split, device)
         seed = split_seed(settings.seed, s)
         p = tta_probs(net, batches, augment, settings.tta.n, settings.tta.beta, precision, seed, sizes, True)
+        require_finite(p, ckpt_dir, split, meta["model"])
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()
     return dict(zip(meta["targets"], np.split(probs, np.cumsum(sizes)[:-1], axis=1)))
