@@ -14,6 +14,9 @@ from paddy.errors import exit_on_error
 from paddy.files import write_text
 from paddy.settings import load_settings
 from paddy.settings.preflight import check_devices, model_checks_key, passed_before, record_pass
+from paddy.training.digests import verify_models
+
+MODELS = Path("data/models")  # train@MODEL's outputs
 
 
 @exit_on_error
@@ -24,6 +27,7 @@ def main():
     settings = load_settings()  # every setting's presence, type and range; no unknown key
     check_devices(settings.train.devices)  # no more DDP processes than this machine has GPUs, or cores
     check_source(settings.data, settings.competition)  # the competition section against the files, safe to extract
+    verify_models(MODELS, settings.models)  # a damaged checkpoint is named, not retrained without a word
     key = model_checks_key(settings, [Path(__file__)])
     if passed_before(key):
         print("models: settings, code and packages as when they last passed their checks")
