@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from paddy.data.download import check_source
+from paddy.data.split import check_cv
 from paddy.errors import exit_on_error
 from paddy.files import write_text
 from paddy.settings import load_settings
@@ -26,7 +27,9 @@ def main():
     args = parser.parse_args()
     settings = load_settings()  # every setting's presence, type and range; no unknown key
     check_devices(settings.train.devices)  # no more DDP processes than this machine has GPUs, or cores
-    check_source(settings.data, settings.competition)  # the competition section against the files, safe to extract
+    counts = check_source(settings.data, settings.competition)  # the section against the files, safe to extract
+    if counts is not None:  # k-fold's smallest label, one optimizer step: what split and train would refuse
+        check_cv(settings.cv, settings.train, counts, f" in data.source {settings.data.source}")
     verify_models(MODELS, settings.models)  # a damaged checkpoint is named, not retrained without a word
     key = model_checks_key(settings, [Path(__file__)])
     if passed_before(key):

@@ -11,7 +11,7 @@ from paddy.archive import extract_zip
 from paddy.data.competition import check_layout
 from paddy.data.fingerprint import source_path
 from paddy.data.listing import Listing, expand_archives
-from paddy.data.synthetic import check_description, make_competition
+from paddy.data.synthetic import check_description, make_competition, train_label_counts
 from paddy.errors import PaddyError
 from paddy.files import replace_dir, write_csv
 from paddy.kaggle.api import fetch_zip
@@ -77,15 +77,16 @@ def check_source(data, comp):
     """What download would refuse in `data.source` against the description `comp`, found before DVC runs download
     (the check stage), cheaply: a folder's listing and CSVs, a zip's listing and CSVs (entries that would land
     outside it included), not one image decoded. A generated competition's layout is the generator's own
-    (synthetic.check_description); Kaggle's zip is checked when downloaded (before it replaces data/raw)."""
+    (synthetic.check_description); Kaggle's zip is checked when downloaded (before it replaces data/raw). Returns the
+    training images per label (a Series), or None where unknown before download (Kaggle)."""
     source = str(data.source)
     if source == "synthetic":
         check_description(data.synthetic, comp)
-        return
+        return train_label_counts(data.synthetic)
     if source == "kaggle":
-        return
+        return None
     path = source_path(source)
-    check_layout(Listing.of(path, inner=False), comp)
+    return check_layout(Listing.of(path, inner=False), comp)[0]["label"].value_counts()
 
 
 def _build_dir(dest, fill, check):

@@ -357,3 +357,9 @@ def make_competition(
     test = pd.DataFrame(test_rows, columns=["image_id", "label"])
     write_csv(test.assign(label=""), root / SAMPLE_CSV)
     write_csv(test, truth_path)
+
+
+def train_label_counts(synthetic):
+    """The generated training set's images per label (SyntheticSettings), as make_competition draws them, without
+    generating a picture: for the check stage. `hard`'s few wrong labels (LABEL_NOISE) then move a handful."""
+    return pd.Series(_counts(synthetic.n_train, LABEL_COUNTS, None), name="count")
