@@ -11,7 +11,7 @@ from pathlib import Path
 
 from paddy.data.download import check_source
 from paddy.data.split import check_cv
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_text
 from paddy.settings import load_settings
 from paddy.settings.preflight import check_devices, model_checks_key, passed_before, record_pass
@@ -25,6 +25,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", help="written once every setting passed; the same text every time")
     args = parser.parse_args()
+    say_on_interrupt("check", "It writes nothing but data/checked, which the next repro writes again.")
     settings = load_settings()  # every setting's presence, type and range; no unknown key
     check_devices(settings.train.devices)  # no more DDP processes than this machine has GPUs, or cores
     counts = check_source(settings.data, settings.competition)  # the section against the files, safe to extract

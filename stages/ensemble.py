@@ -9,7 +9,7 @@ from paddy import charts
 from paddy.data.competition import read_sample_submission
 from paddy.data.prepare import read_index, read_labels
 from paddy.data.split import read_splits
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_csv, write_json
 from paddy.predict.ensemble import build_ensemble
 from paddy.settings import load_settings
@@ -27,6 +27,8 @@ def main():
     parser.add_argument("--split", help="data/split.csv: kfold's folds cross-validate the fitted weights")
     parser.add_argument("--plot", help="the out-of-fold confusion matrix (PNG) for `dvc plots show`")
     args = parser.parse_args()
+    kept = f"{args.submission_csv} and the metrics are still the last run's (written at the end)."
+    say_on_interrupt("ensemble", kept)
     settings = load_settings()
     labels = read_labels(args.prepared_dir)
     index = read_index(args.prepared_dir)

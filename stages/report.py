@@ -3,7 +3,8 @@ confused pairs, the top losses, the least confident test images and calibration 
 
 import argparse
 
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
+from paddy.files import built_beside
 from paddy.report.build import ENSEMBLE, write_report
 from paddy.settings import load_settings
 
@@ -19,17 +20,15 @@ def main():
     parser.add_argument("tables_dir")
     parser.add_argument("plots_dir")
     args = parser.parse_args()
+    kept = f"{args.plots_dir}, {args.tables_dir} and {args.metrics_json} are still the last report's."
+    say_on_interrupt("report", kept)
     report = load_settings().report
-    metrics = write_report(
-        args.prepared_dir,
-        args.preds_dir,
-        args.ensemble_json,
-        args.truth_csv,
-        args.metrics_json,
-        args.tables_dir,
-        args.plots_dir,
-        report,
-    )
+    # the two folders are built beside the last report's and swapped in whole; metrics_json is written last
+    with built_beside(args.plots_dir) as plots, built_beside(args.tables_dir) as tables:
+        metrics = write_report(
+            args.prepared_dir, args.preds_dir, args.ensemble_json, args.truth_csv, args.metrics_json, tables, plots,
+            report,
+        )  # fmt: skip
     recall = " ".join(f"{label} {r:.3f}" for label, r in metrics["recall"][ENSEMBLE].items())
     print(f"{args.metrics_json}: ensemble recall per class: {recall}")
     print(f"expected calibration error: {metrics['ece']}")

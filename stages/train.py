@@ -23,7 +23,7 @@ from dvclive import Live
 from paddy import charts
 from paddy.data.prepare import read_targets
 from paddy.data.split import read_splits
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import replace_dir, write_json
 from paddy.memory.profile import resolve_batches
 from paddy.settings import load_settings
@@ -48,6 +48,8 @@ def main():
     parser.add_argument("--batches", type=Path, help="profile@MODEL's batch sizes, for auto")
     parser.add_argument("--resume-dir", type=Path, help="checkpoints to continue an interrupted run from")
     args = parser.parse_args()
+    kept = f"{args.out_dir} and {args.live_dir} are still the last finished run's."
+    say_on_interrupt(f"train@{args.model}", kept)
     settings = load_settings()
     devices = settings.train.devices
     if distributed.wanted(devices) and not distributed.launched():

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from paddy.errors import exit_on_error
-from paddy.files import write_csv
+from paddy.errors import exit_on_error, say_on_interrupt
+from paddy.files import built_beside, write_csv
 from paddy.predict.tta import predict_model
 from paddy.settings import load_settings
 from paddy.training.gpus import claim_device
@@ -20,13 +20,15 @@ def main():
     parser.add_argument("ckpt_dir")
     parser.add_argument("out_dir")
     args = parser.parse_args()
+    say_on_interrupt(f"tta@{Path(args.ckpt_dir).name}", f"{args.out_dir} is still the last complete one.")
     settings = load_settings()
     check_archs(settings.models)
     device = claim_device()  # a GPU no other run holds, or the CPU
     precision = resolve_precision(settings.train.precision, device)
     test, oof = predict_model(settings, args.prepared_dir, args.split_csv, args.ckpt_dir, device, precision)
-    write_csv(test, Path(args.out_dir) / "test_probs.csv", float_format="%.6f")
-    write_csv(oof, Path(args.out_dir) / "oof_probs.csv", float_format="%.6f")
+    with built_beside(args.out_dir) as out:  # swapped in whole: Ctrl-C or an error keeps the last good one
+        write_csv(test, out / "test_probs.csv", float_format="%.6f")
+        write_csv(oof, out / "oof_probs.csv", float_format="%.6f")
     print(f"{args.out_dir}: {len(test)} test and {len(oof)} out-of-fold rows")
 
 

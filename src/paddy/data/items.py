@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image, ImageOps
 
 from paddy.data.images import BadImage, read_image
 from paddy.errors import PaddyError
-from paddy.files import atomic_path, cache_dir
+from paddy.files import atomic_path, cache_dir, process_pool
 
 VERSION = 1  # bump when resize_item changes: old arrays then stop matching
 
@@ -67,7 +66,7 @@ def _build(path, root, paths, size, method, workers):
             chunks = [range(i, min(i + 64, len(paths))) for i in range(0, len(paths), 64)]
             jobs = [(tmp, root, [paths[i] for i in c], c.start, size, method) for c in chunks]
             if workers > 1 and len(chunks) > 1:
-                with ProcessPoolExecutor(workers) as pool:
+                with process_pool(workers) as pool:
                     small = [s for found in pool.map(_fill, jobs) for s in found]
             else:
                 small = [s for job in jobs for s in _fill(job)]

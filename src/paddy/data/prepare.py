@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +11,7 @@ from paddy.console import progress
 from paddy.data.competition import class_order, read_competition
 from paddy.data.images import MAX_PIXELS, BadImage, read_image
 from paddy.errors import PaddyError
-from paddy.files import atomic_path, write_csv, write_json
+from paddy.files import atomic_path, process_pool, write_csv, write_json
 
 INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
@@ -76,7 +75,7 @@ def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=
     rows = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
     rows["path"] = [prepared_path(s, i) for s, i in zip(rows.split, rows.image_id)]
     jobs = [(src, out_dir / path, max_size, max_pixels) for src, path in zip(rows.src, rows.path)]
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         results = list(progress(pool.map(_resize_job, jobs, chunksize=32), "resize", total=len(jobs), unit="img"))
     rows["width"] = [r[0][0] if r[0] else 0 for r in results]
     rows["height"] = [r[0][1] if r[0] else 0 for r in results]
