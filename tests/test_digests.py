@@ -71,7 +71,7 @@ def test_a_damaged_checkpoint_is_named_with_what_rebuilds_it(model, damage):
     message = str(err.value)
     assert message.startswith(f"{weights} is damaged: its sha256 is ")
     assert "not the " in message and "training recorded in meta.json when it wrote it" in message
-    assert f"`dvc checkout {model}` restores the one `dvc repro` last recorded" in message
+    assert f"`dvc checkout --force {model}` restores the one `dvc repro` last recorded" in message
     assert "`dvc repro -f train@resnet` trains it again" in message
 
 
@@ -86,7 +86,7 @@ def test_a_damaged_checkpoint_from_before_the_digests_is_named_too(model):
 
 def test_a_damaged_meta_json_is_named(model):
     (model / "meta.json").write_text((model / "meta.json").read_text()[:40])
-    with pytest.raises(PaddyError, match=r"meta.json is damaged \(.*\). `dvc checkout .*resnet` restores"):
+    with pytest.raises(PaddyError, match=r"meta.json is damaged \(.*\). `dvc checkout --force .*resnet` restores"):
         load_checkpoint(model, "v0")
 
 
@@ -116,7 +116,7 @@ def test_the_check_stage_names_a_damaged_model_before_dvc_retrains_it(trained, t
     out = run_script("stages/check.py", "data/checked", cwd=tmp_path / "w", timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "error: data/models/resnet/v0.safetensors is damaged: its sha256 is " in out.stderr
-    assert "`dvc checkout data/models/resnet` restores" in out.stderr
+    assert "`dvc checkout --force data/models/resnet` restores" in out.stderr
 
 
 def test_a_damaged_resume_checkpoint_is_said_and_its_split_starts_over(tmp_path, capsys):

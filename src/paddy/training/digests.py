@@ -34,8 +34,8 @@ def record(ckpt_dir, split, weights, meta):
 def rebuild(ckpt_dir, model):
     """What rebuilds a finished model folder."""
     return (
-        f"`dvc checkout {ckpt_dir}` restores the one `dvc repro` last recorded, in seconds, if DVC's cache holds it; "
-        f"otherwise `dvc repro -f train@{model}` trains it again"
+        f"`dvc checkout --force {ckpt_dir}` restores the one `dvc repro` last recorded, in seconds, if DVC's cache "
+        f"holds it; otherwise `dvc repro -f train@{model}` trains it again"
     )
 
 
@@ -67,12 +67,10 @@ def read_meta(ckpt_dir):
             raise ValueError("no splits")
         return meta
     except FileNotFoundError:
-        raise PaddyError(
-            f"{path} is missing: {ckpt_dir} holds no trained model. Run `dvc repro` to train the models."
-        ) from None
+        why = f"{path} is missing: {ckpt_dir} holds no complete trained model"
     except (OSError, ValueError) as e:
-        model = Path(ckpt_dir).name
-        raise PaddyError(f"{path} is damaged ({e}). {rebuild(ckpt_dir, model)}.") from None
+        why = f"{path} is damaged ({e})"
+    raise PaddyError(f"{why}. {rebuild(ckpt_dir, Path(ckpt_dir).name)}.")
 
 
 def verify(ckpt_dir, split, meta):
