@@ -77,7 +77,7 @@ def _number(params, dotted, path, lo=None, hi=None, integer=False, above=None, a
     if auto and value == "auto":
         return value
     ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value)  # YAML's .nan and .inf are floats: no rate, budget or weight
+    ok = ok and (not isinstance(value, float) or math.isfinite(value))  # YAML's .nan, .inf: no rate, budget, size
     ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi) and (above is None or value > above)
     if not ok:
         kind = "an integer" if integer else "a number"
