@@ -113,6 +113,8 @@ def train(args, settings, device):
                 precision, on_epoch if rank0 else None, resume_dir=args.resume_dir,
             )  # fmt: skip
         except Diverged as e:
+            if not rank0:  # every rank stops at the same step (the loss is all-reduced); rank 0 says so
+                sys.exit(2)
             if Path(args.out_dir).exists():  # persist: DVC did not delete it; this run did not touch it
                 e.kept = f"{args.out_dir} and {args.live_dir} are still the last finished run's."
             raise
