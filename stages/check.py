@@ -11,11 +11,14 @@ from pathlib import Path
 
 from paddy.data.competition import check_targets
 from paddy.data.download import check_source
-from paddy.data.synthetic import columns
-from paddy.errors import exit_on_error
+from paddy.data.split import check_cv
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_text
 from paddy.settings import load_settings
 from paddy.settings.preflight import check_devices, model_checks_key, passed_before, record_pass
+from paddy.training.digests import verify_models
+
+MODELS = Path("data/models")  # train@MODEL's outputs
 
 
 @exit_on_error
@@ -23,15 +26,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", help="written once every setting passed; the same text every time")
     args = parser.parse_args()
+    say_on_interrupt("check", "It writes nothing but data/checked, which the next repro writes again.")
     settings = load_settings()  # every setting's presence, type and range; no unknown key
     check_devices(settings.train.devices)  # no more DDP processes than this machine has GPUs, or cores
-    tables = check_source(settings.data, settings.competition)  # the competition section against the files
-    # The train table's other columns are the targets a model may add: the generator's, or the folder's or zip's
-    if settings.data.source == "synthetic":
-        check_targets(settings.models, list(columns(settings.data.synthetic.layout)), "the generated train table")
-    elif tables is not None:
-        found = [c for c in tables[0].columns if c not in ("image_id", "label", "file")]
-        check_targets(settings.models, found, f"the train table of {settings.data.source}")
+    found = check_source(settings.data, settings.competition)  # the section against the files, safe to extract
+    if found is not None:
+        counts, columns = found
+        check_cv(settings.cv, settings.train, counts, f" in data.source {settings.data.source}")  # split, train's
+        check_targets(settings.models, columns, f"the train table of data.source {settings.data.source}")
+    verify_models(MODELS, settings.models)  # a damaged checkpoint is named, not retrained without a word
     key = model_checks_key(settings, [Path(__file__)])
     if passed_before(key):
         print("models: settings, code and packages as when they last passed their checks")

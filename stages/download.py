@@ -3,7 +3,7 @@
 import argparse
 
 from paddy.data.download import fetch_competition
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.settings import load_settings
 
 
@@ -13,6 +13,8 @@ def main():
     parser.add_argument("raw_dir")
     parser.add_argument("truth_csv", help="the test set's true labels, when the source knows them")
     args = parser.parse_args()
+    kept = f"{args.raw_dir} is still the last complete competition (a new one is built beside it, swapped in whole)."
+    say_on_interrupt("download", kept)
     settings = load_settings()
     train, _, test, classes = fetch_competition(settings.data, settings.competition, args.raw_dir, args.truth_csv)
     print(f"{args.raw_dir}: {len(train)} training images, {len(classes)} classes, {len(test)} test images")

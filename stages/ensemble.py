@@ -9,7 +9,7 @@ import pandas as pd
 from paddy.data.competition import read_sample_submission
 from paddy.data.prepare import read_index, read_labels
 from paddy.data.split import read_splits
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_csv, write_json
 from paddy.metrics import format_score
 from paddy.predict.ensemble import build_ensemble
@@ -28,6 +28,8 @@ def main():
     parser.add_argument("metrics_dir")
     parser.add_argument("--split", help="data/split.csv: kfold's folds cross-validate the fitted weights")
     args = parser.parse_args()
+    kept = f"{args.submission_csv} and the metrics are still the last run's (written at the end)."
+    say_on_interrupt("ensemble", kept)
     settings = load_settings()
     comp = settings.competition
     labels = read_labels(args.prepared_dir)

@@ -7,7 +7,7 @@ runs on every repro and download depends on its output instead.
 import argparse
 
 from paddy.data.fingerprint import fingerprint
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_json
 from paddy.settings import load_settings
 
@@ -17,6 +17,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out_json")
     args = parser.parse_args()
+    say_on_interrupt("fingerprint", f"{args.out_json} is written whole or not at all.")
     data = load_settings().data  # the check stage has checked every setting, archs included
     write_json(args.out_json, fingerprint(data))
 

@@ -3,7 +3,8 @@
 import argparse
 
 from paddy.data.prepare import prepare_competition
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
+from paddy.files import built_beside
 from paddy.settings import load_settings
 
 
@@ -13,9 +14,11 @@ def main():
     parser.add_argument("raw_dir")
     parser.add_argument("out_dir")
     args = parser.parse_args()
+    say_on_interrupt("prepare", f"{args.out_dir} is still the last complete one (the new one is built beside it).")
     settings = load_settings()
     p = settings.prepare
-    index, bad = prepare_competition(args.raw_dir, args.out_dir, settings.competition, p.max_size, p.workers)
+    with built_beside(args.out_dir) as out:  # swapped in whole: an error or Ctrl-C keeps the last good one
+        index, bad = prepare_competition(args.raw_dir, out, settings.competition, p.max_size, p.workers, p.max_pixels)
     print(f"{args.out_dir}: {int(index.ok.sum())} images ready, {len(bad)} bad file(s) left out")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from paddy import charts
 from paddy.data.prepare import read_targets
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_json
 from paddy.memory import profile as prof
 from paddy.memory import report
@@ -26,6 +26,7 @@ def main():
     parser.add_argument("summary_json", help="the choices and the peak at each candidate, in short")
     parser.add_argument("plot_png", help="for `dvc plots show`: peak per batch size against the limit")
     args = parser.parse_args()
+    say_on_interrupt(f"profile@{args.model}", "Its outputs are still the last profile's (written at the end).")
     settings = load_settings()
     check_archs(settings.models)
     vocab = read_targets(Path(args.targets_json).parent)

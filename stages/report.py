@@ -3,7 +3,8 @@ confused pairs, the top losses, the least confident test images and calibration 
 
 import argparse
 
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
+from paddy.files import built_beside
 from paddy.metrics import format_score
 from paddy.report.build import ENSEMBLE, write_report
 from paddy.settings import load_settings
@@ -20,18 +21,15 @@ def main():
     parser.add_argument("tables_dir")
     parser.add_argument("plots_dir")
     args = parser.parse_args()
+    kept = f"{args.plots_dir}, {args.tables_dir} and {args.metrics_json} are still the last report's."
+    say_on_interrupt("report", kept)
     settings = load_settings()
-    metrics = write_report(
-        args.prepared_dir,
-        args.preds_dir,
-        args.ensemble_json,
-        args.truth_csv,
-        args.metrics_json,
-        args.tables_dir,
-        args.plots_dir,
-        settings.report,
-        settings.competition,
-    )
+    # the two folders are built beside the last report's and swapped in whole; metrics_json is written last
+    with built_beside(args.plots_dir) as plots, built_beside(args.tables_dir) as tables:
+        metrics = write_report(
+            args.prepared_dir, args.preds_dir, args.ensemble_json, args.truth_csv, args.metrics_json, tables, plots,
+            settings.report, settings.competition,
+        )  # fmt: skip
     score = format_score(metrics["oof_score"][ENSEMBLE])
     print(f"{args.metrics_json}: the ensemble's out-of-fold {metrics['metric']} {score}")
     if "recall" in metrics:

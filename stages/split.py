@@ -4,7 +4,7 @@ import argparse
 
 from paddy.data.prepare import read_index
 from paddy.data.split import split_columns, split_index
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_csv
 from paddy.settings import load_settings
 
@@ -15,6 +15,7 @@ def main():
     parser.add_argument("prepared_dir", help="prepare's output: index.csv names the readable training images")
     parser.add_argument("out_csv", help="the split table: image_id, then one 0/1 column per split (1: validation)")
     args = parser.parse_args()
+    say_on_interrupt("split", f"{args.out_csv} is still the last one (written whole at the end).")
     cv = load_settings().cv
     table = split_index(read_index(args.prepared_dir), cv)
     write_csv(table, args.out_csv)

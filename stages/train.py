@@ -23,11 +23,12 @@ from dvclive import Live
 from paddy import charts
 from paddy.data.prepare import read_targets
 from paddy.data.split import read_splits
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import replace_dir, write_json
 from paddy.memory.profile import resolve_batches
 from paddy.settings import load_settings
 from paddy.training import distributed
+from paddy.training.divergence import Diverged
 from paddy.training.folds import run_record, summary, train_model
 from paddy.training.gpus import claim_device
 from paddy.training.loop import Interrupted, stop_at_next_step_on_signals
@@ -47,6 +48,8 @@ def main():
     parser.add_argument("--batches", type=Path, help="profile@MODEL's batch sizes, for auto")
     parser.add_argument("--resume-dir", type=Path, help="checkpoints to continue an interrupted run from")
     args = parser.parse_args()
+    kept = f"{args.out_dir} and {args.live_dir} are still the last finished run's."
+    say_on_interrupt(f"train@{args.model}", kept)
     settings = load_settings()
     devices = settings.train.devices
     if distributed.wanted(devices) and not distributed.launched():
@@ -109,6 +112,12 @@ def train(args, settings, device):
                 settings, args.model, args.prepared_dir, args.split_csv, out_dir, (micro, evals), device,
                 precision, on_epoch if rank0 else None, resume_dir=args.resume_dir,
             )  # fmt: skip
+        except Diverged as e:
+            if not rank0:  # every rank stops at the same step (the loss is all-reduced); rank 0 says so
+                sys.exit(2)
+            if Path(args.out_dir).exists():  # persist: DVC did not delete it; this run did not touch it
+                e.kept = f"{args.out_dir} and {args.live_dir} are still the last finished run's."
+            raise
         except Interrupted as stop:
             if not rank0:
                 sys.exit(130)

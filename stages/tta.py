@@ -1,8 +1,10 @@
 """Stage tta@MODEL: TTA probabilities for the test set (averaged over folds/bags) and out-of-fold rows."""
 
 import argparse
+from pathlib import Path
 
-from paddy.errors import exit_on_error
+from paddy.errors import exit_on_error, say_on_interrupt
+from paddy.files import built_beside
 from paddy.predict.tables import write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import load_settings
@@ -19,14 +21,16 @@ def main():
     parser.add_argument("ckpt_dir")
     parser.add_argument("out_dir")
     args = parser.parse_args()
+    say_on_interrupt(f"tta@{Path(args.ckpt_dir).name}", f"{args.out_dir} is still the last complete one.")
     settings = load_settings()
     check_archs(settings.models)
     device = claim_device()  # a GPU no other run holds, or the CPU
     precision = resolve_precision(settings.train.precision, device)
     test, oof = predict_model(settings, args.prepared_dir, args.split_csv, args.ckpt_dir, device, precision)
-    for kind, table in (("test", test), ("oof", oof)):
-        write_table(args.out_dir, kind, table.ids, table.probs, table.classes)
-    print(f"{args.out_dir}: {len(test.ids)} test and {len(oof.ids)} out-of-fold rows")
+    with built_beside(args.out_dir) as out:  # swapped in whole: Ctrl-C or an error keeps the last good one
+        for kind, table in (("test", test), ("oof", oof)):
+            write_table(out, kind, table.ids, table.probs, table.classes)
+    print(f"{args.out_dir}: {len(test)} test and {len(oof)} out-of-fold rows")
 
 
 if __name__ == "__main__":

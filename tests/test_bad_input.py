@@ -467,3 +467,82 @@ def test_an_extracted_zip_is_checked_before_it_replaces_the_last_competition(com
             zip_of(comp, tmp_path / "incomplete.zip"), dest, check=lambda f: check_layout(f, default_competition())
         )
     assert tree(dest) == before and sorted(p.name for p in dest.parent.iterdir()) == ["raw"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Issue 24: settings that cannot make sense, refused by the check stage before anything is deleted
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("cv.n_splits", 1000, r"an integer at least 1 and at most 100 \(every split trains every model once more"),
+        ("seed", 2**32, r"an integer at least 0 and at most 2147483647 \(numpy's seeds are 32-bit"),
+        ("cv.seed", 2**40, "at most 2147483647"),
+        ("data.synthetic.width", 100_000, "at most 4096"),
+        ("data.synthetic.n_train", 10**7, "at most 100000"),
+        ("prepare.max_size", 100_000, r"at most 65500 \(prepare writes JPEGs"),
+        ("prepare.workers", 10_000, "at most 256"),
+        ("prepare.max_pixels", 10, r"at least 256 .*decompression bombs"),
+        ("train.epochs", 10**6, "at most 1000"),
+        ("train.lr", float("nan"), "is nan; it must be a number above 0 and at most 10"),
+        ("train.lr_mult", 1e9, "at most 10000"),
+        ("train.effective_batch", 10**7, "at most 65536"),
+        ("train.eval_batch", 10**7, "auto or an integer at least 1 and at most 65536"),
+        ("train.checkpoint_minutes", float("inf"), "is inf; it must be a number above 0 and at most 1440"),
+        ("tta.n", 10_000, r"at most 100 \(augmented passes"),
+        ("ensemble.cv_folds", 10_000, "at most 100"),
+        ("profile.budget_gb", float("inf"), "is inf"),
+        ("profile.min_micro_batch", 32, r"at most 16 \(the smallest micro-batch the profile tries"),
+        ("models.resnet.weight", float("inf"), "is inf; it must be a number >= 0"),
+        ("models.resnet.size", [5000, 5000], r"a side may be at most 4096 pixels"),
+    ],
+)
+def test_settings_without_a_sane_bound_are_refused(params, key, value, message):
+    *path, last = key.split(".")
+    node = params
+    for part in path:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(PaddyError, match=f"`{key}` in params.yaml.*{message}"):
+        parse_settings(params)
+
+
+def test_a_size_below_the_architectures_total_stride_is_refused(params):
+    """`models.resnet.size=[7,7]` trained a resnet on 7x7 inputs (a 1x1 last feature map of padding) and replaced
+    submission.csv; the dry run passes it, timm's feature_info says what the model shrinks its input by."""
+    params["models"]["resnet"]["size"] = [7, 7]
+    with pytest.raises(PaddyError) as err:
+        check_archs(parse_settings(params).models)
+    assert "`models.resnet.arch` in params.yaml is test_resnet, which shrinks its input 32 times before its head" in (
+        str(err.value)
+    )
+    assert "the size asked is [7, 7]" in str(err.value)
+    assert "Set each side of the size to at least 32 (it was built for [160, 160])" in str(err.value)
+    params["models"]["resnet"]["size"] = [32, 32]
+    check_archs(parse_settings(params).models)
+
+
+def test_kfold_with_a_label_smaller_than_its_folds_is_refused_from_the_train_table(comp, params, source_settings):
+    """Found by the check stage from the train table (a folder or zip) or the generator's counts, where the split
+    stage found it after download and prepare had run again and data/split.csv was deleted."""
+    from paddy.data.split import check_cv
+
+    settings = parse_settings(params)
+    counts = check_source(settings.data, settings.competition)  # synthetic: the generator's counts, no image drawn
+    assert counts.sum() == params["data"]["synthetic"]["n_train"]
+    kfold = replace(settings.cv, scheme="kfold", n_splits=5)
+    small = f"label '{counts.idxmin()}' has only {counts.min()} training images"
+    with pytest.raises(PaddyError, match=f"cv.n_splits is 5 but {small} in data.source synthetic: stratified k-fold"):
+        check_cv(kfold, settings.train, counts, " in data.source synthetic")
+    counts = check_source(source_settings(comp), settings.competition)  # a folder: its train.csv
+    assert counts.to_dict() == pd.read_csv(comp / "train.csv").label.value_counts().to_dict()
+    small = counts.idxmin()
+    with pytest.raises(PaddyError, match=f"label '{small}' has only {counts.min()} training images in data.source"):
+        check_cv(kfold, settings.train, counts, f" in data.source {comp}")
+    check_cv(replace(kfold, n_splits=int(counts.min())), settings.train, counts, "")
+    check_cv(settings.cv, settings.train, counts, "")  # bag
+    big = replace(settings.train, effective_batch=64)  # more than the 48 training images of a 60-image bag
+    with pytest.raises(PaddyError, match=r"about 48 images .*fewer than one optimizer step .*effective_batch = 64"):
+        check_cv(settings.cv, big, counts, "")
+    check_cv(settings.cv, replace(big, drop_last=False), counts, "")

@@ -190,9 +190,9 @@ def test_the_check_stage_refuses_a_model_that_cannot_train_before_writing(tmp_pa
     (tmp_path / "params.yaml").write_text(text)
     out = run_script("stages/check.py", "data/checked", cwd=tmp_path)
     assert out.returncode == 2
-    assert "error: `models.resnet` in params.yaml cannot train: test_convnext with `head: fastai` at size [16, 16]" in (
-        out.stderr
-    )
+    # the size is below test_convnext's total stride (32): check_archs says so before the dry run would fail
+    assert "error: `models.resnet.arch` in params.yaml is test_convnext, which shrinks its input 32 times" in out.stderr
+    assert "the size asked is [16, 16]" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "data").exists()
 

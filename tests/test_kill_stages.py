@@ -24,7 +24,7 @@ STAGES = {  # stage -> (command after `python`, the outputs it writes, a sign it
     "prepare": (
         ["stages/prepare.py", "ref/raw", "{run}/prepared"],
         ["prepared/index.csv"],
-        lambda run: any((run / "prepared").rglob("*.jpg")),  # resized images are arriving
+        lambda run: any((run / "prepared.partial").rglob("*.jpg")),  # resized images are arriving, beside
     ),
     "tta": (
         ["stages/tta.py", "ref/prepared", "ref/split.csv", "ref/models/resnet", "{run}/preds"],

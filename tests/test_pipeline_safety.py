@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import test_pipeline
@@ -66,6 +67,10 @@ def exp_run(settings):
         (["report.top_losses=-1"], "error: `report.top_losses` in params.yaml is -1; it must be an integer at least 0"),
         (["data.synthetic.difficulty=medium"], "error: `data.synthetic.difficulty` in params.yaml is 'medium'; it"),
         (["kaggle.accelerator=tpu"], "error: `kaggle.accelerator` in params.yaml is 'tpu'; it must be one of t4x2"),
+        # issue 24: settings that cannot make sense, refused before DVC deletes anything
+        (["cv.n_splits=1000"], "error: `cv.n_splits` in params.yaml is 1000; it must be an integer at least 1 and at"),
+        (["models.resnet.size=[7,7]"], "is test_resnet, which shrinks its input 32 times before its head"),
+        (["cv.scheme=kfold", "cv.n_splits=5"], "training images in data.source synthetic: stratified k-fold needs"),
     ],
     ids=[
         "ensemble-weight",
@@ -77,6 +82,9 @@ def exp_run(settings):
         "top-losses",
         "difficulty",
         "accelerator",
+        "n-splits-bags",
+        "below-total-stride",
+        "kfold-small-label",
     ],
 )
 def test_a_bad_setting_fails_in_check_before_anything_is_deleted(repo, settings, message):
@@ -176,8 +184,8 @@ def test_a_failure_only_the_ensemble_can_find_keeps_the_last_submission(repo):
     if not (repo / "submission.csv").exists():
         sh("dvc repro", repo)
     before = snapshot(repo)
-    out = sh(exp_run(["ensemble.cv_folds=1000"]), repo, ok=False)
-    assert "`ensemble.cv_folds` is 1000 but there are only" in out and "Traceback" not in out, out
+    out = sh(exp_run(["ensemble.cv_folds=50"]), repo, ok=False)  # at most 100 (check), more than the 16 rows
+    assert "`ensemble.cv_folds` is 50 but there are only" in out and "Traceback" not in out, out
     assert stages_run(out) == ["check", "fingerprint", "ensemble"] and snapshot(repo) == before, out
     restore_params(repo)
     out = sh("dvc repro", repo)
@@ -236,3 +244,103 @@ def test_a_new_profile_headroom_reruns_the_profiles_and_no_training(repo):
     assert not [s for s in ran if s.startswith(("train@", "tta@"))] and "ensemble" not in ran, ran
     restore_params(repo)
     sh("dvc repro", repo)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Issue 24: damaged files, diverging runs, Ctrl-C in any stage
+
+
+def test_a_damaged_checkpoint_is_named_by_the_check_and_predict_instead_of_retrained(repo):
+    """`truncate -s 1000 data/models/resnet/v0.safetensors`: `paddy predict` printed a SafetensorError traceback and
+    `dvc repro` retrained for minutes without a word. Both name the file and the fix; `dvc checkout` is the fix."""
+    if not (repo / "submission.csv").exists():
+        sh("dvc repro", repo)
+    before = snapshot(repo)
+    photo = sorted((repo / "data/raw/test_images").iterdir())[0]
+    sh("truncate -s 1000 data/models/resnet/v0.safetensors", repo)
+    try:
+        out = sh(f"paddy predict {photo} --out predictions.csv", repo, ok=False)
+        assert "error: data/models/resnet/v0.safetensors is damaged: its sha256 is " in out and "Traceback" not in out
+        out = sh("dvc repro", repo, ok=False)
+        assert stages_run(out) == ["check"] and "Traceback" not in out, out
+        assert "error: data/models/resnet/v0.safetensors is damaged" in out
+        assert "`dvc checkout --force data/models/resnet` restores the one `dvc repro` last recorded" in out
+    finally:
+        sh("dvc checkout --force data/models/resnet", repo)  # the fix it names: seconds, no training
+    assert snapshot(repo) == before
+    assert set(stages_run(sh("dvc repro", repo))) <= {"check", "fingerprint"}
+
+
+def test_a_diverging_run_stops_at_its_first_nan_and_the_last_model_stays(repo):
+    """`train.lr=10`, the largest rate the check allows: the vit's loss is NaN after a few epochs. It used to train on
+    for every epoch, replace data/models/vit, and the ensemble died on NaN probabilities."""
+    if not (repo / "submission.csv").exists():
+        sh("dvc repro", repo)
+    before = snapshot(repo)
+    out = sh(exp_run(["train.lr=10", "train.epochs=12"]) + " train@vit", repo, ok=False)
+    assert "error: vit, split v0, diverged: the training loss is nan at epoch " in out and "Traceback" not in out, out
+    assert "data/models/vit and dvclive/vit are still the last finished run's. Try a lower `train.lr` (now 10)" in out
+    epoch = int(out.split("the training loss is nan at epoch ")[1].split(",")[0])
+    assert f"vit split 0 epoch {epoch}/12" not in out and epoch < 12, out  # stopped in the epoch of the first NaN
+    assert stages_run(out)[-1] == "train@vit" and snapshot(repo) == before, out
+    restore_params(repo)
+    assert set(stages_run(sh("dvc repro", repo))) <= {"check", "fingerprint"}
+
+
+def _stage_pid(script):
+    """The pid of the running `python stages/<script>` whose main() has begun (its SIGTERM handler is set), or None."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+            status = (cmdline.parent / "status").read_text()
+        except OSError:
+            continue
+        if any(a.endswith(f"stages/{script}".encode()) for a in args):
+            caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+            if caught & (1 << (signal.SIGTERM - 1)):
+                return int(cmdline.parent.name)
+    return None
+
+
+def test_ctrl_c_during_tta_keeps_its_last_predictions_and_says_so(repo, tmp_path):
+    """SIGINT to dvc's process group mid-TTA: data/preds/<model> used to be gone (DVC deletes a stage's outputs before
+    it runs), and nothing was said."""
+    if not (repo / "submission.csv").exists():
+        sh("dvc repro", repo)
+    before = snapshot(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tta"]["n"] = 100  # TTA reruns, long enough to be stopped
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = tmp_path / "repro.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=venv_env(), stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    deadline = time.time() + 600
+    while _stage_pid("tta.py") is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) != 0
+    out = log.read_text()
+    assert "stopped by SIGINT after " in out and "is still the last complete one. Run `dvc repro` again" in out, out
+    assert "Traceback" not in out and snapshot(repo) == before, out
+    restore_params(repo)
+    assert set(stages_run(sh("dvc repro", repo))) <= {"check", "fingerprint"}
+
+
+def test_a_decompression_bomb_in_a_folder_source_is_left_out_with_its_reason(repo, tmp_path):
+    """A 20000x20000 PNG among a folder source's photos: prepare died with three tracebacks (DecompressionBombError),
+    after data/raw was replaced and with data/prepared half-written."""
+    from PIL import Image
+
+    if not (repo / "submission.csv").exists():
+        sh("dvc repro", repo)
+    before = snapshot(repo)
+    source = shutil.copytree(repo / "data/raw", tmp_path / "with-bomb")
+    victim = sorted((source / "test_images").iterdir())[0]
+    Image.new("1", (20000, 20000)).save(victim, format="PNG")  # 48 KB on disk, 400 million pixels
+    out = sh(f"dvc exp run --temp -S data.source={source} prepare", repo)
+    reason = "too many pixels: 20000x20000 is 400,000,000, above prepare.max_pixels (200,000,000)"
+    assert f"left out data/raw/test_images/{victim.name}: {reason}" in out, out  # and listed in bad_files.csv
+    assert "Traceback" not in out and "DecompressionBomb" not in out, out
+    assert snapshot(repo) == before

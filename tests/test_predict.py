@@ -171,7 +171,7 @@ def test_find_photos_keeps_named_files_and_searches_folders(tmp_path):
         find_photos([tmp_path / "empty"])
 
 
-def test_each_unreadable_photo_gets_its_reason_and_the_others_are_prepared(tmp_path, monkeypatch):
+def test_each_unreadable_photo_gets_its_reason_and_the_others_are_prepared(tmp_path):
     Image.new("RGB", (300, 200), (10, 120, 30)).save(tmp_path / "leaf.png")
     Image.new("RGB", (300, 200), (10, 120, 30)).save(tmp_path / "png.jpg", format="PNG")  # a name without meaning
     Image.new("RGB", (10, 10)).save(tmp_path / "tiny.jpg")
@@ -188,9 +188,8 @@ def test_each_unreadable_photo_gets_its_reason_and_the_others_are_prepared(tmp_p
     reasons = [errors[tmp_path / n] for n in names[2:]]
     assert reasons[0].startswith("10x10 pixels: under the 16 pixels")
     assert reasons[1:] == ["zero bytes", "not an image PIL can read", "not a file", "not found"]
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses twice that: a decompression bomb
-    _, errors = prepare_photos([tmp_path / "leaf.png"], tmp_path / "out", 64)
-    assert errors[tmp_path / "leaf.png"].startswith("too many pixels")
+    _, errors = prepare_photos([tmp_path / "leaf.png"], tmp_path / "out", 64, max_pixels=1000)  # prepare.max_pixels
+    assert errors[tmp_path / "leaf.png"].startswith("too many pixels: 300x200 is 60,000, above prepare.max_pixels")
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,6 +54,42 @@ def replace_dir(src, dest):
         os.replace(dest, old)
     os.replace(src, dest)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def built_beside(dest):
+    """Yield a fresh folder beside `dest` (<dest>.partial) to write a stage's output folder into; once the block
+    succeeds it replaces `dest` whole (replace_dir). An error, Ctrl-C or a kill leave `dest` as it was (dvc.yaml
+    marks such outputs persist: DVC then leaves them in place while the stage runs)."""
+    dest = Path(dest)
+    partial = dest.with_name(f"{dest.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # a killed run's
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    replace_dir(partial, dest)
+
+
+@contextmanager
+def process_pool(workers):
+    """A ProcessPoolExecutor whose workers ignore Ctrl-C and SIGTERM (a terminal or `dvc queue kill` signals every
+    process: each would print its own traceback, or die under the pool) and whose queued jobs are dropped when the
+    block fails or is interrupted, instead of run to the end first; the jobs under way finish."""
+    pool = ProcessPoolExecutor(workers, initializer=_ignore_stops)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _ignore_stops():
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the parent stops: it drops the queue and waits for these
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def file_digest(path, algorithm="sha256"):

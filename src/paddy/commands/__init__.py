@@ -41,6 +41,9 @@ def main(argv=None):
         return args.run(args) or 0
     except PaddyError as e:
         return report(e)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
+        print(f"\npaddy {args.command} stopped by Ctrl-C.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from paddy.archive import extract_zip
 from paddy.data.competition import check_layout
 from paddy.data.fingerprint import source_path
 from paddy.data.listing import Listing, expand_archives
-from paddy.data.synthetic import check_description, make_competition
+from paddy.data.synthetic import check_description, columns, make_competition, train_label_counts
 from paddy.errors import PaddyError
 from paddy.files import replace_dir, write_csv
 from paddy.kaggle.api import fetch_zip
@@ -78,15 +78,17 @@ def check_source(data, comp):
     (the check stage), cheaply: a folder's listing and CSVs, a zip's listing and CSVs (entries that would land
     outside it included), not one image decoded. A generated competition's layout is the generator's own
     (synthetic.check_description); Kaggle's zip is checked when downloaded (before it replaces data/raw). Returns
-    check_layout's tables for a folder or zip, else None."""
+    (the training images per label, the train table's other columns: the targets a model may add), or None where
+    unknown before download (Kaggle)."""
     source = str(data.source)
     if source == "synthetic":
         check_description(data.synthetic, comp)
-        return None
+        return train_label_counts(data.synthetic), list(columns(data.synthetic.layout))
     if source == "kaggle":
         return None
     path = source_path(source)
-    return check_layout(Listing.of(path, inner=False), comp)
+    train = check_layout(Listing.of(path, inner=False), comp)[0]
+    return train["label"].value_counts(), [c for c in train.columns if c not in ("image_id", "label", "file")]
 
 
 def _build_dir(dest, fill, check):

@@ -13,14 +13,14 @@ import json
 import os
 import shutil
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from paddy.data.images import BadImage, read_image
 from paddy.errors import PaddyError
-from paddy.files import atomic_path, cache_dir
+from paddy.files import atomic_path, cache_dir, process_pool
 
 VERSION = 1  # bump when resize_item changes: old arrays then stop matching
 
@@ -66,7 +66,7 @@ def _build(path, root, paths, size, method, workers):
             chunks = [range(i, min(i + 64, len(paths))) for i in range(0, len(paths), 64)]
             jobs = [(tmp, root, [paths[i] for i in c], c.start, size, method) for c in chunks]
             if workers > 1 and len(chunks) > 1:
-                with ProcessPoolExecutor(workers) as pool:
+                with process_pool(workers) as pool:
                     small = [s for found in pool.map(_fill, jobs) for s in found]
             else:
                 small = [s for job in jobs for s in _fill(job)]
@@ -110,9 +110,15 @@ def _fill(job):
     out = np.load(tmp, mmap_mode="r+")
     small = []
     for i, rel in enumerate(paths):
-        with Image.open(root / rel) as im:
-            if max(im.size) * 4 < max(size):
-                small.append(f"{rel}: {im.size[0]}x{im.size[1]}")
-            out[start + i] = np.asarray(resize_item(im.convert("RGB"), size, method))
+        try:
+            im = read_image(root / rel)
+        except BadImage as e:  # prepare wrote and checked it: the file was damaged since
+            raise PaddyError(
+                f"{root / rel} is {e}: prepare wrote it whole, so it was damaged since (a full disk, a bad copy). "
+                "Run `dvc repro -f prepare` to write the prepared images again."
+            ) from None
+        if max(im.size) * 4 < max(size):
+            small.append(f"{rel}: {im.size[0]}x{im.size[1]}")
+        out[start + i] = np.asarray(resize_item(im, size, method))
     out.flush()
     return small

@@ -2,16 +2,16 @@
 
 import hashlib
 import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from paddy.console import progress
 from paddy.data.competition import class_order, read_competition
+from paddy.data.images import MAX_PIXELS, BadImage, read_image
 from paddy.errors import PaddyError
-from paddy.files import atomic_path, write_csv, write_json
+from paddy.files import atomic_path, process_pool, write_csv, write_json
 
 INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
@@ -20,34 +20,32 @@ TARGETS = "targets.json"
 MIN_SIDE = 16  # pixels: a smaller image shows no leaf, let alone a disease, and is left out
 
 
-def resize_image(src, dst, max_size):
+def resize_image(src, dst, max_size, max_pixels=MAX_PIXELS):
     """Shrink so the longest side is at most max_size; return (width, height, md5 of the file written) or raise
-    ValueError(reason: what is wrong and the rule it breaks). The md5 keys the item cache (paddy.data.items): new
-    content, new items."""
+    ValueError(reason: what is wrong and the rule it breaks). The image is read as a viewer shows it
+    (paddy.data.images: upright, 8-bit RGB; above `max_pixels`, truncated or corrupt it is refused with its reason).
+    The md5 keys the item cache (paddy.data.items): new content, new items."""
     src = Path(src)
     if not src.exists():
         raise ValueError("missing: listed in the CSV but not on disk")
     if src.stat().st_size == 0:
         raise ValueError("zero bytes")
-    try:
-        with Image.open(src) as im:
-            if src.suffix.lower() in (".jpg", ".jpeg") and im.format != "JPEG":
-                raise ValueError(
-                    f"a {im.format} file named {src.suffix}: its name says JPEG, so this is another file under an "
-                    "image's name (convert it to JPEG and rename it if it belongs)"
-                )
-            if min(im.size) < MIN_SIDE:
-                raise ValueError(
-                    f"{im.size[0]}x{im.size[1]} pixels: under the {MIN_SIDE} pixels a side an image needs to show a "
-                    "leaf (a thumbnail or a broken export)"
-                )
-            im.draft("RGB", (max_size, max_size))  # JPEG decodes at a reduced scale: much faster for big photos
-            im = im.convert("RGB")
-            im.thumbnail((max_size, max_size), Image.Resampling.BICUBIC)
-    except UnidentifiedImageError:
-        raise ValueError("not an image PIL can read") from None
-    except (OSError, SyntaxError) as e:  # truncated or corrupt data
-        raise ValueError(f"unreadable ({e})") from None
+
+    def accept(im):
+        # MPO: a phone's or camera's JPEG with more pictures after the first, which is the photo
+        if src.suffix.lower() in (".jpg", ".jpeg") and im.format not in ("JPEG", "MPO"):
+            raise BadImage(
+                f"a {im.format} file named {src.suffix}: its name says JPEG, so this is another file under an "
+                "image's name (convert it to JPEG and rename it if it belongs)"
+            )
+        if min(im.size) < MIN_SIDE:
+            raise BadImage(
+                f"{im.size[0]}x{im.size[1]} pixels: under the {MIN_SIDE} pixels a side an image needs to show a "
+                "leaf (a thumbnail or a broken export)"
+            )
+
+    im = read_image(src, max_pixels, draft=(max_size, max_size), accept=accept)
+    im.thumbnail((max_size, max_size), Image.Resampling.BICUBIC)
     with atomic_path(dst) as tmp:
         im.save(tmp, format="JPEG", quality=95)
         md5 = hashlib.md5(tmp.read_bytes()).hexdigest()
@@ -55,9 +53,9 @@ def resize_image(src, dst, max_size):
 
 
 def _resize_job(job):
-    src, dst, max_size = job
+    src, dst, max_size, max_pixels = job
     try:
-        return resize_image(src, dst, max_size), None
+        return resize_image(src, dst, max_size, max_pixels), None
     except ValueError as e:
         return None, str(e)
 
@@ -68,7 +66,7 @@ def prepared_path(split, image_id):
     return f"images/{split}/{image_id}{suffix}"
 
 
-def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2):
+def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=MAX_PIXELS):
     """Resize the competition at raw_dir (described by comp, CompetitionSettings) into out_dir/images/{train,test}/
     and write index.csv, bad_files.csv, labels.json (the classes) and targets.json (each target's classes: label,
     then the train table's other columns)."""
@@ -76,8 +74,8 @@ def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2):
     train, test, classes = read_competition(raw_dir, comp)
     rows = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
     rows["path"] = [prepared_path(s, i) for s, i in zip(rows.split, rows.image_id)]
-    jobs = [(src, out_dir / path, max_size) for src, path in zip(rows.src, rows.path)]
-    with ProcessPoolExecutor(workers) as pool:
+    jobs = [(src, out_dir / path, max_size, max_pixels) for src, path in zip(rows.src, rows.path)]
+    with process_pool(workers) as pool:
         results = list(progress(pool.map(_resize_job, jobs, chunksize=32), "resize", total=len(jobs), unit="img"))
     rows["width"] = [r[0][0] if r[0] else 0 for r in results]
     rows["height"] = [r[0][1] if r[0] else 0 for r in results]

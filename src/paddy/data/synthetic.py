@@ -552,6 +552,25 @@ def _write_sample(path, id_column, ids, columns, value):
     _write_lines(path, [",".join([id_column, *columns]), *(f"{i}{cells}" for i in ids)])
 
 
+def _class_counts(layout, names, n, rng):
+    """Images per class (in `names` order) of n images drawn for `layout`: the real proportions of its own
+    classes (Paddy's with today's rounding), equal ones for N classes."""
+    fam = family(layout)
+    own = names == list(fam.counts)
+    if layout == "paddy" and own:
+        return list(_counts(n, LABEL_COUNTS, rng).values())
+    return _spread(n, list(fam.counts.values()) if own else [1] * len(names), rng)
+
+
+def train_label_counts(synthetic):
+    """The generated training set's images per class (SyntheticSettings) as make_competition draws them (its
+    first draw from the seed's stream), without generating a picture: for the check stage. `hard`'s few wrong
+    labels (LABEL_NOISE) then move a handful."""
+    names = class_names(synthetic.layout, synthetic.classes)
+    counts = _class_counts(synthetic.layout, names, synthetic.n_train, np.random.default_rng(synthetic.seed))
+    return pd.Series(counts, index=names, name="count")
+
+
 def make_competition(
     root,
     truth_path,
@@ -586,10 +605,7 @@ def make_competition(
 
     def rows(n):
         """(class, variety, age) of n images in the real proportions (equal ones for N classes), shuffled."""
-        if legacy:
-            counts = _counts(n, LABEL_COUNTS, rng).values()
-        else:
-            counts = _spread(n, list(fam.counts.values()) if own else [1] * len(names), rng)
+        counts = _class_counts(layout, names, n, rng)
         ks = [k for k, count in enumerate(counts) for _ in range(count)]
         rng.shuffle(ks)
         if paddy:

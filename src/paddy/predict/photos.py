@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
+from paddy.data.images import MAX_PIXELS, read_image
 from paddy.data.items import resize_item
 from paddy.data.prepare import resize_image
 from paddy.errors import PaddyError
 from paddy.predict.ensemble import temper
 from paddy.predict.tables import Stack, Table
-from paddy.predict.tta import split_seed, tta_probs
+from paddy.predict.tta import require_finite, split_seed, tta_probs
 from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
 
@@ -60,9 +60,9 @@ def find_photos(paths):
     return list(dict.fromkeys(found))
 
 
-def prepare_photos(files, out_dir, max_size):
+def prepare_photos(files, out_dir, max_size, max_pixels=MAX_PIXELS):
     """Pre-resize each photo into out_dir as the prepare stage does; returns ({file: prepared path}, {file: why it
-    could not be read}) (missing, empty, not an image, corrupt, too small)."""
+    could not be read}) (missing, empty, not an image, truncated or corrupt, too small, too many pixels)."""
     prepared, errors = {}, {}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     for i, file in enumerate(files):
@@ -75,12 +75,10 @@ def prepare_photos(files, out_dir, max_size):
         source.unlink(missing_ok=True)
         source.symlink_to(file.resolve())
         try:
-            resize_image(source, Path(out_dir) / f"{i}.jpg", max_size)
+            resize_image(source, Path(out_dir) / f"{i}.jpg", max_size, max_pixels)
             prepared[file] = Path(out_dir) / f"{i}.jpg"
-        except ValueError as e:
+        except ValueError as e:  # paddy.data.images.BadImage among them: too many pixels, truncated, ...
             errors[file] = str(e)
-        except Image.DecompressionBombError as e:  # PIL's guard against a huge (or hostile) pixel count
-            errors[file] = f"too many pixels ({e})"
     return prepared, errors
 
 
@@ -97,8 +95,7 @@ class PhotoBatches:
             yield torch.from_numpy(np.stack(items)), None
 
     def _item(self, file):
-        with Image.open(file) as im:
-            return np.asarray(resize_item(im.convert("RGB"), self.size, self.method))
+        return np.asarray(resize_item(read_image(file), self.size, self.method))
 
 
 def model_probs(ckpt_dir, files, settings, device, precision):
@@ -114,6 +111,7 @@ def model_probs(ckpt_dir, files, settings, device, precision):
         net, _ = load_checkpoint(ckpt_dir, split, device)
         seed = split_seed(settings.seed, s)
         p = tta_probs(net, batches, augment, settings.tta.n, settings.tta.beta, precision, seed, sizes, True)
+        require_finite(p, ckpt_dir, split, meta["model"])
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()
     return dict(zip(meta["targets"], np.split(probs, np.cumsum(sizes)[:-1], axis=1)))
@@ -188,7 +186,7 @@ def predict_photos(
     check_top(top, metas[next(iter(weights))]["labels"])
     targets = list(dict.fromkeys(t for meta in metas.values() for t in meta["targets"]))  # label first
     with tempfile.TemporaryDirectory(prefix="paddy-predict-") as tmp:
-        prepared, errors = prepare_photos(files, tmp, settings.prepare.max_size)
+        prepared, errors = prepare_photos(files, tmp, settings.prepare.max_size, settings.prepare.max_pixels)
         ok = [f for f in files if f in prepared]
         ids = np.array([str(f) for f in ok], dtype=object)
         frames = {target: {} for target in targets}

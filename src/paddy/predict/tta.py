@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from paddy.errors import PaddyError
 from paddy.predict.tables import Table
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
 from paddy.training.model_data import create_model_data
@@ -42,6 +43,17 @@ def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None, ev
     return torch.cat(out).cpu()
 
 
+def require_finite(probs, ckpt_dir, split, model):
+    """Refuse NaN or infinite probabilities (weights that diverged) before the ensemble averages them into NaN."""
+    bad = int((~torch.isfinite(probs)).any(dim=1).sum())
+    if bad:
+        raise PaddyError(
+            f"{ckpt_dir}/{split}.safetensors gives NaN or infinite probabilities for {bad} of {len(probs)} images: "
+            "its weights hold NaN or infinity (a run that diverged, trained before paddy stopped such runs). Retrain "
+            f"it, with a lower train.lr if it diverges again: `dvc repro -f train@{model}`."
+        )
+
+
 def split_seed(seed, s):
     """The seed of split s's TTA passes over the test set (its validation rows take the next one): the tta stage's
     and `paddy predict`'s, so a photo gets the draws its test image got."""
@@ -78,6 +90,7 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
         oof = tta_probs(
             model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision, seed + 1, sizes
         )
+        require_finite(torch.cat([p, oof]), ckpt_dir, col, meta["model"])
         positions.append(valid)
         oof_parts.append(oof.numpy())
     rows, oof = average_rows(np.concatenate(positions), np.concatenate(oof_parts))

@@ -26,6 +26,7 @@ from paddy.errors import PaddyError
 from paddy.kaggle import kernels
 from paddy.remote.bundle import git
 from paddy.remote.runner import MANIFEST, md5
+from paddy.training import digests
 
 TRACKED = ["params.yaml", "dvc.lock", "metrics", "plots", "dvclive"]  # git's part of an experiment
 CACHED = ["submission.csv", "data/preds"]  # DVC's part that came back
@@ -72,6 +73,14 @@ def verify(folder, how_to_resume=""):
     for name in ("params.yaml", "dvc.lock", "submission.csv"):
         if name not in manifest.get("files", {}):
             raise PaddyError(f"The kernel's manifest lists no {name}: not a complete run of the pipeline.")
+    for meta in sorted((folder / "data" / "models").glob("*/meta.json")):  # kaggle.keep_weights: the models came too
+        for split in digests.read_meta(meta.parent)["splits"]:
+            why = digests.problem(meta.parent, split, digests.read_meta(meta.parent))
+            if why is not None:
+                raise PaddyError(
+                    f"{why}. The manifest's md5 matches, so the kernel wrote it so: run it again (`paddy kaggle run`); "
+                    "nothing was brought in."
+                )
     recorded = locked_md5(folder / "dvc.lock", "submission.csv")
     if recorded != md5(folder / "submission.csv"):
         raise PaddyError(

@@ -5,9 +5,10 @@ font under it."""
 
 import numpy as np
 from matplotlib.figure import Figure
-from PIL import Image
 
 from paddy.charts import save
+from paddy.data.images import BadImage, read_image
+from paddy.errors import PaddyError
 from paddy.report.scores import row_normalised
 
 CELL = (3.8, 4.8)  # inches per image cell: up to seven lines of text, then the image
@@ -16,10 +17,12 @@ RIGHT, WRONG = "#1a7f37", "#c62828"
 
 def thumbnail(path, size=320):
     """The image at `path` as an RGB array, its longest side at most `size` pixels."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((size, size))
-        return np.asarray(im)
+    try:
+        im = read_image(path)
+    except BadImage as e:  # prepare wrote and checked it: the file was damaged since
+        raise PaddyError(f"{path} is {e}: run `dvc repro -f prepare` to write the prepared images again.") from None
+    im.thumbnail((size, size))
+    return np.asarray(im)
 
 
 def _draw_cell(ax, image, lines, right):

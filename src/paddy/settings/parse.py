@@ -2,6 +2,7 @@
 before any data is touched or model trained, in one paragraph that names the key and params.yaml."""
 
 import difflib
+import math
 import re
 
 from paddy.errors import PaddyError
@@ -24,6 +25,13 @@ from paddy.settings.schema import (
     RECIPES,
 )
 
+# Upper bounds: what no run can use, refused before it costs hours, memory or a crash
+SEED_MAX = 2**31 - 1  # numpy takes seeds below 2**32; the pipeline adds a split's number (and 1000 per split for TTA)
+SEED_WHY = " (numpy's seeds are 32-bit; the pipeline adds a split's number to it)"
+MAX_SIDE = 4096  # pixels a side: a generated photo, an item, a model's input
+MAX_BATCH = 65_536  # samples in one step or one prediction batch
+MAX_WORKERS = 256  # processes
+
 # Every key params.yaml may hold: a section is a dict of its keys, a setting None. Nothing reads any other key, so a
 # typo (`train.epoch: 3` beside `epochs`) would be silently ignored: check_params refuses it. `models` holds
 # user-named models, each with exactly MODEL_KEYS.
@@ -38,7 +46,7 @@ KNOWN_KEYS = {
         "train_table id_column labels_from label_column train_images test_images sample_submission form positive "
         "metric".split()
     ),
-    "prepare": dict.fromkeys(("max_size", "workers")),
+    "prepare": dict.fromkeys(("max_size", "workers", "max_pixels")),
     "cv": dict.fromkeys(("scheme", "n_splits", "valid_pct", "seed")),
     "train": dict.fromkeys(
         "recipe epochs frozen_epochs lr lr_mult lr_groups weight_decay effective_batch eval_batch drop_last precision "
@@ -69,6 +77,7 @@ def _number(params, dotted, path, lo=None, hi=None, integer=False, above=None, a
     if auto and value == "auto":
         return value
     ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    ok = ok and (not isinstance(value, float) or math.isfinite(value))  # YAML's .nan, .inf: no rate, budget, size
     ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi) and (above is None or value > above)
     if not ok:
         kind = "an integer" if integer else "a number"
@@ -112,33 +121,39 @@ def check_params(params, path="params.yaml"):
     if not isinstance(params, dict):
         raise PaddyError(f"{path} must hold a mapping of settings; restore it from git.")
     check_unknown_keys(params, path)
-    _number(params, "seed", path, lo=0, integer=True)
+    _number(params, "seed", path, lo=0, hi=SEED_MAX, integer=True, why=SEED_WHY)
     source = _require(params, "data.source", path)
     if not isinstance(source, str) or not source:
         raise PaddyError(f"`data.source` in {path} must be synthetic, kaggle, or a path to a folder or .zip.")
-    for key in ("n_train", "n_test", "width", "height"):
-        _number(params, f"data.synthetic.{key}", path, lo=1, integer=True)
-    _number(params, "prepare.max_size", path, lo=8, integer=True)
-    _number(params, "prepare.workers", path, lo=1, integer=True)
+    for key in ("n_train", "n_test"):
+        _number(params, f"data.synthetic.{key}", path, lo=1, hi=100_000, integer=True, why=" (generated images)")
+    for key in ("width", "height"):
+        _number(params, f"data.synthetic.{key}", path, lo=1, hi=MAX_SIDE, integer=True, why=" (pixels)")
+    why = " (prepare writes JPEGs, whose sides stop at 65,535 pixels)"
+    _number(params, "prepare.max_size", path, lo=8, hi=65_500, integer=True, why=why)
+    _number(params, "prepare.workers", path, lo=1, hi=MAX_WORKERS, integer=True, why=" (processes)")
+    why = " (an image of more pixels is left out: PIL's guard against decompression bombs; 200000000 by default)"
+    _number(params, "prepare.max_pixels", path, lo=16 * 16, hi=10**10, integer=True, why=why)
     scheme = _choice(params, "cv.scheme", path, CV_SCHEMES)
-    _number(params, "cv.n_splits", path, lo=2 if scheme == "kfold" else 1, integer=True)
+    why = " (every split trains every model once more: 100 are days of training already)"
+    _number(params, "cv.n_splits", path, lo=2 if scheme == "kfold" else 1, hi=100, integer=True, why=why)
     _number(params, "cv.valid_pct", path, lo=0.01, hi=0.99)
-    _number(params, "cv.seed", path, lo=0, integer=True)
-    _number(params, "data.synthetic.seed", path, lo=0, integer=True)
+    _number(params, "cv.seed", path, lo=0, hi=SEED_MAX, integer=True, why=SEED_WHY)
+    _number(params, "data.synthetic.seed", path, lo=0, hi=SEED_MAX, integer=True, why=SEED_WHY)
     _choice(params, "data.synthetic.difficulty", path, DIFFICULTIES)
     _choice(params, "data.synthetic.layout", path, LAYOUTS)
     why = " (0: the layout's own number of classes)"
     _number(params, "data.synthetic.classes", path, lo=0, hi=100_000, integer=True, why=why)
     check_competition(params, path)
     _choice(params, "train.recipe", path, RECIPES)
-    _number(params, "train.epochs", path, lo=1, integer=True)
-    _number(params, "train.frozen_epochs", path, lo=0, integer=True)
+    _number(params, "train.epochs", path, lo=1, hi=1000, integer=True)
+    _number(params, "train.frozen_epochs", path, lo=0, hi=1000, integer=True)
     _number(params, "train.lr", path, above=0, hi=10, why=" (a rate of 0 cannot train)")
-    _number(params, "train.lr_mult", path, lo=1)
+    _number(params, "train.lr_mult", path, lo=1, hi=10_000, why=" (the body's rate is lr / lr_mult; fastai's is 100)")
     _number(params, "train.weight_decay", path, lo=0, hi=1)
     _choice(params, "train.lr_groups", path, LR_GROUPS)
-    effective_batch = _number(params, "train.effective_batch", path, lo=1, integer=True)
-    _number(params, "train.eval_batch", path, lo=1, integer=True, auto=True)
+    effective_batch = _number(params, "train.effective_batch", path, lo=1, hi=MAX_BATCH, integer=True)
+    _number(params, "train.eval_batch", path, lo=1, hi=MAX_BATCH, integer=True, auto=True)
     _bool(params, "train.drop_last", path)
     for key, kind, lo, hi in AUG_RANGES:
         if kind == "bool":
@@ -154,14 +169,15 @@ def check_params(params, path="params.yaml"):
             f"`train.compile` in {path} is {compile_!r}; it must be auto (torch.compile on CUDA only), true (always, "
             "the CPU included: slow to start there) or false (never: eager PyTorch)."
         )
-    _number(params, "train.workers", path, lo=0, integer=True, auto=True)
+    _number(params, "train.workers", path, lo=0, hi=MAX_WORKERS, integer=True, auto=True, why=" (loader processes)")
     _number(
         params, "train.devices", path, lo=1, integer=True,
         why=" (processes training one model with DistributedDataParallel: GPUs on CUDA, gloo processes on the CPU; "
         "1 trains in this process, docs/scale.md)",
     )  # fmt: skip
-    _number(params, "train.checkpoint_minutes", path, above=0)
-    _number(params, "tta.n", path, lo=0, integer=True)
+    _number(params, "train.checkpoint_minutes", path, above=0, hi=1440, why=" (and after every epoch anyway)")
+    why = " (augmented passes over the test and out-of-fold images, each as long as the plain one)"
+    _number(params, "tta.n", path, lo=0, hi=100, integer=True, why=why)
     _number(params, "tta.beta", path, lo=0.0, hi=1.0)
     check_ensemble(params, path)
     why = " (the out-of-fold images with the highest loss the report draws, and as many least confident test images)"
@@ -170,9 +186,11 @@ def check_params(params, path="params.yaml"):
     _number(params, "report.calibration_bins", path, lo=2, hi=100, integer=True, why=why)
     why = " (classes with their own report.json columns and confusion rows; above it, macro averages)"
     _number(params, "report.max_classes", path, lo=2, hi=200, integer=True, why=why)
-    _number(params, "profile.budget_gb", path, above=0, why=" (the GB of GPU memory a training step may use)")
+    why = " (the GB of GPU memory a training step may use)"
+    _number(params, "profile.budget_gb", path, above=0, hi=10_000, why=why)
     _number(params, "profile.headroom", path, lo=0, hi=0.9, why=" (the fraction of the budget kept free)")
-    _number(params, "profile.min_micro_batch", path, lo=1, integer=True)
+    why = " (the smallest micro-batch the profile tries, and out-of-memory halving stops at: a slice of one step)"
+    _number(params, "profile.min_micro_batch", path, lo=1, hi=effective_batch, integer=True, why=why)
     check_kaggle(params, path)
     models = _require(params, "models", path)
     if not isinstance(models, dict) or not models:
@@ -288,7 +306,7 @@ def check_ensemble(params, path="params.yaml"):
             "`dvc exp run -S ensemble.weights=fit`."
         )
     why = " (folds of the fitted weights' cross-validation)"
-    _number(params, "ensemble.cv_folds", path, lo=2, integer=True, why=why)
+    _number(params, "ensemble.cv_folds", path, lo=2, hi=100, integer=True, why=why)
 
 
 def check_kaggle(params, path="params.yaml"):
@@ -321,6 +339,11 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml"):
     for key in ("item_size", "size"):
         if as_hw(cfg[key]) is None:
             raise PaddyError(f"`models.{name}.{key}` in {path} is {cfg[key]!r}; give 224 or [height, width].")
+        if max(as_hw(cfg[key])) > MAX_SIDE:
+            raise PaddyError(
+                f"`models.{name}.{key}` in {path} is {cfg[key]!r}; a side may be at most {MAX_SIDE} pixels (one such "
+                "image is 50 MB as the item cache holds it, and no model here was built for it)."
+            )
     if cfg["item_method"] not in ITEM_METHODS:
         raise PaddyError(
             f"`models.{name}.item_method` in {path} is {cfg['item_method']!r}; it must be one of "
@@ -338,7 +361,7 @@ def check_model(name, cfg, models, effective_batch, path="params.yaml"):
             f"{path}: a micro-batch is a slice of one optimizer step. Lower micro_batch, or raise effective_batch."
         )
     weight = cfg["weight"]
-    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
+    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight < math.inf):
         raise PaddyError(f"`models.{name}.weight` in {path} is {weight!r}; it must be a number >= 0.")
     if not isinstance(cfg["pretrained"], (bool, str)) or cfg["pretrained"] == "":
         raise PaddyError(

@@ -75,6 +75,7 @@ class PrepareSettings:
 
     max_size: int  # the longest side after pre-resizing
     workers: int  # processes
+    max_pixels: int  # an image above it is left out (paddy.data.images)
 
 
 @dataclass(frozen=True)

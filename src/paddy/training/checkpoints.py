@@ -11,16 +11,19 @@ stage removes the folder once every split is done and the outputs are written.
 import dataclasses
 import hashlib
 import json
+import pickle
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from paddy.errors import PaddyError
 from paddy.files import atomic_path, write_json
 from paddy.settings import ModelSettings
-from paddy.training import distributed
+from paddy.training import digests, distributed
 from paddy.training.models import create_model, input_normalization
 
 
@@ -30,11 +33,13 @@ def save_checkpoint(model, meta, out_dir, split):
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out_dir / f"{split}.safetensors") as tmp:
         save_file(state, str(tmp))
-    write_json(out_dir / "meta.json", meta)
+    # its sha256, checked whenever it is read (paddy.training.digests)
+    write_json(out_dir / "meta.json", digests.record(out_dir, split, out_dir / f"{split}.safetensors", meta))
 
 
 def read_meta(ckpt_dir):
-    return json.loads((Path(ckpt_dir) / "meta.json").read_text())
+    """A model folder's meta.json; a PaddyError saying what rebuilds it when it is missing or damaged."""
+    return digests.read_meta(ckpt_dir)
 
 
 def model_settings(meta):
@@ -62,11 +67,18 @@ def checkpoint_normalization(meta):
 
 
 def load_checkpoint(ckpt_dir, split, device="cpu"):
-    """Rebuild the model from meta.json (no pretrained download: the weights are ours) and load split's weights."""
+    """Rebuild the model from meta.json (no pretrained download: the weights are ours) and load split's weights,
+    checked against the sha256 recorded when they were written."""
     meta = read_meta(ckpt_dir)
+    digests.verify(ckpt_dir, split, meta)
     outputs = sum(len(classes) for classes in meta["targets"].values())
     model = create_model(meta["arch"], outputs, pretrained=False, head=meta["head"])
-    model.load_state_dict(load_file(str(Path(ckpt_dir) / f"{split}.safetensors"), device=str(device)))
+    path = Path(ckpt_dir) / f"{split}.safetensors"
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as e:  # a checkpoint from before the digests, damaged
+        raise PaddyError(f"{path} is damaged ({e}). {digests.rebuild(ckpt_dir, meta['model'])}.") from None
+    model.load_state_dict(state)
     return model.to(device).eval(), meta
 
 
@@ -126,6 +138,7 @@ class Checkpoint:
             state["scaler"] = scaler.state_dict()
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+            digests.record_resume(tmp, self.path)  # checked by load
         self.last = time.monotonic()
 
     def load(self, model, optimizer, scaler=None):
@@ -133,12 +146,10 @@ class Checkpoint:
         Under DDP rank 0 reads the file and sends it to the others: they need not share its disk."""
         device = next(model.parameters()).device
         if distributed.world_size() > 1:
-            state = None
-            if distributed.is_main() and self.path.exists():
-                state = torch.load(self.path, map_location="cpu", weights_only=False)
+            state = self._read("cpu") if distributed.is_main() else None
             state = distributed.broadcast(state)
         else:
-            state = torch.load(self.path, map_location=device, weights_only=False) if self.path.exists() else None
+            state = self._read(device)
         if state is None:
             return None
         model.load_state_dict(state["model"])
@@ -155,3 +166,18 @@ class Checkpoint:
             print(note, flush=True)
         progress.events.append(note)
         return progress
+
+    def _read(self, device):
+        """The saved state, or None: no checkpoint, or a damaged one (said, and removed: the split starts over)."""
+        if not self.path.exists():
+            return None
+        why = digests.resume_problem(self.path)
+        if why is None:
+            try:
+                return torch.load(self.path, map_location=device, weights_only=False)
+            except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
+                why = f"{self.path} cannot be read ({str(e).splitlines()[0][:160]})"
+        print(f"{why}: it is left out, and this split trains from its start.", flush=True)
+        self.path.unlink(missing_ok=True)
+        digests.sidecar(self.path).unlink(missing_ok=True)
+        return None

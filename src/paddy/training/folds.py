@@ -11,6 +11,7 @@ from paddy.metrics import Metric
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, run_dir, run_key, save_checkpoint
 from paddy.training.compile import maybe_compile
+from paddy.training.divergence import Diverged
 from paddy.training.loop import fine_tune
 from paddy.training.model_data import create_model_data
 from paddy.training.models import input_normalization
@@ -76,24 +77,28 @@ def train_model(
         start = time.time()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        progress = fine_tune(
-            model,
-            train_loader,
-            valid_loader,
-            train,
-            micro_batch,
-            data.augment,
-            precision,
-            seed,
-            on_epoch=None if on_epoch is None else (lambda e, m, s=s: on_epoch(s, e, m)),
-            on_step=None if on_step is None else (lambda e, i, m, o, s=s: on_step(s, e, i, m, o)),
-            checkpoint=None if runs is None else Checkpoint(runs / f"{col}.pt", train.checkpoint_minutes),
-            sizes=data.sizes,
-            target_names=model_cfg.targets,
-            min_micro_batch=settings.profile.min_micro_batch,
-            clock=clock,
-            metric=Metric.of(settings.competition, data.vocab["label"]),
-        )
+        try:
+            progress = fine_tune(
+                model,
+                train_loader,
+                valid_loader,
+                train,
+                micro_batch,
+                data.augment,
+                precision,
+                seed,
+                on_epoch=None if on_epoch is None else (lambda e, m, s=s: on_epoch(s, e, m)),
+                on_step=None if on_step is None else (lambda e, i, m, o, s=s: on_step(s, e, i, m, o)),
+                checkpoint=None if runs is None else Checkpoint(runs / f"{col}.pt", train.checkpoint_minutes),
+                sizes=data.sizes,
+                target_names=model_cfg.targets,
+                min_micro_batch=settings.profile.min_micro_batch,
+                clock=clock,
+                metric=Metric.of(settings.competition, data.vocab["label"]),
+            )
+        except Diverged as e:  # the message names the model and split
+            e.model, e.split, e.precision, e.base_lr = name, col, precision, train.lr
+            raise
         result = {
             **progress.history[-1],
             "train_time_s": sum(m["epoch_time_s"] for m in progress.history),

@@ -22,6 +22,7 @@ from paddy.training import distributed
 from paddy.training.augment import BatchAugment
 from paddy.training.checkpoints import Checkpoint, Progress
 from paddy.training.compile import CompileClock
+from paddy.training.divergence import LossWatch, check_valid_loss
 from paddy.training.models import set_frozen
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
@@ -105,22 +106,30 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
                         f"again: it resumes from the last checkpoint. ({str(e).splitlines()[0][:160]})"
                     ) from e
                 _fall_back(optimizer, progress, run.min_micro_batch, e, epoch, i)
-        total += distributed.all_reduce_sum(loss) * len(items)  # each rank's loss is its share of the batch's
+        loss = distributed.all_reduce_sum(loss)  # each rank's loss is its share of the batch's
+        total += loss * len(items)
+        skip = None
         if scale is not None:  # the scaler lowers its scale exactly when it skips a step; compared on the device
-            skipped += _scale(run.scaler) < scale
+            skip = _scale(run.scaler) < scale
+            skipped += skip
+        lr = max(group["lr"] for group in optimizer.param_groups)
+        run.watch.step(loss, epoch, i, steps, lr, skip)  # a NaN or infinite loss stops the run (Diverged)
         progress.step, progress.seen = i + 1, progress.seen + len(items)
         if run.on_step is not None:
             run.on_step(epoch, i, plain, optimizer)
         stop = STOP.received
         if world > 1 and distributed.any_rank(stop):  # torchrun signals every rank, but they may be steps apart
             stop = stop or "SIGTERM"
-        if run.checkpoint is not None and (stop or run.checkpoint.due()):
+        save = run.checkpoint is not None and (stop or run.checkpoint.due())
+        run.watch.check(force=save)  # never a checkpoint of the weights a bad step made
+        if save:
             progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
             progress.skipped = int(skipped.item())
             run.checkpoint.save(progress, plain, optimizer, run.scaler)
         if stop:
             raise Interrupted(stop)
     seconds += time.perf_counter() - start
+    run.watch.check(force=True)
     loss = (total / max(progress.seen, 1)).item()  # the epoch's only wait for the device
     metrics = {"train_loss": loss, "images_per_s": progress.seen / max(seconds, 1e-9)}
     if run.scaler is not None:
@@ -205,6 +214,7 @@ class Run:
     checkpoint: Checkpoint | None = None
     on_step: Callable | None = None
     clock: CompileClock | None = None
+    watch: LossWatch | None = None
 
 
 def fine_tune(
@@ -256,7 +266,8 @@ def fine_tune(
         for e, metrics in enumerate(progress.history):
             if on_epoch is not None:
                 on_epoch(e, metrics)
-    run = Run(augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step, clock)
+    watch = LossWatch(device, fp16=scaler is not None)
+    run = Run(augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step, clock, watch)
     first = 0
     for phase in fine_tune_phases(train.epochs, train.lr, train.frozen_epochs, train.lr_mult):
         end = first + phase.epochs
@@ -270,6 +281,7 @@ def fine_tune(
             metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, run)
             if distributed.is_main():
                 metrics.update(validate(model, valid_loader, augment, precision, sizes, target_names, metric))
+                check_valid_loss(metrics, progress.epoch, steps)
             distributed.barrier()
             metrics["epoch_time_s"] = carried + time.perf_counter() - start
             metrics["micro_batch"] = progress.micro_batch

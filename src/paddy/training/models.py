@@ -35,12 +35,29 @@ NORM_TYPES = (
 )
 
 
-@functools.cache
 def arch_config(arch):
     """The pretrained config of `arch` (input size, fixed size, mean/std), built on the meta device: no weights."""
+    return _arch_facts(arch)[0]
+
+
+def total_stride(arch):
+    """How many times `arch` shrinks its input before its head: the largest reduction of timm's feature_info (32 for
+    a ResNet, 16 for a ViT/16), or None where timm does not say."""
+    return _arch_facts(arch)[1]
+
+
+@functools.cache
+def _arch_facts(arch):
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")  # deprecated names such as convnext_large_in22k are mapped; fine
-        return dict(timm.create_model(arch, pretrained=False).pretrained_cfg)
+        model = timm.create_model(arch, pretrained=False)
+    info = getattr(model, "feature_info", None)
+    try:
+        reductions = [f["reduction"] for f in info] if isinstance(info, list) else info.reduction()
+        stride = int(max(reductions))
+    except (TypeError, KeyError, AttributeError, ValueError):
+        stride = None
+    return dict(model.pretrained_cfg), stride
 
 
 def input_normalization(arch, pretrained):
@@ -59,7 +76,8 @@ def input_normalization(arch, pretrained):
 
 
 def check_arch(where, arch, size=None):
-    """A clear error for an architecture timm does not know, or a fixed-size model asked for another size.
+    """A clear error for an architecture timm does not know, a fixed-size model asked for another size, or a size
+    below the architecture's total stride.
 
     `where` names the setting for the message, e.g. "`models.vit.arch` in params.yaml" or "--arch".
     """
@@ -77,6 +95,14 @@ def check_arch(where, arch, size=None):
             f"{where} is {arch}, built for a fixed input of {list(built)} (its position embeddings or windows have "
             f"that size), but the size asked is {list(size)}. Set the size to {list(built)}, or pick a variant of "
             "the architecture built for the size you want."
+        )
+    stride = total_stride(arch)
+    if size is not None and stride is not None and min(size) < stride:
+        raise PaddyError(
+            f"{where} is {arch}, which shrinks its input {stride} times before its head (its total stride, from "
+            f"timm's feature_info), but the size asked is {list(size)}: under {stride} pixels a side, its last "
+            f"feature map is less than a pixel, and the head sees padding, not the image. Set each side of the size "
+            f"to at least {stride} (it was built for {list(built)})."
         )
 
 
