@@ -21,7 +21,7 @@ import torch
 
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
-from paddy.data.synthetic import make_competition
+from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
 from paddy.settings import parse_settings, read_params
 from paddy.training.folds import train_model
@@ -138,7 +138,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         make_competition(work / "raw", work / "truth.csv", n_train=200, n_test=10, width=48, height=64, seed=0)
-        index, _ = prepare_competition(work / "raw", work / "prepared", 64, 2)
+        index, _ = prepare_competition(work / "raw", work / "prepared", described(), 64, 2)
         # 160 training images: 10 micro-batches of 16 and 5 steps of 32 per epoch, in both
         write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, args.seed), work / "split.csv")
         params["train"].update(

@@ -22,7 +22,7 @@ import torch
 
 from paddy.data.prepare import prepare_competition, read_index
 from paddy.data.split import make_splits
-from paddy.data.synthetic import make_competition
+from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
@@ -106,7 +106,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         make_competition(work / "raw", work / "truth.csv", **params["data"]["synthetic"])
-        index, _ = prepare_competition(work / "raw", work / "prepared", params["prepare"]["max_size"], 2)
+        index, _ = prepare_competition(work / "raw", work / "prepared", described(), params["prepare"]["max_size"], 2)
         cv = params["cv"]
         table = make_splits(index[index.split == "train"], "bag", 1, cv["valid_pct"], cv["seed"])
         write_csv(table, work / "split.csv")

@@ -27,7 +27,7 @@ import torch
 
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
-from paddy.data.synthetic import make_competition
+from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv, write_json
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
@@ -42,7 +42,7 @@ def make_data(params, work):
     data = work / tag
     if not (data / "split.csv").exists():
         make_competition(data / "raw", data / "truth.csv", **params["data"]["synthetic"])
-        index, _ = prepare_competition(data / "raw", data / "prepared", params["prepare"]["max_size"], 1)
+        index, _ = prepare_competition(data / "raw", data / "prepared", described(), params["prepare"]["max_size"], 1)
         cv = params["cv"]
         split = make_splits(index[index.split == "train"], cv["scheme"], cv["n_splits"], cv["valid_pct"], cv["seed"])
         write_csv(split, data / "split.csv")

@@ -24,7 +24,7 @@ import torch
 
 from paddy.data.prepare import prepare_competition, read_targets
 from paddy.data.split import make_splits
-from paddy.data.synthetic import make_competition
+from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
 from paddy.memory import profile as prof
 from paddy.memory import report
@@ -153,7 +153,7 @@ def main():
     work = args.work
     images = 80 if args.smoke else args.images
     make_competition(work / "raw", work / "truth.csv", n_train=images, n_test=16, width=480, height=640)
-    index, _ = prepare_competition(work / "raw", work / "prepared", 640, 8)
+    index, _ = prepare_competition(work / "raw", work / "prepared", described(), 640, 8)
     write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 42), work / "split.csv")
     batches = (32, 16) if args.smoke else (64, 32, 16)
     report["calibration"] = calibration(params, read_targets(work / "prepared"), models, device, batches)

@@ -25,7 +25,7 @@ import torch
 
 from paddy.data.prepare import prepare_competition, read_index
 from paddy.data.split import make_splits
-from paddy.data.synthetic import make_competition
+from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
@@ -64,7 +64,7 @@ def main():
     params["train"]["workers"] = 0 if device.type == "cpu" else 8
     work = args.work
     make_competition(work / "raw", work / "truth.csv", **params["data"]["synthetic"])
-    prepare_competition(work / "raw", work / "prepared", params["prepare"]["max_size"], 2)
+    prepare_competition(work / "raw", work / "prepared", described(), params["prepare"]["max_size"], 2)
     index = read_index(work / "prepared")
     cv = params["cv"]
     write_csv(make_splits(index[index.split == "train"], cv["scheme"], cv["n_splits"], cv["valid_pct"], cv["seed"]),

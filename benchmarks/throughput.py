@@ -47,7 +47,7 @@ from paddy.data.items import load_items
 from paddy.data.loaders import ItemDataset, create_loader
 from paddy.data.prepare import prepare_competition, read_index
 from paddy.data.split import make_splits
-from paddy.data.synthetic import make_competition
+from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv, write_json
 from paddy.predict.tta import predict_model
 from paddy.settings import AugmentSettings, parse_settings, read_params
@@ -158,7 +158,8 @@ def competition(work, images, n_test, size, max_size):
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         start = time.perf_counter()
         make_competition(work / "raw", work / "truth.csv", n_train=images, n_test=n_test, width=size[1], height=size[0])
-        index, _ = prepare_competition(work / "raw", work / "prepared", max_size, max(os.cpu_count() or 1, 1))
+        workers = max(os.cpu_count() or 1, 1)
+        index, _ = prepare_competition(work / "raw", work / "prepared", described(), max_size, workers)
         write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 42), work / "split.csv")
         write_json(marker, wanted)
         print(f"competition: {images} train + {n_test} test images in {time.perf_counter() - start:.0f} s", flush=True)

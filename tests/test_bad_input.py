@@ -529,13 +529,14 @@ def test_kfold_with_a_label_smaller_than_its_folds_is_refused_from_the_train_tab
     from paddy.data.split import check_cv
 
     settings = parse_settings(params)
-    counts = check_source(settings.data, settings.competition)  # synthetic: the generator's counts, no image drawn
-    assert counts.sum() == params["data"]["synthetic"]["n_train"]
+    counts, columns = check_source(settings.data, settings.competition)  # synthetic: the generator's, no image drawn
+    assert counts.sum() == params["data"]["synthetic"]["n_train"] and columns == ["variety", "age"]
     kfold = replace(settings.cv, scheme="kfold", n_splits=5)
     small = f"label '{counts.idxmin()}' has only {counts.min()} training images"
     with pytest.raises(PaddyError, match=f"cv.n_splits is 5 but {small} in data.source synthetic: stratified k-fold"):
         check_cv(kfold, settings.train, counts, " in data.source synthetic")
-    counts = check_source(source_settings(comp), settings.competition)  # a folder: its train.csv
+    counts, columns = check_source(source_settings(comp), settings.competition)  # a folder: its train.csv
+    assert columns == ["variety", "age"]
     assert counts.to_dict() == pd.read_csv(comp / "train.csv").label.value_counts().to_dict()
     small = counts.idxmin()
     with pytest.raises(PaddyError, match=f"label '{small}' has only {counts.min()} training images in data.source"):

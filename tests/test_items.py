@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import default_competition
 from PIL import Image
 
 from paddy.data.items import item_key, load_items, resize_item
@@ -16,7 +17,7 @@ from paddy.files import cache_dir
 @pytest.fixture(scope="module")
 def prepared(competition, tmp_path_factory):
     out = tmp_path_factory.mktemp("prep") / "prepared"
-    index, _ = prepare_competition(competition[0], out, max_size=64, workers=1)
+    index, _ = prepare_competition(competition[0], out, default_competition(), max_size=64, workers=1)
     return out, index
 
 

@@ -230,6 +230,7 @@ def test_cli_prints_the_estimate_table_with_accumulation(monkeypatch, capsys):
 
     monkeypatch.chdir(ROOT)
     args = ["profile", "--estimate", "--arch", "test_vit", "test_convnext:96x64", "--effective-batch", "16"]
+    args += ["--num-classes", "10"]  # no data/prepared/targets.json to take the head's size from
     assert main([*args, "--batch", "8", "4", "--eval-batch", "32"]) == 0
     out = capsys.readouterr().out
     assert "test_convnext" in out and "96x64" in out and "estimate" in out

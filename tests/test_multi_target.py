@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import default_competition
 
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
@@ -23,7 +24,8 @@ CPU = torch.device("cpu")
 
 def test_variety_is_learned_and_disease_accuracy_holds(params, tmp_path):
     make_competition(tmp_path / "raw", tmp_path / "truth.csv", n_train=800, n_test=4, width=96, height=128, seed=3)
-    index, _ = prepare_competition(tmp_path / "raw", tmp_path / "prepared", max_size=128, workers=1)
+    comp = default_competition()
+    index, _ = prepare_competition(tmp_path / "raw", tmp_path / "prepared", comp, max_size=128, workers=1)
     train = index[index.split == "train"]
     split = make_splits(train, "bag", 1, 0.25, 0)
     write_csv(split, tmp_path / "split.csv")

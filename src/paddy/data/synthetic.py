@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 from paddy.data.competition import class_order
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, write_csv
+from paddy.settings.schema import CompetitionSettings
 
 TRAIN_CSV, SAMPLE_CSV, TRAIN_DIR, TEST_DIR = "train.csv", "sample_submission.csv", "train_images", "test_images"
 
@@ -429,6 +430,14 @@ def columns(layout):
     """The generated train table's columns besides the id and the label (paddy: variety, age): the extra targets
     `models.<name>.targets` may name on a generated competition."""
     return family(layout).extras
+
+
+def described(layout="paddy", classes=0):
+    """description(layout, classes) as the settings hold it (CompetitionSettings): for code that generates a
+    competition and reads it back without a params.yaml (the benchmarks, the tests)."""
+    section = description(layout, classes)
+    column = section["label_column"]
+    return CompetitionSettings(**dict(section, label_column=tuple(column) if isinstance(column, list) else column))
 
 
 # What describes the files themselves; the metric is the user's to change
