@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from paddy.data.prepare import prepare_competition
+from paddy.data.prepare import prepare_competition, prepared_path
 from paddy.data.split import make_splits
 from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
@@ -65,7 +65,7 @@ def fastai_steps(cfg, work, seed):
 
     index = pd.read_csv(work / "prepared" / "index.csv", dtype=str)
     split = pd.read_csv(work / "split.csv", dtype=str)
-    df = split.assign(path=[f"images/train/{i}" for i in split.image_id], is_valid=split.v0 == "1")
+    df = split.assign(path=[prepared_path("train", i) for i in split.image_id], is_valid=split.v0 == "1")
     set_seed(seed, reproducible=True)
     dls = ImageDataLoaders.from_df(
         df, path=work / "prepared", fn_col="path", label_col="label", valid_col="is_valid",

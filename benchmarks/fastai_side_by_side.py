@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from paddy.data.prepare import prepare_competition, read_index
+from paddy.data.prepare import prepare_competition, prepared_path, read_index
 from paddy.data.split import make_splits
 from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
@@ -63,7 +63,7 @@ def fastai(params, name, work, seed, truth):
 
     cfg, train, tta = params["models"][name], params["train"], params["tta"]
     split = pd.read_csv(work / "split.csv", dtype=str)
-    df = split.assign(path=[f"images/train/{i}" for i in split.image_id], is_valid=split.v0 == "1")
+    df = split.assign(path=[prepared_path("train", i) for i in split.image_id], is_valid=split.v0 == "1")
     set_seed(seed, reproducible=True)
     start = time.perf_counter()
     dls = ImageDataLoaders.from_df(

@@ -45,7 +45,7 @@ import torch
 
 from paddy.data.items import load_items
 from paddy.data.loaders import ItemDataset, create_loader
-from paddy.data.prepare import prepare_competition, read_index
+from paddy.data.prepare import prepare_competition, prepared_path, read_index
 from paddy.data.split import make_splits
 from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv, write_json
@@ -387,7 +387,7 @@ def fastai_recipe(p, name, work, device, precision):
 
     cfg, train = p["models"][name], p["train"]
     split = pd.read_csv(work / "split.csv", dtype=str)
-    df = split.assign(path=[f"images/train/{i}" for i in split.image_id], is_valid=split.v0 == "1")
+    df = split.assign(path=[prepared_path("train", i) for i in split.image_id], is_valid=split.v0 == "1")
     reset_peak(device)
     dls = ImageDataLoaders.from_df(
         df, path=work / "prepared", fn_col="path", label_col="label", valid_col="is_valid",

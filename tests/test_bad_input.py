@@ -439,8 +439,8 @@ def test_prepare_trains_new_labels_and_reports_tiny_images_and_misnamed_files(co
     index, bad = prepare_competition(comp, tmp_path / "prepared", default_competition(), max_size=64, workers=1)
     reasons = dict(zip(bad.image_id, bad.reason))
     assert reasons == {
-        tiny.image_id: "1x1 pixels: under the 16 pixels a side an image needs to show a leaf (a thumbnail or a broken "
-        "export)",
+        tiny.image_id: "1x1 pixels: under the 16 pixels a side an image needs to show anything (a thumbnail or a "
+        "broken export)",
         png.image_id: "a PNG file named .jpg: its name says JPEG, so this is another file under an image's name "
         "(convert it to JPEG and rename it if it belongs)",
     }

@@ -405,3 +405,25 @@ def test_a_log_loss_competition_gets_tempered_probabilities(tmp_path):
     assert sub.loc[:38, LABELS].to_numpy(float) == pytest.approx(expected, rel=1e-5)
     prior = np.bincount(y, minlength=3) / 300
     assert sub.loc[39, LABELS].to_numpy(float) == pytest.approx(prior)  # no prediction: the class frequencies
+
+
+def test_the_shortlist_argmax_is_the_whole_mixtures_argmax():
+    """Stack.argmax (each row's shortlist of classes, the rest mixed whole where it could matter) against the
+    argmax of the whole mixture, for three models over 60 classes: flat rows, sharp rows, exact ties, rows whose
+    winner is no model's own top class, and weights that switch models off."""
+    rng = np.random.default_rng(7)
+    n, classes = 400, 60
+    tables = []
+    for m in range(3):
+        p = rng.dirichlet(np.full(classes, 0.3 if m else 3.0), size=n)
+        p[:20] = 1 / classes  # flat rows: every class ties
+        p[20:40, 7] = p[20:40, 9] = 0.45  # two classes tie at the top
+        tables.append(p)
+    tables[0][40:60], tables[1][40:60] = 0.0, 0.0  # class 3, second for both models, wins their even mix
+    tables[0][40:60, [1, 3, 2]], tables[1][40:60, [2, 3, 1]] = [0.4, 0.35, 0.25], [0.4, 0.35, 0.25]
+    stack = Stack.of(np.stack(tables).astype(np.float32))
+    assert (stack.mix([0.5, 0.5, 0])[40:60].argmax(1) == 3).all()
+    for w in [[1, 0, 0], [0, 0, 1], [0.5, 0.5, 0], [0.2, 0.3, 0.5], *rng.dirichlet(np.ones(3), size=20)]:
+        np.testing.assert_array_equal(stack.argmax(np.asarray(w)), stack.mix(np.asarray(w)).argmax(1))
+    part = stack.subset(np.arange(10, 300))  # a fold of the rows: its shortlist is the rows'
+    np.testing.assert_array_equal(part.argmax(np.array([0.1, 0.6, 0.3])), part.mix([0.1, 0.6, 0.3]).argmax(1))

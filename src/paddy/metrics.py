@@ -15,6 +15,7 @@ from paddy.errors import PaddyError
 
 # Kaggle's log loss clips every probability to [1e-15, 1 - 1e-15] and rescales each row to sum to 1 before scoring.
 CLIP = 1e-15
+LABEL_METRICS = ("accuracy", "f1_micro", "f1_macro", "qwk")  # they score the argmax class, nothing else
 GREATER_IS_BETTER = {
     "accuracy": True,
     "log_loss": False,
@@ -85,12 +86,10 @@ def score(metric, y, probs, classes, positive=""):
     """
     y = np.asarray(y)
     probs = np.asarray(probs)
-    if metric == "accuracy":
-        return float(accuracy_score(y, probs.argmax(1)))
+    if metric in LABEL_METRICS:
+        return score_labels(metric, y, probs.argmax(1), classes)
     if metric == "log_loss":
         return log_loss_of(y, probs)
-    if metric in ("f1_micro", "f1_macro"):
-        return float(f1_score(y, probs.argmax(1), average=metric.removeprefix("f1_")))
     if metric == "roc_auc":
         k = positive_index(classes, positive)
         return _auc((y == k).astype(int), probs[:, k])
@@ -98,10 +97,18 @@ def score(metric, y, probs, classes, positive=""):
         aucs = [_auc((y == k).astype(int), probs[:, k]) for k in range(probs.shape[1])]
         aucs = [a for a in aucs if a is not None]
         return float(np.mean(aucs)) if aucs else None
-    if metric == "qwk":
-        values = np.array([int(c) for c in classes])
-        return float(cohen_kappa_score(values[y], values[probs.argmax(1)], weights="quadratic"))
     raise PaddyError(f"`competition.metric` is {metric!r}, not one of: {', '.join(GREATER_IS_BETTER)}.")
+
+
+def score_labels(metric, y, predicted, classes):
+    """A metric of a label (LABEL_METRICS) from the predicted class indices: what score() gives of probabilities
+    whose argmax they are."""
+    if metric == "accuracy":
+        return float(accuracy_score(y, predicted))
+    if metric in ("f1_micro", "f1_macro"):
+        return float(f1_score(y, predicted, average=metric.removeprefix("f1_")))
+    values = np.array([int(c) for c in classes])  # qwk
+    return float(cohen_kappa_score(values[y], values[predicted], weights="quadratic"))
 
 
 def format_score(score):
@@ -131,6 +138,10 @@ class Metric:
 
     def __call__(self, y, probs):
         return score(self.name, y, probs, self.classes, self.positive)
+
+    def of_labels(self, y, predicted):
+        """The metric of the predicted class indices (a metric of a label only, LABEL_METRICS)."""
+        return score_labels(self.name, y, predicted, self.classes)
 
     @property
     def greater_is_better(self):

@@ -17,7 +17,7 @@ INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
 LABELS = "labels.json"
 TARGETS = "targets.json"
-MIN_SIDE = 16  # pixels: a smaller image shows no leaf, let alone a disease, and is left out
+MIN_SIDE = 16  # pixels: a smaller image is a thumbnail or a broken export, and is left out
 
 
 def resize_image(src, dst, max_size, max_pixels=MAX_PIXELS):
@@ -40,8 +40,8 @@ def resize_image(src, dst, max_size, max_pixels=MAX_PIXELS):
             )
         if min(im.size) < MIN_SIDE:
             raise BadImage(
-                f"{im.size[0]}x{im.size[1]} pixels: under the {MIN_SIDE} pixels a side an image needs to show a "
-                "leaf (a thumbnail or a broken export)"
+                f"{im.size[0]}x{im.size[1]} pixels: under the {MIN_SIDE} pixels a side an image needs to show "
+                "anything (a thumbnail or a broken export)"
             )
 
     im = read_image(src, max_pixels, draft=(max_size, max_size), accept=accept)
@@ -114,8 +114,8 @@ def read_labels(prepared_dir):
 
 
 def read_targets(prepared_dir):
-    """{target: its classes in output order}: label (the disease) and, where train.csv has it, variety. The head's
-    size is the sum over a model's targets."""
+    """{target: its classes in output order}: label (the competition's), then the train table's other categorical
+    columns (Paddy's variety and age). The head's size is the sum over a model's targets."""
     path = Path(prepared_dir) / TARGETS
     if not path.exists():
         raise PaddyError(f"{path} does not exist: run `dvc repro prepare` first (it writes the target classes).")

@@ -17,7 +17,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from paddy.data.split import split_columns
 from paddy.errors import PaddyError
-from paddy.metrics import CLIP, Metric, better, log_loss_of
+from paddy.metrics import CLIP, LABEL_METRICS, Metric, better, log_loss_of
 from paddy.predict.submission import make_submission, validate_submission
 from paddy.predict.tables import Stack, chunks, common_ids, read_tables
 
@@ -102,6 +102,8 @@ def search_weights(probs, y, metric, start):
     stack = as_stack(probs)
 
     def judge(w):
+        if metric.name in LABEL_METRICS:  # the argmax alone: found from each row's shortlist of classes
+            return metric.of_labels(y, stack.argmax(w))
         return metric(y, stack.mix(w))
 
     best, best_score = start, judge(start)

@@ -115,6 +115,7 @@ class Stack:
         self.probs = [tables[n].probs for n in self.names]
         self.rows = [tables[n].rows(self.ids) for n in self.names]
         self.n_classes = self.probs[0].shape[1]
+        self._shortlist = None
 
     @classmethod
     def of(cls, probs):
@@ -128,6 +129,7 @@ class Stack:
         out = object.__new__(Stack)
         out.names, out.ids, out.probs, out.n_classes = self.names, self.ids[positions], self.probs, self.n_classes
         out.rows = [rows[positions] for rows in self.rows]
+        out._shortlist = None if self._shortlist is None else self._shortlist.subset(positions)
         return out
 
     def __len__(self):
@@ -162,3 +164,56 @@ class Stack:
         w = np.zeros(len(self.names))
         w[m] = 1.0
         return w
+
+    def argmax(self, weights):
+        """The mixture's most probable class per row, what stack.mix(weights).argmax(1) gives, found from each row's
+        shortlist of classes (Shortlist): a weight search scores a hundred mixtures, each a pass over every class
+        of every row without it."""
+        if self._shortlist is None:
+            self._shortlist = Shortlist(self)
+        return self._shortlist.argmax(self, weights)
+
+
+class Shortlist:
+    """Each row's TOP most probable classes under each model, with every model's probabilities of them. The
+    mixture's argmax is among them unless a class outside every model's top TOP could beat them, which it cannot
+    when the best of them is above the weighted sum of each model's TOP-th probability: such rows (few) are
+    mixed whole. Ties go to the lowest class index, as numpy's argmax breaks them."""
+
+    TOP = 5
+
+    def __init__(self, stack):
+        n, top = len(stack), min(self.TOP, stack.n_classes)
+        self.classes = np.empty((n, top * len(stack.names)), dtype=np.int64)
+        self.probs = np.empty((len(stack.names), n, top * len(stack.names)), dtype=np.float32)
+        self.kth = np.empty((len(stack.names), n), dtype=np.float32)
+        for part in chunks(n, stack.n_classes):
+            positions = np.arange(part.start, part.stop)
+            rows = np.arange(len(positions))[:, None]
+            whole = [stack.chunk(m, positions) for m in range(len(stack.names))]
+            tops = [np.argpartition(-p, top - 1, axis=1)[:, :top] for p in whole]
+            classes = np.sort(np.concatenate(tops, axis=1), axis=1)  # lowest class first: numpy's tie order
+            self.classes[part] = classes
+            for m, p in enumerate(whole):
+                self.probs[m, part] = p[rows, classes]
+                self.kth[m, part] = p[rows, tops[m]].min(1)
+
+    def subset(self, positions):
+        out = object.__new__(Shortlist)
+        out.classes, out.probs, out.kth = self.classes[positions], self.probs[:, positions], self.kth[:, positions]
+        return out
+
+    def argmax(self, stack, weights):
+        mix = np.zeros(self.classes.shape, dtype=np.float32)
+        bound = np.zeros(len(self.classes), dtype=np.float32)
+        for m, w in enumerate(weights):
+            if w:  # the same float32 sums, in the same order, as Stack.mix
+                mix += np.float32(w) * self.probs[m]
+                bound += np.float32(w) * self.kth[m]
+        j = mix.argmax(1)
+        best = mix[np.arange(len(mix)), j]
+        predicted = self.classes[np.arange(len(mix)), j]
+        unsure = np.flatnonzero(best <= bound * np.float32(1 + 1e-5))  # a class outside might tie or win
+        if len(unsure):
+            predicted[unsure] = stack.mix(weights, unsure).argmax(1)
+        return predicted

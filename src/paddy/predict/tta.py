@@ -17,12 +17,12 @@ def blend(augmented, plain, beta):
 
 @torch.no_grad()
 def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None, every_target=False):
-    """The blended disease probabilities, one row per item, as a float32 CPU tensor.
+    """The blended label probabilities, one row per item, as a float32 CPU tensor.
 
     Each batch of items crosses to the device once and every pass runs on it there: the plain one, then n augmented
     ones, each batch and pass with its own seed (repeatable, whatever the number of workers). A multi-target model
-    (sizes: outputs per target) contributes its disease outputs, the first; with every_target, every target's
-    probabilities, side by side in its order (each blended alike: the disease columns are the same either way).
+    (sizes: outputs per target) contributes its label outputs, the first; with every_target, every target's
+    probabilities, side by side in its order (each blended alike: the label columns are the same either way).
     """
     model.eval()
     device = next(model.parameters()).device

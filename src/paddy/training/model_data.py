@@ -104,5 +104,6 @@ def create_model_data(model, aug, workers, prepared_dir, split_csv, device, proc
         workers=workers,
         augment=model_augment(model, aug) if normalization == OWN else create_augment(model.size, aug, normalization),
     )
-    data.items = data._open([f"images/train/{i}" for i in table.image_id])
+    train = index[index.split == "train"].set_index("image_id")
+    data.items = data._open(train.loc[table.image_id, "path"].tolist())
     return data

@@ -138,7 +138,7 @@ def _like(items, device):
 def predict_step(model, items, augment, precision, draws=None, sizes=None):
     """Softmax probabilities (float32, on the device) for a batch of uint8 items: the plain transform, or the
     training augmentation's `draws` (a TTA pass). With several targets, each target's slice of the outputs is
-    softmaxed on its own (the first is the disease)."""
+    softmaxed on its own (the first is the label)."""
     device = next(model.parameters()).device
     items = items.to(device, non_blocking=True)
     x = augment.plain(items) if draws is None else augment.apply(items, draws)
