@@ -344,7 +344,7 @@ def test_the_ledgers_cv_is_the_metrics_out_of_fold_score(tmp_path):
     path = tmp_path / "ensemble.json"
     path.write_text(json.dumps({"metric": "log_loss", "oof_score": {"vit": 0.5, "resnet": 0.4, "ensemble": 0.35},
                                 "oof_acc": {"vit": 0.8, "resnet": 0.9, "ensemble": 0.91}}))  # fmt: skip
-    assert submit.cv_figures(path) == (0.35, "resnet=0.40000;vit=0.50000")
+    assert submit.cv_figures(path) == (0.35, "resnet=0.40000;vit=0.50000", "log_loss")
     path.write_text(json.dumps({"oof_acc": {"vit": 0.8, "ensemble": 0.91}}))  # an experiment from before the metric
-    assert submit.cv_figures(path) == (0.91, "vit=0.80000")
-    assert submit.cv_figures(tmp_path / "none.json") == (None, "")
+    assert submit.cv_figures(path) == (0.91, "vit=0.80000", "accuracy")
+    assert submit.cv_figures(tmp_path / "none.json") == (None, "", "")

@@ -153,6 +153,7 @@ def test_submission_is_recorded_and_scored(repo, capsys):
     row = df.iloc[0]
     assert row["experiment"] == "vit-x2" and row["params_digest"] == digest and row["ref"] == "4242"
     assert row["cv"] == pytest.approx(0.96) and row["cv_models"] == "convnext=0.93000;vit=0.95000"
+    assert row["metric"] == "accuracy"  # a metrics file with oof_acc only: from before the competition's metric
     assert row["message"] == "vit x2" and row["status"] == "complete"
     assert row["public_score"] == pytest.approx(0.98123) and row["private_score"] == pytest.approx(0.979)
     assert client.listings == 2  # polled until the score came

@@ -296,7 +296,8 @@ def per_class_table(exp_json, ledger, names=None, model="ensemble"):
     if not classes:
         raise PaddyError(
             f"No experiment shown has per-class recall of {model!r} ({REPORT}, the report stage's): run `dvc repro` "
-            "(or `dvc exp run`) with the report stage first."
+            "(or `dvc exp run`) with the report stage first. A competition with more classes than report.max_classes "
+            "keeps its per-class figures in metrics/report/per_class.csv instead, and macro averages in the metrics."
         )
     first = rows[0]["experiment"]
     table = pd.DataFrame({"class": classes + ["oof_acc.ensemble", "public"]})

@@ -20,7 +20,8 @@ COLUMNS = [
     "experiment",  # DVC experiment name, else branch / short git revision
     "git_rev",
     "params_digest",  # short hash of params.yaml: same digest, same settings
-    "cv",  # ensemble out-of-fold accuracy
+    "cv",  # the ensemble's out-of-fold score by the competition's metric
+    "metric",  # that metric's name (accuracy, log_loss, ...)
     "cv_models",  # per-model CV, "convnext=0.93;vit=0.95"
     "message",  # the user's words, as typed
     "file_md5",
@@ -115,7 +116,7 @@ def describe(df):
     """A short text table of the ledger for the terminal."""
     if df.empty:
         return "(no submissions yet)"
-    cols = ["time", "experiment", "params_digest", "cv", "public_score", "private_score", "status", "message"]
+    cols = ["time", "experiment", "params_digest", "cv", "metric", "public_score", "private_score", "status", "message"]
     return df[cols].to_string(index=False, na_rep="-")
 
 

@@ -136,19 +136,20 @@ def identify(md5, exp_json, rev, params=None):
 
 
 def cv_figures(path="metrics/ensemble.json"):
-    """(ensemble CV, 'model=cv;...') from the ensemble metrics, (None, '') when missing. The CV is the out-of-fold
-    score by the competition's metric (oof_score), or the accuracy (oof_acc) of a file from before it had one."""
+    """(ensemble CV, 'model=cv;...', the metric's name) from the ensemble metrics, (None, '', '') when missing. The
+    CV is the out-of-fold score by the competition's metric (oof_score), or the accuracy (oof_acc) of a file from
+    before it had one."""
     path = Path(path)
     if not path.is_file():
-        return None, ""
+        return None, "", ""
     try:
         metrics = json.loads(path.read_text())
     except ValueError:
-        return None, ""
+        return None, "", ""
     key = "oof_score" if isinstance(metrics.get("oof_score"), dict) else "oof_acc"
     figures = {name: value for name, value in (metrics.get(key) or {}).items() if isinstance(value, int | float)}
     per_model = ";".join(f"{name}={figures[name]:.5f}" for name in sorted(figures) if name != "ensemble")
-    return figures.get("ensemble"), per_model
+    return figures.get("ensemble"), per_model, metrics.get("metric", "accuracy") if key == "oof_score" else "accuracy"
 
 
 def check_competition(data, comp, data_dir, cache_dir=None):
@@ -234,7 +235,7 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
             exp_json = []
     experiment = kernel_experiment if kernel else identify(md5, exp_json, rev, params)
     digest = params_digest(params)
-    cv, cv_models = cv_figures(args.metrics)
+    cv, cv_models, metric = cv_figures(args.metrics)
     tag = f"{experiment} p:{digest}" if experiment.startswith(rev) else f"{experiment} {rev} p:{digest}"
     full_message = f"{message} [{tag}]"
     row = {
@@ -243,6 +244,7 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
         "git_rev": rev,
         "params_digest": digest,
         "cv": cv,
+        "metric": metric,
         "cv_models": cv_models,
         "message": message,
         "file_md5": md5,
@@ -250,7 +252,8 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
         "status": "pending",
         "kernel": kernel or "",
     }
-    print(f"competition: {slug}\nmessage:     {full_message}\nCV:          {cv if cv is not None else '-'}")
+    shown = f"{cv} ({metric}, out of fold)" if cv is not None else "-"
+    print(f"competition: {slug}\nmessage:     {full_message}\nCV:          {shown}")
     if kernel:
         print(f"kernel:      {kernel}")
 
