@@ -480,7 +480,7 @@ def test_an_extracted_zip_is_checked_before_it_replaces_the_last_competition(com
         ("seed", 2**32, r"an integer at least 0 and at most 2147483647 \(numpy's seeds are 32-bit"),
         ("cv.seed", 2**40, "at most 2147483647"),
         ("data.synthetic.width", 100_000, "at most 4096"),
-        ("data.synthetic.n_train", 10**7, "at most 100000"),
+        ("data.synthetic.n_train", 10**8, "at most 10000000"),
         ("prepare.max_size", 100_000, r"at most 65500 \(prepare writes JPEGs"),
         ("prepare.workers", 10_000, "at most 256"),
         ("prepare.max_pixels", 10, r"at least 256 .*decompression bombs"),

@@ -126,7 +126,7 @@ def check_params(params, path="params.yaml"):
     if not isinstance(source, str) or not source:
         raise PaddyError(f"`data.source` in {path} must be synthetic, kaggle, or a path to a folder or .zip.")
     for key in ("n_train", "n_test"):
-        _number(params, f"data.synthetic.{key}", path, lo=1, hi=100_000, integer=True, why=" (generated images)")
+        _number(params, f"data.synthetic.{key}", path, lo=1, hi=10_000_000, integer=True, why=" (generated images)")
     for key in ("width", "height"):
         _number(params, f"data.synthetic.{key}", path, lo=1, hi=MAX_SIDE, integer=True, why=" (pixels)")
     why = " (prepare writes JPEGs, whose sides stop at 65,535 pixels)"
