@@ -323,6 +323,9 @@ def test_the_competitions_metric_is_shown_by_name_first_and_ranks_the_table(tmp_
     rows = df.set_index("experiment")
     assert rows.loc["long", "oof_log_loss.ensemble"] == 0.30 and rows.loc["main", "test_log_loss.ensemble"] == 0.45
     assert rows.loc["gone", "oof_log_loss.ensemble"] == 0.25 and pd.isna(rows.loc["gone", "oof_acc.ensemble"])
+    table = ledger.read_ledger(tmp_path / "submissions.csv").assign(metric="accuracy")  # named by the ledger
+    rows = compare.build_table(log_loss_json(), table).set_index("experiment")
+    assert rows.loc["gone", "oof_acc.ensemble"] == 0.25 and pd.isna(rows.loc["gone", "oof_log_loss.ensemble"])
     # Best first by default: the lowest log loss, not the highest accuracy; --asc: the worst first
     assert list(compare.sort_table(df)["experiment"]) == ["gone", "long", "main", "vit-x1"]
     assert list(compare.sort_table(df, ascending=True)["experiment"]) == ["vit-x1", "main", "long", "gone"]

@@ -143,7 +143,8 @@ def test_validation_scores_the_competitions_metric_beside_the_loss(monkeypatch):
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3],
                           [0.4, 0.5, 0.1]])  # fmt: skip
     variety = torch.tensor([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5], [0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
-    monkeypatch.setattr(loop, "predict", lambda *args, **kwargs: torch.cat([probs, variety], 1))
+    both = torch.cat([probs, variety], 1)
+    monkeypatch.setattr(loop, "predict_batches", lambda *args, **kwargs: iter([both[:4], both[4:]]))  # two batches
     loader = type("Loader", (), {"dataset": type("Data", (), {"targets": targets})})
 
     def run(metric, classes=("a", "b", "c")):
@@ -153,6 +154,10 @@ def test_validation_scores_the_competitions_metric_beside_the_loss(monkeypatch):
     assert out["valid_f1_macro"] == pytest.approx(f1_score(targets[:, 0], probs.argmax(1), average="macro"))
     assert out["valid_acc"] == pytest.approx(4 / 6) and set(out) == {"valid_loss", "valid_acc", "valid_acc_variety",
                                                                       "valid_f1_macro"}  # fmt: skip
+    nll = torch.nn.functional.nll_loss
+    expected = nll(probs.log(), targets[:, 0]) + nll(variety.log(), targets[:, 1])  # over both batches at once
+    assert out["valid_loss"] == pytest.approx(expected.item(), rel=1e-6)
+    assert out["valid_acc_variety"] == pytest.approx((variety.argmax(1) == targets[:, 1]).float().mean().item())
     assert run("qwk", ("0", "1", "2"))["valid_qwk"] == pytest.approx(
         cohen_kappa_score(targets[:, 0], probs.argmax(1), weights="quadratic")
     )
@@ -160,7 +165,8 @@ def test_validation_scores_the_competitions_metric_beside_the_loss(monkeypatch):
         log_loss(targets[:, 0], probs.double() / probs.double().sum(1, True))
     )
     assert "valid_accuracy" not in run("accuracy") and len(run("accuracy")) == 3
-    monkeypatch.setattr(loop, "predict", lambda *args, **kwargs: torch.cat([probs[:, :2], variety], 1))
+    two = torch.cat([probs[:, :2], variety], 1)
+    monkeypatch.setattr(loop, "predict_batches", lambda *args, **kwargs: iter([two]))
     one_class = type("Loader", (), {"dataset": type("Data", (), {"targets": targets * 0})})
     out = loop.validate(None, one_class, None, "fp32", (2, 2), ("label", "variety"), Metric("roc_auc", ("a", "b")))
     assert "valid_roc_auc" not in out and "valid_acc" in out  # one class: no AUC, no key

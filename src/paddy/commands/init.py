@@ -107,7 +107,7 @@ def enter(source, fields=(), params_path="params.yaml", dry_run=False, client=No
     import tempfile
     from pathlib import Path
 
-    from paddy.data.competition import check_layout
+    from paddy.data.competition import check_layout, target_columns
     from paddy.data.describe import FIELDS, infer
     from paddy.data.listing import Listing
     from paddy.data.synthetic import check_description
@@ -124,7 +124,7 @@ def enter(source, fields=(), params_path="params.yaml", dry_run=False, client=No
         if source == "synthetic":
             listing, metric, slug = _synthetic(params, Path(tmp) / "competition")
             data_source = "synthetic"
-            layout = params["data"]["synthetic"].get("layout", "paddy")
+            layout = params.get("data", {}).get("synthetic", {}).get("layout", "paddy")
             found_here.append(f"data.competition: {slug} (the competition data.synthetic.layout {layout} imitates)")
         elif path.is_dir() or (path.is_file() and path.suffix.lower() == ".zip"):
             listing, data_source = Listing.of(path), source
@@ -160,7 +160,7 @@ def enter(source, fields=(), params_path="params.yaml", dry_run=False, client=No
             check_description(settings.data.synthetic, settings.competition)
         train, _, test, classes = check_layout(listing, settings.competition)
 
-    columns = [c for c in train.columns if c not in ("image_id", "label", "file")]
+    columns = target_columns(train)
     out(f"paddy init {source}: {listing.where}")
     out(f"  training images: {len(train):,} in {_class_line(train)}")
     out(f"  test images: {len(test):,}")

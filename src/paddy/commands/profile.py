@@ -102,6 +102,13 @@ def run(args):
     precision = planned_precision(args.precision or train.precision, device)
     overrides = {"precision": precision, "effective_batch": effective, **({"head": args.head} if args.head else {})}
     if args.params:
+        for name, model in settings.models.items():
+            lacking = [t for t in model.targets if t not in vocab]
+            if lacking:
+                raise PaddyError(
+                    f"models.{name} predicts {', '.join(lacking)} too, whose classes only {targets} knows: run `dvc "
+                    "repro prepare` first, or profile it by --arch with --num-classes."
+                )
         jobs = [(name, model_spec(model, train, vocab, device)) for name, model in settings.models.items()]
         jobs = [(n, dataclasses.replace(s, **overrides)) for n, s in jobs]
     else:

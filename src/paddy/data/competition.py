@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from paddy.data.listing import Listing, is_image
+from paddy.data.listing import Listing, is_image, read_text_csv
 from paddy.errors import PaddyError
 
 # The columns the pipeline's tables use for itself: a train table's column of that name (other than its ids and
 # labels) would be overwritten.
-RESERVED = ("image_id", "label", "file", "split", "path", "width", "height", "md5", "ok")
+RESERVED = ("image_id", "label", "file", "src", "split", "path", "width", "height", "md5", "ok")
 INIT = "`paddy init SOURCE` writes the competition section from the files (docs/competitions.md)."
 
 
@@ -27,6 +27,18 @@ def class_order(values):
     if values and all(re.fullmatch(r"-?\d+", v) for v in values):
         return sorted(values, key=int)
     return values
+
+
+def is_categorical(column):
+    """A column of text that could be a target (models.<name>.targets): no gaps, at least two values, far fewer
+    values than rows (a file name or a date is no target)."""
+    distinct = column.nunique()
+    return bool((column != "").all()) and 2 <= distinct <= max(2, min(len(column) // 2, 10_000))
+
+
+def target_columns(train):
+    """The train rows' columns a model may add to its targets after `label` (Paddy's variety and age)."""
+    return [c for c in train.columns if c not in RESERVED and is_categorical(train[c].astype(str))]
 
 
 def _fill(template, image_id, label=None):
@@ -201,14 +213,17 @@ def check_layout(source, comp):
 
 
 def _require_files(listing, files, what):
-    """Refuse when no path of `files` is in the listing; a few missing ones are prepare's to leave out."""
-    found = files.map(listing.exists)
-    if not found.any():
-        shown = ", ".join(files.head(2))
+    """Refuse when fewer than half the paths of `files` are in the listing: the template is wrong (a few missing
+    files are prepare's to leave out, each with its reason)."""
+    found = int(files.map(listing.exists).sum())
+    if found * 2 < len(files):
+        missing = files[~files.map(listing.exists)]
+        shown = ", ".join(missing.head(2))
+        some = "None" if found == 0 else f"Only {found:,}"
         raise PaddyError(
-            f"None of the {len(files):,} {what} paths exists in {listing.where}: looked for {shown}, ... "
-            f"{_near(listing, files.iloc[0])} Set the template to where an id's image is (e.g. train/{{id}}.png). "
-            f"{INIT}"
+            f"{some} of the {len(files):,} {what} paths exist{'s' if found == 1 else ''} in {listing.where}: looked "
+            f"for {shown}, ... {_near(listing, missing.iloc[0])} Set the template to where an id's image is (e.g. "
+            f"train/{{id}}.png). {INIT}"
         )
 
 
@@ -278,7 +293,7 @@ def check_targets(models, columns, where):
         if unknown:
             raise PaddyError(
                 f"`models.{name}.targets` in params.yaml names {', '.join(unknown)}, which {where} does not have: a "
-                f"target after label is another column of it ({', '.join(columns) or 'it has none'}). "
+                f"target after label is another categorical column of it ({', '.join(columns) or 'it has none'}). "
                 f"Set targets to [label]{' or [label, ' + columns[0] + ']' if columns else ''}."
             )
 
@@ -302,4 +317,4 @@ def read_sample_submission(root, comp):
             f"{path} is missing: the sample submission (`competition.sample_submission`) gives the test ids and the "
             "submission's columns. Run `dvc repro download`, or check the setting."
         )
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return read_text_csv(path, path)

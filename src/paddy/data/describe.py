@@ -14,7 +14,7 @@ import re
 from collections import Counter, defaultdict
 from fnmatch import fnmatch
 
-from paddy.data.competition import class_order
+from paddy.data.competition import class_order, is_categorical
 from paddy.data.listing import is_image
 from paddy.errors import PaddyError
 
@@ -59,12 +59,6 @@ def _is_probability(text):
         return 0.0 <= float(text) <= 1.0
     except ValueError:
         return False
-
-
-def _categorical(column):
-    """A column that could be a target: no gaps, at least two values, far fewer values than rows."""
-    distinct = column.nunique()
-    return (column != "").all() and 2 <= distinct <= max(2, min(len(column) // 2, 10_000))
 
 
 def _image_index(listing):
@@ -211,6 +205,7 @@ class _Inference:
                 return None, None, None
             df = self.listing.csv(name, "the train table, `competition.train_table`")
             column = self.given.get("id_column") or self.id_column(df)[0] or df.columns[0]
+            self.require_columns(name, df, [column], "id_column")
             return name, df, column
         test_ids = set(test_ids)
         tables, unplaced = [], []
@@ -240,8 +235,13 @@ class _Inference:
         """(labels_from, label_column, the training labels) from the train table, given the sample's value
         columns `values`."""
         others = [c for c in df.columns if c != id_column]
+        if "id_column" in self.given:
+            self.require_columns("the train table", df, [id_column], "id_column")
         if "label_column" in self.given:
             column = self.given["label_column"]
+            self.require_columns(
+                "the train table", df, column if isinstance(column, list) else [column], "label_column"
+            )
             if isinstance(column, list):
                 return "one_hot", column, self.one_hot_labels(df, column)
             return self.given.get("labels_from", "column"), column, df[column] if column in df else None
@@ -263,7 +263,7 @@ class _Inference:
         if len(hot) >= 2 and (labels := self.one_hot_labels(df, hot)) is not None:
             self.found.append(f"labels: one-hot columns {', '.join(hot)} (0/1, one per row)")
             return "one_hot", hot, labels
-        candidates = [c for c in others if _categorical(df[c])]
+        candidates = [c for c in others if is_categorical(df[c])]
         sent = set()
         if len(values) == 1:
             sent = {v for v in self.sample[values[0]] if v and not _is_probability(v)}
@@ -287,6 +287,15 @@ class _Inference:
             f"class, and none looks like classes (a few values repeated over the rows). Name it: "
             f"{self.pick('label_column', 'COLUMN')}."
         )
+
+    def require_columns(self, table, df, columns, key):
+        """Refuse a `key=value` naming columns the table does not have (a typo), listing the ones it has."""
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise PaddyError(
+                f"`{key}` names {', '.join(missing)}, which {table} does not have: its columns are "
+                f"{', '.join(df.columns)}. Pick one of them: {self.pick(key, df.columns[-1])}."
+            )
 
     @staticmethod
     def one_hot_labels(df, columns):
@@ -433,7 +442,7 @@ class _Inference:
 
     def extra_targets(self, df, id_column, label_column):
         labels = set(label_column) if isinstance(label_column, list) else {label_column}
-        extras = [c for c in df.columns if c != id_column and c not in labels and _categorical(df[c])]
+        extras = [c for c in df.columns if c != id_column and c not in labels and is_categorical(df[c])]
         shown = ", ".join(f"{c} ({df[c].nunique()} values)" for c in extras) or "none"
         self.found.append(f"extra target columns (models.<name>.targets: [label, ...]): {shown}")
         return extras

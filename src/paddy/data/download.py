@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from paddy.archive import extract_zip
-from paddy.data.competition import check_layout
+from paddy.data.competition import check_layout, target_columns
 from paddy.data.fingerprint import source_path
 from paddy.data.listing import Listing, expand_archives
 from paddy.data.synthetic import check_description, columns, make_competition, train_label_counts
@@ -87,8 +87,8 @@ def check_source(data, comp):
     if source == "kaggle":
         return None
     path = source_path(source)
-    train = check_layout(Listing.of(path, inner=False), comp)[0]
-    return train["label"].value_counts(), [c for c in train.columns if c not in ("image_id", "label", "file")]
+    train = check_layout(Listing.of(path), comp)[0]
+    return train["label"].value_counts(), target_columns(train)
 
 
 def _build_dir(dest, fill, check):

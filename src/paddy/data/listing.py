@@ -7,7 +7,9 @@ stands for what it holds: the folder `train/` or the file `train_labels.csv`. do
 (expand_archives), so what the description says of the listing holds for data/raw.
 """
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +20,7 @@ import pandas as pd
 
 from paddy.archive import IGNORED, check_zip
 from paddy.errors import PaddyError
+from paddy.files import cache_dir, write_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -41,6 +44,18 @@ def _unwrap(names, top):
     return {n: n for n in names}
 
 
+def read_text_csv(source, where):
+    """A CSV (a path or a file object) with every value as text: ids keep their leading zeros, `NA` or `None` stay
+    labels, empty cells stay empty; an unreadable one is a PaddyError naming `where`."""
+    try:
+        return pd.read_csv(source, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise PaddyError(
+            f"{where} is not a readable CSV ({type(e).__name__}: {e}). Restore the competition's own file (download "
+            "it again, or point `data.source` at an intact copy)."
+        ) from None
+
+
 def _archive_entries(zf, target):
     """{path in the listing: entry name} of an inner archive standing for `target` (a folder, or one CSV)."""
     names = [i.filename for i in zf.infolist() if not i.is_dir()]
@@ -52,16 +67,15 @@ def _archive_entries(zf, target):
 
 class Listing:
     """The files of a competition (posix paths relative to its top, the inner archives expanded) and a way to read
-    one. `opaque`: folders an inner archive stands for whose entries were not read (an archive within a zip, on a
-    check that must stay cheap): a path under one is taken to exist."""
+    one."""
 
-    def __init__(self, where, files, read, opaque=()):
-        self.where, self.files, self._read, self.opaque = str(where), set(files), read, tuple(opaque)
+    def __init__(self, where, files, read):
+        self.where, self.files, self._read, self._tables = str(where), set(files), read, {}
 
     @classmethod
-    def of(cls, path, inner=True):
-        """The listing of a folder or a .zip. inner=False leaves archives inside a zip unread (opaque): reading one
-        means decompressing it."""
+    def of(cls, path):
+        """The listing of a folder or a .zip. The entries of an archive inside a zip are remembered in the cache
+        (keyed by the zip's size and time): reading them means decompressing the archive, once, not on every check."""
         path = Path(path)
         if path.is_dir():
             files = set()
@@ -76,6 +90,10 @@ class Listing:
             def open_archive(rel):
                 check_zip(path / rel, crc=False)  # entries that would land outside are refused
                 return zipfile.ZipFile(path / rel)
+
+            def entries(name, target):
+                with open_archive(name) as zf:
+                    return _archive_entries(zf, target)
 
         else:
             infos = check_zip(path, crc=False)
@@ -103,17 +121,24 @@ class Listing:
                 opened[rel].seek(0)
                 return zipfile.ZipFile(opened[rel])
 
-        members, opaque = {}, []  # path in the listing -> (the inner archive's listing path, its entry)
+            def entries(name, target):
+                stat = path.stat()
+                key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{entry[name]}|{target}"
+                memo = cache_dir("listings", hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+                if memo.exists():
+                    return json.loads(memo.read_text())
+                with open_archive(name) as zf:
+                    found = _archive_entries(zf, target)
+                write_json(memo, found)
+                return found
+
+        members = {}  # path in the listing -> (the inner archive's listing path, its entry)
         for name in sorted(files):
             target = _inner_target(name)
             if target is None or target in files or any(f.startswith(f"{target}/") for f in files):
                 continue
-            if not (inner or path.is_dir()):
-                opaque.append(target)
-                continue
-            with open_archive(name) as zf:
-                members.update({rel: (name, e) for rel, e in _archive_entries(zf, target).items()})
-        stood_for = {archive for archive, _ in members.values()} | {f"{o}.zip" for o in opaque}
+            members.update({rel: (name, e) for rel, e in entries(name, target).items()})
+        stood_for = {archive for archive, _ in members.values()}
 
         def read_any(rel):
             if rel not in members:
@@ -122,29 +147,23 @@ class Listing:
             with open_archive(archive) as zf:
                 return zf.read(member)
 
-        return cls(path, (files - stood_for) | set(members), read_any, opaque)
+        return cls(path, (files - stood_for) | set(members), read_any)
 
     def exists(self, rel):
-        return rel in self.files or any(rel.startswith(f"{o}/") for o in self.opaque)
+        return rel in self.files
 
     def csv(self, rel, what="a table"):
-        """The CSV at `rel`, every value as text (ids keep their leading zeros, empty cells stay empty)."""
+        """The CSV at `rel`, every value as text (ids keep their leading zeros, empty cells stay empty); read once,
+        then remembered (a caller must not change it)."""
         if rel not in self.files:
             raise PaddyError(f"{self.where} has no {rel} ({what}). {self.tops_line()}")
-        try:
-            return pd.read_csv(io.BytesIO(self._read(rel)), dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise PaddyError(
-                f"{self.where}/{rel} is not a readable CSV ({type(e).__name__}: {e}). Restore the competition's own "
-                "file (download it again, or point `data.source` at an intact copy)."
-            ) from None
-
-    def read(self, rel):
-        return self._read(rel)
+        if rel not in self._tables:
+            self._tables[rel] = read_text_csv(io.BytesIO(self._read(rel)), f"{self.where}/{rel}")
+        return self._tables[rel]
 
     def tops_line(self):
         """One sentence of what the top level holds, for an error message."""
-        tops = {f.split("/", 1)[0] + ("/" if "/" in f else "") for f in self.files} | {f"{o}/" for o in self.opaque}
+        tops = {f.split("/", 1)[0] + ("/" if "/" in f else "") for f in self.files}
         tops = sorted(tops)
         shown = ", ".join(tops[:12]) + (f" and {len(tops) - 12} more" if len(tops) > 12 else "")
         return f"Its top level holds {shown or 'nothing'}."

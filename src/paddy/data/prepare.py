@@ -8,7 +8,7 @@ import pandas as pd
 from PIL import Image
 
 from paddy.console import progress
-from paddy.data.competition import class_order, read_competition
+from paddy.data.competition import class_order, read_competition, target_columns
 from paddy.data.images import MAX_PIXELS, BadImage, read_image
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, process_pool, write_csv, write_json
@@ -86,21 +86,25 @@ def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=
     )
     for b in bad.itertuples():
         print(f"left out {b.file}: {b.reason}")
-    if not rows.ok[rows.split == "train"].any():
+    training = rows[rows.split == "train"]
+    if not training.ok.any():
         raise PaddyError(
-            f"Every training image of {raw_dir} was left out ({len(bad)} bad files, listed above): nothing to train "
-            "on. Check the source's images, and `competition.train_images` in params.yaml."
+            f"Every training image of {raw_dir} was left out ({int((~training.ok).sum())} bad files, listed above): "
+            "nothing to train on. Check the source's images, and `competition.train_images` in params.yaml."
+        )
+    emptied = sorted(set(training.label) - set(training.label[training.ok]))
+    if emptied:  # no model could learn it, and a submission sending a column per class would lack its column
+        more = f", and of {len(emptied) - 1} more class(es)" if len(emptied) > 1 else ""
+        raise PaddyError(
+            f"Every training image of the class {emptied[0]!r} was left out (listed above){more}: no model can "
+            "learn a class without images. Repair or replace its images in the competition folder."
         )
     index = rows.drop(columns="src").loc[rows.ok | (rows.split == "test")]  # a test row needs a prediction anyway
     write_csv(index, out_dir / INDEX)
     write_csv(bad, out_dir / BAD_FILES)
     kept = index[(index.split == "train") & index.ok]
     write_json(out_dir / LABELS, class_order(kept["label"]))
-    extras = [c for c in train.columns if c not in ("image_id", "label", "src")]
-    vocab = {"label": class_order(kept["label"])}
-    # A target is categorical: no gaps, and far fewer values than images (a file name or a date is no target)
-    categorical = [c for c in extras if (kept[c] != "").all() and kept[c].nunique() <= min(len(kept) // 2, 10_000)]
-    vocab |= {c: class_order(kept[c]) for c in categorical}
+    vocab = {"label": class_order(kept["label"])} | {c: class_order(kept[c]) for c in target_columns(kept)}
     write_json(out_dir / TARGETS, vocab)
     return index, bad
 

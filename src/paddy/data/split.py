@@ -67,7 +67,7 @@ def check_cv(cv, train, counts, where):
 
 
 def read_splits(path):
-    table = pd.read_csv(path, dtype={"image_id": str, "label": str})
+    table = pd.read_csv(path, dtype={"image_id": str, "label": str}, keep_default_na=False)
     return table, split_columns(table)
 
 

@@ -194,11 +194,14 @@ def build_table(exp_json, ledger, param_keys=None, names=None):
         used.update(match.index)
         table.append(line)
     # Submissions of experiments no longer in `dvc exp show`: the ledger outlives them (unless experiments are named).
-    # Their ledger CV is the ensemble's oof_score (paddy.leaderboard.submit.cv_figures): the experiments' metric.
+    # Their ledger CV is the ensemble's oof_score (paddy.leaderboard.submit.cv_figures), in the metric the ledger
+    # names; a row from before the ledger named one: the experiments' metric.
     orphans = ledger.drop(index=list(used)) if not names else ledger.iloc[0:0]
-    cv_column = score_column(competition_metric(r["metric"] for r in rows))
+    shared = competition_metric(r["metric"] for r in rows)
     for name, group in orphans.groupby(orphans["experiment"].astype(str), sort=False):
-        line = {"experiment": name, "rev": "ledger", cv_column: group["cv"].iloc[-1]}
+        metric = group["metric"].iloc[-1]
+        metric = metric if isinstance(metric, str) and metric in GREATER_IS_BETTER else shared
+        line = {"experiment": name, "rev": "ledger", score_column(metric): group["cv"].iloc[-1]}
         line.update(_scores(group))
         table.append(line)
     df = pd.DataFrame(table)

@@ -167,7 +167,7 @@ def check_competition(data, comp, data_dir, cache_dir=None):
     cached = kaggle_cache.zip_path(data.competition, cache_dir)
     if source == "kaggle" or not kaggle_cache.read_record(cached) or not cached.is_file():
         return  # Kaggle's own files, or nothing to compare with: the file is checked against its sample alone
-    theirs = tuple(Listing.of(cached, inner=False).csv(comp.sample_submission).iloc[:, 0])
+    theirs = tuple(Listing.of(cached).csv(comp.sample_submission).iloc[:, 0])
     ours = tuple(read_sample_submission(data_dir, comp).iloc[:, 0])
     if ours != theirs:
         where = Path(data_dir) / comp.sample_submission

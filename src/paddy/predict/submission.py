@@ -92,9 +92,10 @@ def validate_submission(sub, sample, classes, comp, where="submission.csv"):
         labels = sub[columns[0]]
         bad = labels[~labels.isin(list(classes))]
         if len(bad):
+            shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
             raise PaddyError(
                 f"{where} has {columns[0]} {bad.iloc[0]!r} (row {bad.index[0] + 2}), which is not one of the "
-                f"competition's classes: {', '.join(classes)}."
+                f"competition's {len(classes)} classes: {shown}."
             )
         return
     what = "the class columns" if comp.form == "probabilities" else f"{columns[0]} values"

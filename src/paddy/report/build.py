@@ -259,7 +259,8 @@ def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json
     test_tables = read_tables(preds_dir, list(weights), "test", labels)
     test = Stack(test_tables, common_ids(test_tables))
     test_probs = temper(test.mix(weight_vector(test, weights)), temperature)
-    unsure = least_confident_rows(test.ids, test_probs, labels, pd.read_csv(truth_csv, dtype=str), report.top_losses)
+    truth = pd.read_csv(truth_csv, dtype=str, keep_default_na=False)
+    unsure = least_confident_rows(test.ids, test_probs, labels, truth, report.top_losses)
     del test_probs
 
     plots, tables = Path(plots_dir), Path(tables_dir)

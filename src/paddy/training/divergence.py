@@ -69,7 +69,7 @@ class LossWatch:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # the first bad step's number, or -1
         self.streak = torch.zeros((), dtype=torch.long, device=device)  # fp16: non-finite skipped steps in a row
         self.bad_streak = torch.zeros((), dtype=torch.long, device=device)  # the streak at the first bad step
-        self.recent = deque(maxlen=SHOWN + CHECK_EVERY)  # (number, epoch, step, steps, lr, loss on the device)
+        self.recent = deque(maxlen=SHOWN + self.every)  # (number, epoch, step, steps, lr, loss on the device)
         self.count = 0
 
     def step(self, loss, epoch, step, steps, lr, skipped=None):

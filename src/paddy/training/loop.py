@@ -13,11 +13,13 @@ import signal
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from paddy.console import progress as progress_bar
 from paddy.errors import PaddyError
+from paddy.metrics import LABEL_METRICS
 from paddy.training import distributed
 from paddy.training.augment import BatchAugment
 from paddy.training.checkpoints import Checkpoint, Progress
@@ -164,30 +166,44 @@ def _fall_back(optimizer, progress, floor, error, epoch, step):
     progress.micro_batch = half
 
 
-def predict(model, loader, augment, precision, sizes=None):
-    """Softmax probabilities (per target) for every item of `loader`, in order, as a float32 CPU tensor."""
+def predict_batches(model, loader, augment, precision, sizes=None):
+    """Softmax probabilities (per target) of each batch of `loader`, in order, on the device."""
     model.eval()
-    out = [predict_chunked(model, items, augment, precision, sizes=sizes) for items, _ in loader]
-    return torch.cat(out).cpu()  # one wait for the device, at the end
+    for items, _ in loader:
+        yield predict_chunked(model, items, augment, precision, sizes=sizes)
 
 
 def validate(model, loader, augment, precision, sizes=None, names=("label",), metric=None):
     """valid_loss (summed over targets, like the training loss) and one accuracy per target: valid_acc for the
     label, valid_acc_<target> for the others; and valid_<metric> of the label, where `metric` (a paddy.metrics.Metric,
-    the competition's) is not accuracy and the rows define it."""
-    probs = predict(model, loader, augment, precision, sizes)
+    the competition's) is not accuracy and the rows define it.
+
+    Batch by batch: the loss and the right answers are summed on the device, and only what the metric reads is
+    kept (the predicted classes, or the label's probabilities for a metric of probabilities), so validating 60,000
+    images of 10,000 classes holds no [row, class] table unless the metric needs one."""
     targets = loader.dataset.targets
     targets = targets[:, None] if targets.dim() == 1 else targets
-    metrics, loss = {}, 0.0
-    for t, (name, part) in enumerate(zip(names, probs.split(list(sizes or [probs.shape[1]]), dim=1))):
-        loss += F.nll_loss(part.clamp_min(1e-12).log(), targets[:, t]).item()
-        key = "valid_acc" if t == 0 else f"valid_acc_{name}"
-        metrics[key] = (part.argmax(1) == targets[:, t]).float().mean().item()
-        if t == 0 and metric is not None and metric.name != "accuracy":
-            score = metric(targets[:, 0].numpy(), part.double().numpy())
-            if score is not None:  # ROC AUC over a validation set of one class has none
-                metrics[f"valid_{metric.name}"] = score
-    return {"valid_loss": loss, **metrics}
+    wanted = metric is not None and metric.name != "accuracy"
+    loss_sums = right = None
+    kept, seen = [], 0
+    for probs in predict_batches(model, loader, augment, precision, sizes):
+        batch = targets[seen : seen + len(probs)].to(probs.device)
+        seen += len(probs)
+        parts = probs.split(list(sizes or [probs.shape[1]]), dim=1)
+        losses = [F.nll_loss(p.clamp_min(1e-12).log(), batch[:, t], reduction="sum") for t, p in enumerate(parts)]
+        hits = [(p.argmax(1) == batch[:, t]).sum() for t, p in enumerate(parts)]
+        loss_sums = torch.stack(losses) if loss_sums is None else loss_sums + torch.stack(losses)
+        right = torch.stack(hits) if right is None else right + torch.stack(hits)
+        if wanted:
+            kept.append((parts[0].argmax(1) if metric.name in LABEL_METRICS else parts[0]).cpu())
+    loss_sums, right = (loss_sums / seen).tolist(), (right / seen).tolist()  # one wait for the device, at the end
+    metrics = {("valid_acc" if t == 0 else f"valid_acc_{name}"): right[t] for t, name in enumerate(names)}
+    if wanted:
+        kept, y = torch.cat(kept).numpy(), targets[:, 0].numpy()
+        score = metric.of_labels(y, kept) if metric.name in LABEL_METRICS else metric(y, kept.astype(np.float64))
+        if score is not None:  # ROC AUC over a validation set of one class has none
+            metrics[f"valid_{metric.name}"] = score
+    return {"valid_loss": sum(loss_sums), **metrics}
 
 
 def _check_shards(loader, micro_batch):
