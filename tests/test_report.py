@@ -236,7 +236,7 @@ def test_the_stage_prints_one_paragraph_not_a_traceback(tmp_path):
         "metrics/report", "plots/report", cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "error: ensemble.json is missing" in out.stderr and "Run `dvc repro`" in out.stderr
+    assert "error: ensemble.json does not exist" in out.stderr and "Run `dvc repro`" in out.stderr
 
 
 def test_a_predicted_image_missing_from_the_prepared_folder_is_named(tmp_path):

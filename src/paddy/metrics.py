@@ -12,10 +12,10 @@ import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 from paddy.errors import PaddyError
+from paddy.settings.schema import LABEL_METRICS
 
 # Kaggle's log loss clips every probability to [1e-15, 1 - 1e-15] and rescales each row to sum to 1 before scoring.
 CLIP = 1e-15
-LABEL_METRICS = ("accuracy", "f1_micro", "f1_macro", "qwk")  # they score the argmax class, nothing else
 GREATER_IS_BETTER = {
     "accuracy": True,
     "log_loss": False,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from paddy.data.listing import Listing, is_image, read_text_csv
 from paddy.errors import PaddyError
+from paddy.settings.schema import LABEL_METRICS
 
 # The columns the pipeline's tables use for itself: a train table's column of that name (other than its ids and
 # labels) would be overwritten.
@@ -259,9 +260,9 @@ def check_form(comp, sample, classes, where):
         "log_loss": ("probabilities", "probability"),
         "roc_auc": ("probability", "probabilities"),
         "mean_roc_auc": ("probabilities",),
-    }.get(comp.metric, ("label",))
+    }.get(comp.metric, ("label",))  # LABEL_METRICS: a label
     if comp.form not in need:
-        scores = "probabilities" if need != ("label",) else "labels"
+        scores = "labels" if comp.metric in LABEL_METRICS else "probabilities"
         raise PaddyError(
             f"`competition.metric` is {comp.metric}, which scores {scores}, but `competition.form` is {comp.form}: "
             f"set form to {' or '.join(need)} (what the sample submission holds), or the metric to the one Kaggle "

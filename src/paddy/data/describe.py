@@ -17,11 +17,10 @@ from fnmatch import fnmatch
 from paddy.data.competition import class_order, is_categorical
 from paddy.data.listing import is_image
 from paddy.errors import PaddyError
+from paddy.settings.schema import LABEL_METRICS, PROBABILITY_METRICS
 
 FIELDS = ("train_table", "id_column", "labels_from", "label_column", "train_images", "test_images",
           "sample_submission", "form", "positive", "metric")  # fmt: skip
-PROBABILITY_METRICS = ("log_loss", "roc_auc", "mean_roc_auc")
-LABEL_METRICS = ("accuracy", "f1_micro", "f1_macro", "qwk")
 # Archives Listing cannot open: their images are invisible until extracted
 UNREADABLE = {".7z": "7z x {name}  (or: pip install py7zr; python -m py7zr x {name})", ".rar": "unrar x {name}",
               ".tar": "tar -xf {name}", ".tar.gz": "tar -xzf {name}", ".tgz": "tar -xzf {name}",

@@ -8,7 +8,9 @@ on the mixed out-of-fold probabilities, softens (or sharpens) the test probabili
 """
 
 import itertools
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,11 +23,31 @@ from paddy.metrics import CLIP, LABEL_METRICS, Metric, better, log_loss_of
 from paddy.predict.submission import make_submission, validate_submission
 from paddy.predict.tables import Stack, chunks, common_ids, read_tables
 
-EPS = 1e-15  # a probability of exactly 0 for the true label would make the log loss infinite
 # The metric search's grid by number of models (101 and 231 points); more models move one step at a time instead
 GRID_STEPS = {2: 100, 3: 20}
 MAX_MOVES = 500  # a continuous metric (ROC AUC) could creep up by tiny moves for long
 TEMPERATURES = (0.05, 20.0)  # the temperature's search bounds
+
+
+def read_choice(ensemble_json):
+    """(the weights the submission used, its temperature): metrics/ensemble.json's `weights` ({model: weight}) and
+    `temperature.value` (1 where there is none: a competition not scored by log loss). The report and `paddy
+    predict` mix as the submission did from them."""
+    path = Path(ensemble_json)
+    rerun = "Run `dvc repro` (or `dvc repro ensemble`) to write it."
+    if not path.is_file():
+        raise PaddyError(f"{path} does not exist: the models have no ensemble weights yet. {rerun}")
+    try:
+        figures = json.loads(path.read_text())
+        weights = {str(name): float(w) for name, w in figures["weights"].items()}
+        temperature = float((figures.get("temperature") or {}).get("value", 1.0))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise PaddyError(
+            f"{path} has no `weights` mapping each model to its weight (it is not the ensemble stage's). {rerun}"
+        ) from None
+    if not weights:
+        raise PaddyError(f"{path} has no `weights` of the models. {rerun}")
+    return weights, temperature
 
 
 def as_stack(probs):
@@ -66,10 +88,10 @@ def fit_log_loss(probs, y):
     p_true = stack.true_probs(y)  # row x model
 
     def loss(w):
-        return -np.log(np.clip(p_true @ w, EPS, None)).mean()
+        return -np.log(np.clip(p_true @ w, CLIP, None)).mean()
 
     def grad(w):
-        return -(p_true / np.clip(p_true @ w, EPS, None)[:, None]).mean(0)
+        return -(p_true / np.clip(p_true @ w, CLIP, None)[:, None]).mean(0)
 
     start = np.full(n, 1 / n)
     result = minimize(

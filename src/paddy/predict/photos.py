@@ -11,7 +11,6 @@ tta stage does), so with `tta.n > 0` they match exactly when the photos come in 
 differ by TTA's randomness only (tests/test_predict.py checks both).
 """
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from paddy.data.images import MAX_PIXELS, read_image
 from paddy.data.items import resize_item
 from paddy.data.prepare import resize_image
 from paddy.errors import PaddyError
-from paddy.predict.ensemble import temper
+from paddy.predict.ensemble import read_choice, temper
 from paddy.predict.tables import Stack, Table
 from paddy.predict.tta import require_finite, split_seed, tta_probs
 from paddy.training.augment import create_augment
@@ -124,16 +123,7 @@ def ensemble_weights(models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=No
     rerun = "Run `dvc repro` (it trains the models of params.yaml and writes both), then predict again."
     if not models_dir.is_dir():
         raise PaddyError(f"{models_dir} does not exist: no model is trained yet. {rerun}")
-    if not ensemble_json.is_file():
-        raise PaddyError(f"{ensemble_json} does not exist: the models have no ensemble weights yet. {rerun}")
-    try:
-        weights = json.loads(ensemble_json.read_text())["weights"]
-        weights = {str(name): float(w) for name, w in weights.items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise PaddyError(
-            f"{ensemble_json} has no `weights` mapping each model to its weight (it is not the ensemble stage's). "
-            "Run `dvc repro ensemble` to write it again."
-        ) from None
+    weights, _ = read_choice(ensemble_json)
     if only:
         unknown = [name for name in only if name not in weights]
         if unknown:
@@ -205,18 +195,12 @@ def predict_photos(
             w = np.array([weights[n] for n in predicting])
             mixed[target] = Table(ids, stack.mix(w / w.sum()), vocab).frame()
     labels = mixed.pop(targets[0])
-    t = ensemble_temperature(ensemble_json)
+    _, t = read_choice(ensemble_json)
     if ok and t != 1:  # the submission's probabilities: the mix at the temperature fitted out of fold (log loss)
         classes = list(labels.columns[1:])
         labels[classes] = temper(labels[classes].to_numpy(float), t)
     each = {n: Table(ids, p, metas[n]["labels"]).frame() for n, p in frames[targets[0]].items()}
     return Predictions(files, errors, labels, mixed, each)
-
-
-def ensemble_temperature(ensemble_json=ENSEMBLE_JSON):
-    """The temperature the ensemble stage applied to the submission's probabilities (1 when none was fitted)."""
-    metrics = json.loads(Path(ensemble_json).read_text())
-    return float((metrics.get("temperature") or {}).get("value", 1.0))
 
 
 def check_top(top, labels):

@@ -3,7 +3,6 @@ stage chose (metrics/ensemble.json) by the ensemble's own mix, at its temperatur
 the report's metrics, tables and pictures. It reads the probability tables (one source's mixture in memory at a
 time, kept as per-row figures) and only the images it draws."""
 
-import json
 import shutil
 import textwrap
 from dataclasses import dataclass
@@ -16,25 +15,12 @@ from paddy.data.prepare import read_index, read_labels
 from paddy.errors import PaddyError
 from paddy.files import replace_dir, write_csv, write_json
 from paddy.metrics import Metric, format_score
-from paddy.predict.ensemble import aligned, temper
+from paddy.predict.ensemble import aligned, read_choice, temper
 from paddy.predict.tables import Stack, common_ids, read_tables
 from paddy.report import pictures, scores
 
 ENSEMBLE = "ensemble"
 TEXT_WIDTH = 38  # characters of a cell's line under an image: the cell's width in the monospace font
-
-
-def read_weights(ensemble_json):
-    """(the weights the submission used, its temperature): metrics/ensemble.json's `weights` ({model: weight}) and
-    `temperature.value` (1 where there is none: a competition not scored by log loss)."""
-    path = Path(ensemble_json)
-    if not path.exists():
-        raise PaddyError(f"{path} is missing: the report reads the weights the ensemble chose there. Run `dvc repro`.")
-    figures = json.loads(path.read_text())
-    weights = figures.get("weights")
-    if not isinstance(weights, dict) or not weights:
-        raise PaddyError(f"{path} has no `weights` of the models: rerun the ensemble with `dvc repro -f ensemble`.")
-    return weights, float((figures.get("temperature") or {}).get("value", 1.0))
 
 
 @dataclass
@@ -235,7 +221,7 @@ def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json
     plots_dir, tables in tables_dir, then metrics_json last, so a picture that fails to draw leaves the metrics as
     they were. Returns the metrics."""
     labels, index = read_labels(prepared_dir), read_index(prepared_dir)
-    weights, temperature = read_weights(ensemble_json)
+    weights, temperature = read_choice(ensemble_json)
     train = index[index["split"] == "train"][["image_id", "label"]]
     metric = Metric.of(comp, labels)
     ids, y, rows, oof_score = out_of_fold(preds_dir, weights, labels, train, metric, temperature)

@@ -9,7 +9,7 @@ each is checked against a brute-force or scikit-learn answer on a fixed table (t
 import numpy as np
 import pandas as pd
 
-EPS = 1e-15  # as the ensemble's log loss: a probability of exactly 0 for the true class would be an infinite loss
+from paddy.metrics import CLIP  # Kaggle's: a probability of exactly 0 for the true class, an infinite loss
 
 
 def confusion_counts(y, predicted, shown):
@@ -76,7 +76,7 @@ def most_involved(pairs, labels, n):
 
 def losses(p_true):
     """Each row's log loss: -log p(true class)."""
-    return -np.log(np.clip(np.asarray(p_true, dtype=float), EPS, None))
+    return -np.log(np.clip(np.asarray(p_true, dtype=float), CLIP, None))
 
 
 def top_losses(loss, ids, n):

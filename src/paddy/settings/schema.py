@@ -21,7 +21,10 @@ LAYOUTS = (
 )  # fmt: skip
 LABELS_FROM = ("column", "one_hot", "folders", "file_names")  # where a competition's training labels are
 FORMS = ("label", "probabilities", "probability")  # what a submission sends per test image
-METRICS = ("accuracy", "log_loss", "f1_micro", "f1_macro", "roc_auc", "mean_roc_auc", "qwk")  # paddy.metrics
+# paddy.metrics computes them: those of a label score the argmax class alone, those of probabilities the columns
+LABEL_METRICS = ("accuracy", "f1_micro", "f1_macro", "qwk")
+PROBABILITY_METRICS = ("log_loss", "roc_auc", "mean_roc_auc")
+METRICS = LABEL_METRICS + PROBABILITY_METRICS
 ENSEMBLE_WEIGHTS = ("params", "fit")
 # Kaggle's GPU machines for `paddy kaggle run`: name -> (the API's machine_shape, GPUs). Neither has bf16.
 ACCELERATORS = {"t4x2": ("NvidiaTeslaT4", 2), "p100": ("NvidiaTeslaP100", 1)}
