@@ -435,9 +435,7 @@ def columns(layout):
 def described(layout="paddy", classes=0):
     """description(layout, classes) as the settings hold it (CompetitionSettings): for code that generates a
     competition and reads it back without a params.yaml (the benchmarks, the tests)."""
-    section = description(layout, classes)
-    column = section["label_column"]
-    return CompetitionSettings(**dict(section, label_column=tuple(column) if isinstance(column, list) else column))
+    return CompetitionSettings.of(description(layout, classes))
 
 
 # What describes the files themselves; the metric is the user's to change

@@ -21,6 +21,7 @@ import torch
 
 from paddy.data.images import MAX_PIXELS, read_image
 from paddy.data.items import resize_item
+from paddy.data.listing import IMAGE_SUFFIXES  # what a folder is searched for; a named file is tried anyway
 from paddy.data.prepare import resize_image
 from paddy.errors import PaddyError
 from paddy.predict.ensemble import read_choice, temper
@@ -31,8 +32,6 @@ from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint
 
 MODELS_DIR = Path("data/models")
 ENSEMBLE_JSON = Path("metrics/ensemble.json")
-# What a folder is searched for; a file named on the command line is tried whatever its name.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 HEADER = b"path,label_1,prob_1"  # how the table written by `paddy predict` starts: check_out overwrites only such files
 
 

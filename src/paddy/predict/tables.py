@@ -1,5 +1,6 @@
-"""The probability tables the tta stage writes and the ensemble, the report and `paddy predict` read: one row per
-image, one column per class (data/prepared/labels.json's order), per model and kind (test, oof).
+"""The probability tables the tta stage writes and the ensemble and the report read (`paddy predict` mixes its own
+the same way, Stack): one row per image, one column per class (data/prepared/labels.json's order), per model and
+kind (test, oof).
 
 A table is a float32 .npy (`<kind>_probs.npy`) beside its rows' ids (`<kind>_ids.csv`) and classes
 (`classes.json`): a competition of 300,000 images and 10,000 classes has out-of-fold tables of gigabytes, which a

@@ -73,9 +73,10 @@ def verify(folder, how_to_resume=""):
     for name in ("params.yaml", "dvc.lock", "submission.csv"):
         if name not in manifest.get("files", {}):
             raise PaddyError(f"The kernel's manifest lists no {name}: not a complete run of the pipeline.")
-    for meta in sorted((folder / "data" / "models").glob("*/meta.json")):  # kaggle.keep_weights: the models came too
-        for split in digests.read_meta(meta.parent)["splits"]:
-            why = digests.problem(meta.parent, split, digests.read_meta(meta.parent))
+    for path in sorted((folder / "data" / "models").glob("*/meta.json")):  # kaggle.keep_weights: the models came too
+        meta = digests.read_meta(path.parent)
+        for split in meta["splits"]:
+            why = digests.problem(path.parent, split, meta)  # the kernel's own run: rebuilt by running it again
             if why is not None:
                 raise PaddyError(
                     f"{why}. The manifest's md5 matches, so the kernel wrote it so: run it again (`paddy kaggle run`); "

@@ -388,13 +388,10 @@ def parse_settings(params, path="params.yaml"):
     check_params(params, path)
     train = dict(params["train"], aug=schema.AugmentSettings(**params["train"]["aug"]))
     data = dict(params["data"], synthetic=schema.SyntheticSettings(**params["data"]["synthetic"]))
-    competition = dict(params["competition"])
-    if isinstance(competition["label_column"], list):
-        competition["label_column"] = tuple(competition["label_column"])
     return schema.Settings(
         seed=params["seed"],
         data=schema.DataSettings(**data),
-        competition=schema.CompetitionSettings(**competition),
+        competition=schema.CompetitionSettings.of(params["competition"]),
         prepare=schema.PrepareSettings(**params["prepare"]),
         cv=schema.CVSettings(**params["cv"]),
         train=schema.TrainSettings(**train),

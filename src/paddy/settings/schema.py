@@ -62,6 +62,12 @@ class CompetitionSettings:
     positive: str  # form probability: the class whose probability is sent
     metric: str  # METRICS
 
+    @classmethod
+    def of(cls, section):
+        """The settings of a competition section as params.yaml holds it (label_column a list for one_hot)."""
+        column = section["label_column"]
+        return cls(**dict(section, label_column=tuple(column) if isinstance(column, list) else column))
+
 
 @dataclass(frozen=True)
 class DataSettings:
