@@ -86,6 +86,7 @@ class PhotoBatches:
 
     def __init__(self, files, item_size, item_method, batch_size):
         self.files, self.size, self.method, self.batch_size = list(files), item_size, item_method, batch_size
+        self.dataset = self.files  # its length is the rows' count, as a DataLoader's dataset's
 
     def __iter__(self):
         for start in range(0, len(self.files), self.batch_size):
@@ -109,7 +110,7 @@ def model_probs(ckpt_dir, files, settings, device, precision):
         net, _ = load_checkpoint(ckpt_dir, split, device)
         seed = split_seed(settings.seed, s)
         p = tta_probs(net, batches, augment, settings.tta.n, settings.tta.beta, precision, seed, sizes, True)
-        require_finite(p, ckpt_dir, split, meta["model"])
+        require_finite((p,), ckpt_dir, split, meta["model"])
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()
     return dict(zip(meta["targets"], np.split(probs, np.cumsum(sizes)[:-1], axis=1)))

@@ -28,7 +28,7 @@ def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None, ev
     device = next(model.parameters()).device
     generator = torch.Generator(device)
     classes = sizes[0] if sizes and not every_target else None
-    out = []
+    out, start = None, 0  # filled batch by batch: 60,000 rows of 10,000 classes are held once, not twice
     for b, (items, _) in enumerate(loader):
         items = items.to(device, non_blocking=True)
         probs = predict_chunked(model, items, augment, precision, sizes=sizes)[:, :classes]
@@ -39,18 +39,24 @@ def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None, ev
                 draws = augment.draw(items, generator)
                 augmented += predict_chunked(model, items, augment, precision, draws, sizes)[:, :classes]
             probs = blend(augmented / n, probs, beta)
-        out.append(probs)
-    return torch.cat(out).cpu()
+        if out is None:
+            out = torch.empty((len(loader.dataset), probs.shape[1]), dtype=torch.float32)
+        out[start : start + len(probs)] = probs.cpu()
+        start += len(probs)
+    return out if out is not None else torch.empty((0, 0))
 
 
-def require_finite(probs, ckpt_dir, split, model):
-    """Refuse NaN or infinite probabilities (weights that diverged) before the ensemble averages them into NaN."""
-    bad = int((~torch.isfinite(probs)).any(dim=1).sum())
+def require_finite(tables, ckpt_dir, split, model):
+    """Refuse NaN or infinite probabilities (weights that diverged) in any of `tables` before the ensemble averages
+    them into NaN."""
+    # a row holding a NaN or an infinity sums to one: no [row, class] mask of a 10,000-class table
+    bad = sum(int((~torch.isfinite(t.sum(1))).sum()) for t in tables)
     if bad:
         raise PaddyError(
-            f"{ckpt_dir}/{split}.safetensors gives NaN or infinite probabilities for {bad} of {len(probs)} images: "
-            "its weights hold NaN or infinity (a run that diverged, trained before paddy stopped such runs). Retrain "
-            f"it, with a lower train.lr if it diverges again: `dvc repro -f train@{model}`."
+            f"{ckpt_dir}/{split}.safetensors gives NaN or infinite probabilities for {bad} of "
+            f"{sum(len(t) for t in tables)} images: its weights hold NaN or infinity (a run that diverged, trained "
+            f"before paddy stopped such runs). Retrain it, with a lower train.lr if it diverges again: `dvc repro -f "
+            f"train@{model}`."
         )
 
 
@@ -90,10 +96,12 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
         oof = tta_probs(
             model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision, seed + 1, sizes
         )
-        require_finite(torch.cat([p, oof]), ckpt_dir, col, meta["model"])
+        require_finite((p, oof), ckpt_dir, col, meta["model"])
         positions.append(valid)
         oof_parts.append(oof.numpy())
-    rows, oof = average_rows(np.concatenate(positions), np.concatenate(oof_parts))
+    rows, oof = average_rows(
+        np.concatenate(positions), oof_parts[0] if len(oof_parts) == 1 else np.concatenate(oof_parts)
+    )
     test_table = Table(test.image_id.to_numpy(), (test_sum / len(data.splits)).numpy(), labels)
     return test_table, Table(data.table.image_id.to_numpy()[rows], oof, labels)
 
