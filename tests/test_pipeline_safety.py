@@ -131,26 +131,43 @@ def test_the_check_runs_after_every_edit_whatever_the_run_cache_holds(repo):
 
 
 def test_a_bad_source_fails_in_check_before_data_raw_is_deleted(repo, tmp_path):
-    """An empty folder, a train.csv without its label column, a zip with an entry outside: each used to fail in
-    download after DVC had deleted data/raw (and `paddy submit` failed after that)."""
+    """An empty folder, a train.csv without its label column, a zip with an entry outside, ids that name no image, a
+    label column with gaps, a probabilities form whose columns are not the classes: each used to fail in download
+    (or later) after DVC had deleted data/raw, and `paddy submit` failed after that. The check names the file, what
+    it found and the setting to write."""
     if not (repo / "submission.csv").exists():
         sh("dvc repro", repo)
     (tmp_path / "empty").mkdir()
-    unlabelled = shutil.copytree(repo / "data/raw", tmp_path / "unlabelled")
-    text = (unlabelled / "train.csv").read_text()
-    (unlabelled / "train.csv").write_text(text.replace("image_id,label,", "image_id,disease,", 1))
+
+    def copy(name, edit=None):
+        folder = shutil.copytree(repo / "data/raw", tmp_path / name)
+        if edit:
+            (folder / "train.csv").write_text(edit((folder / "train.csv").read_text()))
+        return folder
+
+    unlabelled = copy("unlabelled", lambda text: text.replace("image_id,label,", "image_id,disease,", 1))
+    elsewhere = copy("elsewhere", lambda text: text.replace("\n1", "\nx1"))  # every id names no image
+    gaps = copy("gaps")
+    lines = (gaps / "train.csv").read_text().splitlines()
+    image_id, _, *rest = lines[3].split(",")
+    lines[3] = ",".join([image_id, "", *rest])  # line 4 has no label
+    (gaps / "train.csv").write_text("\n".join(lines) + "\n")
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as zf:
         for p in sorted((repo / "data/raw").rglob("*")):
             zf.write(p, str(p.relative_to(repo / "data/raw")))
         zf.writestr("../evil", "outside")
+    form = ["competition.form=probabilities", "competition.metric=log_loss"]
     cases = {
-        tmp_path / "empty": f"error: {tmp_path / 'empty' / 'train_images'} is missing",
-        unlabelled: f"error: {unlabelled / 'train.csv'} has columns",
-        tmp_path / "evil.zip": f"error: {tmp_path / 'evil.zip'} has an entry '../evil' that would land outside",
+        (tmp_path / "empty",): f"error: {tmp_path / 'empty'} has no train.csv (the train table",
+        (unlabelled,): f"error: {unlabelled / 'train.csv'} has columns",
+        (tmp_path / "evil.zip",): f"error: {tmp_path / 'evil.zip'} has an entry '../evil' that would land outside",
+        (elsewhere,): "error: None of the 80 training image ('train_images/{label}/{id}', `competition.train_images`)",
+        (gaps,): f"error: {gaps / 'train.csv'} has a row with no label (line 4",
+        (copy("form"), *form): "sample_submission.csv's columns after its ids are not the classes of the training data",
     }
     before = snapshot(repo)
-    for source, message in cases.items():
-        out = sh(exp_run([f"data.source={source}"]), repo, ok=False)
+    for (source, *more), message in cases.items():
+        out = sh(exp_run([f"data.source={source}", *more]), repo, ok=False)
         assert message in out and "Traceback" not in out, out
         assert stages_run(out) == ["check"] and snapshot(repo) == before, out
         restore_params(repo)

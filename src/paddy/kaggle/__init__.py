@@ -1,0 +1,1 @@
+"""The Kaggle API: the competition zip (downloaded once, verified, cached), submissions, kernels."""

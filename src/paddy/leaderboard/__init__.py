@@ -1,0 +1,1 @@
+"""After the pipeline: `paddy submit`, the ledger of submissions and their scores, `paddy compare`."""
