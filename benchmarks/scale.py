@@ -84,15 +84,35 @@ def disk(path):
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
+def table(runs):
+    """The markdown table of docs/competitions.md: a row per stage, a column per run (seconds / peak GB)."""
+    stages = list(dict.fromkeys(s for r in runs for s in r["stages"]))
+    head = [f"{r['images']:,} x {r['classes']:,}" for r in runs]
+    lines = ["| stage | " + " | ".join(head) + " |", "|---|" + "---:|" * len(runs)]
+    for stage in stages:
+        cells = [f"{r['stages'][stage]['seconds']:.0f} s, {r['stages'][stage]['peak_gb']:.1f} GB" for r in runs]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines.append("| all (min) | " + " | ".join(f"{r['total_s'] / 60:.1f}" for r in runs) + " |")
+    disk = [f"{sum(r['disk_gb'].values()):.1f}" for r in runs]
+    lines.append("| disk (GB: data, items, DVC cache) | " + " | ".join(disk) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, required=True, help="training images")
-    parser.add_argument("--classes", type=int, required=True)
+    parser.add_argument("--images", type=int, help="training images")
+    parser.add_argument("--classes", type=int)
+    parser.add_argument("--table", action="store_true", help="print --out's runs as docs/competitions.md's table")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="test images per training image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/paddy-scale"), help="the pipeline's copy (replaced)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return
+    if args.images is None or args.classes is None:
+        parser.error("--images and --classes, or --table")
     started = time.time()
     n_test = build(args.work, args.images, args.classes, args.test_fraction, args.seed)
     rows = {}

@@ -46,9 +46,15 @@ def fetch_competition(data, comp, raw_dir, truth_path):
         tables = download_competition(data.competition, raw_dir, check)
     else:
         path = source_path(source)
-        if path.is_dir():
-            check_layout(path, comp)  # refuse before copying anything
-            tables = _build_dir(raw_dir, lambda tmp: shutil.copytree(path, tmp), check)
+        if path.is_dir():  # the check stage has held it against the section; the copy is checked again, whole
+
+            def check_copy(folder):  # a refusal names the user's folder, not the copy's scratch place
+                try:
+                    return check(folder)
+                except PaddyError as e:
+                    raise PaddyError(str(e).replace(str(folder), str(path))) from None
+
+            tables = _build_dir(raw_dir, lambda tmp: shutil.copytree(path, tmp), check_copy)
         else:
             tables = extract_zip(path, raw_dir, check=check)  # checked before it replaces raw_dir
     write_csv(pd.DataFrame(columns=TRUTH_COLUMNS), truth_path)
