@@ -5,6 +5,7 @@ from submission.csv and the generated truth (slow: a DVC run each, one tiny mode
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -62,49 +63,71 @@ def sklearn_score(metric, sub, sample, truth, comp):
 
 # dog_breed's own 120 breeds need more than the 60 training images of these runs: ten of them
 CLASSES = {"dog_breed": 10}
+LAYOUT_RUNS = [layout for layout in LAYOUTS if layout != "paddy"]
+DIGITS = dict(zip([str(i) for i in range(10)], "zero one two three four five six seven eight nine".split()))
 
 
-@pytest.mark.parametrize("layout", [layout for layout in LAYOUTS if layout != "paddy"])
-def test_paddy_init_then_dvc_repro_enters_every_layout(tmp_path, layout):
-    copy_pipeline(tmp_path, commit=False)
-    shrink(tmp_path, layout=layout, classes=CLASSES.get(layout, 0))
-    out = sh("paddy init synthetic", tmp_path)
-    comp = yaml.safe_load((tmp_path / "params.yaml").read_text())["competition"]
-    assert comp["metric"] in out and comp["form"] in out
-    commit(tmp_path)
-    sh("dvc repro", tmp_path)
-    sample = pd.read_csv(tmp_path / "data" / "raw" / comp["sample_submission"], dtype=str, keep_default_na=False)
-    sub = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
+def digits_folder(where):
+    """The regression of the issue: a Paddy-shaped folder source whose labels are zero ... nine, not Paddy's."""
+    from paddy.data.synthetic import make_competition
+
+    folder = where / "elsewhere" / "digits"
+    make_competition(folder, where / "elsewhere" / "truth.csv", n_train=60, n_test=12, width=48, height=64)
+    names = dict(zip(sorted(p.name for p in (folder / "train_images").iterdir()), DIGITS.values()))
+    for old, new in names.items():
+        shutil.move(folder / "train_images" / old, folder / "train_images" / new)
+    train = pd.read_csv(folder / "train.csv", dtype=str)
+    train.assign(label=train.label.map(names)).to_csv(folder / "train.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def entered(tmp_path_factory):
+    """Each layout's repository (and the digits folder's) after `paddy init` and `dvc repro`: {name: (repo, what
+    init printed, the repro's failure or None)}. The runs go two at a time: each is mostly one process's imports
+    and tiny steps, so two share the 2 cores at little cost each (4.7 min one by one, about half that in pairs)."""
+    runs = {}
+    for name in LAYOUT_RUNS + ["digits"]:
+        repo = tmp_path_factory.mktemp(name)
+        copy_pipeline(repo, commit=False)
+        if name == "digits":
+            shrink(repo)
+            init = sh(f"paddy init {digits_folder(repo)}", repo)
+        else:
+            shrink(repo, layout=name, classes=CLASSES.get(name, 0))
+            init = sh("paddy init synthetic", repo)
+        commit(repo)
+        runs[name] = (repo, init)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = {name: pool.submit(sh, "dvc repro", repo, OMP_NUM_THREADS="1") for name, (repo, _) in runs.items()}
+    return {name: (*runs[name], done[name].exception()) for name in runs}
+
+
+@pytest.mark.parametrize("layout", LAYOUT_RUNS)
+def test_paddy_init_then_dvc_repro_enters_every_layout(entered, layout):
+    repo, init, failure = entered[layout]
+    comp = yaml.safe_load((repo / "params.yaml").read_text())["competition"]
+    assert comp["metric"] in init and comp["form"] in init
+    assert failure is None, failure
+    sample = pd.read_csv(repo / "data" / "raw" / comp["sample_submission"], dtype=str, keep_default_na=False)
+    sub = pd.read_csv(repo / "submission.csv", dtype=str, keep_default_na=False)
     assert list(sub.columns) == list(sample.columns) and sub.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
-    truth = pd.read_csv(tmp_path / "data" / "truth.csv", dtype=str, keep_default_na=False)
-    metrics = json.loads((tmp_path / "metrics" / "ensemble.json").read_text())
+    truth = pd.read_csv(repo / "data" / "truth.csv", dtype=str, keep_default_na=False)
+    metrics = json.loads((repo / "metrics" / "ensemble.json").read_text())
     assert metrics["metric"] == comp["metric"]
     expected = sklearn_score(comp["metric"], sub, sample, truth, comp)
     assert metrics["test_score"]["ensemble"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_a_paddy_shaped_folder_with_other_class_names_trains_and_submits(tmp_path):
+def test_a_paddy_shaped_folder_with_other_class_names_trains_and_submits(entered):
     """The regression of the issue: labels zero ... nine instead of Paddy's, in a folder source."""
-    copy_pipeline(tmp_path, commit=False)
-    shrink(tmp_path)
-    from paddy.data.synthetic import make_competition
-
-    folder = tmp_path / "elsewhere" / "digits"
-    make_competition(folder, tmp_path / "elsewhere" / "truth.csv", n_train=60, n_test=12, width=48, height=64)
-    names = dict(zip(sorted(p.name for p in (folder / "train_images").iterdir()), "zero one two three four five "
-                     "six seven eight nine".split()))  # fmt: skip
-    for old, new in names.items():
-        shutil.move(folder / "train_images" / old, folder / "train_images" / new)
-    train = pd.read_csv(folder / "train.csv", dtype=str)
-    train.assign(label=train.label.map(names)).to_csv(folder / "train.csv", index=False)
-    out = sh(f"paddy init {folder}", tmp_path)
-    assert "10 classes" in out
-    commit(tmp_path)
-    sh("dvc repro", tmp_path)
-    sub = pd.read_csv(tmp_path / "submission.csv", dtype=str)
-    assert set(sub.label) <= set(names.values()) and len(sub) == 12
-    assert json.loads((tmp_path / "data" / "prepared" / "labels.json").read_text()) == sorted(names.values())
-    out = sh("paddy submit -m digits --dry-run", tmp_path)
+    repo, init, failure = entered["digits"]
+    assert "10 classes" in init
+    assert failure is None, failure
+    sub = pd.read_csv(repo / "submission.csv", dtype=str)
+    assert set(sub.label) <= set(DIGITS.values()) and len(sub) == 12
+    assert json.loads((repo / "data" / "prepared" / "labels.json").read_text()) == sorted(DIGITS.values())
+    out = sh("paddy submit -m digits --dry-run", repo)
     assert "valid against" in out and "dry run: nothing sent" in out
 
 

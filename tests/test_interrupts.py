@@ -15,6 +15,7 @@ import yaml
 from conftest import run_script
 
 from paddy import errors
+from paddy.data.synthetic import make_competition
 from paddy.files import built_beside, process_pool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,17 @@ def in_main(pid):
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
+def under_way(pid, partial):
+    """Whether the stage is mid-work: prepare has written its first resized image into <output>.partial; TTA (which
+    writes only at its end) has been in main() for 0.3 s, loading its checkpoints or running its passes."""
+    if not in_main(pid):
+        return False
+    if partial.name == "prepared.partial":
+        return partial.is_dir() and any(p.is_file() for p in partial.rglob("*.jpg"))
+    time.sleep(0.3)
+    return True
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A tiny competition through download, prepare, split, train and tta: every stage's last good outputs."""
@@ -119,7 +131,7 @@ def work(tmp_path_factory):
 @pytest.mark.parametrize(
     "stage, args, output, said",
     [
-        ("prepare", ["data/raw", "data/prepared"], "data/prepared", "prepare stopped by SIGINT after "),
+        ("prepare", ["big-raw", "data/prepared"], "data/prepared", "prepare stopped by SIGINT after "),
         (
             "tta",
             ["data/prepared", "data/split.csv", "data/models/resnet", "data/preds/resnet"],
@@ -133,12 +145,14 @@ def test_ctrl_c_keeps_the_last_output_and_says_so(work, stage, args, output, sai
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["tta"]["n"] = 50  # long enough to be stopped midway (the last good output was made with 1)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if stage == "prepare" and not (work / "big-raw").exists():
+        # 300 images resize in 0.1 s on a fast CPU, over before any fixed wait: 3,000 give seconds to be stopped in
+        make_competition(work / "big-raw", work / "big-truth.csv", n_train=3000, n_test=20, width=96, height=128)
     proc = subprocess.Popen([sys.executable, str(ROOT / f"stages/{stage}.py"), *args], cwd=work,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + 120
-    while not in_main(proc.pid) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)  # under way: resizing, or TTA's passes
+    while not under_way(proc.pid, work / f"{output}.partial") and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]

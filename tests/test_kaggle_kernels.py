@@ -312,6 +312,7 @@ def test_a_killed_run_resumed_gives_the_uninterrupted_result(tmp_path, monkeypat
         log = (tmp_path / f"kaggle-{case}" / "paddy-train" / f"v{version}" / "log.txt").read_text()
         results[case] = {name: runner.md5(output / name) for name in COMPARED}
         results[case]["log"] = log
-    assert "restored checkpoints from" in results["killed"]["log"] and "resumed at epoch" in results["killed"]["log"]
+    killed_log = results["killed"]["log"]
+    assert "restored checkpoints from" in killed_log and "resumed at epoch" in killed_log, killed_log[-4000:]
     for name in COMPARED:
         assert results["killed"][name] == results["uninterrupted"][name], name

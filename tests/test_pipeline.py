@@ -5,17 +5,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import copy_pipeline, sh
+from conftest import copy_finished_run, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    copy_pipeline(repo)
-    return repo
+def repo(tmp_path_factory, finished_run):
+    """This module's own copy of the session's finished run (its tests change params and rerun)."""
+    return copy_finished_run(finished_run, tmp_path_factory.mktemp("repo"))
 
 
 def test_repro_writes_a_valid_submission_then_has_nothing_to_do(repo):

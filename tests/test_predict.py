@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import copy_pipeline, prepared_work, sh, shrunk_params
+from conftest import copy_finished_run, prepared_work, sh, shrunk_params
 from PIL import Image
 
 from paddy.commands import main
@@ -227,12 +227,11 @@ def test_a_broken_ensemble_file_asks_to_rerun_the_ensemble(pipeline, tmp_path, m
 
 
 @pytest.mark.slow
-def test_predict_after_dvc_repro_gives_the_submissions_labels(tmp_path):
+def test_predict_after_dvc_repro_gives_the_submissions_labels(tmp_path, finished_run):
     """The real stages (`dvc repro` of the shrunk default pipeline: resnet and vit, TTA, params weights), then
     `paddy predict` on the raw test images in the sample's order: the submission's labels, with the ensemble's
     probabilities."""
-    copy_pipeline(tmp_path)
-    sh("dvc repro", tmp_path)
+    copy_finished_run(finished_run, tmp_path)
     sample = pd.read_csv(tmp_path / "data" / "raw" / "sample_submission.csv", dtype={"image_id": str})
     files = " ".join(f"data/raw/test_images/{i}" for i in sample.image_id)
     sh(f"paddy predict {files} --top 2 --out predictions.csv", tmp_path)

@@ -40,7 +40,8 @@ def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None, ev
                 augmented += predict_chunked(model, items, augment, precision, draws, sizes)[:, :classes]
             probs = blend(augmented / n, probs, beta)
         if out is None:
-            out = torch.empty((len(loader.dataset), probs.shape[1]), dtype=torch.float32)
+            rows = len(loader.dataset) if hasattr(loader, "dataset") else sum(len(x) for x, _ in loader)  # or a list
+            out = torch.empty((rows, probs.shape[1]), dtype=torch.float32)
         out[start : start + len(probs)] = probs.cpu()
         start += len(probs)
     return out if out is not None else torch.empty((0, 0))
