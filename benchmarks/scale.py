@@ -114,6 +114,9 @@ def main():
     if args.images is None or args.classes is None:
         parser.error("--images and --classes, or --table")
     started = time.time()
+    # the code the run copies (uncommitted edits aside)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    commit = commit.strip()
     n_test = build(args.work, args.images, args.classes, args.test_fraction, args.seed)
     rows = {}
     for stage in stages(args.work):
@@ -125,6 +128,7 @@ def main():
         "test_images": n_test,
         "classes": args.classes,
         "cores": len(os.sched_getaffinity(0)),
+        "commit": commit,
         "stages": rows,
         "total_s": round(time.time() - started, 1),
         "disk_gb": {

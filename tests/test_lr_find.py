@@ -94,11 +94,15 @@ def test_the_sweep_is_repeatable_and_its_suggestion_trains(prepared, params, tmp
     assert 1e-6 < lr < 10
 
 
-def test_the_command_writes_its_files(prepared, params, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("targets", [["label"], ["label", "variety"]])
+def test_the_command_writes_its_files(prepared, params, tmp_path, monkeypatch, capsys, targets):
+    """Also for the seed's multi-target model: its sweep died with a traceback (the step was not told the targets'
+    sizes)."""
     import yaml
 
     from paddy.commands import main
 
+    params["models"]["resnet"]["targets"] = targets
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     code = main(["lr-find", "resnet", "-S", "train.frozen_epochs=1", "--num-it", "12",

@@ -62,7 +62,7 @@ def run(args):
     print(f"lr-find {args.model}: {args.num_it} steps of {train.effective_batch} ({micro} per micro-batch), "
           f"{device.type}, {precision}{', body frozen' if frozen else ''}")  # fmt: skip
     lrs, losses = lr_find.sweep(model, loader, data.augment, micro, precision, train, frozen, settings.seed,
-                                args.start_lr, args.end_lr, args.num_it)  # fmt: skip
+                                args.start_lr, args.end_lr, args.num_it, data.sizes)  # fmt: skip
     found = lr_find.suggestions(lrs, losses, args.num_it)
     out = args.out / args.model
     write_csv(pd.DataFrame({"lr": lrs, "loss": losses}), out.with_suffix(".csv"))

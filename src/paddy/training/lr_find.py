@@ -18,11 +18,14 @@ from paddy.training.precision import create_scaler
 from paddy.training.step import seed_step, train_step
 
 
-def sweep(model, loader, augment, micro_batch, precision, train, frozen, seed, start_lr=1e-7, end_lr=10, num_it=100):
+def sweep(model, loader, augment, micro_batch, precision, train, frozen, seed, start_lr=1e-7, end_lr=10, num_it=100,
+          sizes=None):  # fmt: skip
     """Train from the model's current weights at exponentially growing rates; returns (lrs, smoothed losses).
 
     The step is the pipeline's (augmentation, accumulation, precision), on the body frozen like fine_tune's first
-    phase when `frozen`, with the optimizer `train` (TrainSettings) makes. The model's weights are restored afterwards.
+    phase when `frozen`, with the optimizer `train` (TrainSettings) makes; `sizes`: outputs per target of a
+    multi-target model (ModelData.sizes), whose loss is the sum of its targets' as in training. The model's weights
+    are restored afterwards.
     """
     num_it = max(num_it, 6)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -40,7 +43,9 @@ def sweep(model, loader, augment, micro_batch, precision, train, frozen, seed, s
             for group in optimizer.param_groups:
                 group["lr"] = lr
             seed_step(generator, seed, epoch, i)
-            loss = train_step(model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler)
+            loss = train_step(
+                model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler, sizes
+            )
             smooth = 0.98 * smooth + 0.02 * loss.item()
             value = smooth / (1 - 0.98 ** (i + 1))
             lrs.append(lr)
