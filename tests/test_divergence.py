@@ -68,6 +68,32 @@ def test_a_nan_loss_stops_the_run_at_its_step(work, tmp_path):
     assert all(torch.isfinite(t).all() for t in resume["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_on_cuda_a_nan_stops_the_run_within_check_every_steps(work, tmp_path, precision):
+    """On CUDA the watch waits for the device every CHECK_EVERY steps (not each step): a NaN from step 3 of epoch 2
+    on must still stop the run within that many steps, with the paragraph and no checkpoint of the split."""
+    params = shrunk_params()
+    params["train"]["epochs"] = 12  # 36 steps: room for two CHECK_EVERY windows after the NaN
+    steps = []
+
+    def on_step(split, epoch, step, model, optimizer):
+        steps.append((epoch, step))
+        if (epoch, step) == (1, 1):
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = math.nan
+
+    with pytest.raises(Diverged, match="diverged: the training loss is nan"):
+        train_model(
+            parse_settings(params), "resnet", work / "prepared", work / "split.csv", tmp_path / "models",
+            (8, 16), torch.device("cuda"), precision, on_step=on_step, resume_dir=tmp_path / "resume",
+        )  # fmt: skip
+    first_nan = steps.index((1, 2))
+    assert len(steps) - 1 - first_nan < CHECK_EVERY, steps
+    assert not (tmp_path / "models").exists()
+
+
 def test_fp16s_skipped_steps_are_its_scale_search_until_they_go_on_and_on():
     watch = LossWatch(CPU, fp16=True)
     inf, yes, no = torch.tensor(math.inf), torch.tensor(True), torch.tensor(False)
