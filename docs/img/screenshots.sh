@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Screenshots of `dvc plots show`'s page (dvc_plots/index.html) in headless Chromium, offline: the README's and
-# docs/report.md's pictures. Rerun after `dvc repro` whenever the default competition or the report changes:
+# Screenshots of `dvc plots show`'s page (dvc_plots/index.html) in headless Chromium, offline: the pictures of
+# docs/report.md. Rerun after `dvc repro` whenever the default competition or the report changes:
 #   bash docs/img/screenshots.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
