@@ -29,6 +29,12 @@ from paddy.files import write_csv
 from paddy.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The tests stop stages with SIGINT as a terminal's Ctrl-C does. A runner that starts pytest as a background job of a
+# shell without job control (`bash -c '... &'`) has SIGINT ignored, and every stage the tests start would inherit
+# that and run on: give this process Python's own handler, which a child's exec turns back into the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 SLUG = "paddy-disease-classification"  # the default competition (params.yaml)
 
 torch.set_num_threads(2)
