@@ -256,6 +256,17 @@ def _http_error(status):
     return requests.HTTPError(f"{status} Client Error", response=response)
 
 
+def in_main(pid):
+    """Whether the stage's main() runs: exit_on_error has installed its SIGTERM handler (/proc's SigCgt mask), so a
+    stop lands in the stage, not in its imports."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
 def kill_session(sid):
     """SIGKILL every process of session `sid` (a runner started with start_new_session, dvc and its stages), again
     until none is left: a stage dvc started while the first pass read /proc would otherwise run on, orphaned."""

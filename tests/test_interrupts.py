@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_script
+from conftest import in_main, run_script
 
 from paddy import errors
 from paddy.data.synthetic import make_competition
@@ -80,17 +80,6 @@ def test_an_interrupted_pool_drops_its_queue_instead_of_running_it(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Real stages, stopped midway with SIGINT as a terminal's Ctrl-C sends it
-
-
-def in_main(pid):
-    """Whether the stage's main() runs: exit_on_error has installed its SIGTERM handler (/proc's SigCgt mask), so a
-    stop lands in the stage, not in its imports."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
-    return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
 def under_way(pid, partial):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_script
+from conftest import in_main, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -19,17 +19,19 @@ STAGES = {  # stage -> (command after `python`, the outputs it writes, a sign it
     "download": (
         ["stages/download.py", "{run}/raw", "{run}/truth.csv"],
         ["raw/train.csv", "truth.csv"],
-        lambda run: run.exists(),  # its scratch folder: the competition is being generated
+        lambda run, pid: run.exists(),  # its scratch folder: the competition is being generated
     ),
     "prepare": (
         ["stages/prepare.py", "ref/raw", "{run}/prepared"],
         ["prepared/index.csv"],
-        lambda run: any((run / "prepared.partial").rglob("*.jpg")),  # resized images are arriving, beside
+        lambda run, pid: any((run / "prepared.partial").rglob("*.jpg")),  # resized images are arriving, beside
     ),
     "tta": (
         ["stages/tta.py", "ref/prepared", "ref/split.csv", "ref/models/resnet", "{run}/preds"],
         ["preds/test_probs.npy", "preds/oof_probs.npy"],
-        None,  # nothing shows until the end: killed a few seconds in, inside its passes
+        # nothing shows until the end: killed half a second into main(), loading its checkpoint or in its passes
+        # (a fixed 5 s from the start once landed after its outputs were written, on its way out)
+        lambda run, pid: in_main(pid) and time.sleep(0.5) is None,
     ),
 }
 
@@ -47,7 +49,7 @@ def work(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["synthetic"].update(n_train=300, n_test=120, width=96, height=128)
     params["train"].update(epochs=1, effective_batch=16, eval_batch=8, workers=0)
-    params["tta"]["n"] = 6
+    params["tta"]["n"] = 20  # passes enough to be inside them half a second into main(), on a fast CPU too
     params["models"] = {"resnet": dict(params["models"]["resnet"], micro_batch=8)}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage(work, "download", "ref")
@@ -66,8 +68,8 @@ def test_killed_stage_leaves_nothing_whole_and_reruns_to_the_same_output(work, n
     args = [a.format(run=run) for a in command]
     proc = subprocess.Popen([sys.executable, str(ROOT / args[0]), *args[1:]], cwd=work,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + (5 if started is None else 120)
-    while time.time() < deadline and proc.poll() is None and not (started and started(work / run)):
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not started(work / run, proc.pid):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
