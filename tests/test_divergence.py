@@ -38,17 +38,25 @@ def work(competition, tmp_path_factory):
     return work
 
 
-def test_a_nan_loss_stops_the_run_at_its_step(work, tmp_path):
-    """A weight made NaN after step 2 of epoch 2: step 3's loss is NaN, and nothing runs after it."""
-    params = shrunk_params()
-    params["train"]["epochs"] = 4
-    steps = []
+def nan_after_epoch_2_step_2(steps):
+    """An on_step hook that records each (epoch, step) in `steps` and makes a weight NaN after step 2 of epoch 2
+    (0-based (1, 1)): step 3's loss is the run's first NaN."""
 
     def on_step(split, epoch, step, model, optimizer):
         steps.append((epoch, step))
         if (epoch, step) == (1, 1):
             with torch.no_grad():
                 next(model.parameters()).view(-1)[0] = math.nan
+
+    return on_step
+
+
+def test_a_nan_loss_stops_the_run_at_its_step(work, tmp_path):
+    """A weight made NaN after step 2 of epoch 2: step 3's loss is NaN, and nothing runs after it."""
+    params = shrunk_params()
+    params["train"]["epochs"] = 4
+    steps = []
+    on_step = nan_after_epoch_2_step_2(steps)
 
     with pytest.raises(Diverged) as err:
         train_model(
@@ -77,12 +85,7 @@ def test_on_cuda_a_nan_stops_the_run_within_check_every_steps(work, tmp_path, pr
     params = shrunk_params()
     params["train"]["epochs"] = 12  # 36 steps: room for two CHECK_EVERY windows after the NaN
     steps = []
-
-    def on_step(split, epoch, step, model, optimizer):
-        steps.append((epoch, step))
-        if (epoch, step) == (1, 1):
-            with torch.no_grad():
-                next(model.parameters()).view(-1)[0] = math.nan
+    on_step = nan_after_epoch_2_step_2(steps)
 
     with pytest.raises(Diverged, match="diverged: the training loss is nan"):
         train_model(
