@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from paddy.metrics import Metric
+from paddy.settings.schema import TrainSettings, read_by
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, run_dir, run_key, save_checkpoint
 from paddy.training.compile import maybe_compile
@@ -17,8 +18,8 @@ from paddy.training.model_data import create_model_data
 from paddy.training.models import input_normalization
 from paddy.training.step import accumulation, seed_everything
 
-# What does not change a model: left out of the resume key (and of the train stage's params in dvc.yaml)
-NOT_TRAINING = ("workers", "checkpoint_minutes")
+# What changes a model: the train stage's settings (paddy.settings.schema), the resume key's too
+TRAINING = read_by(TrainSettings, "train")
 
 
 def train_model(
@@ -53,7 +54,7 @@ def train_model(
     if resume_dir is not None:
         key = {
             "seed": settings.seed,
-            "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in NOT_TRAINING},
+            "train": {k: v for k, v in dataclasses.asdict(train).items() if k in TRAINING},
             "model": {k: v for k, v in dataclasses.asdict(model_cfg).items() if k not in ("name", "weight")},
             "batches": [micro_batch, eval_batch],
             "precision": precision,
