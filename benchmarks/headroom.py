@@ -32,6 +32,7 @@ from paddy.files import write_csv, write_json
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
 from paddy.training.folds import train_model
+from paddy.training.run import create_run
 
 CPU = torch.device("cpu")
 
@@ -73,7 +74,7 @@ def run_seed(params, data, truth, work, seed):
         # TTA draws its augmentations per batch, so the same eval batch gives the same probabilities as dvc repro
         batches = (model["micro_batch"], 4 * params["train"]["effective_batch"])
         settings = parse_settings(params)
-        result = train_model(settings, name, data / "prepared", data / "split.csv", ckpt, batches, CPU, "fp32")[0]
+        result = train_model(create_run(settings, name, CPU, data / "prepared", data / "split.csv", batches), ckpt)[0]
         train_s = time.perf_counter() - start
         probs = {"tta": test_probs(params, data, ckpt, truth), "plain": test_probs(plain, data, ckpt, truth)}
         for kind, p in probs.items():

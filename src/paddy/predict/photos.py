@@ -109,7 +109,7 @@ def model_probs(ckpt_dir, files, settings, device, precision):
     for s, split in enumerate(meta["splits"]):
         net, _ = load_checkpoint(ckpt_dir, split, device)
         seed = split_seed(settings.seed, s)
-        p = tta_probs(net, batches, augment, settings.tta.n, settings.tta.beta, precision, seed, sizes, True)
+        p = tta_probs(net, batches, augment, (settings.tta.n, settings.tta.beta), precision, seed, sizes, True)
         require_finite((p,), ckpt_dir, split, meta["model"])
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()

@@ -16,14 +16,16 @@ def blend(augmented, plain, beta):
 
 
 @torch.no_grad()
-def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None, every_target=False):
-    """The blended label probabilities, one row per item, as a float32 CPU tensor.
+def tta_probs(model, loader, augment, passes, precision, seed=0, sizes=None, every_target=False):
+    """The blended label probabilities, one row per item, as a float32 CPU tensor; passes: (n, beta), as the
+    TTASettings hold them.
 
     Each batch of items crosses to the device once and every pass runs on it there: the plain one, then n augmented
     ones, each batch and pass with its own seed (repeatable, whatever the number of workers). A multi-target model
     (sizes: outputs per target) contributes its label outputs, the first; with every_target, every target's
     probabilities, side by side in its order (each blended alike: the label columns are the same either way).
     """
+    n, beta = passes
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device)
@@ -75,7 +77,7 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
     augmentation is settings.train.aug.
     """
     meta = read_meta(ckpt_dir)
-    labels, tta = meta["labels"], settings.tta
+    labels, passes = meta["labels"], (settings.tta.n, settings.tta.beta)
     data = create_model_data(
         model_settings(meta),
         settings.train.aug,
@@ -91,12 +93,10 @@ def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision
     for s, col in enumerate(data.splits):
         model, _ = load_checkpoint(ckpt_dir, col, device)
         seed = split_seed(settings.seed, s)
-        p = tta_probs(model, test_loader, data.augment, tta.n, tta.beta, precision, seed, sizes)
+        p = tta_probs(model, test_loader, data.augment, passes, precision, seed, sizes)
         test_sum = p if test_sum is None else test_sum + p
         valid = data.rows(col)[1]
-        oof = tta_probs(
-            model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision, seed + 1, sizes
-        )
+        oof = tta_probs(model, data.loader(valid, meta["eval_batch"]), data.augment, passes, precision, seed + 1, sizes)
         require_finite((p, oof), ckpt_dir, col, meta["model"])
         positions.append(valid)
         oof_parts.append(oof.numpy())
