@@ -4,7 +4,7 @@ with timm's head), on the same augmented images, because the augmentation is dra
 import pytest
 import timm
 import torch
-from conftest import CaptureGradients
+from helpers.training import CaptureGradients
 
 from paddy.training.augment import BatchAugment
 from paddy.training.step import train_step

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import default_competition, run_script
+from helpers.pipeline import run_script
+from helpers.settings import default_competition
 from PIL import Image
 
 from paddy.archive import extract_zip

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import prepared_work, shrunk_params
+from helpers.data import prepared_work
+from helpers.settings import shrunk_params
 from torch._dynamo import list_backends, register_backend
 from torch._dynamo.backends.registry import lookup_backend
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import CaptureGradients, copy_pipeline, sh
+from helpers.pipeline import copy_pipeline, sh
+from helpers.training import CaptureGradients
 
 from paddy.errors import PaddyError
 from paddy.settings import parse_settings

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_script, shrunk_params
+from helpers.pipeline import run_script
+from helpers.settings import shrunk_params
 
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits

@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import run_script
+from helpers.pipeline import run_script
 
 from paddy.errors import PaddyError
 from paddy.settings import parse_settings

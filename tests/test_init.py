@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import ROOT, FakeKaggle
+from helpers.kaggle import FakeKaggle
+from helpers.pipeline import ROOT
 
 from paddy import commands as cli
 from paddy.commands.init import enter

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import default_competition
+from helpers.settings import default_competition
 from PIL import Image
 
 from paddy.data.items import item_key, load_items, resize_item

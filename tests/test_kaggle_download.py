@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import FakeKaggle, default_competition
+from helpers.kaggle import FakeKaggle
+from helpers.settings import default_competition
 
 from paddy.data import download
 from paddy.data.competition import check_layout

@@ -1,4 +1,4 @@
-"""`paddy kaggle run|status|pull` against FakeKernels (tests/conftest.py), which runs a pushed bundle for real in a
+"""`paddy kaggle run|status|pull` against FakeKernels (helpers/kaggle.py), which runs a pushed bundle for real in a
 folder laid out as a Kaggle session: the bundle, its checks and secrets, the manifest, the API's errors, and end to
 end (slow) the pulled experiment in `dvc exp show`, its submission, and a killed run resumed."""
 
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, SLUG, FakeKernels, copy_pipeline, sh
+from helpers.kaggle import FakeKernels
+from helpers.pipeline import ROOT, copy_pipeline, sh
+from helpers.settings import SLUG
 
 from paddy import commands as cli
 from paddy.data.synthetic import make_competition
@@ -21,7 +23,7 @@ from paddy.remote import bundle, pull, runner
 
 
 def kernel_repo(repo, **train):
-    """A committed, shrunk pipeline (conftest.copy_pipeline) with what the bundle installs from, and the presets."""
+    """A committed, shrunk pipeline (copy_pipeline) with what the bundle installs from, and the presets."""
     repo.mkdir(parents=True, exist_ok=True)
     copy_pipeline(repo, commit=False)
     for name in ("pyproject.toml", "README.md"):
@@ -53,7 +55,7 @@ def experiment_rows(repo):
     """`dvc exp show --json` in `repo`, as paddy compare reads it: experiment name -> row."""
     import subprocess
 
-    from conftest import venv_env
+    from helpers.pipeline import venv_env
 
     from paddy.leaderboard.compare import experiments
 
@@ -227,9 +229,9 @@ class Refusing(FakeKernels):
         self.status = status
 
     def kernels_push(self, folder, timeout=None, acc=None, no_run=False):
-        from conftest import _http_error
+        from helpers.kaggle import http_error
 
-        raise _http_error(self.status)
+        raise http_error(self.status)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import os
 from types import SimpleNamespace
 
 import pytest
-from conftest import FakeKaggle
+from helpers.kaggle import FakeKaggle
 
 from paddy import commands as cli
 from paddy.kaggle import api as kaggle_api

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import prepared_work
+from helpers.data import prepared_work
 
 from paddy.settings import parse_settings
 from paddy.training import lr_find

@@ -7,7 +7,7 @@ import json
 import pytest
 import timm
 import torch
-from conftest import prepared_work
+from helpers.data import prepared_work
 
 from paddy.settings import AugmentSettings, ModelSettings, parse_settings
 from paddy.training.augment import BatchAugment, create_augment

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from conftest import default_competition
+from helpers.settings import default_competition
 
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits

@@ -4,7 +4,7 @@ fp16 (what Kaggle's T4 and P100 run) is tested without a GPU, and the steps its 
 import pytest
 import timm
 import torch
-from conftest import prepared_work
+from helpers.data import prepared_work
 
 from paddy.settings import parse_settings
 from paddy.training import loop as train

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import copy_finished_run, prepared_work, sh, shrunk_params
+from helpers.data import prepared_work
+from helpers.pipeline import copy_finished_run, sh
+from helpers.settings import shrunk_params
 from PIL import Image
 
 from paddy.commands import main

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_script
+from helpers.pipeline import run_script
 from PIL import Image
 from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 

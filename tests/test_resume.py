@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import prepared_work, shrunk_params
+from helpers.data import prepared_work
+from helpers.settings import shrunk_params
 
 from paddy.errors import PaddyError
 from paddy.settings import parse_settings

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import FakeKaggle
+from helpers.kaggle import FakeKaggle
 
 from paddy import commands as cli
 from paddy.data.fingerprint import fingerprint

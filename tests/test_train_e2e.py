@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import prepared_work
+from helpers.data import prepared_work
 
 from paddy.data.prepare import read_labels
 from paddy.predict.ensemble import build_ensemble
