@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from helpers.pipeline import run_script
-from helpers.settings import default_competition
+from helpers.settings import default_competition, settings_with
 from PIL import Image
 
 from paddy.archive import extract_zip
@@ -186,13 +186,8 @@ def test_micro_batch_larger_than_effective_batch(params):
     ],
 )
 def test_settings_out_of_range_are_refused(params, key, value, message):
-    *path, last = key.split(".")
-    node = params
-    for part in path:
-        node = node[part]
-    node[last] = value
     with pytest.raises(PaddyError, match=f"`{key}` in params.yaml.*{message}"):
-        parse_settings(params)
+        settings_with(params, {key: value})
 
 
 def test_weight_for_a_model_that_does_not_exist(params):
@@ -240,15 +235,10 @@ def tree(root):
     ],
 )
 def test_an_unknown_key_is_refused_naming_the_nearest_known_one(params, key, nearest):
-    *path, last = key.split(".")
-    node = params
-    for part in path:
-        node = node[part]
-    node[last] = 3  # beside the real key, which keeps its value: the typo would be silently ignored
     with pytest.raises(
         PaddyError, match=f"`{key}` in params.yaml is not a setting paddy knows \\(did you mean `{nearest}`"
     ):
-        parse_settings(params)
+        settings_with(params, {key: 3})  # beside the real key, which keeps its value: the typo would go unnoticed
 
 
 def test_user_named_models_are_fine_but_their_keys_are_fixed(params):
@@ -502,13 +492,8 @@ def test_an_extracted_zip_is_checked_before_it_replaces_the_last_competition(com
     ],
 )
 def test_settings_without_a_sane_bound_are_refused(params, key, value, message):
-    *path, last = key.split(".")
-    node = params
-    for part in path:
-        node = node[part]
-    node[last] = value
     with pytest.raises(PaddyError, match=f"`{key}` in params.yaml.*{message}"):
-        parse_settings(params)
+        settings_with(params, {key: value})
 
 
 def test_a_size_below_the_architectures_total_stride_is_refused(params):

@@ -2,19 +2,17 @@
 the eager run's losses, its compile time is measured and reported, checkpoints keep their keys; auto stays eager
 on a CPU; a bad value is refused with a message naming the key."""
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from helpers.data import prepared_work
-from helpers.settings import shrunk_params
+from helpers.settings import settings_with, shrunk_params
 from torch._dynamo import list_backends, register_backend
 from torch._dynamo.backends.registry import lookup_backend
 
 from paddy.errors import PaddyError
-from paddy.settings import parse_settings
 from paddy.training.checkpoints import load_checkpoint
 from paddy.training.compile import compiles, maybe_compile
 from paddy.training.folds import train_model
@@ -46,9 +44,7 @@ def workspace(competition, tmp_path_factory):
 
 
 def train(work, params, setting, run):
-    p = copy.deepcopy(params)
-    p["train"]["compile"] = setting
-    settings = parse_settings(p)
+    settings = settings_with(params, {"train.compile": setting})
     return train_model(settings, "resnet", work / "prepared", work / "split.csv", work / run, (8, 32), CPU, "fp32")[0]
 
 
@@ -82,13 +78,12 @@ def test_auto_compiles_on_cuda_only():
 @pytest.mark.parametrize("value", ["yes", 1, None, "true"])
 def test_bad_compile_setting_is_refused(value):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"]["compile"] = value
     with pytest.raises(PaddyError, match=r"`train.compile` in params.yaml is .*auto"):
-        parse_settings(params)
+        settings_with(params, {"train.compile": value})
 
 
 def test_compile_settings_are_accepted():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert params["train"]["compile"] == "auto"
     for value in ("auto", True, False):
-        parse_settings(dict(params, train=dict(params["train"], compile=value)))
+        settings_with(params, {"train.compile": value})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.settings import settings_with
 
 from paddy.commands.profile import parse_arch
 from paddy.errors import PaddyError
@@ -28,11 +29,10 @@ def params():
 
 
 def with_batches(params, name, micro, evals=None):
-    p = copy.deepcopy(params)
-    p["models"][name]["micro_batch"] = micro
+    changes = {f"models.{name}.micro_batch": micro}
     if evals is not None:
-        p["train"]["eval_batch"] = evals
-    return parse_settings(p)
+        changes["train.eval_batch"] = evals
+    return settings_with(params, changes)
 
 
 def spec(arch="test_convnext", size=(64, 64), precision="bf16", effective=64, item=None):
@@ -127,10 +127,8 @@ def test_only_the_micro_batch_training_uses_runs_the_prediction_steps():
 
 @pytest.mark.parametrize("budget, headroom", [(0, 0.1), (-4, 0.1), ("16", 0.1), (16, 1.0), (16, -0.1)])
 def test_bad_budget_is_refused(params, budget, headroom):
-    p = copy.deepcopy(params)
-    p["profile"].update(budget_gb=budget, headroom=headroom)
     with pytest.raises(PaddyError, match="profile.budget_gb|profile.headroom"):
-        parse_settings(p)
+        settings_with(params, {"profile.budget_gb": budget, "profile.headroom": headroom})
 
 
 def test_unknown_architecture_is_refused():
