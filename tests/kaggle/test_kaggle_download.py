@@ -10,11 +10,11 @@ import textwrap
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 from helpers.kaggle import FakeKaggle
+from helpers.pipeline import ROOT
 from helpers.settings import default_competition
 
 from paddy.data import download
@@ -24,7 +24,7 @@ from paddy.kaggle import api as kaggle_api
 from paddy.kaggle import cache as kaggle_cache
 
 SLUG = "paddy-disease-classification"
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(ROOT / "src")
 
 
 def download_competition(slug, dest, **kwargs):

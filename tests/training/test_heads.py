@@ -2,13 +2,11 @@
 NHWC maps, tokens the model pools itself), and the check stage's training step on fake tensors, which refuses a model
 that cannot train before any stage runs."""
 
-from pathlib import Path
-
 import pytest
 import timm
 import torch
 import yaml
-from helpers.pipeline import run_script
+from helpers.pipeline import ROOT, run_script
 
 from paddy.errors import PaddyError
 from paddy.settings import parse_settings
@@ -23,7 +21,6 @@ from paddy.training.models import (
     to_fake,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = [ROOT / "params.yaml", *sorted((ROOT / "presets").glob("*.yaml"))]
 
 

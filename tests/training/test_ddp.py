@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import socket
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,7 +23,6 @@ from paddy.training.checkpoints import Checkpoint, Progress, load_checkpoint
 from paddy.training.models import create_model, set_frozen
 from paddy.training.step import shard_parts, train_step
 
-ROOT = Path(__file__).resolve().parents[1]
 N, MICRO, WORLD = 24, 5, 2  # 12 samples per rank in 3 micro-batches of 4: accumulation > 1 on each
 
 

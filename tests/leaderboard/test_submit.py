@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from helpers.kaggle import FakeKaggle
+from helpers.pipeline import ROOT
 
 from paddy import commands as cli
 from paddy.data.fingerprint import fingerprint
@@ -17,7 +18,6 @@ from paddy.kaggle import cache as kaggle_cache
 from paddy.leaderboard import ledger, submit
 from paddy.settings import parse_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 SLUG = "paddy-disease-classification"
 TEST_IDS = tuple(f"{i}.jpg" for i in range(200001, 203470))  # the real competition's test images
 # Predictions for the real competition's 3469 test images (paddy submits nothing else): blast, normal, then blast.

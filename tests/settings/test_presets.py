@@ -1,15 +1,13 @@
 """presets/*.yaml replace params.yaml whole (`cp presets/seed.yaml params.yaml`): each must hold every setting
 params.yaml holds, no stale ones, and pass the same checks, or the documented command fails at the first stage."""
 
-from pathlib import Path
-
 import pytest
 import yaml
+from helpers.pipeline import ROOT
 
 from paddy.settings import parse_settings
 from paddy.settings.parse import MODEL_KEYS
 
-ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
 
 

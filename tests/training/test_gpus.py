@@ -6,15 +6,13 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from helpers.pipeline import ROOT
 
 from paddy.errors import PaddyError
 from paddy.training.gpus import claim_device, claim_devices, release_devices, visible_gpus
-
-ROOT = Path(__file__).resolve().parents[1]
 
 HOLD = """
 import sys, time

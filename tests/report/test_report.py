@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers.pipeline import run_script
+from helpers.pipeline import ROOT, run_script
 from PIL import Image
 from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
@@ -230,7 +230,7 @@ def test_a_missing_oof_file_is_one_paragraph_naming_it_and_the_fix(tmp_path):
 def test_the_stage_prints_one_paragraph_not_a_traceback(tmp_path):
     make_run(tmp_path)
     (tmp_path / "ensemble.json").unlink()
-    (tmp_path / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     out = run_script(
         "stages/report.py", "prepared", "preds", "ensemble.json", "truth.csv", "metrics/report.json",
         "metrics/report", "plots/report", cwd=tmp_path,
@@ -270,7 +270,7 @@ def test_the_report_mixes_at_the_ensembles_temperature(tmp_path):
 
 def test_the_stage_prints_the_metric_by_name(tmp_path):
     make_run(tmp_path, top=0)
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["report"]["top_losses"] = 0
     params["competition"]["metric"] = "f1_macro"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

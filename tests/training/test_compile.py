@@ -2,12 +2,11 @@
 the eager run's losses, its compile time is measured and reported, checkpoints keep their keys; auto stays eager
 on a CPU; a bad value is refused with a message naming the key."""
 
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
 from helpers.data import prepared_work
+from helpers.pipeline import ROOT
 from helpers.settings import settings_with, shrunk_params
 from torch._dynamo import list_backends, register_backend
 from torch._dynamo.backends.registry import lookup_backend
@@ -17,7 +16,6 @@ from paddy.training.checkpoints import load_checkpoint
 from paddy.training.compile import compiles, maybe_compile
 from paddy.training.folds import train_model
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 GRAPHS = []
 

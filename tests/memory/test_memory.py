@@ -4,10 +4,10 @@
 import copy
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
+from helpers.pipeline import ROOT
 from helpers.settings import settings_with
 
 from paddy.commands.profile import parse_arch
@@ -18,7 +18,6 @@ from paddy.memory import report
 from paddy.settings import parse_settings, read_params
 from paddy.training.models import create_model
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 VOCAB = {"label": [f"d{i}" for i in range(10)], "variety": [f"v{i}" for i in range(10)]}
 

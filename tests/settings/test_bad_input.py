@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers.pipeline import run_script
+from helpers.pipeline import ROOT, run_script
 from helpers.settings import default_competition, settings_with
 from PIL import Image
 
@@ -30,8 +30,6 @@ from paddy.predict.ensemble import build_ensemble
 from paddy.predict.tables import write_table
 from paddy.settings import EnsembleSettings, parse_settings, preflight
 from paddy.training.models import check_archs
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ to train on for hours on NaN weights, replace the model, and hand TTA and the en
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers.pipeline import ROOT
 from helpers.settings import shrunk_params
 
 from paddy.data.prepare import prepare_competition
@@ -22,7 +22,6 @@ from paddy.training.checkpoints import save_checkpoint
 from paddy.training.divergence import CHECK_EVERY, FP16_SKIPS, Diverged, LossWatch
 from paddy.training.folds import train_model
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 

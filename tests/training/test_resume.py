@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import yaml
 from helpers.data import prepared_work
+from helpers.pipeline import ROOT
 from helpers.settings import shrunk_params
 
 from paddy.errors import PaddyError
@@ -22,7 +22,6 @@ from paddy.settings import parse_settings
 from paddy.training.checkpoints import run_key
 from paddy.training.folds import train_model
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
