@@ -8,7 +8,7 @@ batch), averaged over the model's folds/bags, and the models mixed as the ensemb
 Stack, with metrics/ensemble.json's `weights` and `temperature`). The plain pass gives a photo the probabilities the
 same image gets in the test set, whatever the other photos; the augmented passes draw per batch position (as the
 tta stage does), so with `tta.n > 0` they match exactly when the photos come in the test set's order and otherwise
-differ by TTA's randomness only (tests/test_predict.py checks both).
+differ by TTA's randomness only (tests/predict/test_predict.py checks both).
 """
 
 import tempfile
