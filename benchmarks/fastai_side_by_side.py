@@ -28,7 +28,7 @@ from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
 from paddy.settings.parse import as_hw
 from paddy.training.folds import train_model
-from paddy.training.run import create_run
+from paddy.training.run import checkpoint_run, create_run
 
 CPU = torch.device("cpu")
 
@@ -51,7 +51,8 @@ def pipeline(params, name, work, seed, truth):
     trained = time.perf_counter() - start
 
     test, _ = predict_model(
-        parse_settings(p), work / "prepared", work / "split.csv", work / f"ours{seed}" / name, CPU, "fp32"
+        checkpoint_run(parse_settings(p), work / f"ours{seed}" / name, CPU, work / "prepared", work / "split.csv"),
+        work / f"ours{seed}" / name,
     )
     return {"valid_acc": result["valid_acc"], "test_acc": accuracy(test, truth), "train_s": trained,
             "total_s": time.perf_counter() - start}  # fmt: skip

@@ -32,7 +32,7 @@ from paddy.files import write_csv, write_json
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
 from paddy.training.folds import train_model
-from paddy.training.run import create_run
+from paddy.training.run import checkpoint_run, create_run
 
 CPU = torch.device("cpu")
 
@@ -52,7 +52,9 @@ def make_data(params, work):
 
 def test_probs(params, data, ckpt_dir, truth):
     """The test probabilities in the truth's row order."""
-    test, _ = predict_model(parse_settings(params), data / "prepared", data / "split.csv", ckpt_dir, CPU, "fp32")
+    test, _ = predict_model(
+        checkpoint_run(parse_settings(params), ckpt_dir, CPU, data / "prepared", data / "split.csv"), ckpt_dir
+    )
     return test.set_index("image_id").loc[truth.image_id]
 
 

@@ -31,7 +31,7 @@ from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
 from paddy.training.folds import train_model
 from paddy.training.precision import device_name
-from paddy.training.run import create_run
+from paddy.training.run import checkpoint_run, create_run
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -84,7 +84,7 @@ def main():
                 run = create_run(parse_settings(p), name, device, work / "prepared", work / "split.csv", (micro, 128))
                 result = train_model(run, ckpt)[0]
                 test, _ = predict_model(
-                    parse_settings(p), work / "prepared", work / "split.csv", ckpt, device, precision
+                    checkpoint_run(parse_settings(p), ckpt, device, work / "prepared", work / "split.csv"), ckpt
                 )
                 run = {"seed": seed, "precision": precision, "model": name, "valid_acc": result["valid_acc"],
                        "test_acc": test_accuracy(test, truth), "train_loss": result["train_loss"],

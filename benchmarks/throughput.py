@@ -58,7 +58,7 @@ from paddy.training.model_data import create_model_data, model_augment
 from paddy.training.models import create_model
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import device_name
-from paddy.training.run import create_run
+from paddy.training.run import checkpoint_run, create_run
 from paddy.training.step import Step, seed_everything, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -427,10 +427,11 @@ def tta(p, index, work, ckpt_dir, device, precision):
     rows = int((index.split == "test").sum()) + int(
         (np.loadtxt(work / "split.csv", delimiter=",", skiprows=1, usecols=2, dtype=str) == "1").sum()
     )
-    predict_model(parse_settings(p), work / "prepared", work / "split.csv", ckpt_dir, device, precision)
+    settings = parse_settings(dict(p, train=dict(p["train"], precision=precision)))
+    predict_model(checkpoint_run(settings, ckpt_dir, device, work / "prepared", work / "split.csv"), ckpt_dir)
     reset_peak(device)
     start = time.perf_counter()
-    predict_model(parse_settings(p), work / "prepared", work / "split.csv", ckpt_dir, device, precision)
+    predict_model(checkpoint_run(settings, ckpt_dir, device, work / "prepared", work / "split.csv"), ckpt_dir)
     seconds = time.perf_counter() - start
     return {"images_per_s": rows / seconds, "passes": p["tta"]["n"] + 1, "images": rows, "seconds": seconds,
             "peak_memory_gb": peak_memory_gb(device)}  # fmt: skip

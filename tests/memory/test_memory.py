@@ -15,11 +15,19 @@ from paddy.errors import PaddyError
 from paddy.memory import measure as memory
 from paddy.memory import profile as prof
 from paddy.memory import report
-from paddy.settings import parse_settings, read_params
+from paddy.settings import ProfileSettings, parse_settings, read_params
 from paddy.training.models import create_model
+from paddy.training.run import TrainingRun
 
 CPU = torch.device("cpu")
 VOCAB = {"label": [f"d{i}" for i in range(10)], "variety": [f"v{i}" for i in range(10)]}
+LIMITS = ProfileSettings(budget_gb=16, headroom=0.1)
+
+
+def run_of(settings, device=CPU, name="vit"):
+    """The run of models.<name> whose settings, vocabulary and device the profile reads."""
+    model = settings.model(name)
+    return TrainingRun(settings, name, device, "fp32", VOCAB, model.micro_batch, settings.train.eval_batch)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,7 @@ def test_choice_is_the_largest_batch_within_the_limit():
 
 def test_out_of_memory_is_caught_and_the_next_candidate_tried():
     run = fake_run({16: 4.0, 8: 2.0}, eval_totals={256: 20.0, 128: 12.0}, oom={64, 32})
-    profile = prof.profile_model("convnext", spec(), [64, 32, 16, 8], [256, 128, 64], 16, 0.1, CPU, run=run)
+    profile = prof.profile_model("convnext", spec(), ([64, 32, 16, 8], [256, 128, 64]), LIMITS, CPU, measure=run)
     assert [r["oom"] for r in profile["table"]] == [True, True, False, False]
     assert "out of memory" in profile["table"][0]["error"]
     assert (profile["micro_batch"], profile["accumulation"]) == (16, 4)
@@ -90,18 +98,18 @@ def test_out_of_memory_is_caught_and_the_next_candidate_tried():
 
 def test_nothing_fits_names_the_model_and_the_smallest_peak():
     run = fake_run({16: 21.5, 8: 21.5})
-    profile = prof.profile_model("bigmodel", spec(), [16, 8], [64], 16, 0.1, CPU, run=run)
+    profile = prof.profile_model("bigmodel", spec(), ([16, 8], [64]), LIMITS, CPU, measure=run)
     assert profile["micro_batch"] is None and profile["accumulation"] is None and profile["eval_table"] == []
     with pytest.raises(PaddyError, match=r"`bigmodel`.*smallest training batch, 8, needs 21.5 GB"):
         prof.require_fit(profile)
-    profile = prof.profile_model("bigmodel", spec(), [16, 8], [64], 16, 0.1, CPU, run=fake_run({}, oom={16, 8}))
+    profile = prof.profile_model("bigmodel", spec(), ([16, 8], [64]), LIMITS, CPU, measure=fake_run({}, oom={16, 8}))
     with pytest.raises(PaddyError, match=r"`bigmodel`.*8, ran out of memory"):
         prof.require_fit(profile)
 
 
 def test_an_explicit_micro_batch_is_measured_and_its_run_sizes_the_eval_batch():
     run = fake_run({64: 20.0, 32: 10.0, 24: 12.0, 16: 6.0})
-    profile = prof.profile_model("m", spec(), [64, 32, 16], [128], 16, 0.1, CPU, micro_batch=24, run=run)
+    profile = prof.profile_model("m", spec(), ([64, 32, 16], [128]), LIMITS, CPU, micro_batch=24, measure=run)
     assert [r["micro_batch"] for r in profile["table"]] == [64, 32, 24, 16]
     assert profile["micro_batch"] == 32 and profile["eval_batch"] == 128
 
@@ -115,11 +123,11 @@ def test_only_the_micro_batch_training_uses_runs_the_prediction_steps():
         asked[mb] = list(eval_batches)
         return fake_run(train_totals)(mb, eval_batches)
 
-    profile = prof.profile_model("m", spec(), [64, 32, 16], [128, 64], 16, 0.1, CPU, run=run)
+    profile = prof.profile_model("m", spec(), ([64, 32, 16], [128, 64]), LIMITS, CPU, measure=run)
     assert asked == {64: [128, 64], 32: [128, 64], 16: []}  # 64 did not fit, 32 is the chosen one
     assert [r["eval_batch"] for r in profile["eval_table"]] == [128, 64]
     asked.clear()
-    profile = prof.profile_model("m", spec(), [64, 32, 16], [128, 64], 16, 0.1, CPU, micro_batch=24, run=run)
+    profile = prof.profile_model("m", spec(), ([64, 32, 16], [128, 64]), LIMITS, CPU, micro_batch=24, measure=run)
     assert asked == {64: [], 32: [], 24: [128, 64], 16: []}
     assert [r["eval_batch"] for r in profile["eval_table"]] == [128, 64]
 
@@ -181,7 +189,7 @@ def test_the_prediction_step_is_estimated_with_the_training_state_alive():
 
 
 def test_profile_settings_estimates_on_the_cpu(params):
-    profile = prof.profile_settings(parse_settings(params), "vit", VOCAB, CPU)
+    profile = prof.profile_settings(run_of(parse_settings(params)))
     assert profile["device"] == prof.ESTIMATE
     effective, floor = params["train"]["effective_batch"], params["profile"]["min_micro_batch"]
     assert [r["micro_batch"] for r in profile["table"]] == sorted(
@@ -201,7 +209,7 @@ def test_train_depends_only_on_the_choices_it_takes(params):
     params = copy.deepcopy(params)
     params["train"]["effective_batch"] = 64  # the candidates the fake run below knows: 64, 32, 16, 8
     p = with_batches(params, "vit", "auto")
-    profile = prof.profile_settings(p, "vit", VOCAB, CPU, run=fake_run({64: 3.0, 32: 2.0, 16: 1.0, 8: 1.0}))
+    profile = prof.profile_settings(run_of(p), measure=fake_run({64: 3.0, 32: 2.0, 16: 1.0, 8: 1.0}))
     assert prof.batches_of(profile, p) == {"micro_batch": 64, "eval_batch": 256, "device": "cpu"}
     other = dict(profile, headroom=0.3, limit_gb=11.2, table=[])
     assert prof.batches_of(other, p) == prof.batches_of(profile, p)
@@ -210,16 +218,14 @@ def test_train_depends_only_on_the_choices_it_takes(params):
 
 
 def test_train_takes_explicit_values_and_the_profile_for_auto(params, tmp_path):
-    assert prof.resolve_batches(with_batches(params, "vit", 8, 32), "vit", tmp_path / "none.json", CPU, VOCAB) == (
-        8,
-        32,
-    )
+    assert prof.resolve_batches(run_of(with_batches(params, "vit", 8, 32)), tmp_path / "none.json") == (8, 32)
     p = with_batches(params, "vit", "auto", 48)
     path = tmp_path / "vit.batches.json"
     path.write_text(json.dumps({"micro_batch": 16, "device": "estimate"}))  # a choice only the file can have made
-    assert prof.resolve_batches(p, "vit", path, CPU, VOCAB) == (16, 48)
-    with pytest.raises(PaddyError, match="dvc repro profile@vit"):
-        prof.resolve_batches(p, "vit", tmp_path / "missing.json", CPU, VOCAB)
+    assert prof.resolve_batches(run_of(p), path) == (16, 48)
+    # no profile yet (`paddy lr-find` before any `dvc repro`): the model is profiled now
+    chosen = prof.profile_settings(run_of(p))["micro_batch"]
+    assert prof.resolve_batches(run_of(p), tmp_path / "missing.json") == (chosen, 48)
 
 
 def test_cli_prints_the_estimate_table_with_accumulation(monkeypatch, capsys):
@@ -245,11 +251,11 @@ def test_cuda_measures_and_reprofiles_an_estimate(params, tmp_path):
 
     cuda = torch.device("cuda")
     p = with_batches(params, "vit", "auto")
-    profile = prof.profile_settings(p, "vit", VOCAB, cuda)
+    profile = prof.profile_settings(run_of(p, cuda))
     assert profile["device"] == device_name(cuda)
     assert all(r["reserved_gb"] >= r["allocated_gb"] > 0 for r in profile["table"])
-    estimate = prof.profile_settings(p, "vit", VOCAB, CPU)
+    estimate = prof.profile_settings(run_of(p))
     estimate["micro_batch"] = 8  # the estimate's choice must not be used on a GPU: it is measured again
     path = tmp_path / "vit.batches.json"
     path.write_text(json.dumps(prof.batches_of(estimate, p)))
-    assert prof.resolve_batches(p, "vit", path, cuda, VOCAB) == (profile["micro_batch"], profile["eval_batch"])
+    assert prof.resolve_batches(run_of(p, cuda), path) == (profile["micro_batch"], profile["eval_batch"])

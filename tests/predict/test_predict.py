@@ -15,6 +15,7 @@ import yaml
 from helpers.data import prepared_work
 from helpers.pipeline import copy_finished_run, sh
 from helpers.settings import shrunk_params
+from helpers.training import train
 from PIL import Image
 
 from paddy.commands import main
@@ -25,7 +26,7 @@ from paddy.predict.photos import find_photos, predict_photos, prepare_photos, to
 from paddy.predict.tables import Stack, read_table, read_tables, write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import load_settings, parse_settings
-from paddy.training.folds import train_model
+from paddy.training.run import checkpoint_run
 
 CPU = torch.device("cpu")
 WEIGHTS = {"resnet": 0.25, "crop": 0.75}
@@ -55,8 +56,8 @@ def pipeline(competition, tmp_path_factory):
     prepared, split = work / "data" / "prepared", work / "data" / "split.csv"
     for name in params["models"]:
         ckpt = work / "data" / "models" / name
-        train_model(settings, name, prepared, split, ckpt, (8, 5), CPU, "fp32")  # eval batch 5: 12 test images in 3
-        test, _ = predict_model(settings, prepared, split, ckpt, CPU, "fp32")
+        train(settings, work / "data", ckpt, (8, 5), name)  # eval batch 5: 12 test images in 3
+        test, _ = predict_model(checkpoint_run(settings, ckpt, CPU, prepared, split), ckpt)
         write_table(work / "data" / "preds" / name, "test", test.ids, test.probs, test.classes)
     write_json(work / "metrics" / "ensemble.json", {"weights": WEIGHTS})
     return work, settings
@@ -92,7 +93,7 @@ def test_without_tta_a_photo_gets_its_test_probabilities_whatever_the_other_phot
     work, settings = pipeline
     plain = parse_settings({**tiny_params(), "tta": {"n": 0, "beta": 0.25}})
     prepared, split, ckpt = work / "data" / "prepared", work / "data" / "split.csv", work / "data" / "models" / "crop"
-    test, _ = predict_model(plain, prepared, split, ckpt, CPU, "fp32")
+    test, _ = predict_model(checkpoint_run(plain, ckpt, CPU, prepared, split), ckpt)
     files = [competition[0] / "test_images" / i for i in test.ids[::-1]]
     models = work / "data" / "models"
     only = ["crop"]

@@ -7,7 +7,7 @@ import torch
 from helpers.training import CaptureGradients
 
 from paddy.training.augment import BatchAugment
-from paddy.training.step import train_step
+from paddy.training.step import Step, train_step
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def step_gradients(model, items, targets, micro, sum_unscaled=False):
     augment = BatchAugment((160, 160), (0.5,) * 3, (0.5,) * 3)
     capture = CaptureGradients(model)
     generator = torch.Generator().manual_seed(7)  # the same draws for every split
-    loss = train_step(model, capture, items, targets, micro, augment, generator, "fp32")
+    loss = train_step(model, capture, items, targets, generator, Step(augment, "fp32", micro))
     return capture.grads, loss
 
 

@@ -8,13 +8,13 @@ import yaml
 from helpers.data import prepared_work
 from helpers.pipeline import ROOT
 from helpers.settings import settings_with, shrunk_params
+from helpers.training import train
 from torch._dynamo import list_backends, register_backend
 from torch._dynamo.backends.registry import lookup_backend
 
 from paddy.errors import PaddyError
 from paddy.training.checkpoints import load_checkpoint
 from paddy.training.compile import compiles, maybe_compile
-from paddy.training.folds import train_model
 
 CPU = torch.device("cpu")
 GRAPHS = []
@@ -41,9 +41,9 @@ def workspace(competition, tmp_path_factory):
     return work, params
 
 
-def train(work, params, setting, run):
+def train_with(work, params, setting, run):
     settings = settings_with(params, {"train.compile": setting})
-    return train_model(settings, "resnet", work / "prepared", work / "split.csv", work / run, (8, 32), CPU, "fp32")[0]
+    return train(settings, work, work / run, (8, 32))[0]
 
 
 @pytest.mark.slow  # about a minute on a 2-core CPU: dynamo traces the train and eval graphs
@@ -51,9 +51,9 @@ def test_compiled_training_matches_eager(workspace, monkeypatch, capsys):
     work, params = workspace
     monkeypatch.setenv("PADDY_COMPILE_BACKEND", "paddy_counting")
     GRAPHS.clear()
-    eager = train(work, params, False, "eager")
+    eager = train_with(work, params, False, "eager")
     assert not GRAPHS and "compile_s" not in eager
-    compiled = train(work, params, True, "compiled")
+    compiled = train_with(work, params, True, "compiled")
     assert GRAPHS, "train.compile true trained without compiling the model"
     assert torch.isfinite(torch.tensor(compiled["train_loss"]))
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)

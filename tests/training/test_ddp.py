@@ -21,7 +21,7 @@ from paddy.training import distributed
 from paddy.training.augment import BatchAugment
 from paddy.training.checkpoints import Checkpoint, Progress, load_checkpoint
 from paddy.training.models import create_model, set_frozen
-from paddy.training.step import shard_parts, train_step
+from paddy.training.step import Step, shard_parts, train_step
 
 N, MICRO, WORLD = 24, 5, 2  # 12 samples per rank in 3 micro-batches of 4: accumulation > 1 on each
 
@@ -42,8 +42,8 @@ def step(model, net, micro, shard=None, no_sync=None):
     augment = BatchAugment((160, 160), (0.5,) * 3, (0.5,) * 3)
     capture = CaptureGradients(model)
     items, targets = batch()
-    loss = train_step(net, capture, items, targets, micro, augment, torch.Generator().manual_seed(7), "fp32",
-                      no_sync=no_sync, shard=shard)  # fmt: skip
+    step = Step(augment, "fp32", micro, shard=shard)
+    loss = train_step(net, capture, items, targets, torch.Generator().manual_seed(7), step, no_sync=no_sync)
     return capture.grads, loss
 
 

@@ -12,6 +12,7 @@ import torch
 import yaml
 from helpers.pipeline import run_script
 from helpers.settings import shrunk_params
+from helpers.training import train
 
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
@@ -24,7 +25,7 @@ from paddy.remote.runner import MANIFEST, md5
 from paddy.settings import parse_settings
 from paddy.training import digests
 from paddy.training.checkpoints import Checkpoint, Progress, load_checkpoint
-from paddy.training.folds import train_model
+from paddy.training.run import checkpoint_run
 
 CPU = torch.device("cpu")
 
@@ -40,8 +41,7 @@ def trained(competition, tmp_path_factory):
     settings = parse_settings(params)
     index, _ = prepare_competition(competition[0], work / "data/prepared", settings.competition, 64, 1)
     write_csv(make_splits(index[index.split == "train"], "bag", 1, 0.2, 0), work / "data/split.csv")
-    args = (work / "data/prepared", work / "data/split.csv", work / "data/models/resnet", (8, 16), CPU, "fp32")
-    train_model(settings, "resnet", *args)
+    train(settings, work / "data", work / "data/models/resnet")
     return work, settings
 
 
@@ -96,7 +96,10 @@ def test_tta_and_predict_refuse_a_damaged_checkpoint(trained, tmp_path, monkeypa
     models = Path(shutil.copytree(work / "data/models", tmp_path / "models"))
     (models / "resnet/v0.safetensors").write_bytes((models / "resnet/v0.safetensors").read_bytes()[:1000])
     with pytest.raises(PaddyError, match="v0.safetensors is damaged: its sha256"):
-        predict_model(settings, work / "data/prepared", work / "data/split.csv", models / "resnet", CPU, "fp32")
+        predict_model(
+            checkpoint_run(settings, models / "resnet", CPU, work / "data/prepared", work / "data/split.csv"),
+            models / "resnet",
+        )
     (tmp_path / "ensemble.json").write_text(json.dumps({"weights": {"resnet": 1.0}}))
     photo = next((work / "data/prepared/images/test").iterdir())
     with pytest.raises(PaddyError, match="v0.safetensors is damaged: its sha256"):

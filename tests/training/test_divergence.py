@@ -11,6 +11,7 @@ import torch
 import yaml
 from helpers.pipeline import ROOT
 from helpers.settings import shrunk_params
+from helpers.training import train
 
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
@@ -20,7 +21,7 @@ from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings
 from paddy.training.checkpoints import save_checkpoint
 from paddy.training.divergence import CHECK_EVERY, FP16_SKIPS, Diverged, LossWatch
-from paddy.training.folds import train_model
+from paddy.training.run import checkpoint_run
 
 CPU = torch.device("cpu")
 
@@ -58,10 +59,7 @@ def test_a_nan_loss_stops_the_run_at_its_step(work, tmp_path):
     on_step = nan_after_epoch_2_step_2(steps)
 
     with pytest.raises(Diverged) as err:
-        train_model(
-            parse_settings(params), "resnet", work / "prepared", work / "split.csv", tmp_path / "models",
-            (8, 16), CPU, "fp32", on_step=on_step, resume_dir=tmp_path / "resume",
-        )  # fmt: skip
+        train(parse_settings(params), work, tmp_path / "models", on_step=on_step, resume_dir=tmp_path / "resume")
     assert steps[-1] == (1, 2)  # the NaN step ran, no other after it
     message = str(err.value)
     assert message.startswith("resnet, split v0, diverged: the training loss is nan at epoch 2, step 3 of 3")
@@ -87,10 +85,9 @@ def test_on_cuda_a_nan_stops_the_run_within_check_every_steps(work, tmp_path, pr
     on_step = nan_after_epoch_2_step_2(steps)
 
     with pytest.raises(Diverged, match="diverged: the training loss is nan"):
-        train_model(
-            parse_settings(params), "resnet", work / "prepared", work / "split.csv", tmp_path / "models",
-            (8, 16), torch.device("cuda"), precision, on_step=on_step, resume_dir=tmp_path / "resume",
-        )  # fmt: skip
+        params["train"]["precision"] = precision
+        settings, cuda = parse_settings(params), torch.device("cuda")
+        train(settings, work, tmp_path / "models", device=cuda, on_step=on_step, resume_dir=tmp_path / "resume")
     first_nan = steps.index((1, 2))
     assert len(steps) - 1 - first_nan < CHECK_EVERY, steps
     assert not (tmp_path / "models").exists()
@@ -159,7 +156,7 @@ def test_tta_refuses_weights_that_hold_nan(work, tmp_path):
     """A model trained before runs were stopped: TTA names it instead of writing NaN rows for the ensemble."""
     params = shrunk_params()
     settings = parse_settings(params)
-    train_model(settings, "resnet", work / "prepared", work / "split.csv", tmp_path / "resnet", (8, 16), CPU, "fp32")
+    train(settings, work, tmp_path / "resnet")
     from paddy.training.checkpoints import load_checkpoint, read_meta
 
     model, meta = load_checkpoint(tmp_path / "resnet", "v0")
@@ -170,7 +167,10 @@ def test_tta_refuses_weights_that_hold_nan(work, tmp_path):
     save_checkpoint(model, meta, tmp_path / "resnet", "v0")
     assert read_meta(tmp_path / "resnet")["splits"] == ["v0"]
     with pytest.raises(PaddyError) as err:
-        predict_model(settings, work / "prepared", work / "split.csv", tmp_path / "resnet", CPU, "fp32")
+        predict_model(
+            checkpoint_run(settings, tmp_path / "resnet", CPU, work / "prepared", work / "split.csv"),
+            tmp_path / "resnet",
+        )
     assert f"{tmp_path / 'resnet'}/v0.safetensors gives NaN or infinite probabilities for 24 of 24 images" in str(
         err.value
     )

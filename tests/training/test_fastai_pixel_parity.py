@@ -139,7 +139,7 @@ def pipeline_inputs(items, arch, size, max_lighting, pretrained, device, seed):
     recorder = Recorder().to(device)
     loader = [(x[i : i + BATCH], None) for i in range(0, len(x), BATCH)]
     augment = create_augment(size, settings, checkpoint_normalization(meta))  # as paddy.predict.tta.predict_model
-    tta_probs(recorder, loader, augment, PASSES, 0.25, "fp32", seed)
+    tta_probs(recorder, loader, augment, (PASSES, 0.25), "fp32", seed)
     per_batch = [recorder.inputs[i : i + PASSES + 1] for i in range(0, len(recorder.inputs), PASSES + 1)]
     plain = torch.cat([b[0] for b in per_batch])  # tta_probs runs the plain pass first, then the n augmented
     augmented = torch.cat([b[k] for k in range(1, PASSES + 1) for b in per_batch])

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 from helpers.data import prepared_work
+from helpers.training import train
 
 from paddy.settings import parse_settings
 from paddy.training import lr_find
-from paddy.training.folds import train_model
-from paddy.training.model_data import create_model_data
+from paddy.training.run import create_run
 
 CPU = torch.device("cpu")
 
@@ -48,15 +48,13 @@ def prepared(competition, tmp_path_factory):
 
 
 def run_sweep(prepared, params, num_it=20):
-    settings = parse_settings(params)
-    data = create_model_data(
-        settings.model("resnet"), settings.train.aug, 0, prepared / "prepared", prepared / "split.csv", CPU
-    )
+    run = create_run(parse_settings(params), "resnet", CPU, prepared / "prepared", prepared / "split.csv", (8, 16))
+    data = run.data
     loader = data.loader(data.rows(data.splits[0])[0], 16, shuffle=True, drop_last=True, seed=0)
     torch.manual_seed(0)
     model = data.create_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lrs, losses = lr_find.sweep(model, loader, data.augment, 8, "fp32", settings.train, False, 0, num_it=num_it)
+    lrs, losses = lr_find.sweep(run, model, loader, num_it=num_it)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the weights are restored
     return lrs, losses
 
@@ -69,27 +67,9 @@ def test_the_sweep_is_repeatable_and_its_suggestion_trains(prepared, params, tmp
     found = lr_find.suggestions(lrs, losses, num_it=16)
     lr = found["valley"][0]
     params["train"].update(epochs=3, lr=lr)
-    trained = train_model(
-        parse_settings(params),
-        "resnet",
-        prepared / "prepared",
-        prepared / "split.csv",
-        tmp_path / "m",
-        (8, 16),
-        CPU,
-        "fp32",
-    )
+    trained = train(parse_settings(params), prepared, tmp_path / "m")
     params["train"]["lr"] = 1e-7
-    untrained = train_model(
-        parse_settings(params),
-        "resnet",
-        prepared / "prepared",
-        prepared / "split.csv",
-        tmp_path / "u",
-        (8, 16),
-        CPU,
-        "fp32",
-    )
+    untrained = train(parse_settings(params), prepared, tmp_path / "u")
     assert trained[0]["train_loss"] < untrained[0]["train_loss"]  # at the suggested rate it learns
     assert 1e-6 < lr < 10
 

@@ -8,11 +8,11 @@ import pytest
 import timm
 import torch
 from helpers.data import prepared_work
+from helpers.training import train
 
 from paddy.settings import AugmentSettings, ModelSettings, parse_settings
 from paddy.training.augment import BatchAugment, create_augment
 from paddy.training.checkpoints import checkpoint_normalization
-from paddy.training.folds import train_model
 from paddy.training.model_data import model_augment
 from paddy.training.models import input_normalization
 from paddy.training.step import seed_step, stream_seeds
@@ -65,7 +65,7 @@ def test_the_checkpoint_records_the_normalisation_and_old_ones_keep_theirs(compe
     prepared_work(competition, tmp_path)
     params["models"] = {"resnet": params["models"]["resnet"]}
     settings = parse_settings(params)
-    train_model(settings, "resnet", tmp_path / "prepared", tmp_path / "split.csv", tmp_path / "m", (8, 16), CPU, "fp32")
+    train(settings, tmp_path, tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "meta.json").read_text())
     assert meta["normalization"] is None and checkpoint_normalization(meta) is None  # random init: pixels
     del meta["normalization"]  # a checkpoint from before the rule: it was trained on normalised input

@@ -17,7 +17,6 @@ from paddy.data.split import make_splits
 from paddy.data.synthetic import make_competition
 from paddy.files import write_csv
 from paddy.settings import parse_settings
-from paddy.training.folds import train_model
 
 pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")
@@ -36,9 +35,7 @@ def test_variety_is_learned_and_disease_accuracy_holds(params, tmp_path):
     for targets in (["label"], ["label", "variety"]):
         params["models"]["resnet"]["targets"] = targets
         out = tmp_path / "models" / "-".join(targets)
-        acc[len(targets)] = train_model(
-            parse_settings(params), "resnet", tmp_path / "prepared", tmp_path / "split.csv", out, (16, 64), CPU, "fp32"
-        )[0]
+        acc[len(targets)] = train(parse_settings(params), tmp_path, out, (16, 64))[0]
 
     valid = train[train.image_id.isin(split.loc[split["v0"] == 1, "image_id"])]
     majority = valid["variety"].value_counts(normalize=True).iloc[0]

@@ -5,13 +5,13 @@ import pytest
 import timm
 import torch
 from helpers.data import prepared_work
+from helpers.training import train
 
 from paddy.settings import parse_settings
-from paddy.training import loop as train
+from paddy.training import loop
 from paddy.training.augment import BatchAugment
-from paddy.training.folds import train_model
 from paddy.training.precision import backward_mode, create_scaler, resolve_precision
-from paddy.training.step import train_step
+from paddy.training.step import Step, train_step
 
 CPU = torch.device("cpu")
 
@@ -50,8 +50,8 @@ def test_a_mixed_precision_step_on_the_cpu_follows_the_fp32_step(arch, precision
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         scaler = create_scaler(p, CPU)
         torch.manual_seed(1)
-        train_step(model, optimizer, items, targets, 8, BatchAugment((64, 64)), torch.Generator().manual_seed(2), p,
-                   scaler)  # fmt: skip
+        step = Step(BatchAugment((64, 64)), p, 8, scaler)
+        train_step(model, optimizer, items, targets, torch.Generator().manual_seed(2), step)
         updates[p] = torch.cat([(q.detach() - b).flatten() for q, b in zip(model.parameters(), before)])
     assert torch.isfinite(updates[precision]).all()
     cosine = torch.nn.functional.cosine_similarity(updates["fp32"], updates[precision], dim=0)
@@ -71,9 +71,9 @@ def test_fp16_training_counts_the_steps_its_scaler_skipped(competition, params, 
         scalers.append(torch.amp.GradScaler(device.type, init_scale=2.0**40))
         return scalers[-1]
 
-    monkeypatch.setattr(train, "create_scaler", huge_scaler)
-    settings, work = parse_settings(params), tmp_path
-    result = train_model(settings, "resnet", work / "prepared", work / "split.csv", work / "m", (8, 16), CPU, "fp16")[0]
+    monkeypatch.setattr(loop, "create_scaler", huge_scaler)
+    params["train"]["precision"] = "fp16"
+    result = train(parse_settings(params), tmp_path, tmp_path / "m")[0]
     skipped = result["skipped_steps"]
     assert skipped >= 1
     assert scalers[0].get_scale() == 2.0**40 * 0.5**skipped  # the scale halves exactly once per skipped step

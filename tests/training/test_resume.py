@@ -16,11 +16,11 @@ import yaml
 from helpers.data import prepared_work
 from helpers.pipeline import ROOT
 from helpers.settings import shrunk_params
+from helpers.training import train
 
 from paddy.errors import PaddyError
 from paddy.settings import parse_settings
 from paddy.training.checkpoints import run_key
-from paddy.training.folds import train_model
 
 CPU = torch.device("cpu")
 
@@ -139,16 +139,7 @@ def test_out_of_memory_halves_the_micro_batch_and_goes_on(workspace, monkeypatch
     import paddy.training.step
 
     def run(name, micro):
-        return train_model(
-            parse_settings(params),
-            "resnet",
-            workspace / "prepared",
-            workspace / "split.csv",
-            workspace / name,
-            (micro, 32),
-            CPU,
-            "fp32",
-        )
+        return train(parse_settings(params), workspace, workspace / name, (micro, 32))
 
     expected = run("oom_reference", 4)
     real = paddy.training.step.target_loss

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers.data import prepared_work
+from helpers.training import train
 
 from paddy.data.prepare import read_labels
 from paddy.predict.ensemble import build_ensemble
@@ -12,7 +13,7 @@ from paddy.predict.tables import write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings
 from paddy.training.checkpoints import load_checkpoint
-from paddy.training.folds import train_model
+from paddy.training.run import checkpoint_run
 
 CPU = torch.device("cpu")
 
@@ -29,17 +30,8 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     train = index[index.split == "train"]
     epochs = []
     params["models"].pop("vit")  # one model keeps this fast; the ensemble still weighs it
-    results = train_model(
-        parse_settings(params),
-        "resnet",
-        out / "prepared",
-        out / "split.csv",
-        tmp_path / "models" / "resnet",
-        (8, 24),
-        CPU,
-        "fp32",
-        on_epoch=lambda s, e, m: epochs.append((s, e, m)),
-    )
+    on_epoch = lambda s, e, m: epochs.append((s, e, m))  # noqa: E731
+    results = train(parse_settings(params), out, tmp_path / "models" / "resnet", (8, 24), on_epoch=on_epoch)
     assert len(results) == 1 and [(s, e) for s, e, _ in epochs] == [(0, 0)]
     assert {"train_loss", "valid_loss", "valid_acc", "train_time_s", "images_per_s"} <= set(results[0])
     model, meta = load_checkpoint(tmp_path / "models" / "resnet", "v0")
@@ -47,7 +39,10 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     assert meta["head"] == "fastai" and isinstance(model, torch.nn.Sequential)
 
     test, oof = predict_model(
-        parse_settings(params), out / "prepared", out / "split.csv", tmp_path / "models" / "resnet", CPU, "fp32"
+        checkpoint_run(
+            parse_settings(params), tmp_path / "models" / "resnet", CPU, out / "prepared", out / "split.csv"
+        ),
+        tmp_path / "models" / "resnet",
     )
     assert len(test) == 12 and len(oof) == 12  # 20% of 60 validate
     assert np.allclose(test.probs.sum(1), 1, atol=1e-4)
@@ -73,11 +68,10 @@ def test_training_and_tta_are_deterministic_on_cpu(prepared, params, tmp_path):
     out, index = prepared
     runs = []
     for name in ("a", "b"):
-        res = train_model(
-            parse_settings(params), "resnet", out / "prepared", out / "split.csv", tmp_path / name, (8, 16), CPU, "fp32"
-        )
+        res = train(parse_settings(params), out, tmp_path / name)
         test, _ = predict_model(
-            parse_settings(params), out / "prepared", out / "split.csv", tmp_path / name, CPU, "fp32"
+            checkpoint_run(parse_settings(params), tmp_path / name, CPU, out / "prepared", out / "split.csv"),
+            tmp_path / name,
         )
         runs.append((res[0]["valid_loss"], res[0]["train_loss"], np.asarray(test.probs)))
     assert runs[0][:2] == runs[1][:2] and (runs[0][2] == runs[1][2]).all()
@@ -96,17 +90,7 @@ def test_fine_tune_freezes_the_body_then_trains_everything_with_a_fresh_adam(pre
         if step == 0:
             adam_steps.append(int(optimizer.state[next(model[1].parameters())]["step"]))
 
-    train_model(
-        parse_settings(params),
-        "resnet",
-        out / "prepared",
-        out / "split.csv",
-        tmp_path / "m",
-        (8, 16),
-        CPU,
-        "fp32",
-        on_step=on_step,
-    )
+    train(parse_settings(params), out, tmp_path / "m", on_step=on_step)
     final = load_checkpoint(tmp_path / "m", "v0")[0].state_dict()
     frozen_start, frozen_end = snapshots[0][0], snapshots[0][-1]  # after the frozen epoch's first and last steps
     changed = {k for k in final if not torch.equal(frozen_start[k], frozen_end[k]) and "num_batches" not in k}

@@ -2,6 +2,7 @@
 data), built once by create_run and passed whole, the way timm's train.py passes its `args`. Training
 (paddy.training.folds, loop, step), the learning-rate finder, the memory profile and the benchmarks all take it."""
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from paddy.memory.profile import resolve_batches
 from paddy.metrics import Metric
 from paddy.settings import ModelSettings, Settings
 from paddy.training import distributed
+from paddy.training.checkpoints import checkpoint_normalization, model_settings, read_meta
 from paddy.training.model_data import ModelData, create_model_data
 from paddy.training.precision import resolve_precision
 
@@ -70,4 +72,20 @@ def create_run(settings, name, device, prepared_dir, split_csv=None, batches=Non
         train = settings.train
         processes = distributed.local_world_size()  # DDP's ranks on this machine share its loader workers
         run.data = create_model_data(model, train.aug, train.workers, prepared_dir, split_csv, device, processes)
+    return run
+
+
+def checkpoint_run(settings, ckpt_dir, device, prepared_dir=None, split_csv=None):
+    """The run of a trained model, from its checkpoint (paddy.training.checkpoints): the model settings, classes,
+    batches and input normalisation it was trained with; params.yaml's precision, augmentation and TTA. With
+    split_csv, its data over that split table (TTA of the test set and of each split's validation rows)."""
+    meta = read_meta(ckpt_dir)
+    model = model_settings(meta)
+    settings = dataclasses.replace(settings, models={model.name: model})
+    precision = resolve_precision(settings.train.precision, device)
+    vocab = dict(meta["targets"])
+    run = TrainingRun(settings, model.name, device, precision, vocab, meta["micro_batch"], meta["eval_batch"])
+    if split_csv is not None:
+        aug, workers, normalization = settings.train.aug, settings.train.workers, checkpoint_normalization(meta)
+        run.data = create_model_data(model, aug, workers, prepared_dir, split_csv, device, normalization=normalization)
     return run

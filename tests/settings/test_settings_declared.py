@@ -14,7 +14,7 @@ from paddy.settings.docs import PATH as SETTINGS_MD
 from paddy.settings.docs import leaves, settings_markdown
 from paddy.settings.schema import MODEL_KEYS, ModelSettings, Settings, settings_of
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DECLARED = dict(leaves(Settings))  # dotted name -> Field, models excluded
 MODEL_FIELDS = settings_of(ModelSettings)
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
