@@ -39,7 +39,7 @@ def main():
     if passed_before(key):
         print("models: settings, code and packages as when they last passed their checks")
     else:  # the checks that import timm (seconds): only when something they read changed
-        from paddy.training.models import check_archs, check_models_train
+        from paddy.training.model_checks import check_archs, check_models_train
 
         check_archs(settings.models)  # every architecture and size, and that pretrained weights can be had
         check_models_train(settings.models)  # every model with its head: one forward and backward on fake tensors

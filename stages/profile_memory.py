@@ -13,7 +13,7 @@ from paddy.memory import profile as prof
 from paddy.memory import report
 from paddy.settings import load_settings
 from paddy.training.gpus import claim_device
-from paddy.training.models import check_archs
+from paddy.training.model_checks import check_archs
 
 
 @exit_on_error

@@ -28,7 +28,7 @@ from paddy.files import cache_dir
 from paddy.predict.ensemble import build_ensemble
 from paddy.predict.tables import write_table
 from paddy.settings import EnsembleSettings, parse_settings, preflight
-from paddy.training.models import check_archs
+from paddy.training.model_checks import check_archs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,8 +33,8 @@ def run(args):
     from paddy.settings import load_settings
     from paddy.training import lr_find
     from paddy.training.gpus import claim_device
+    from paddy.training.model_checks import check_archs
     from paddy.training.model_data import create_model_data
-    from paddy.training.models import check_archs
     from paddy.training.precision import resolve_precision
 
     settings = load_settings(overrides=args.overrides)

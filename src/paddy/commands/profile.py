@@ -52,7 +52,8 @@ def parse_size(text, what):
 
 def parse_arch(text):
     """'vit_large_patch16_224' or 'convnext_large_in22k:320x224' -> (arch, (height, width)), checked against timm."""
-    from paddy.training.models import arch_config, check_arch
+    from paddy.training.archs import arch_config
+    from paddy.training.model_checks import check_arch
 
     arch, _, size = text.partition(":")
     hw = parse_size(size, f"--arch {text}") if size else None

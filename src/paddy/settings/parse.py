@@ -117,7 +117,7 @@ def as_hw(value):
 
 def check_params(params, path="params.yaml"):
     """Every setting's presence, type and range (architectures are timm's to judge:
-    paddy.training.models.check_archs)."""
+    paddy.training.model_checks.check_archs)."""
     if not isinstance(params, dict):
         raise PaddyError(f"{path} must hold a mapping of settings; restore it from git.")
     check_unknown_keys(params, path)
