@@ -26,8 +26,8 @@ from paddy.data.prepare import prepare_competition, read_targets
 from paddy.data.split import make_splits
 from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
+from paddy.memory import display
 from paddy.memory import profile as prof
-from paddy.memory import report
 from paddy.settings import parse_settings, read_params
 from paddy.training.folds import train_model
 from paddy.training.precision import device_name
@@ -71,7 +71,7 @@ def profile_vs_training(params, work, budget_gb, models, device):
         estimate = prof.profile_settings(parse_settings(p), name, vocab, torch.device("cpu"))
         estimate_s = time.perf_counter() - start
         measured = prof.profile_settings(parse_settings(p), name, vocab, device)
-        print(report.format_table([measured, estimate]), flush=True)
+        print(display.format_table([measured, estimate]), flush=True)
         prof.require_fit(measured)
         micro, evals = measured["micro_batch"], measured["eval_batch"]
         start = time.perf_counter()

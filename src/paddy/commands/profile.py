@@ -66,6 +66,7 @@ def run(args):
 
     from paddy.data.prepare import read_targets
     from paddy.files import write_json
+    from paddy.memory.display import format_table
     from paddy.memory.measure import Spec
     from paddy.memory.profile import (
         candidates,
@@ -74,7 +75,6 @@ def run(args):
         planned_precision,
         profile_model,
     )
-    from paddy.memory.report import format_table
     from paddy.settings import load_settings
     from paddy.training.gpus import claim_device
     from paddy.training.precision import device_name
