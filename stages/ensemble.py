@@ -50,8 +50,8 @@ def main():
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
     write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
     write_submission(sub, args.submission_csv)
-    weights = settings.ensemble.weights
-    print(f"{args.submission_csv}: {len(sub)} rows ({comp.form}), {weights} weights {metrics['weights']}")
+    weighting = settings.ensemble.weights  # params or fit
+    print(f"{args.submission_csv}: {len(sub)} rows ({comp.form}), {weighting} weights {metrics['weights']}")
     name, fit = metrics["metric"], metrics["fit"]
     print(f"out-of-fold {name} {metrics['oof_score']}, accuracy {metrics['oof_acc']}, log loss {metrics['oof_loss']}")
     in_sample, cv = format_score(fit["oof_score"]), format_score(fit["cv_score"])
