@@ -10,7 +10,7 @@ from paddy.data.prepare import read_targets
 from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_json
 from paddy.memory import display
-from paddy.memory import profile as prof
+from paddy.memory.profile import ESTIMATE, batches_of, profile_settings, require_fit, write_profile
 from paddy.settings import load_settings
 from paddy.training.gpus import claim_device
 from paddy.training.model_checks import check_archs
@@ -30,17 +30,17 @@ def main():
     settings = load_settings()
     check_archs(settings.models)
     vocab = read_targets(Path(args.targets_json).parent)
-    profile = prof.profile_settings(settings, args.model, vocab, claim_device())
+    profile = profile_settings(settings, args.model, vocab, claim_device())
     print(display.format_table([profile]))
     # Only `auto` depends on the choice; an explicit batch size always wins, so there a warning is enough.
-    auto = [k for k, v in prof.batches_of(profile, settings).items() if k != "device"]
-    prof.require_fit(profile, auto)
+    auto = [k for k, v in batches_of(profile, settings).items() if k != "device"]
+    require_fit(profile, auto)
     for key in {"micro_batch", "eval_batch"} - set(auto):
         if profile[key] is None:
             print(f"warning: {args.model}'s explicit {key} does not fit profile.budget_gb at any candidate")
-    prof.write_profile(profile, settings, args.out_json, args.batches_json)
+    write_profile(profile, settings, args.out_json, args.batches_json)
     write_json(args.summary_json, display.summary_of(profile))
-    source = "estimated for a CUDA card" if profile["device"] == prof.ESTIMATE else f"measured on {profile['device']}"
+    source = "estimated for a CUDA card" if profile["device"] == ESTIMATE else f"measured on {profile['device']}"
     title = f"{args.model} ({profile['arch']}): peak memory per batch\n{source}, {display.precision_label(profile)}"
     charts.memory(display.plot_rows(profile), profile["limit_gb"], args.plot_png, title)
 
