@@ -25,6 +25,7 @@ from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
 from paddy.settings import parse_settings, read_params
 from paddy.training.folds import train_model
+from paddy.training.run import create_run
 
 EPOCHS, FROZEN, LR, LR_MULT, EFFECTIVE, MICRO = 2, 1, 0.01, 100, 32, 16
 MODELS = {  # a BatchNorm convnet (train_bn matters) and a LayerNorm transformer, at sizes that train in seconds
@@ -44,17 +45,11 @@ def pipeline_steps(params, name, work):
              for g in optimizer.param_groups for p in g["params"]}
         )  # fmt: skip
 
-    train_model(
-        parse_settings(params),
-        name,
-        work / "prepared",
-        work / "split.csv",
-        work / "models" / name,
-        (MICRO, 64),
-        torch.device("cpu"),
-        "fp32",
-        on_step=on_step,
+    run = create_run(
+        parse_settings(params), name, torch.device("cpu"), work / "prepared", work / "split.csv", (MICRO, 64)
     )
+    run.on_step = on_step
+    train_model(run, work / "models" / name)
     return steps
 
 

@@ -28,6 +28,7 @@ from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
 from paddy.settings.parse import as_hw
 from paddy.training.folds import train_model
+from paddy.training.run import checkpoint_run, create_run
 
 CPU = torch.device("cpu")
 
@@ -45,11 +46,13 @@ def pipeline(params, name, work, seed, truth):
     micro = p["models"][name]["micro_batch"]
     start = time.perf_counter()
     settings, out = parse_settings(p), work / f"ours{seed}" / name
-    result = train_model(settings, name, work / "prepared", work / "split.csv", out, (micro, 2 * micro), CPU, "fp32")[0]
+    run = create_run(settings, name, CPU, work / "prepared", work / "split.csv", (micro, 2 * micro))
+    result = train_model(run, out)[0]
     trained = time.perf_counter() - start
 
     test, _ = predict_model(
-        parse_settings(p), work / "prepared", work / "split.csv", work / f"ours{seed}" / name, CPU, "fp32"
+        checkpoint_run(parse_settings(p), work / f"ours{seed}" / name, CPU, work / "prepared", work / "split.csv"),
+        work / f"ours{seed}" / name,
     )
     return {"valid_acc": result["valid_acc"], "test_acc": accuracy(test, truth), "train_s": trained,
             "total_s": time.perf_counter() - start}  # fmt: skip

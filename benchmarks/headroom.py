@@ -32,6 +32,7 @@ from paddy.files import write_csv, write_json
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
 from paddy.training.folds import train_model
+from paddy.training.run import checkpoint_run, create_run
 
 CPU = torch.device("cpu")
 
@@ -51,7 +52,9 @@ def make_data(params, work):
 
 def test_probs(params, data, ckpt_dir, truth):
     """The test probabilities in the truth's row order."""
-    test, _ = predict_model(parse_settings(params), data / "prepared", data / "split.csv", ckpt_dir, CPU, "fp32")
+    test, _ = predict_model(
+        checkpoint_run(parse_settings(params), ckpt_dir, CPU, data / "prepared", data / "split.csv"), ckpt_dir
+    )
     return test.set_index("image_id").loc[truth.image_id]
 
 
@@ -73,7 +76,7 @@ def run_seed(params, data, truth, work, seed):
         # TTA draws its augmentations per batch, so the same eval batch gives the same probabilities as dvc repro
         batches = (model["micro_batch"], 4 * params["train"]["effective_batch"])
         settings = parse_settings(params)
-        result = train_model(settings, name, data / "prepared", data / "split.csv", ckpt, batches, CPU, "fp32")[0]
+        result = train_model(create_run(settings, name, CPU, data / "prepared", data / "split.csv", batches), ckpt)[0]
         train_s = time.perf_counter() - start
         probs = {"tta": test_probs(params, data, ckpt, truth), "plain": test_probs(plain, data, ckpt, truth)}
         for kind, p in probs.items():

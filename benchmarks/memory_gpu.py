@@ -28,9 +28,10 @@ from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
 from paddy.memory import display
 from paddy.memory.profile import model_spec, profile_model, profile_settings, require_fit
-from paddy.settings import parse_settings, read_params
+from paddy.settings import ProfileSettings, parse_settings, read_params
 from paddy.training.folds import train_model
 from paddy.training.precision import device_name
+from paddy.training.run import create_run
 from paddy.training.step import accumulation
 
 SEED_MODELS = [  # (name, timm arch, size): presets/seed.yaml's architectures at their sizes
@@ -63,30 +64,22 @@ def seed_params(params, name, arch, size, budget_gb):
 
 
 def profile_vs_training(params, work, budget_gb, models, device):
-    vocab = read_targets(work / "prepared")
     context = cap_memory(budget_gb, device)
     rows = []
     for name, arch, size in models:
         p = seed_params(params, name, arch, size, budget_gb)
         start = time.perf_counter()
-        estimate = profile_settings(parse_settings(p), name, vocab, torch.device("cpu"))
+        estimate = profile_settings(create_run(parse_settings(p), name, torch.device("cpu"), work / "prepared"))
         estimate_s = time.perf_counter() - start
-        measured = profile_settings(parse_settings(p), name, vocab, device)
+        measured = profile_settings(create_run(parse_settings(p), name, device, work / "prepared"))
         print(display.format_table([measured, estimate]), flush=True)
         require_fit(measured)
         micro, evals = measured["micro_batch"], measured["eval_batch"]
         start = time.perf_counter()
+        p["train"]["precision"] = "bf16" if device.type == "cuda" else "fp32"
         settings, out = parse_settings(p), work / "models" / name
-        result = train_model(
-            settings,
-            name,
-            work / "prepared",
-            work / "split.csv",
-            out,
-            (micro, evals),
-            device,
-            "bf16" if device.type == "cuda" else "fp32",
-        )[0]
+        run = create_run(settings, name, device, work / "prepared", work / "split.csv", (micro, evals))
+        result = train_model(run, out)[0]
         trained = {"reserved_gb": result.get("peak_memory_gb", float("nan")), "total_gb": float("nan")}
         if device.type == "cuda":
             free, total = torch.cuda.mem_get_info()
@@ -126,8 +119,9 @@ def calibration(params, vocab, models, device, batches=(64, 32, 16)):
             parse_settings(p).model(name), parse_settings(p).train, vocab, device
         )  # effective batch 64: accumulation 64 / micro-batch
         for mb in batches:
-            measured = profile_model(name, spec, [mb], [128], 80, 0.1, device, micro_batch=mb)
-            estimated = profile_model(name, spec, [mb], [128], 80, 0.1, torch.device("cpu"), micro_batch=mb)
+            limits = ProfileSettings(budget_gb=80, headroom=0.1)
+            measured = profile_model(name, spec, ([mb], [128]), limits, device, micro_batch=mb)
+            estimated = profile_model(name, spec, ([mb], [128]), limits, torch.device("cpu"), micro_batch=mb)
             m, e = measured["table"][0], estimated["table"][0]
             row = {"arch": arch, "micro_batch": mb, "measured": m, "estimated": e}
             if not m.get("oom"):

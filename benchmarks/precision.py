@@ -31,6 +31,7 @@ from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings, read_params
 from paddy.training.folds import train_model
 from paddy.training.precision import device_name
+from paddy.training.run import checkpoint_run, create_run
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -79,18 +80,11 @@ def main():
                 start = time.perf_counter()
                 micro = cfg["micro_batch"] if cfg["micro_batch"] != "auto" else 32
                 ckpt = work / f"{precision}{seed}" / name
-                result = train_model(
-                    parse_settings(p),
-                    name,
-                    work / "prepared",
-                    work / "split.csv",
-                    ckpt,
-                    (micro, 128),
-                    device,
-                    precision,
-                )[0]
+                p["train"]["precision"] = precision
+                run = create_run(parse_settings(p), name, device, work / "prepared", work / "split.csv", (micro, 128))
+                result = train_model(run, ckpt)[0]
                 test, _ = predict_model(
-                    parse_settings(p), work / "prepared", work / "split.csv", ckpt, device, precision
+                    checkpoint_run(parse_settings(p), ckpt, device, work / "prepared", work / "split.csv"), ckpt
                 )
                 run = {"seed": seed, "precision": precision, "model": name, "valid_acc": result["valid_acc"],
                        "test_acc": test_accuracy(test, truth), "train_loss": result["train_loss"],

@@ -58,7 +58,8 @@ from paddy.training.model_data import create_model_data, model_augment
 from paddy.training.models import create_model
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import device_name
-from paddy.training.step import seed_everything, train_step
+from paddy.training.run import checkpoint_run, create_run
+from paddy.training.step import Step, seed_everything, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 # (name, timm arch, item_size, item_method, size): part 2's model, then presets/seed.yaml's four architectures
@@ -207,12 +208,13 @@ def ceiling(p, name, device, precision, steps, warmup):
     items = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, device=device)
     targets = torch.randint(0, 10, (batch,), device=device)
     generator = torch.Generator(device).manual_seed(0)
+    step = Step(augment, precision, cfg["micro_batch"])
     for _ in range(warmup):  # cuDNN's autotuning, the allocator's first segments, the optimizer state
-        train_step(model, optimizer, items, targets, cfg["micro_batch"], augment, generator, precision)
+        train_step(model, optimizer, items, targets, generator, step)
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        loss = train_step(model, optimizer, items, targets, cfg["micro_batch"], augment, generator, precision)
+        loss = train_step(model, optimizer, items, targets, generator, step)
     sync(device)
     seconds = time.perf_counter() - start
     row = {"images_per_s": steps * batch / seconds, "step_s": seconds / steps, "steps": steps,
@@ -252,10 +254,10 @@ def pipeline(p, name, work, device, precision, compiled):
     out = work / "runs" / f"{name}_{'compiled' if compiled else 'eager'}"
     reset_peak(device)
     start = time.perf_counter()
-    settings = parse_settings(p)
-    result = train_model(
-        settings, name, work / "prepared", work / "split.csv", out, (micro, evals), device, precision, on_step=clock
-    )[0]
+    settings = parse_settings(dict(p, train=dict(train, precision=precision)))
+    run = create_run(settings, name, device, work / "prepared", work / "split.csv", (micro, evals))
+    run.on_step = clock
+    result = train_model(run, out)[0]
     wall = time.perf_counter() - start
     timed = (steps - clock.skip) * train["effective_batch"]
     images_per_s = timed / clock.seconds()
@@ -320,6 +322,7 @@ def breakdown(p, name, work, device, precision, steps):
     inner, optimizer = _model_and_optimizer(cfg, train, device)
     model, augment = _Forward(inner), _Augment(data.augment)
     generator = torch.Generator(device).manual_seed(0)
+    step = Step(augment, precision, cfg["micro_batch"])
 
     def batches():
         while True:
@@ -327,7 +330,7 @@ def breakdown(p, name, work, device, precision, steps):
 
     it = batches()
     for _ in range(2):  # warm-up: cuDNN's autotuning, the optimizer state, the loader's workers
-        train_step(model, optimizer, *next(it), cfg["micro_batch"], augment, generator, precision)
+        train_step(model, optimizer, *next(it), generator, step)
     sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     start = time.perf_counter()
@@ -335,7 +338,7 @@ def breakdown(p, name, work, device, precision, steps):
         for _ in range(steps):
             with record_function("data_wait"):
                 batch = next(it)
-            train_step(model, optimizer, *batch, cfg["micro_batch"], augment, generator, precision)
+            train_step(model, optimizer, *batch, generator, step)
         with record_function("sync"):
             sync(device)
     wall = time.perf_counter() - start
@@ -424,10 +427,11 @@ def tta(p, index, work, ckpt_dir, device, precision):
     rows = int((index.split == "test").sum()) + int(
         (np.loadtxt(work / "split.csv", delimiter=",", skiprows=1, usecols=2, dtype=str) == "1").sum()
     )
-    predict_model(parse_settings(p), work / "prepared", work / "split.csv", ckpt_dir, device, precision)
+    settings = parse_settings(dict(p, train=dict(p["train"], precision=precision)))
+    predict_model(checkpoint_run(settings, ckpt_dir, device, work / "prepared", work / "split.csv"), ckpt_dir)
     reset_peak(device)
     start = time.perf_counter()
-    predict_model(parse_settings(p), work / "prepared", work / "split.csv", ckpt_dir, device, precision)
+    predict_model(checkpoint_run(settings, ckpt_dir, device, work / "prepared", work / "split.csv"), ckpt_dir)
     seconds = time.perf_counter() - start
     return {"images_per_s": rows / seconds, "passes": p["tta"]["n"] + 1, "images": rows, "seconds": seconds,
             "peak_memory_gb": peak_memory_gb(device)}  # fmt: skip

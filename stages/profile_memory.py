@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from paddy import charts
-from paddy.data.prepare import read_targets
 from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_json
 from paddy.memory import display
@@ -14,6 +13,7 @@ from paddy.memory.profile import ESTIMATE, batches_of, profile_settings, require
 from paddy.settings import load_settings
 from paddy.training.gpus import claim_device
 from paddy.training.model_checks import check_archs
+from paddy.training.run import create_run
 
 
 @exit_on_error
@@ -29,8 +29,8 @@ def main():
     say_on_interrupt(f"profile@{args.model}", "Its outputs are still the last profile's (written at the end).")
     settings = load_settings()
     check_archs(settings.models)
-    vocab = read_targets(Path(args.targets_json).parent)
-    profile = profile_settings(settings, args.model, vocab, claim_device())
+    run = create_run(settings, args.model, claim_device(), Path(args.targets_json).parent)
+    profile = profile_settings(run)
     print(display.format_table([profile]))
     # Only `auto` depends on the choice; an explicit batch size always wins, so there a warning is enough.
     auto = [k for k, v in batches_of(profile, settings).items() if k != "device"]

@@ -10,7 +10,7 @@ from paddy.predict.tta import predict_model
 from paddy.settings import load_settings
 from paddy.training.gpus import claim_device
 from paddy.training.model_checks import check_archs
-from paddy.training.precision import resolve_precision
+from paddy.training.run import checkpoint_run
 
 
 @exit_on_error
@@ -25,8 +25,9 @@ def main():
     settings = load_settings()
     check_archs(settings.models)
     device = claim_device()  # a GPU no other run holds, or the CPU
-    precision = resolve_precision(settings.train.precision, device)
-    test, oof = predict_model(settings, args.prepared_dir, args.split_csv, args.ckpt_dir, device, precision)
+    test, oof = predict_model(
+        checkpoint_run(settings, args.ckpt_dir, device, args.prepared_dir, args.split_csv), args.ckpt_dir
+    )
     with built_beside(args.out_dir) as out:  # swapped in whole: Ctrl-C or an error keeps the last good one
         for kind, table in (("test", test), ("oof", oof)):
             write_table(out, kind, table.ids, table.probs, table.classes)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import copy_pipeline, sh
+from helpers.pipeline import copy_pipeline, sh
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
 
 from paddy.settings.schema import LAYOUTS

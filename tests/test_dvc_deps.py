@@ -127,3 +127,9 @@ def test_every_stage_runs_after_the_params_check(stages):
     """DVC deletes a stage's outputs before running it: a bad setting must fail in `check`, before any of that."""
     late = [name for name, _, deps in stages if name != "check" and "data/checked" not in deps]
     assert not late, f"add data/checked to the deps of {', '.join(late)}"
+
+
+def test_no_file_dep_is_empty(stages):
+    """DVC prints `WARNING: '<path>' is empty.` on every repro for each empty file a stage depends on."""
+    empty = sorted({d for _, _, deps in stages for d in deps if (ROOT / d).is_file() and not (ROOT / d).stat().st_size})
+    assert not empty, f"give each a one-line docstring, or DVC warns on every repro that it is empty: {empty}"

@@ -33,7 +33,7 @@ def test_plots_are_images():
         "plots/report/confusion_normalised.png", "plots/report/least_confident.png", "plots/report/most_confused.png",
         "plots/report/reliability.png", "plots/report/top_losses", "plots/report/top_losses.png",
     ]  # fmt: skip
-    # The folder of top losses holds PNG files only (tests/test_report.py), so the page embeds each.
+    # The folder of top losses holds PNG files only (tests/report/test_report.py), so the page embeds each.
 
 
 def train_stage():

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import in_main, run_script
+from helpers.pipeline import run_script
+from helpers.processes import in_main
 
 from paddy import errors
 from paddy.data.synthetic import make_competition

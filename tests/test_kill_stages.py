@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import in_main, run_script
+from helpers.pipeline import run_script
+from helpers.processes import in_main
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import copy_finished_run, sh
+from helpers.pipeline import copy_finished_run, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import test_pipeline
 import yaml
-from conftest import sh, venv_env
+from helpers.pipeline import sh, venv_env
 
 pytestmark = pytest.mark.slow
 repo = test_pipeline.repo  # a module-scoped fixture: this module's own shrunk copy of the repository

@@ -27,42 +27,29 @@ def arguments(parser):
 def run(args):
     import pandas as pd
 
-    from paddy.data.prepare import read_targets
     from paddy.files import write_csv, write_json
-    from paddy.memory.profile import profile_settings, require_fit, resolve_batches
     from paddy.settings import load_settings
     from paddy.training import lr_find
     from paddy.training.gpus import claim_device
     from paddy.training.model_checks import check_archs
-    from paddy.training.model_data import create_model_data
-    from paddy.training.precision import resolve_precision
+    from paddy.training.run import create_run
 
     settings = load_settings(overrides=args.overrides)
     check_archs(settings.models)
-    model_cfg, train = settings.model(args.model), settings.train
+    settings.model(args.model)
     for path in (args.prepared / "index.csv", args.split):
         if not path.exists():
             raise PaddyError(f"{path} does not exist: run `dvc repro split` first (lr-find uses the prepared data).")
-    device = claim_device()
-    precision = resolve_precision(train.precision, device)
-    vocab = read_targets(args.prepared)
-    batches = Path("data/profile") / f"{args.model}.batches.json"
-    micro = model_cfg.micro_batch
-    if micro == "auto" and batches.exists():
-        micro = resolve_batches(settings, args.model, batches, device, vocab)[0]
-    elif micro == "auto":  # no profile yet: make one now
-        profile = profile_settings(settings, args.model, vocab, device)
-        require_fit(profile, ["micro_batch"])
-        micro = profile["micro_batch"]
-    data = create_model_data(model_cfg, train.aug, train.workers, args.prepared, args.split, device)
+    batches = Path("data/profile") / f"{args.model}.batches.json"  # profile@MODEL's, or profiled now if auto
+    run = create_run(settings, args.model, claim_device(), args.prepared, args.split, batches)
+    train, data = run.train, run.data
     rows = data.rows(data.splits[0])[0]  # the first split's training rows
     loader = data.loader(rows, train.effective_batch, shuffle=True, drop_last=train.drop_last, seed=settings.seed)
     model = data.create_model()
-    frozen = train.frozen_epochs > 0
-    print(f"lr-find {args.model}: {args.num_it} steps of {train.effective_batch} ({micro} per micro-batch), "
-          f"{device.type}, {precision}{', body frozen' if frozen else ''}")  # fmt: skip
-    lrs, losses = lr_find.sweep(model, loader, data.augment, micro, precision, train, frozen, settings.seed,
-                                args.start_lr, args.end_lr, args.num_it, data.sizes)  # fmt: skip
+    frozen = ", body frozen" if train.frozen_epochs > 0 else ""
+    print(f"lr-find {args.model}: {args.num_it} steps of {train.effective_batch} ({run.micro_batch} per micro-batch), "
+          f"{run.device.type}, {run.precision}{frozen}")  # fmt: skip
+    lrs, losses = lr_find.sweep(run, model, loader, args.start_lr, args.end_lr, args.num_it)
     found = lr_find.suggestions(lrs, losses, args.num_it)
     out = args.out / args.model
     write_csv(pd.DataFrame({"lr": lrs, "loss": losses}), out.with_suffix(".csv"))

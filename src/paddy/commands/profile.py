@@ -83,7 +83,7 @@ def run(args):
         raise PaddyError("`paddy profile` needs either --arch ARCH[:SIZE] ... or --params (the models in params.yaml).")
     settings = load_settings()
     prof, train = settings.profile, settings.train
-    budget_gb = prof.budget_gb if args.budget_gb is None else args.budget_gb
+    limits = prof if args.budget_gb is None else dataclasses.replace(prof, budget_gb=args.budget_gb)
     device = torch.device("cpu") if args.estimate else claim_device()  # measured alone on its GPU
     effective = args.effective_batch or train.effective_batch
     batches = sorted(set(args.batch), reverse=True) if args.batch else candidates(effective, prof.min_micro_batch)
@@ -135,7 +135,7 @@ def run(args):
     profiles = []
     for name, spec in jobs:
         start = time.perf_counter()
-        profiles.append(profile_model(name, spec, batches, evals, budget_gb, prof.headroom, device))
+        profiles.append(profile_model(name, spec, (batches, evals), limits, device))
         print(f"  {name}: {time.perf_counter() - start:.1f} s")
     print(format_table(profiles))
     if args.json:

@@ -1,6 +1,5 @@
 """Where the competition comes from (`data.source`): generated, downloaded from Kaggle, or a folder/.zip on disk."""
 
-import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,9 +36,8 @@ def fetch_competition(data, comp, raw_dir, truth_path):
 
     source = str(data.source)
     if source == "synthetic":
-        synthetic = dataclasses.asdict(data.synthetic)
         truth_tmp = truth_path.with_name(f".{truth_path.name}.new")
-        tables = _build_dir(raw_dir, lambda tmp: make_competition(tmp, truth_tmp, **synthetic), check)
+        tables = _build_dir(raw_dir, lambda tmp: make_competition(tmp, truth_tmp, data.synthetic), check)
         truth_tmp.replace(truth_path)
         return tables
     if source == "kaggle":

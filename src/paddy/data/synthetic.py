@@ -16,6 +16,7 @@ it): class k is drawn as disease k % 10 on leaf shade (k // 10) % 12, so up to 1
 `classes` N scales to thousands (time linear in images and classes).
 """
 
+import dataclasses
 import io
 import zipfile
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from PIL import Image, ImageFilter
 from paddy.data.competition import class_order
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, write_csv
-from paddy.settings.schema import CompetitionSettings
+from paddy.settings.schema import CompetitionSettings, SyntheticSettings
 
 TRAIN_CSV, SAMPLE_CSV, TRAIN_DIR, TEST_DIR = "train.csv", "sample_submission.csv", "train_images", "test_images"
 
@@ -186,10 +187,11 @@ def _streaks(img, rng, colour, n, length, width, alpha, photo_height):
         _blend(patch, (np.abs(along) < half) & (across < width), colour, alpha)
 
 
-def _spots(img, rng, colour, n, radius, alpha, photo_width, ring=None, elongation=1.0):
+def _spots(img, rng, colour, n, radius, alpha, photo_width, shape=(None, 1.0)):
     """Round or diamond lesions at several scales: brown_spot, blast, downy_mildew and normal's specks share them.
     They lie within `img` (a view of the photo); their radius is a fraction of `photo_width`, the whole photo's width at
-    its camera distance."""
+    its camera distance. shape: (the colour of a ring around each, or None; how much longer than wide they are)."""
+    ring, elongation = shape
     h, w, _ = img.shape
     for _ in range(n):
         cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*radius) * photo_width
@@ -243,9 +245,9 @@ def _hard_disease(img, label, rng):
     elif label == "brown_spot":
         _spots(centre, rng, brown, rng.integers(3, 20), (0.015, 0.045), alpha, sw)
     elif label == "blast":  # spindle-shaped, grey centre, brown rim
-        _spots(centre, rng, grey, rng.integers(1, 6), (0.03, 0.07), alpha, sw, ring=brown, elongation=2.0)
+        _spots(centre, rng, grey, rng.integers(1, 6), (0.03, 0.07), alpha, sw, shape=(brown, 2.0))
     elif label == "downy_mildew":
-        _spots(centre, rng, pale, rng.integers(2, 6), (0.06, 0.14), alpha * 0.7, sw, elongation=1.3)
+        _spots(centre, rng, pale, rng.integers(2, 6), (0.06, 0.14), alpha * 0.7, sw, shape=(None, 1.3))
     elif label in ("bacterial_leaf_blight", "bacterial_panicle_blight", "tungro", "dead_heart"):
         # blights and yellowing: a discoloured region whose edge wanders; where and which colour tells them apart
         yy, xx = np.mgrid[0:h, 0:w]
@@ -327,7 +329,9 @@ class Family:
     extras: tuple = ()  # the train table's columns besides the id and the label: extra targets
 
 
-def _section(table, id_column, labels_from, label_column, train_images, test_images, form, metric, positive=""):
+def _section(table, id_column, labels_from, label_column, images, form, metric, positive=""):
+    """A layout's competition section; images: (train_images, test_images)."""
+    train_images, test_images = images
     return dict(
         train_table=table, id_column=id_column, labels_from=labels_from, label_column=label_column,
         train_images=train_images, test_images=test_images, sample_submission=SAMPLE_CSV, form=form,
@@ -338,47 +342,47 @@ def _section(table, id_column, labels_from, label_column, train_images, test_ima
 FAMILIES = {
     "paddy": Family(
         "paddy-disease-classification", LABEL_COUNTS,
-        _section(TRAIN_CSV, "image_id", "column", "label", "train_images/{label}/{id}", "test_images/{id}", "label",
-                 "accuracy"),
+        _section(TRAIN_CSV, "image_id", "column", "label",
+                 ("train_images/{label}/{id}", "test_images/{id}"), "label", "accuracy"),
         sample="", extras=("variety", "age"),
     ),
     "cassava": Family(
         "cassava-leaf-disease-classification", CASSAVA_COUNTS,
-        _section(TRAIN_CSV, "image_id", "column", "label", "train_images/{id}", "test_images/{id}", "label",
-                 "accuracy"),
+        _section(TRAIN_CSV, "image_id", "column", "label",
+                 ("train_images/{id}", "test_images/{id}"), "label", "accuracy"),
         numbered=True, sample="last", ids="number",
     ),
     "dog_breed": Family(
         "dog-breed-identification", dict.fromkeys(DOG_BREEDS, 1),
-        _section("labels.csv", "id", "column", "breed", "train/{id}.jpg", "test/{id}.jpg", "probabilities",
-                 "log_loss"),
+        _section("labels.csv", "id", "column", "breed",
+                 ("train/{id}.jpg", "test/{id}.jpg"), "probabilities", "log_loss"),
         sample="uniform", ids="hex32",
     ),
     "dogs_vs_cats": Family(
         "dogs-vs-cats-redux-kernels-edition", {"cat": 1, "dog": 1},
-        _section("", "", "file_names", "", "train/{id}", "test/{id}.jpg", "probability", "log_loss", "dog"),
+        _section("", "", "file_names", "", ("train/{id}", "test/{id}.jpg"), "probability", "log_loss", "dog"),
         sample="half", ids="file_names",
     ),
     "plant_seedlings": Family(
         "plant-seedlings-classification", SEEDLING_COUNTS,
-        _section("", "", "folders", "", "train/{label}/{id}", "test/{id}", "label", "f1_micro"),
+        _section("", "", "folders", "", ("train/{label}/{id}", "test/{id}"), "label", "f1_micro"),
         sample="last", separator=" ", ids="hex9.png",
     ),
     "cactus": Family(
         "aerial-cactus-identification", CACTUS_COUNTS,
-        _section(TRAIN_CSV, "id", "column", "has_cactus", "train/{id}", "test/{id}", "probability", "roc_auc", "1"),
+        _section(TRAIN_CSV, "id", "column", "has_cactus", ("train/{id}", "test/{id}"), "probability", "roc_auc", "1"),
         numbered=True, sample="half", ids="hex32.jpg",
     ),
     "aptos": Family(
         "aptos2019-blindness-detection", APTOS_COUNTS,
-        _section(TRAIN_CSV, "id_code", "column", "diagnosis", "train_images/{id}.png", "test_images/{id}.png",
-                 "label", "qwk"),
+        _section(TRAIN_CSV, "id_code", "column", "diagnosis",
+                 ("train_images/{id}.png", "test_images/{id}.png"), "label", "qwk"),
         numbered=True, sample="first", ids="hex12",
     ),
     "plant_pathology": Family(
         "plant-pathology-2020-fgvc7", PATHOLOGY_COUNTS,
-        _section(TRAIN_CSV, "image_id", "one_hot", list(PATHOLOGY_COUNTS), "images/{id}.jpg", "images/{id}.jpg",
-                 "probabilities", "mean_roc_auc"),
+        _section(TRAIN_CSV, "image_id", "one_hot", list(PATHOLOGY_COUNTS),
+                 ("images/{id}.jpg", "images/{id}.jpg"), "probabilities", "mean_roc_auc"),
         sample="uniform", ids="train_test",
     ),
 }  # fmt: skip
@@ -578,24 +582,21 @@ def train_label_counts(synthetic):
     return pd.Series(counts, index=names, name="count")
 
 
-def make_competition(
-    root,
-    truth_path,
-    n_train=800,
-    n_test=200,
-    width=192,
-    height=256,
-    seed=0,
-    difficulty="easy",
-    layout="paddy",
-    classes=0,
-):
+# make_competition's competition unless told otherwise: an easy one, quick to draw (params.yaml's is hard)
+TEST_COMPETITION = SyntheticSettings(n_train=800, n_test=200, width=192, height=256, seed=0, difficulty="easy")
+
+
+def make_competition(root, truth_path, spec=TEST_COMPETITION, **changes):
     """Write a competition folder at `root`, laid out like `layout`'s Kaggle competition (description(layout,
     classes) describes it), and the test set's true labels at `truth_path`: image_id (the sample submission's id as
-    written) and label (the class as the pipeline names it).
+    written) and label (the class as the pipeline names it). spec: SyntheticSettings (n_train, n_test, width,
+    height, seed, difficulty, layout, classes), with any of its fields given as `changes`.
 
     Time is linear in the images and the classes. The paddy layout with its own classes draws exactly today's
     random stream (the default competition's bytes); the others draw their ids from a second stream."""
+    spec = dataclasses.replace(spec, **changes)
+    n_train, n_test, width, height, seed = spec.n_train, spec.n_test, spec.width, spec.height, spec.seed
+    difficulty, layout, classes = spec.difficulty, spec.layout, spec.classes
     root = Path(root)
     fam = family(layout)
     names = class_names(layout, classes)

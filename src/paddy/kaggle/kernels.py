@@ -1,7 +1,7 @@
 """Kaggle's kernels (script notebooks) through the kaggle package: push a bundle, ask its state, fetch its output.
 
 The client contract of paddy.kaggle.api, extended with the kernel calls of kaggle 2.x's KaggleApi (the fake in
-tests/conftest.py has the same):
+tests/helpers/kaggle.py has the same):
 
     kernels_push(folder, timeout=None, acc=None)     -> .ref, .url, .version_number (older: versionNumber), .error
     kernels_status(kernel)                            -> .status (QUEUED, RUNNING, COMPLETE, ERROR, CANCEL_*),

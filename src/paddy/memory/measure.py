@@ -20,7 +20,7 @@ from paddy.training.augment import create_augment
 from paddy.training.models import create_model, fake_model, input_normalization
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.step import predict_step, train_step
+from paddy.training.step import Step, predict_step, train_step
 
 GiB = 2**30
 
@@ -67,8 +67,9 @@ def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
     meter.start()
     items = torch.randint(0, 256, (spec.effective_batch, h, w, 3), dtype=torch.uint8, device=device)
     targets = torch.randint(0, spec.num_classes, (spec.effective_batch,), device=device)
+    step = Step(augment, spec.precision, micro_batch, scaler)
     for _ in range(STEPS):
-        train_step(model, optimizer, items, targets, micro_batch, augment, generator, spec.precision, scaler)
+        train_step(model, optimizer, items, targets, generator, step)
     del items, targets
     train = meter.read()
     evals = []

@@ -13,7 +13,8 @@ import torch
 
 from paddy.errors import PaddyError
 from paddy.files import write_json
-from paddy.memory.measure import GiB, Spec, estimate, measure, oom_row
+from paddy.memory.measure import GiB, Spec, estimate, oom_row
+from paddy.memory.measure import measure as measure_step
 from paddy.training.precision import device_name, resolve_precision
 from paddy.training.step import accumulation, free_cuda_cache
 
@@ -48,18 +49,23 @@ def choose(rows, limit, key="micro_batch"):
     return max(fitting) if fitting else None
 
 
-def profile_model(name, spec, micro_batches, eval_batches, budget_gb, headroom, device, micro_batch=None, run=None):
+def profile_model(name, spec, batches, limits, device, micro_batch=None, measure=None):
     """The profile of one model: the table, where it came from, the chosen micro-batch, accumulation, eval batch.
 
+    batches: (micro-batch candidates, eval batch candidates); limits: the ProfileSettings (budget_gb, headroom).
     Each micro-batch candidate runs the training step; the one training will use (`micro_batch` when given, an
     explicit setting, else the chosen one) then runs, with its state alive, the prediction step at every eval
-    candidate, and the eval batch is chosen from those. run(micro, eval_batches) -> (train row, eval rows) replaces
-    the real measurement (tests simulate out-of-memory errors with it); on the CPU everything is estimated.
+    candidate, and the eval batch is chosen from those. measure(micro, eval_batches) -> (train row, eval rows)
+    replaces the real measurement (tests simulate out-of-memory errors with it); on the CPU everything is estimated.
     """
-    measured = device.type == "cuda" or run is not None
-    if run is None:
-        run = (
-            (lambda mb, ebs: measure(spec, mb, device, ebs)) if measured else (lambda mb, ebs: estimate(spec, mb, ebs))
+    micro_batches, eval_batches = batches
+    budget_gb, headroom = limits.budget_gb, limits.headroom
+    measured = device.type == "cuda" or measure is not None
+    if measure is None:
+        measure = (
+            (lambda mb, ebs: measure_step(spec, mb, device, ebs))
+            if measured
+            else (lambda mb, ebs: estimate(spec, mb, ebs))
         )
     micro_batches = sorted(set(micro_batches) | ({micro_batch} if micro_batch else set()), reverse=True)
     limit = limit_gb(budget_gb, headroom)
@@ -71,7 +77,7 @@ def profile_model(name, spec, micro_batches, eval_batches, budget_gb, headroom, 
         # the explicit one, or else the first that fits (largest first), before which none fitted
         needs_evals = mb == micro_batch if micro_batch else choose(rows, limit) is None
         try:
-            train, evals[mb] = run(mb, eval_batches if needs_evals else ())
+            train, evals[mb] = measure(mb, eval_batches if needs_evals else ())
         except torch.OutOfMemoryError as e:
             train, evals[mb] = oom_row(e), []
         free_cuda_cache()  # outside the except: its frames (and their tensors) are gone, so this frees everything
@@ -159,23 +165,15 @@ def planned_precision(precision, device):
     return "fp32" if precision == "fp32" else ("bf16" if precision == "auto" else precision)
 
 
-def profile_settings(settings, name, vocab, device, run=None):
-    """The profile of settings.models[name] over the candidates its settings allow (paddy.memory.profile_model)."""
-    model, train, p = settings.model(name), settings.train, settings.profile
-    effective, floor = train.effective_batch, p.min_micro_batch
+def profile_settings(run, measure=None):
+    """The profile of a run's model (paddy.training.run.TrainingRun) over the candidates its settings allow."""
+    settings, model = run.settings, run.model
+    train, limits = settings.train, settings.profile
+    effective, floor = train.effective_batch, limits.min_micro_batch
     evals = [train.eval_batch] if train.eval_batch != "auto" else eval_candidates(effective, floor)
-    spec = model_spec(model, train, vocab, device)
-    return profile_model(
-        name,
-        spec,
-        candidates(effective, floor),
-        evals,
-        p.budget_gb,
-        p.headroom,
-        device,
-        micro_batch=None if model.micro_batch == "auto" else model.micro_batch,
-        run=run,
-    )
+    spec = model_spec(model, train, run.vocab, run.device)
+    explicit = None if model.micro_batch == "auto" else model.micro_batch
+    return profile_model(run.name, spec, (candidates(effective, floor), evals), limits, run.device, explicit, measure)
 
 
 def batches_of(profile, settings):
@@ -191,22 +189,24 @@ def batches_of(profile, settings):
     return out
 
 
-def resolve_batches(settings, name, batches_path, device, vocab):
-    """(micro_batch, eval_batch) for training: the explicit values of params.yaml, and for `auto` the profile's.
+def resolve_batches(run, batches_path):
+    """(micro_batch, eval_batch) for a run (paddy.training.run.TrainingRun): the explicit values of params.yaml, and
+    for `auto` the profile's at `batches_path` (profile@MODEL's output).
 
-    A profile estimated, or measured on another GPU, is not trusted on this CUDA device: it is measured again here.
+    No profile there yet (`paddy lr-find` before any `dvc repro`): the model is profiled now. A profile estimated, or
+    measured on another GPU, is not trusted on this CUDA device: it is measured again here.
     """
+    settings, name, device = run.settings, run.name, run.device
     micro, evals = settings.model(name).micro_batch, settings.train.eval_batch
     if "auto" not in (micro, evals):
         return micro, evals
     path = Path(batches_path)
-    if not path.exists():
-        raise PaddyError(f"`{name}` uses auto batch sizes but {path} does not exist: run `dvc repro profile@{name}`.")
-    chosen = json.loads(path.read_text())
+    chosen = json.loads(path.read_text()) if path.exists() else None
     here = device_name(device) if device.type == "cuda" else None
-    if here is not None and chosen.get("device") != here:
-        print(f"{path}: planned on {chosen.get('device')}, not {here}; profiling {name} again here")
-        profile = profile_settings(settings, name, vocab, device)
+    if chosen is None or (here is not None and chosen.get("device") != here):
+        why = "no profile yet" if chosen is None else f"planned on {chosen.get('device')}, not {here}"
+        print(f"{path}: {why}; profiling {name} here")
+        profile = profile_settings(run)
         require_fit(profile)
         chosen = batches_of(profile, settings)
     return chosen.get("micro_batch", micro), chosen.get("eval_batch", evals)

@@ -8,7 +8,7 @@ batch), averaged over the model's folds/bags, and the models mixed as the ensemb
 Stack, with metrics/ensemble.json's `weights` and `temperature`). The plain pass gives a photo the probabilities the
 same image gets in the test set, whatever the other photos; the augmented passes draw per batch position (as the
 tta stage does), so with `tta.n > 0` they match exactly when the photos come in the test set's order and otherwise
-differ by TTA's randomness only (tests/test_predict.py checks both).
+differ by TTA's randomness only (tests/predict/test_predict.py checks both).
 """
 
 import tempfile
@@ -109,7 +109,7 @@ def model_probs(ckpt_dir, files, settings, device, precision):
     for s, split in enumerate(meta["splits"]):
         net, _ = load_checkpoint(ckpt_dir, split, device)
         seed = split_seed(settings.seed, s)
-        p = tta_probs(net, batches, augment, settings.tta.n, settings.tta.beta, precision, seed, sizes, True)
+        p = tta_probs(net, batches, augment, (settings.tta.n, settings.tta.beta), precision, seed, sizes, True)
         require_finite((p,), ckpt_dir, split, meta["model"])
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()

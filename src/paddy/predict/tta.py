@@ -5,8 +5,7 @@ import torch
 
 from paddy.errors import PaddyError
 from paddy.predict.tables import Table
-from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
-from paddy.training.model_data import create_model_data
+from paddy.training.checkpoints import load_checkpoint
 from paddy.training.step import predict_chunked, stream_seeds
 
 
@@ -16,14 +15,16 @@ def blend(augmented, plain, beta):
 
 
 @torch.no_grad()
-def tta_probs(model, loader, augment, n, beta, precision, seed=0, sizes=None, every_target=False):
-    """The blended label probabilities, one row per item, as a float32 CPU tensor.
+def tta_probs(model, loader, augment, passes, precision, seed=0, sizes=None, every_target=False):
+    """The blended label probabilities, one row per item, as a float32 CPU tensor; passes: (n, beta), as the
+    TTASettings hold them.
 
     Each batch of items crosses to the device once and every pass runs on it there: the plain one, then n augmented
     ones, each batch and pass with its own seed (repeatable, whatever the number of workers). A multi-target model
     (sizes: outputs per target) contributes its label outputs, the first; with every_target, every target's
     probabilities, side by side in its order (each blended alike: the label columns are the same either way).
     """
+    n, beta = passes
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device)
@@ -67,37 +68,25 @@ def split_seed(seed, s):
     return seed + 1000 * s
 
 
-def predict_model(settings, prepared_dir, split_csv, ckpt_dir, device, precision):
+def predict_model(run, ckpt_dir):
     """TTA probabilities of one model: the test set averaged over its folds/bags, and each split's validation rows.
-    Returns (test, oof) paddy.predict.tables.Table of one column per label. Out-of-fold rows that validate in
-    several bags (bagging) are averaged over them, in the order they first validate; rows that never validate are
-    absent. The items, sizes and input normalisation are the checkpoint's (what the model was trained on); the
-    augmentation is settings.train.aug.
+    run: the model's checkpoint_run (paddy.training.run), with its data: the items, sizes and input normalisation
+    are the checkpoint's (what the model was trained on), the augmentation settings.train.aug. Returns (test, oof)
+    paddy.predict.tables.Table of one column per label. Out-of-fold rows that validate in several bags (bagging)
+    are averaged over them, in the order they first validate; rows that never validate are absent.
     """
-    meta = read_meta(ckpt_dir)
-    labels, tta = meta["labels"], settings.tta
-    data = create_model_data(
-        model_settings(meta),
-        settings.train.aug,
-        settings.train.workers,
-        prepared_dir,
-        split_csv,
-        device,
-        normalization=checkpoint_normalization(meta),
-    )
-    sizes = tuple(len(classes) for classes in meta["targets"].values())
-    test, test_loader = data.test_loader(meta["eval_batch"])
+    data, passes, labels = run.data, (run.settings.tta.n, run.settings.tta.beta), run.vocab["label"]
+    test, test_loader = data.test_loader(run.eval_batch)
     test_sum, positions, oof_parts = None, [], []
     for s, col in enumerate(data.splits):
-        model, _ = load_checkpoint(ckpt_dir, col, device)
-        seed = split_seed(settings.seed, s)
-        p = tta_probs(model, test_loader, data.augment, tta.n, tta.beta, precision, seed, sizes)
+        model, _ = load_checkpoint(ckpt_dir, col, run.device)
+        seed = split_seed(run.settings.seed, s)
+        p = tta_probs(model, test_loader, data.augment, passes, run.precision, seed, run.sizes)
         test_sum = p if test_sum is None else test_sum + p
         valid = data.rows(col)[1]
-        oof = tta_probs(
-            model, data.loader(valid, meta["eval_batch"]), data.augment, tta.n, tta.beta, precision, seed + 1, sizes
-        )
-        require_finite((p, oof), ckpt_dir, col, meta["model"])
+        valid_loader = data.loader(valid, run.eval_batch)
+        oof = tta_probs(model, valid_loader, data.augment, passes, run.precision, seed + 1, run.sizes)
+        require_finite((p, oof), ckpt_dir, col, run.name)
         positions.append(valid)
         oof_parts.append(oof.numpy())
     rows, oof = average_rows(

@@ -4,7 +4,7 @@ calibration.
 
 Plain numpy on per-row arrays (true and predicted class indices, the top and the true class's probability), never
 a [row, class] table nor an N x N matrix of all classes, so a competition of 10,000 classes costs what its rows do;
-each is checked against a brute-force or scikit-learn answer on a fixed table (tests/test_report.py)."""
+each is checked against a brute-force or scikit-learn answer on a fixed table (tests/report/test_report.py)."""
 
 import numpy as np
 import pandas as pd

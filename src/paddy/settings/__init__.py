@@ -68,7 +68,7 @@ def read_params(path="params.yaml"):
 
 def override(params, assignments, path="params.yaml"):
     """Apply `key=value` assignments as `dvc exp run -S` does: dotted keys that exist already (a leading + adds
-    one), values parsed as YAML. Returns a new dict; check it with check_params."""
+    one), values parsed as YAML. Returns a new dict; check it with parse_settings."""
     params = copy.deepcopy(params)
     for text in assignments:
         key, sep, raw = text.partition("=")

@@ -9,9 +9,9 @@ architecture's mean/std normalise the input of a model that starts from pretrain
 that starts from random weights: it sees pixels in [0, 1] (paddy.training.models.input_normalization decides, for
 every user).
 
-Three differences, all deliberate (measured in tests/test_fastai_pixel_parity.py and docs/performance.md): fastai
-samples twice (affine at the item size, then the crop), here the crop, the affine and the warp are composed into one
-grid_sample, so an image is interpolated once; fastai draws one crop per batch (its RandomResizedCropGPU), here each
+Three differences, all deliberate (measured in tests/training/test_fastai_pixel_parity.py and docs/performance.md):
+fastai samples twice (affine at the item size, then the crop), here the crop, the affine and the warp are composed into
+one grid_sample, so an image is interpolated once; fastai draws one crop per batch (its RandomResizedCropGPU), here each
 image draws its own from the same distribution; and an item more than twice the output size is shrunk whole before
 the one resampling, where fastai shrinks only a crop more than twice the size (following it would read every
 batch's crops back from the device).

@@ -139,7 +139,7 @@ def is_main():
 def wrap(model):
     """The model under DDP (or itself, alone). Wrap again after changing which parameters require gradients: DDP
     registers only those that do when it is built. Drop the old wrapper (assign the new one over it): its gradient
-    hooks go with it (tests/test_ddp.py checks that it reduces nothing more)."""
+    hooks go with it (tests/training/test_ddp.py checks that it reduces nothing more)."""
     if world_size() == 1:
         return model
     device = next(model.parameters()).device

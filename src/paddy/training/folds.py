@@ -7,56 +7,38 @@ from pathlib import Path
 
 import torch
 
-from paddy.metrics import Metric
+from paddy.settings.schema import TrainSettings, read_by
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, run_dir, run_key, save_checkpoint
 from paddy.training.compile import maybe_compile
 from paddy.training.divergence import Diverged
 from paddy.training.loop import fine_tune
-from paddy.training.model_data import create_model_data
 from paddy.training.models import input_normalization
 from paddy.training.step import accumulation, seed_everything
 
-# What does not change a model: left out of the resume key (and of the train stage's params in dvc.yaml)
-NOT_TRAINING = ("workers", "checkpoint_minutes")
+# What changes a model: the train stage's settings (paddy.settings.schema), the resume key's too
+TRAINING = read_by(TrainSettings, "train")
 
 
-def train_model(
-    settings,
-    name,
-    prepared_dir,
-    split_csv,
-    out_dir,
-    batches,
-    device,
-    precision,
-    on_epoch=None,
-    on_step=None,
-    resume_dir=None,
-):
-    """Fine-tune settings.models[name] on each split; on_epoch(split, epoch, metrics) after every epoch,
-    on_step(split, epoch, step, model, optimizer) after every optimizer step. Returns each split's final metrics,
-    train_time_s (the epochs' time, resumes included), micro_batch (after any out-of-memory fallback) and events.
+def train_model(run, out_dir, resume_dir=None):
+    """Fine-tune a run's model (paddy.training.run.TrainingRun, with its data) on each split; returns each split's
+    final metrics, train_time_s (the epochs' time, resumes included), micro_batch (after any out-of-memory fallback)
+    and events. run.on_epoch and run.on_step, where set, are called as the splits train (paddy.training.loop).
 
-    batches: (micro_batch, eval_batch), from the settings or the memory profile (paddy.memory.profile.resolve_batches).
     resume_dir: where checkpoints go (paddy.training.checkpoints); a rerun after an interruption continues from them.
     Under DDP (paddy.training.distributed) every rank calls this alike; rank 0 alone writes, and returns full metrics.
     """
-    model_cfg, train = settings.model(name), settings.train
-    micro_batch, eval_batch = batches
-    data = create_model_data(
-        model_cfg, train.aug, train.workers, prepared_dir, split_csv, device, distributed.local_world_size()
-    )
+    settings, model_cfg, train, data, device = run.settings, run.model, run.train, run.data, run.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN time its kernels once and keep the best
     runs = None
     if resume_dir is not None:
         key = {
             "seed": settings.seed,
-            "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in NOT_TRAINING},
+            "train": {k: v for k, v in dataclasses.asdict(train).items() if k in TRAINING},
             "model": {k: v for k, v in dataclasses.asdict(model_cfg).items() if k not in ("name", "weight")},
-            "batches": [micro_batch, eval_batch],
-            "precision": precision,
+            "batches": [run.micro_batch, run.eval_batch],
+            "precision": run.precision,
             "device": device.type,
             "split": hashlib.sha256(data.table.to_csv(index=False).encode()).hexdigest(),
             "images": hashlib.sha256("".join(data.index.md5.fillna("")).encode()).hexdigest(),
@@ -73,31 +55,15 @@ def train_model(
         train_loader = data.loader(
             train_rows, train.effective_batch, shuffle=True, drop_last=train.drop_last, seed=seed
         )
-        valid_loader = data.loader(valid_rows, eval_batch)
+        valid_loader = data.loader(valid_rows, run.eval_batch)
         start = time.time()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        checkpoint = None if runs is None else Checkpoint(runs / f"{col}.pt", train.checkpoint_minutes)
         try:
-            progress = fine_tune(
-                model,
-                train_loader,
-                valid_loader,
-                train,
-                micro_batch,
-                data.augment,
-                precision,
-                seed,
-                on_epoch=None if on_epoch is None else (lambda e, m, s=s: on_epoch(s, e, m)),
-                on_step=None if on_step is None else (lambda e, i, m, o, s=s: on_step(s, e, i, m, o)),
-                checkpoint=None if runs is None else Checkpoint(runs / f"{col}.pt", train.checkpoint_minutes),
-                sizes=data.sizes,
-                target_names=model_cfg.targets,
-                min_micro_batch=settings.profile.min_micro_batch,
-                clock=clock,
-                metric=Metric.of(settings.competition, data.vocab["label"]),
-            )
+            progress = fine_tune(run, model, (train_loader, valid_loader), s, checkpoint, clock)
         except Diverged as e:  # the message names the model and split
-            e.model, e.split, e.precision, e.base_lr = name, col, precision, train.lr
+            e.model, e.split, e.precision, e.base_lr = run.name, col, run.precision, train.lr
             raise
         result = {
             **progress.history[-1],
@@ -106,14 +72,14 @@ def train_model(
             "micro_batch": progress.micro_batch,
             "events": progress.events,
         }
-        if precision == "fp16":  # steps the grad scaler skipped on an overflow: a few at the start are its search
+        if run.precision == "fp16":  # steps the grad scaler skipped on an overflow: a few at the start are its search
             result["skipped_steps"] = sum(m.get("skipped_steps", 0) for m in progress.history)
         if clock is not None and clock.compile_s is not None:
             result["compile_s"] = clock.compile_s
         if device.type == "cuda":
             result["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
         meta = {
-            "model": name,
+            "model": run.name,
             "arch": model_cfg.arch,
             "head": model_cfg.head,
             "labels": data.vocab["label"],
@@ -123,9 +89,9 @@ def train_model(
             "item_size": list(model_cfg.item_size),
             "item_method": model_cfg.item_method,
             "micro_batch": progress.micro_batch,
-            "eval_batch": eval_batch,
+            "eval_batch": run.eval_batch,
             "effective_batch": train.effective_batch,
-            "precision": precision,
+            "precision": run.precision,
             "normalization": input_normalization(model_cfg.arch, model_cfg.pretrained),  # what TTA must feed it too
         }
         if distributed.is_main():

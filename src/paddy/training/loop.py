@@ -11,7 +11,6 @@ uninterrupted one exactly.
 import dataclasses
 import signal
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,7 +20,6 @@ from paddy.console import progress as progress_bar
 from paddy.errors import PaddyError
 from paddy.metrics import LABEL_METRICS
 from paddy.training import distributed
-from paddy.training.augment import BatchAugment
 from paddy.training.checkpoints import Checkpoint, Progress
 from paddy.training.compile import CompileClock
 from paddy.training.divergence import LossWatch, check_valid_loss
@@ -29,14 +27,7 @@ from paddy.training.models import set_frozen
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
 from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters
-from paddy.training.step import (
-    accumulation,
-    free_cuda_cache,
-    predict_chunked,
-    seed_step,
-    shard_parts,
-    train_step,
-)
+from paddy.training.step import Step, accumulation, free_cuda_cache, predict_chunked, seed_step, shard_parts, train_step
 
 
 class Interrupted(Exception):
@@ -66,10 +57,10 @@ def stop_at_next_step_on_signals():
     STOP.install()
 
 
-def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run):
+def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, fit):
     """Run `progress.epoch` from `progress.step` to its end; returns its training loss and images/s.
 
-    run: the fixed parts (augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step).
+    fit: the split's fixed parts (Fit: the run, seed, scaler, checkpoint, compile clock, loss watch).
     model: under DDP, the wrapped model (paddy.training.distributed.wrap); every rank gets the same batches and trains
     on its share of each (paddy.training.step.train_step), and the ranks stop together.
     """
@@ -85,19 +76,17 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
     start, seconds = time.perf_counter(), progress.seconds
     steps_left = progress_bar(loader, f"epoch {epoch + 1} ({phase.name})", total=steps - progress.step, unit="step")
     for i, (items, targets) in enumerate(steps_left, start=progress.step):
-        if run.clock is not None:  # a compiled model: time its first steps (paddy.training.step.CompileClock)
-            run.clock.tick()
+        if fit.clock is not None:  # a compiled model: time its first steps (paddy.training.step.CompileClock)
+            fit.clock.tick()
         while True:
             steps_of = accumulation(loader.batch_sampler.batch_size, progress.micro_batch)
             pos = position(phase_epoch * steps + i, phase.epochs * steps, steps_of)
             set_hyperparameters(optimizer, phase, pos)
-            seed_step(generator, run.seed, epoch, i)
-            scale = _scale(run.scaler)
+            seed_step(generator, fit.seed, epoch, i)
+            scale = _scale(fit.scaler)
+            step = fit.step(progress.micro_batch, shard)
             try:
-                loss = train_step(
-                    model, optimizer, items, targets, progress.micro_batch, run.augment, generator, run.precision,
-                    run.scaler, run.sizes, distributed.no_sync(model), shard,
-                )  # fmt: skip
+                loss = train_step(model, optimizer, items, targets, generator, step, distributed.no_sync(model))
                 break
             except torch.OutOfMemoryError as e:
                 if world > 1:  # the other ranks are inside the step's collectives: they cannot retry with this one
@@ -107,34 +96,34 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, run)
                         "halved on the fly. Lower models.<name>.micro_batch (or profile.budget_gb with auto) and run "
                         f"again: it resumes from the last checkpoint. ({str(e).splitlines()[0][:160]})"
                     ) from e
-                _fall_back(optimizer, progress, run.min_micro_batch, e, epoch, i)
+                _fall_back(optimizer, progress, fit.run.settings.profile.min_micro_batch, e, epoch, i)
         loss = distributed.all_reduce_sum(loss)  # each rank's loss is its share of the batch's
         total += loss * len(items)
         skip = None
         if scale is not None:  # the scaler lowers its scale exactly when it skips a step; compared on the device
-            skip = _scale(run.scaler) < scale
+            skip = _scale(fit.scaler) < scale
             skipped += skip
         lr = max(group["lr"] for group in optimizer.param_groups)
-        run.watch.step(loss, epoch, i, steps, lr, skip)  # a NaN or infinite loss stops the run (Diverged)
+        fit.watch.step(loss, epoch, i, steps, lr, skip)  # a NaN or infinite loss stops the run (Diverged)
         progress.step, progress.seen = i + 1, progress.seen + len(items)
-        if run.on_step is not None:
-            run.on_step(epoch, i, plain, optimizer)
+        if fit.on_step is not None:
+            fit.on_step(epoch, i, plain, optimizer)
         stop = STOP.received
         if world > 1 and distributed.any_rank(stop):  # torchrun signals every rank, but they may be steps apart
             stop = stop or "SIGTERM"
-        save = run.checkpoint is not None and (stop or run.checkpoint.due())
-        run.watch.check(force=save)  # never a checkpoint of the weights a bad step made
+        save = fit.checkpoint is not None and (stop or fit.checkpoint.due())
+        fit.watch.check(force=save)  # never a checkpoint of the weights a bad step made
         if save:
             progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
             progress.skipped = int(skipped.item())
-            run.checkpoint.save(progress, plain, optimizer, run.scaler)
+            fit.checkpoint.save(progress, plain, optimizer, fit.scaler)
         if stop:
             raise Interrupted(stop)
     seconds += time.perf_counter() - start
-    run.watch.check(force=True)
+    fit.watch.check(force=True)
     loss = (total / max(progress.seen, 1)).item()  # the epoch's only wait for the device
     metrics = {"train_loss": loss, "images_per_s": progress.seen / max(seconds, 1e-9)}
-    if run.scaler is not None:
+    if fit.scaler is not None:
         metrics["skipped_steps"] = int(skipped.item())
     return metrics
 
@@ -218,53 +207,46 @@ def _check_shards(loader, micro_batch):
 
 
 @dataclasses.dataclass
-class Run:
-    """The fixed parts of one fine_tune run, which every epoch and step reads."""
+class Fit:
+    """The fixed parts of one split's fine_tune, which every epoch and step reads."""
 
-    augment: BatchAugment
-    precision: str
+    run: "TrainingRun"  # noqa: F821 (paddy.training.run, which imports this module)
+    split: int  # the split's number: its seed is the run's seed + split
     scaler: torch.amp.GradScaler | None
-    seed: int
-    sizes: tuple | None = None  # outputs per target
-    min_micro_batch: int = 1
+    watch: LossWatch
     checkpoint: Checkpoint | None = None
-    on_step: Callable | None = None
     clock: CompileClock | None = None
-    watch: LossWatch | None = None
+
+    @property
+    def seed(self):
+        return self.run.settings.seed + self.split
+
+    def step(self, micro_batch, shard=None):
+        """The training step's settings at this micro-batch (paddy.training.step.Step)."""
+        run = self.run
+        return Step(run.data.augment, run.precision, micro_batch, self.scaler, run.sizes, shard)
+
+    def on_step(self, epoch, step, model, optimizer):
+        if self.run.on_step is not None:
+            self.run.on_step(self.split, epoch, step, model, optimizer)
 
 
-def fine_tune(
-    model,
-    train_loader,
-    valid_loader,
-    train,
-    micro_batch,
-    augment,
-    precision,
-    seed,
-    on_epoch=None,
-    on_step=None,
-    checkpoint=None,
-    sizes=None,
-    target_names=("label",),
-    min_micro_batch=1,
-    clock=None,
-    metric=None,
-):
+def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult)
-    (paddy.training.schedule), with `train` the TrainSettings.
+    (paddy.training.schedule) of `model` on split number `split` of a run (paddy.training.run.TrainingRun), over
+    loaders = (training loader, validation loader).
 
     One optimizer for both phases; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does.
-    on_epoch(epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs already done):
-    train/valid loss, accuracies, time, images/s. on_step(epoch, step, model, optimizer) after every optimizer step.
-    checkpoint: a paddy.training.checkpoints.Checkpoint to resume from and save to. Returns the Progress (history:
-    the metrics).
-    clock: a compiled model's paddy.training.step.CompileClock, ticked at every step.
-    metric: the competition's paddy.metrics.Metric, which validation scores beside the loss and accuracy.
+    run.on_epoch(split, epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs
+    already done): train/valid loss, accuracies, time, images/s; run.on_step(split, epoch, step, model, optimizer)
+    after every optimizer step. checkpoint: a paddy.training.checkpoints.Checkpoint to resume from and save to.
+    clock: a compiled model's paddy.training.step.CompileClock, ticked at every step. Validation scores the
+    competition's metric (run.metric) beside the loss and accuracy. Returns the Progress (history: the metrics).
 
     Under DDP (paddy.training.distributed) every rank calls this with the same arguments; rank 0 alone validates (the
     other ranks wait at a barrier; their history holds the training metrics only) and writes checkpoints.
     """
+    train, (train_loader, valid_loader) = run.train, loaders
     steps = len(train_loader)
     if steps == 0:
         raise PaddyError(
@@ -272,18 +254,18 @@ def fine_tune(
             f"(train.effective_batch = {train_loader.batch_sampler.batch_size}) with train.drop_last on: lower "
             "train.effective_batch, set train.drop_last: false, or use more data."
         )
-    _check_shards(train_loader, micro_batch)
+    _check_shards(train_loader, run.micro_batch)
     device = next(model.parameters()).device
     optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
-    scaler = create_scaler(precision, device)
-    progress = Progress(micro_batch)
+    scaler = create_scaler(run.precision, device)
+    progress = Progress(run.micro_batch)
     if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler)) is not None:
         progress = saved
         for e, metrics in enumerate(progress.history):
-            if on_epoch is not None:
-                on_epoch(e, metrics)
-    watch = LossWatch(device, fp16=scaler is not None)
-    run = Run(augment, precision, scaler, seed, sizes, min_micro_batch, checkpoint, on_step, clock, watch)
+            if run.on_epoch is not None:
+                run.on_epoch(split, e, metrics)
+    fit = Fit(run, split, scaler, LossWatch(device, fp16=scaler is not None), checkpoint, clock)
+    augment, names = run.data.augment, run.model.targets
     first = 0
     for phase in fine_tune_phases(train.epochs, train.lr, train.frozen_epochs, train.lr_mult):
         end = first + phase.epochs
@@ -294,9 +276,9 @@ def fine_tune(
                 optimizer.state.clear()
         while progress.epoch < end:
             start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
-            metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, run)
+            metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, fit)
             if distributed.is_main():
-                metrics.update(validate(model, valid_loader, augment, precision, sizes, target_names, metric))
+                metrics.update(validate(model, valid_loader, augment, run.precision, run.sizes, names, run.metric))
                 check_valid_loss(metrics, progress.epoch, steps)
             distributed.barrier()
             metrics["epoch_time_s"] = carried + time.perf_counter() - start
@@ -307,8 +289,8 @@ def fine_tune(
             )  # fmt: skip
             if checkpoint is not None:
                 checkpoint.save(progress, model, optimizer, scaler)
-            if on_epoch is not None:
-                on_epoch(progress.epoch - 1, metrics)
+            if run.on_epoch is not None:
+                run.on_epoch(split, progress.epoch - 1, metrics)
         first = end
     set_frozen(model, False)
     if checkpoint is not None:

@@ -15,24 +15,23 @@ import torch
 from paddy.training.models import set_frozen
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.step import seed_step, train_step
+from paddy.training.step import Step, seed_step, train_step
 
 
-def sweep(model, loader, augment, micro_batch, precision, train, frozen, seed, start_lr=1e-7, end_lr=10, num_it=100,
-          sizes=None):  # fmt: skip
+def sweep(run, model, loader, start_lr=1e-7, end_lr=10, num_it=100):
     """Train from the model's current weights at exponentially growing rates; returns (lrs, smoothed losses).
 
-    The step is the pipeline's (augmentation, accumulation, precision), on the body frozen like fine_tune's first
-    phase when `frozen`, with the optimizer `train` (TrainSettings) makes; `sizes`: outputs per target of a
-    multi-target model (ModelData.sizes), whose loss is the sum of its targets' as in training. The model's weights
-    are restored afterwards.
+    The step is the run's (paddy.training.run.TrainingRun: augmentation, accumulation, precision, the summed loss of
+    a multi-target model), on the body frozen like fine_tune's first phase when train.frozen_epochs > 0, with the
+    optimizer its settings make. The model's weights are restored afterwards.
     """
     num_it = max(num_it, 6)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    set_frozen(model, frozen)
+    train = run.train
+    set_frozen(model, train.frozen_epochs > 0)
     optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     device = next(model.parameters()).device
-    scaler = create_scaler(precision, device)
+    step = Step(run.data.augment, run.precision, run.micro_batch, create_scaler(run.precision, device), run.sizes)
     generator = torch.Generator(device)
     model.train()
     lrs, losses, best, smooth, i, epoch = [], [], math.inf, 0.0, 0, 0
@@ -42,10 +41,8 @@ def sweep(model, loader, augment, micro_batch, precision, train, frozen, seed, s
             lr = start_lr * (end_lr / start_lr) ** (i / num_it)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            seed_step(generator, seed, epoch, i)
-            loss = train_step(
-                model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler, sizes
-            )
+            seed_step(generator, run.settings.seed, epoch, i)
+            loss = train_step(model, optimizer, items, targets, generator, step)
             smooth = 0.98 * smooth + 0.02 * loss.item()
             value = smooth / (1 - 0.98 ** (i + 1))
             lrs.append(lr)

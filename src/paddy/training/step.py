@@ -11,13 +11,14 @@ import gc
 import math
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from paddy.errors import PaddyError
-from paddy.training.augment import slice_draws
+from paddy.training.augment import BatchAugment, slice_draws
 from paddy.training.precision import autocast, backward_mode
 
 
@@ -60,24 +61,35 @@ def target_loss(logits, targets, sizes=None):
     return sum(F.cross_entropy(part, targets[:, t]) for t, part in enumerate(logits.split(list(sizes), dim=1)))
 
 
-def train_step(
-    model, optimizer, items, targets, micro_batch, augment, generator, precision, scaler=None, sizes=None,
-    no_sync=None, shard=None,
-):  # fmt: skip
+@dataclass(frozen=True)
+class Step:
+    """How each optimizer step of a run goes: fixed for the run but the micro-batch, which out-of-memory halves."""
+
+    augment: BatchAugment
+    precision: str
+    micro_batch: int
+    scaler: torch.amp.GradScaler | None = None  # fp16's
+    sizes: tuple | None = None  # outputs per target of a multi-target model
+    shard: tuple | None = None  # (rank, world) under DDP
+
+
+def train_step(model, optimizer, items, targets, generator, step, no_sync=None):
     """One optimizer step over a whole effective batch; returns its mean loss as a device tensor (no sync).
 
     items: (B, H, W, 3) uint8 at the item size; targets: (B,) class indices, or (B, T) for T targets whose outputs
-    have `sizes`. The step counts samples: each micro-batch's loss is weighted by its size / B, so 1 x 64, 2 x 32
-    and 4 x 16 give one 64-sample gradient, and a short last group is averaged over its real size (exact for models
-    without BatchNorm).
+    have `step.sizes`. The step counts samples: each micro-batch's loss is weighted by its size / B, so 1 x 64,
+    2 x 32 and 4 x 16 give one 64-sample gradient, and a short last group is averaged over its real size (exact for
+    models without BatchNorm).
 
-    Under DDP (paddy.training.distributed), shard=(rank, world): every rank gets the whole batch and draws its
-    augmentation
-    (the same generator seed, so the same images as one process), then trains on its share only; weights of
-    size x world / B make DDP's average of the ranks' gradients the whole batch's. no_sync: the DDP model's
-    no_sync, entered for all but the last micro-batch, so gradients cross between ranks once per step. Returns
-    this rank's share of the mean loss: the sum over ranks is the batch's.
+    Under DDP (paddy.training.distributed), step.shard=(rank, world): every rank gets the whole batch and draws its
+    augmentation (the same generator seed, so the same images as one process), then trains on its share only;
+    weights of size x world / B make DDP's average of the ranks' gradients the whole batch's. no_sync: the DDP
+    model's no_sync, entered for all but the last micro-batch, so gradients cross between ranks once per step.
+    Returns this rank's share of the mean loss: the sum over ranks is the batch's.
     """
+    augment, precision, micro_batch, scaler, sizes, shard = (
+        step.augment, step.precision, step.micro_batch, step.scaler, step.sizes, step.shard,
+    )  # fmt: skip
     device = next(model.parameters()).device
     n = len(items)
     draws = augment.draw(_like(items, device), generator)  # for the whole batch: the same images whatever the split

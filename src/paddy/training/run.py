@@ -1,0 +1,91 @@
+"""One model's run: what training it needs (its settings, device, precision, vocabulary and target sizes, batches and
+data), built once by create_run and passed whole, the way timm's train.py passes its `args`. Training
+(paddy.training.folds, loop, step), the learning-rate finder, the memory profile and the benchmarks all take it."""
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from paddy.data.prepare import read_targets
+from paddy.memory.profile import resolve_batches
+from paddy.metrics import Metric
+from paddy.settings import ModelSettings, Settings
+from paddy.training import distributed
+from paddy.training.checkpoints import checkpoint_normalization, model_settings, read_meta
+from paddy.training.model_data import ModelData, create_model_data
+from paddy.training.precision import resolve_precision
+
+
+@dataclass
+class TrainingRun:
+    """Everything fixed about training one model (settings.models[name]) on this device."""
+
+    settings: Settings
+    name: str
+    device: torch.device
+    precision: str  # resolved for the device: bf16 | fp16 | fp32
+    vocab: dict  # target -> its classes (data/prepared/targets.json)
+    micro_batch: int | str  # samples per forward/backward; "auto" only before the profile chose (its own stage)
+    eval_batch: int | str  # validation and TTA batch, likewise
+    data: ModelData | None = None  # the split table's items, targets, augmentation and loaders
+    on_epoch: Callable | None = None  # on_epoch(split, epoch, metrics) after every epoch
+    on_step: Callable | None = None  # on_step(split, epoch, step, model, optimizer) after every optimizer step
+
+    @property
+    def model(self) -> ModelSettings:
+        return self.settings.model(self.name)
+
+    @property
+    def train(self):
+        return self.settings.train
+
+    @property
+    def sizes(self):
+        """Outputs per target, in the model's target order (one target: its classes)."""
+        return tuple(len(self.vocab[t]) for t in self.model.targets)
+
+    @property
+    def metric(self):
+        """The competition's metric over the label's classes, which validation reports beside the loss."""
+        return Metric.of(self.settings.competition, self.vocab["label"])
+
+
+def create_run(settings, name, device, prepared_dir, split_csv=None, batches=None):
+    """The run of settings.models[name] on `device` over the prepared competition at `prepared_dir`.
+
+    batches: (micro_batch, eval_batch), or profile@MODEL's batches.json for those params.yaml sets to auto (a
+    missing one: profiled now, paddy.memory.profile.resolve_batches); None keeps params.yaml's values, auto
+    included (the profile stage, which makes the choice). split_csv: the split table whose data the run trains on;
+    without it the run has no data (the profile needs none)."""
+    model = settings.model(name)  # a clear error for a model params.yaml lacks
+    vocab = read_targets(prepared_dir)
+    precision = resolve_precision(settings.train.precision, device)
+    run = TrainingRun(settings, name, device, precision, vocab, model.micro_batch, settings.train.eval_batch)
+    if isinstance(batches, (tuple, list)):
+        run.micro_batch, run.eval_batch = batches
+    elif batches is not None:
+        run.micro_batch, run.eval_batch = resolve_batches(run, Path(batches))
+    if split_csv is not None:
+        train = settings.train
+        processes = distributed.local_world_size()  # DDP's ranks on this machine share its loader workers
+        run.data = create_model_data(model, train.aug, train.workers, prepared_dir, split_csv, device, processes)
+    return run
+
+
+def checkpoint_run(settings, ckpt_dir, device, prepared_dir=None, split_csv=None):
+    """The run of a trained model, from its checkpoint (paddy.training.checkpoints): the model settings, classes,
+    batches and input normalisation it was trained with; params.yaml's precision, augmentation and TTA. With
+    split_csv, its data over that split table (TTA of the test set and of each split's validation rows)."""
+    meta = read_meta(ckpt_dir)
+    model = model_settings(meta)
+    settings = dataclasses.replace(settings, models={model.name: model})
+    precision = resolve_precision(settings.train.precision, device)
+    vocab = dict(meta["targets"])
+    run = TrainingRun(settings, model.name, device, precision, vocab, meta["micro_batch"], meta["eval_batch"])
+    if split_csv is not None:
+        aug, workers, normalization = settings.train.aug, settings.train.workers, checkpoint_normalization(meta)
+        run.data = create_model_data(model, aug, workers, prepared_dir, split_csv, device, normalization=normalization)
+    return run
