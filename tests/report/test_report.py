@@ -156,14 +156,11 @@ def make_run(tmp_path, n_oof=30, n_test=10, top=5, labels_of=None, weights=None,
 
 
 def report(tmp_path, top=5, bins=10, metric="accuracy", max_classes=30):
+    inputs = (tmp_path / "prepared", tmp_path / "preds", tmp_path / "ensemble.json", tmp_path / "truth.csv")
+    outputs = (tmp_path / "metrics" / "report.json", tmp_path / "metrics" / "report", tmp_path / "plots" / "report")
     return write_report(
-        tmp_path / "prepared",
-        tmp_path / "preds",
-        tmp_path / "ensemble.json",
-        tmp_path / "truth.csv",
-        tmp_path / "metrics" / "report.json",
-        tmp_path / "metrics" / "report",
-        tmp_path / "plots" / "report",
+        inputs,
+        outputs,
         ReportSettings(top_losses=top, calibration_bins=bins, max_classes=max_classes),
         replace(PADDY, metric=metric),
     )

@@ -226,14 +226,14 @@ def fit_temperature(probs, y, metric):
     return t if metric(y, temper(probs, t)) < metric(y, probs) else 1.0
 
 
-def build_ensemble(
-    model_weights, labels, sample, preds_dir, train_truth, test_truth, comp, ensemble, split_table=None, seed=0
-):
+def build_ensemble(model_weights, labels, sample, preds_dir, truth, comp, ensemble, folds=(None, 0)):
     """Returns (submission DataFrame, metrics dict, out-of-fold confusion rows). model_weights: each model's name ->
-    its models.<name>.weight, in params.yaml's order; train_truth: the training images' image_id and label (their
-    labels' frequencies fill test images without predictions); comp: the CompetitionSettings (the submission's
-    form, the metric); ensemble: the EnsembleSettings; split_table: data/split.csv, whose folds cross-validate the
-    fit under kfold."""
+    its models.<name>.weight, in params.yaml's order; truth: (the training images' image_id and label, whose
+    labels' frequencies fill test images without predictions; the test set's true labels, empty when unknown);
+    comp: the CompetitionSettings (the submission's form, the metric); ensemble: the EnsembleSettings; folds: (the
+    split table, data/split.csv, whose kfold folds cross-validate the fit, or None; the seed of the folds drawn
+    otherwise)."""
+    (train_truth, test_truth), (split_table, seed) = truth, folds
     names = list(model_weights)
     metric = Metric.of(comp, labels)
     test = read_tables(preds_dir, names, "test", labels)

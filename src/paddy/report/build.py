@@ -216,10 +216,12 @@ def _matrix(matrix, labels):
     return pd.DataFrame(matrix, columns=labels).assign(actual=labels)[["actual", *labels]]
 
 
-def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json, tables_dir, plots_dir, report, comp):
-    """The report (report: ReportSettings; comp: the CompetitionSettings, whose metric it scores): pictures in
-    plots_dir, tables in tables_dir, then metrics_json last, so a picture that fails to draw leaves the metrics as
-    they were. Returns the metrics."""
+def write_report(inputs, outputs, report, comp):
+    """The report (report: ReportSettings; comp: the CompetitionSettings, whose metric it scores) of inputs =
+    (prepared_dir, preds_dir, ensemble_json, truth_csv) into outputs = (metrics_json, tables_dir, plots_dir):
+    pictures in plots_dir, tables in tables_dir, then metrics_json last, so a picture that fails to draw leaves the
+    metrics as they were. Returns the metrics."""
+    (prepared_dir, preds_dir, ensemble_json, truth_csv), (metrics_json, tables_dir, plots_dir) = inputs, outputs
     labels, index = read_labels(prepared_dir), read_index(prepared_dir)
     weights, temperature = read_choice(ensemble_json)
     train = index[index["split"] == "train"][["image_id", "label"]]
