@@ -26,12 +26,13 @@ from paddy.data.prepare import prepare_competition, read_targets
 from paddy.data.split import make_splits
 from paddy.data.synthetic import described, make_competition
 from paddy.files import write_csv
-from paddy.memory import profile as prof
-from paddy.memory import report
+from paddy.memory import display
+from paddy.memory.profile import model_spec, profile_model, profile_settings, require_fit
 from paddy.settings import ProfileSettings, parse_settings, read_params
 from paddy.training.folds import train_model
 from paddy.training.precision import device_name
 from paddy.training.run import create_run
+from paddy.training.step import accumulation
 
 SEED_MODELS = [  # (name, timm arch, size): presets/seed.yaml's architectures at their sizes
     ("convnext_large", "convnext_large_in22k", [224, 224]),
@@ -68,11 +69,11 @@ def profile_vs_training(params, work, budget_gb, models, device):
     for name, arch, size in models:
         p = seed_params(params, name, arch, size, budget_gb)
         start = time.perf_counter()
-        estimate = prof.profile_settings(create_run(parse_settings(p), name, torch.device("cpu"), work / "prepared"))
+        estimate = profile_settings(create_run(parse_settings(p), name, torch.device("cpu"), work / "prepared"))
         estimate_s = time.perf_counter() - start
-        measured = prof.profile_settings(create_run(parse_settings(p), name, device, work / "prepared"))
-        print(report.format_table([measured, estimate]), flush=True)
-        prof.require_fit(measured)
+        measured = profile_settings(create_run(parse_settings(p), name, device, work / "prepared"))
+        print(display.format_table([measured, estimate]), flush=True)
+        require_fit(measured)
         micro, evals = measured["micro_batch"], measured["eval_batch"]
         start = time.perf_counter()
         p["train"]["precision"] = "bf16" if device.type == "cuda" else "fp32"
@@ -92,7 +93,7 @@ def profile_vs_training(params, work, budget_gb, models, device):
         estimate_peak = max(guess["total_gb"], guess_eval["total_gb"])
         row = {
             "model": name, "arch": arch, "size": size, "micro_batch": micro,
-            "accumulation": prof.accumulation(64, micro), "eval_batch": evals,
+            "accumulation": accumulation(64, micro), "eval_batch": evals,
             "limit_gb": measured["limit_gb"], "context_gb": round(context, 3),
             "profile_total_gb": profile_peak, "estimate_total_gb": estimate_peak,
             "trained_total_gb": round(trained["total_gb"], 3), "trained_reserved_gb": round(trained["reserved_gb"], 3),
@@ -114,13 +115,13 @@ def calibration(params, vocab, models, device, batches=(64, 32, 16)):
     rows = []
     for name, arch, size in models:
         p = seed_params(params, name, arch, size, 80)
-        spec = prof.model_spec(
+        spec = model_spec(
             parse_settings(p).model(name), parse_settings(p).train, vocab, device
         )  # effective batch 64: accumulation 64 / micro-batch
         for mb in batches:
             limits = ProfileSettings(budget_gb=80, headroom=0.1)
-            measured = prof.profile_model(name, spec, ([mb], [128]), limits, device, micro_batch=mb)
-            estimated = prof.profile_model(name, spec, ([mb], [128]), limits, torch.device("cpu"), micro_batch=mb)
+            measured = profile_model(name, spec, ([mb], [128]), limits, device, micro_batch=mb)
+            estimated = profile_model(name, spec, ([mb], [128]), limits, torch.device("cpu"), micro_batch=mb)
             m, e = measured["table"][0], estimated["table"][0]
             row = {"arch": arch, "micro_batch": mb, "measured": m, "estimated": e}
             if not m.get("oom"):

@@ -334,7 +334,7 @@ def breakdown(p, name, work, device, precision, steps):
     sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     start = time.perf_counter()
-    with profile(activities=activities) as prof:
+    with profile(activities=activities) as trace:
         for _ in range(steps):
             with record_function("data_wait"):
                 batch = next(it)
@@ -343,7 +343,7 @@ def breakdown(p, name, work, device, precision, steps):
             sync(device)
     wall = time.perf_counter() - start
     phases = {k: [0.0, 0.0] for k in ("data_wait", "augment", "forward", "backward", "optimizer", "sync")}
-    for e in prof.key_averages():
+    for e in trace.key_averages():
         key = e.key if e.key in phases else None
         if e.key.startswith("autograd::engine::evaluate_function"):
             key = "backward"
@@ -452,9 +452,9 @@ def _top_ops(fn, n=5):
     """The ops `fn` spends its CPU time in: [op, share of the total] for the top n (torch.profiler)."""
     from torch.profiler import profile
 
-    with profile() as prof:
+    with profile() as trace:
         fn()
-    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    rows = sorted(trace.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in rows) or 1
     return [[e.key, round(e.self_cpu_time_total / total, 3)] for e in rows[:n]]
 

@@ -1,20 +1,10 @@
 """Stage ensemble: weighted mean of every model's TTA probabilities -> a validated submission.csv in the competition's
-form, and CV metrics scored with its metric."""
+form, and CV metrics scored with its metric (paddy.predict.stage)."""
 
 import argparse
-from pathlib import Path
 
-import pandas as pd
-
-from paddy.data.competition import read_sample_submission
-from paddy.data.prepare import read_index, read_labels
-from paddy.data.split import read_splits
-from paddy.errors import exit_on_error, say_on_interrupt
-from paddy.files import write_csv, write_json
-from paddy.metrics import format_score
-from paddy.predict.ensemble import build_ensemble
-from paddy.predict.submission import write_submission
-from paddy.settings import load_settings
+from paddy.errors import exit_on_error
+from paddy.predict.stage import ensemble_stage
 
 
 @exit_on_error
@@ -27,40 +17,7 @@ def main():
     parser.add_argument("submission_csv")
     parser.add_argument("metrics_dir")
     parser.add_argument("--split", help="data/split.csv: kfold's folds cross-validate the fitted weights")
-    args = parser.parse_args()
-    kept = f"{args.submission_csv} and the metrics are still the last run's (written at the end)."
-    say_on_interrupt("ensemble", kept)
-    settings = load_settings()
-    comp = settings.competition
-    labels = read_labels(args.prepared_dir)
-    index = read_index(args.prepared_dir)
-    train = index[index.split == "train"][["image_id", "label"]]
-    sub, metrics, confusion = build_ensemble(
-        {name: model.weight for name, model in settings.models.items()},
-        labels,
-        read_sample_submission(args.raw_dir, comp),
-        args.preds_dir,
-        train,
-        pd.read_csv(args.truth_csv, dtype=str, keep_default_na=False),
-        comp,
-        settings.ensemble,
-        split_table=read_splits(args.split)[0] if args.split else None,
-        seed=settings.seed,
-    )
-    write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
-    write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
-    write_submission(sub, args.submission_csv)
-    weights = settings.ensemble.weights
-    print(f"{args.submission_csv}: {len(sub)} rows ({comp.form}), {weights} weights {metrics['weights']}")
-    name, fit = metrics["metric"], metrics["fit"]
-    print(f"out-of-fold {name} {metrics['oof_score']}, accuracy {metrics['oof_acc']}, log loss {metrics['oof_loss']}")
-    in_sample, cv = format_score(fit["oof_score"]), format_score(fit["cv_score"])
-    print(f"fitted weights: in-sample {name} {in_sample}, cross-validated {cv}")
-    if "temperature" in metrics:
-        t = metrics["temperature"]
-        print(f"temperature {t['value']:.3f}: out-of-fold log loss {t['oof_before']:.4f} -> {t['oof_after']:.4f}")
-    if "test_score" in metrics:
-        print(f"test {name} (synthetic ground truth): {metrics['test_score']}")
+    ensemble_stage(parser.parse_args())
 
 
 if __name__ == "__main__":

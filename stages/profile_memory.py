@@ -8,11 +8,11 @@ from pathlib import Path
 from paddy import charts
 from paddy.errors import exit_on_error, say_on_interrupt
 from paddy.files import write_json
-from paddy.memory import profile as prof
-from paddy.memory import report
+from paddy.memory import display
+from paddy.memory.profile import ESTIMATE, batches_of, profile_settings, require_fit, write_profile
 from paddy.settings import load_settings
 from paddy.training.gpus import claim_device
-from paddy.training.models import check_archs
+from paddy.training.model_checks import check_archs
 from paddy.training.run import create_run
 
 
@@ -30,19 +30,19 @@ def main():
     settings = load_settings()
     check_archs(settings.models)
     run = create_run(settings, args.model, claim_device(), Path(args.targets_json).parent)
-    profile = prof.profile_settings(run)
-    print(report.format_table([profile]))
+    profile = profile_settings(run)
+    print(display.format_table([profile]))
     # Only `auto` depends on the choice; an explicit batch size always wins, so there a warning is enough.
-    auto = [k for k, v in prof.batches_of(profile, settings).items() if k != "device"]
-    prof.require_fit(profile, auto)
+    auto = [k for k, v in batches_of(profile, settings).items() if k != "device"]
+    require_fit(profile, auto)
     for key in {"micro_batch", "eval_batch"} - set(auto):
         if profile[key] is None:
             print(f"warning: {args.model}'s explicit {key} does not fit profile.budget_gb at any candidate")
-    prof.write_profile(profile, settings, args.out_json, args.batches_json)
-    write_json(args.summary_json, report.summary_of(profile))
-    source = "estimated for a CUDA card" if profile["device"] == prof.ESTIMATE else f"measured on {profile['device']}"
-    title = f"{args.model} ({profile['arch']}): peak memory per batch\n{source}, {report.precision_label(profile)}"
-    charts.memory(report.plot_rows(profile), profile["limit_gb"], args.plot_png, title)
+    write_profile(profile, settings, args.out_json, args.batches_json)
+    write_json(args.summary_json, display.summary_of(profile))
+    source = "estimated for a CUDA card" if profile["device"] == ESTIMATE else f"measured on {profile['device']}"
+    title = f"{args.model} ({profile['arch']}): peak memory per batch\n{source}, {display.precision_label(profile)}"
+    charts.memory(display.plot_rows(profile), profile["limit_gb"], args.plot_png, title)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,8 @@ def main():
     settings = load_settings()
     # the two folders are built beside the last report's and swapped in whole; metrics_json is written last
     with built_beside(args.plots_dir) as plots, built_beside(args.tables_dir) as tables:
-        metrics = write_report(
-            args.prepared_dir, args.preds_dir, args.ensemble_json, args.truth_csv, args.metrics_json, tables, plots,
-            settings.report, settings.competition,
-        )  # fmt: skip
+        inputs = (args.prepared_dir, args.preds_dir, args.ensemble_json, args.truth_csv)
+        metrics = write_report(inputs, (args.metrics_json, tables, plots), settings.report, settings.competition)
     score = format_score(metrics["oof_score"][ENSEMBLE])
     print(f"{args.metrics_json}: the ensemble's out-of-fold {metrics['metric']} {score}")
     if "recall" in metrics:

@@ -9,7 +9,7 @@ from paddy.predict.tables import write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import load_settings
 from paddy.training.gpus import claim_device
-from paddy.training.models import check_archs
+from paddy.training.model_checks import check_archs
 from paddy.training.run import checkpoint_run
 
 

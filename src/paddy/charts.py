@@ -54,7 +54,7 @@ def learning_curves(history, path, title):
 
 
 def memory(rows, limit_gb, path, title):
-    """Peak memory per batch size beside the limit it must fit: rows are paddy.memory.report.plot_rows (bar, peak_gb,
+    """Peak memory per batch size beside the limit it must fit: rows are paddy.memory.display.plot_rows (bar, peak_gb,
     fits; the last one the limit itself)."""
     bars = [r for r in rows if not r["bar"].endswith(" limit")]
     fig = Figure(figsize=(8, 0.4 * len(bars) + 1.5), layout="constrained")

@@ -32,9 +32,9 @@ def exit_on_error(main):
         try:
             return main(*args, **kwargs)
         except PaddyError as e:
-            sys.exit(report(e))
+            sys.exit(print_error(e))
         except KeyboardInterrupt:
-            sys.exit(report_interrupt())
+            sys.exit(print_interrupt())
 
     return wrapper
 
@@ -44,13 +44,13 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def report(error):
+def print_error(error):
     """Print a PaddyError as one paragraph on stderr; returns the exit code for it, 2."""
     print(f"\nerror: {error}\n", file=sys.stderr)
     return 2
 
 
-def report_interrupt():
+def print_interrupt():
     """Print what a stopped stage kept and how to go on; returns the exit code for it, 130 (128 + SIGINT)."""
     stage = _STOPPED["stage"] or Path(sys.argv[0]).stem
     kept = _STOPPED["kept"] or "Its outputs are written whole at its end, so they are the last complete run's."

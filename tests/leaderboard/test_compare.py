@@ -104,7 +104,7 @@ def test_command_sorts_writes_csv_md_and_correlation(tmp_path, capsys):
         "--md",
         str(tmp_path / "t.md"),
     )
-    assert compare.report(a, exp_json=exp_json()) == 0
+    assert compare.show_experiments(a, exp_json=exp_json()) == 0
     out = capsys.readouterr().out
     assert "once" in out and "Pearson" not in out  # two scored rows: no correlation yet
     lines = (tmp_path / "t.csv").read_text().splitlines()
@@ -114,7 +114,7 @@ def test_command_sorts_writes_csv_md_and_correlation(tmp_path, capsys):
 
     # A third scored submission (of an experiment since removed): the correlation appears; the row is kept.
     write_ledger(path, [("gone", "md5-gone", 0.91, 0.96)])
-    compare.report(args(tmp_path), exp_json=exp_json())
+    compare.show_experiments(args(tmp_path), exp_json=exp_json())
     out = capsys.readouterr().out
     assert "Pearson r = " in out and "over 3 scored" in out and "gone" in out
     assert out.splitlines()[1].split()[0] in ("workspace", "long")  # default sort: best ensemble CV first
@@ -160,7 +160,7 @@ def test_every_differing_param_once_in_its_own_format(capsys, tmp_path):
     assert table.loc["vit2", "models.vit2.targets"] == '["label"]' and pd.isna(table.loc["main", "models.vit2.arch"])
 
     # The printed table: integers as integers, and a param an experiment lacks as "-".
-    compare.report(args(tmp_path, "--sort", "train_time_s.vit", "--asc"), exp_json=[base])
+    compare.show_experiments(args(tmp_path, "--sort", "train_time_s.vit", "--asc"), exp_json=[base])
     lines = capsys.readouterr().out.splitlines()
     head = lines[0].split()
     cells = dict(zip(head, lines[1].split()))  # the shortest train time: experiment "short"
@@ -180,7 +180,7 @@ def test_train_time_in_whole_seconds_and_scores_to_four_decimals():
 
 def test_unknown_sort_column(tmp_path):
     with pytest.raises(Exception, match="no such column"):
-        compare.report(args(tmp_path, "--sort", "nope"), exp_json=exp_json())
+        compare.show_experiments(args(tmp_path, "--sort", "nope"), exp_json=exp_json())
 
 
 def test_correlation():
@@ -263,7 +263,7 @@ def test_per_class_recall_side_by_side_with_what_changed_and_the_leaderboard(tmp
 
     # The command: two experiments named, in the order given (the first is the reference), a model's own recall.
     a = args(tmp_path, "--per-class", "vit-x1", "main", "--model", "vit", "--md", str(tmp_path / "t.md"))
-    assert compare.report(a, exp_json=per_class_json()) == 0
+    assert compare.show_experiments(a, exp_json=per_class_json()) == 0
     out = capsys.readouterr().out
     head = out.splitlines()[1].split()
     assert head == ["class", "vit-x1", "main", "main", "vs", "vit-x1"]
@@ -275,9 +275,9 @@ def test_per_class_recall_side_by_side_with_what_changed_and_the_leaderboard(tmp
 
 def test_per_class_refuses_unknown_experiments_and_experiments_without_a_report(tmp_path):
     with pytest.raises(Exception, match="No experiment named nope.*experiments: main, vit-x1, old"):
-        compare.report(args(tmp_path, "--per-class", "nope"), exp_json=per_class_json())
+        compare.show_experiments(args(tmp_path, "--per-class", "nope"), exp_json=per_class_json())
     with pytest.raises(Exception, match="per-class recall.*metrics/report.json.*dvc repro"):
-        compare.report(args(tmp_path, "--per-class", "old"), exp_json=per_class_json())
+        compare.show_experiments(args(tmp_path, "--per-class", "old"), exp_json=per_class_json())
 
 
 def test_named_experiments_select_the_plain_table_too(tmp_path):
@@ -330,7 +330,7 @@ def test_the_competitions_metric_is_shown_by_name_first_and_ranks_the_table(tmp_
     assert list(compare.sort_table(df)["experiment"]) == ["gone", "long", "main", "vit-x1"]
     assert list(compare.sort_table(df, ascending=True)["experiment"]) == ["vit-x1", "main", "long", "gone"]
     assert list(compare.sort_table(df, "oof_acc.ensemble")["experiment"])[:2] == ["vit-x1", "long"]
-    compare.report(args(tmp_path), exp_json=log_loss_json())
+    compare.show_experiments(args(tmp_path), exp_json=log_loss_json())
     head = capsys.readouterr().out.splitlines()[0].split()
     assert "oof_log_loss.ensemble" in head and "oof_score.ensemble" not in head
 

@@ -12,9 +12,9 @@ from helpers.settings import settings_with
 
 from paddy.commands.profile import parse_arch
 from paddy.errors import PaddyError
+from paddy.memory import display
 from paddy.memory import measure as memory
 from paddy.memory import profile as prof
-from paddy.memory import report
 from paddy.settings import ProfileSettings, parse_settings, read_params
 from paddy.training.models import create_model
 from paddy.training.run import TrainingRun
@@ -92,7 +92,7 @@ def test_out_of_memory_is_caught_and_the_next_candidate_tried():
     assert (profile["micro_batch"], profile["accumulation"]) == (16, 4)
     assert profile["eval_batch"] == 128  # 256 needs 20 GB > 14.4
     assert profile["device"] == "cpu"  # measured (by the injected run), not "estimate"
-    bars = report.plot_rows(profile)
+    bars = display.plot_rows(profile)
     assert [b["fits"] for b in bars] == [False, False, True, True, False, True, True, True]  # last: the limit
 
 
@@ -199,7 +199,7 @@ def test_profile_settings_estimates_on_the_cpu(params):
     assert profile["precision"] == "bf16"  # auto plans for a CUDA card's mixed precision
     assert profile["micro_batch"] == effective  # a tiny model fits 16 GB at full batch
     assert profile["eval_batch"] == 4 * effective
-    metrics = report.summary_of(profile)
+    metrics = display.summary_of(profile)
     assert metrics["accumulation"] == 1 and metrics["measured"] is False
 
 

@@ -17,7 +17,7 @@ from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_reca
 
 from paddy.errors import PaddyError
 from paddy.predict.tables import write_table
-from paddy.report import scores
+from paddy.report import analysis
 from paddy.report.build import write_report
 from paddy.settings import ReportSettings
 from paddy.settings.schema import CompetitionSettings
@@ -34,11 +34,11 @@ def test_per_class_metrics_match_scikit_learn_on_a_fixed_table():
     # predicted once; class 3: all right.
     y = np.array([0, 0, 0, 1, 1, 3, 3, 3, 0, 1])
     predicted = np.array([0, 0, 3, 0, 3, 3, 3, 3, 2, 0])
-    counts = scores.confusion_counts(y, predicted, range(4))
+    counts = analysis.confusion_counts(y, predicted, range(4))
     assert (counts == confusion_matrix(y, predicted, labels=range(4))).all()
-    shown = scores.confusion_counts(y, predicted, [3, 0])  # the classes a picture draws, in its order
+    shown = analysis.confusion_counts(y, predicted, [3, 0])  # the classes a picture draws, in its order
     assert (shown == confusion_matrix(y, predicted, labels=range(4))[np.ix_([3, 0], [3, 0])]).all()
-    out = scores.per_class(y, predicted, LABELS)
+    out = analysis.per_class(y, predicted, LABELS)
     p, r, f1, support = precision_recall_fscore_support(y, predicted, labels=range(4), zero_division=np.nan)
     for i, label in enumerate(LABELS):
         assert out["support"][label] == support[i]
@@ -68,13 +68,13 @@ def test_top_losses_and_least_confident_match_a_brute_force_sort():
         probs = tied_probs(rng, n, 4)
         y = rng.integers(0, 4, size=n)
         ids = [f"{int(i)}.jpg" for i in rng.permutation(1000)[:n]]
-        loss = scores.losses(probs[np.arange(n), y])
+        loss = analysis.losses(probs[np.arange(n), y])
         assert np.allclose(loss, [-math.log(probs[i, y[i]]) for i in range(n)])
         k = int(rng.integers(0, n + 3))
         brute = sorted(range(n), key=lambda i: (-loss[i], ids[i]))[:k]
-        assert list(scores.top_losses(loss, ids, k)) == brute
+        assert list(analysis.top_losses(loss, ids, k)) == brute
         brute = sorted(range(n), key=lambda i: (probs[i].max(), ids[i]))[:k]
-        assert list(scores.least_confident(probs.max(1), ids, k)) == brute
+        assert list(analysis.least_confident(probs.max(1), ids, k)) == brute
 
 
 def pairs_of(counts):
@@ -85,23 +85,23 @@ def pairs_of(counts):
 
 def test_most_confused_pairs_most_frequent_first():
     counts = np.array([[5, 2, 0], [3, 4, 2], [0, 0, 7]])
-    pairs = scores.most_confused(*pairs_of(counts), ["a", "b", "c"])
+    pairs = analysis.most_confused(*pairs_of(counts), ["a", "b", "c"])
     assert pairs.values.tolist() == [["b", "a", 3], ["a", "b", 2], ["b", "c", 2]]
-    assert scores.most_confused(*pairs_of(np.diag([3, 4, 5])), ["a", "b", "c"]).empty
-    assert scores.most_involved(pairs, ["a", "b", "c"], 2) == ["a", "b"]  # b in 7 confusions, a in 5, c in 2
+    assert analysis.most_confused(*pairs_of(np.diag([3, 4, 5])), ["a", "b", "c"]).empty
+    assert analysis.most_involved(pairs, ["a", "b", "c"], 2) == ["a", "b"]  # b in 7 confusions, a in 5, c in 2
 
 
 def test_calibration_bins_and_expected_calibration_error_by_hand():
     # Top probabilities 0.9 (right), 0.8 (wrong), 0.6 (right), 0.55 (right): bins of 0.5 width: (0.5, 1] holds all.
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
     y = np.array([0, 0, 0, 1])
-    table, ece = scores.calibration(probs.max(1), probs.argmax(1) == y, 2)
+    table, ece = analysis.calibration(probs.max(1), probs.argmax(1) == y, 2)
     assert table["count"].tolist() == [0, 4]
     assert table.loc[1, "confidence"] == pytest.approx((0.9 + 0.8 + 0.6 + 0.55) / 4)
     assert table.loc[1, "accuracy"] == pytest.approx(0.75)
     assert ece == pytest.approx(abs(0.75 - 0.7125))
     # Ten bins: 0.9 in (0.8, 0.9], 0.8 in (0.7, 0.8], 0.6 in (0.5, 0.6], 0.55 too.
-    table, ece = scores.calibration(probs.max(1), probs.argmax(1) == y, 10)
+    table, ece = analysis.calibration(probs.max(1), probs.argmax(1) == y, 10)
     assert table["count"].tolist() == [0, 0, 0, 0, 0, 2, 0, 1, 1, 0]
     assert ece == pytest.approx((2 * abs(1 - 0.575) + abs(0 - 0.8) + abs(1 - 0.9)) / 4)
 
@@ -156,14 +156,11 @@ def make_run(tmp_path, n_oof=30, n_test=10, top=5, labels_of=None, weights=None,
 
 
 def report(tmp_path, top=5, bins=10, metric="accuracy", max_classes=30):
+    inputs = (tmp_path / "prepared", tmp_path / "preds", tmp_path / "ensemble.json", tmp_path / "truth.csv")
+    outputs = (tmp_path / "metrics" / "report.json", tmp_path / "metrics" / "report", tmp_path / "plots" / "report")
     return write_report(
-        tmp_path / "prepared",
-        tmp_path / "preds",
-        tmp_path / "ensemble.json",
-        tmp_path / "truth.csv",
-        tmp_path / "metrics" / "report.json",
-        tmp_path / "metrics" / "report",
-        tmp_path / "plots" / "report",
+        inputs,
+        outputs,
         ReportSettings(top_losses=top, calibration_bins=bins, max_classes=max_classes),
         replace(PADDY, metric=metric),
     )

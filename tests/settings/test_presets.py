@@ -53,7 +53,7 @@ def test_the_seed_preset_is_the_lectures_ensemble():
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
 def test_a_presets_architectures_are_timms_at_sizes_they_take(preset):
     from paddy.settings.parse import as_hw
-    from paddy.training.models import check_arch
+    from paddy.training.model_checks import check_arch
 
     for name, cfg in yaml.safe_load(preset.read_text())["models"].items():
         check_arch(f"models.{name}.arch in {preset.name}", cfg["arch"], as_hw(cfg["size"]))

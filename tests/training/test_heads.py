@@ -12,14 +12,8 @@ from paddy.errors import PaddyError
 from paddy.settings import parse_settings
 from paddy.settings.parse import as_hw
 from paddy.training import models
-from paddy.training.models import (
-    CHECK_CLASSES_PER_TARGET,
-    add_fastai_head,
-    check_models_train,
-    create_model,
-    dry_run,
-    to_fake,
-)
+from paddy.training.model_checks import CHECK_CLASSES_PER_TARGET, check_models_train, dry_run
+from paddy.training.models import add_fastai_head, create_model, to_fake
 
 PARAMS_FILES = [ROOT / "params.yaml", *sorted((ROOT / "presets").glob("*.yaml"))]
 

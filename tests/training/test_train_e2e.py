@@ -54,8 +54,7 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
         meta["labels"],
         sample,
         tmp_path / "preds",
-        train[["image_id", "label"]],
-        pd.read_csv(truth, dtype=str),
+        (train[["image_id", "label"]], pd.read_csv(truth, dtype=str)),
         parse_settings(params).competition,
         parse_settings(params).ensemble,
     )

@@ -10,7 +10,7 @@ import sys
 
 from paddy.commands import compare, init, kaggle, lr_find, predict, profile, scores, submit
 from paddy.commands.scores import LEDGER
-from paddy.errors import PaddyError, report
+from paddy.errors import PaddyError, print_error
 
 COMMANDS = {
     "init": init,
@@ -40,7 +40,7 @@ def main(argv=None):
     try:
         return args.run(args) or 0
     except PaddyError as e:
-        return report(e)
+        return print_error(e)
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
         print(f"\npaddy {args.command} stopped by Ctrl-C.", file=sys.stderr)
         return 130

@@ -31,6 +31,6 @@ def arguments(parser):
 
 def run(args, exp_json=None):
     """`exp_json` replaces `dvc exp show` in tests."""
-    from paddy.leaderboard.compare import report
+    from paddy.leaderboard.compare import show_experiments
 
-    return report(args, exp_json=exp_json)
+    return show_experiments(args, exp_json=exp_json)

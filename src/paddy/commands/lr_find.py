@@ -31,7 +31,7 @@ def run(args):
     from paddy.settings import load_settings
     from paddy.training import lr_find
     from paddy.training.gpus import claim_device
-    from paddy.training.models import check_archs
+    from paddy.training.model_checks import check_archs
     from paddy.training.run import create_run
 
     settings = load_settings(overrides=args.overrides)

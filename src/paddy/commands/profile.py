@@ -52,7 +52,8 @@ def parse_size(text, what):
 
 def parse_arch(text):
     """'vit_large_patch16_224' or 'convnext_large_in22k:320x224' -> (arch, (height, width)), checked against timm."""
-    from paddy.training.models import arch_config, check_arch
+    from paddy.training.archs import arch_config
+    from paddy.training.model_checks import check_arch
 
     arch, _, size = text.partition(":")
     hw = parse_size(size, f"--arch {text}") if size else None
@@ -65,6 +66,7 @@ def run(args):
 
     from paddy.data.prepare import read_targets
     from paddy.files import write_json
+    from paddy.memory.display import format_table
     from paddy.memory.measure import Spec
     from paddy.memory.profile import (
         candidates,
@@ -73,7 +75,6 @@ def run(args):
         planned_precision,
         profile_model,
     )
-    from paddy.memory.report import format_table
     from paddy.settings import load_settings
     from paddy.training.gpus import claim_device
     from paddy.training.precision import device_name

@@ -18,6 +18,6 @@ def arguments(parser):
 
 
 def run(args):
-    from paddy.leaderboard.ledger import report
+    from paddy.leaderboard.ledger import show_ledger
 
-    return report(args)
+    return show_ledger(args)

@@ -327,7 +327,7 @@ def _change(delta):
     return "=" if abs(delta) < 5e-5 else f"{delta:+.4f}"
 
 
-def per_class_report(args, exp_json):
+def show_per_class(args, exp_json):
     ledger = read_ledger(args.ledger)
     table, changes = per_class_table(exp_json, ledger, args.experiments, args.model)
     print(f"Out-of-fold recall per class, {args.model} ({REPORT}); 'vs': the change from the first experiment")
@@ -351,13 +351,13 @@ def write_table(table, args):
         write_text(args.md, to_markdown(table))
 
 
-def report(args, exp_json=None):
+def show_experiments(args, exp_json=None):
     """`paddy compare`: print the experiments table (and write it as CSV or markdown where asked); with
     --per-class, the per-class recall of the experiments side by side."""
     if exp_json is None:
         exp_json = exp_show(all_commits=args.all_commits)
     if args.per_class:
-        return per_class_report(args, exp_json)
+        return show_per_class(args, exp_json)
     ledger = read_ledger(args.ledger)
     keys = [k.strip() for k in args.params.split(",") if k.strip()] if args.params else None
     df = sort_table(build_table(exp_json, ledger, keys, args.experiments), args.sort, ascending=args.asc)

@@ -120,7 +120,7 @@ def describe(df):
     return df[cols].to_string(index=False, na_rep="-")
 
 
-def report(args, client=None):
+def show_ledger(args, client=None):
     """`paddy scores`: refresh the pending scores (Kaggle) and print the ledger."""
     df = read_ledger(args.ledger)
     if df.empty:

@@ -70,7 +70,7 @@ def score_mix(mix, y, metric):
     return float((mix.argmax(1) == y).mean()), log_loss_of(y, mix), metric(y, mix)
 
 
-def scores(probs, y, weights, metric):
+def score_with(probs, y, weights, metric):
     """(accuracy, log loss, the competition's metric) of the weighted mean of the Stack `probs` (or a dense
     [model, row, class] array; weights summing to 1); metric: a paddy.metrics.Metric."""
     return score_mix(as_stack(probs).mix(weights), y, metric)
@@ -226,19 +226,19 @@ def fit_temperature(probs, y, metric):
     return t if metric(y, temper(probs, t)) < metric(y, probs) else 1.0
 
 
-def build_ensemble(
-    weights, labels, sample, preds_dir, train_truth, test_truth, comp, ensemble, split_table=None, seed=0
-):
-    """Returns (submission DataFrame, metrics dict, out-of-fold confusion rows). weights: each model's name -> its
-    models.<name>.weight, in params.yaml's order; train_truth: the training images' image_id and label (their
-    labels' frequencies fill test images without predictions); comp: the CompetitionSettings (the submission's
-    form, the metric); ensemble: the EnsembleSettings; split_table: data/split.csv, whose folds cross-validate the
-    fit under kfold."""
-    names = list(weights)
+def build_ensemble(model_weights, labels, sample, preds_dir, truth, comp, ensemble, folds=(None, 0)):
+    """Returns (submission DataFrame, metrics dict, out-of-fold confusion rows). model_weights: each model's name ->
+    its models.<name>.weight, in params.yaml's order; truth: (the training images' image_id and label, whose
+    labels' frequencies fill test images without predictions; the test set's true labels, empty when unknown);
+    comp: the CompetitionSettings (the submission's form, the metric); ensemble: the EnsembleSettings; folds: (the
+    split table, data/split.csv, whose kfold folds cross-validate the fit, or None; the seed of the folds drawn
+    otherwise)."""
+    (train_truth, test_truth), (split_table, seed) = truth, folds
+    names = list(model_weights)
     metric = Metric.of(comp, labels)
     test = read_tables(preds_dir, names, "test", labels)
     probs, y = aligned(read_tables(preds_dir, names, "oof", labels), train_truth, labels)
-    raw = np.array([float(weights[n]) for n in names])
+    raw = np.array([float(model_weights[n]) for n in names])
     candidates = {"fit": fit_weights(probs, y, metric)}
     if raw.sum() > 0:
         candidates["params"] = raw / raw.sum()
@@ -246,10 +246,10 @@ def build_ensemble(
         raise PaddyError("Every `models.<name>.weight` in params.yaml is 0: give at least one model a weight > 0.")
     metrics = {"metric": metric.name, "oof_score": {}, "oof_acc": {}, "oof_loss": {}}
     for i, name in enumerate(names):
-        figures = scores(probs, y, probs.only(i), metric)
+        figures = score_with(probs, y, probs.only(i), metric)
         metrics["oof_acc"][name], metrics["oof_loss"][name], metrics["oof_score"][name] = figures
     for kind, w in candidates.items():
-        acc, loss, score = scores(probs, y, w, metric)
+        acc, loss, score = score_with(probs, y, w, metric)
         metrics[kind] = {"weights": dict(zip(names, w.tolist())), "oof_acc": acc, "oof_loss": loss, "oof_score": score}
     fit_cv = cross_validate_fit(probs, y, cv_folds(probs.ids, y, split_table, ensemble.cv_folds, seed), metric)
     metrics["fit"]["cv_acc"], metrics["fit"]["cv_loss"], metrics["fit"]["cv_score"] = fit_cv
@@ -282,14 +282,14 @@ def build_ensemble(
         test_probs, test_y = aligned(test, test_truth, labels)
         metrics["test_score"], metrics["test_acc"], metrics["test_loss"] = {}, {}, {}
         for i, name in enumerate(names):
-            figures = scores(test_probs, test_y, test_probs.only(i), metric)
+            figures = score_with(test_probs, test_y, test_probs.only(i), metric)
             metrics["test_acc"][name], metrics["test_loss"][name], metrics["test_score"][name] = figures
         mix = test_probs.mix(w)
         metrics["test_acc"]["ensemble"], metrics["test_loss"]["ensemble"], _ = score_mix(mix, test_y, metric)
         metrics["test_score"]["ensemble"] = metric(test_y, temper(mix, t))
         for kind in candidates:
             kind_w = np.array([metrics[kind]["weights"][n] for n in names])
-            metrics[kind]["test_acc"], _, metrics[kind]["test_score"] = scores(test_probs, test_y, kind_w, metric)
+            metrics[kind]["test_acc"], _, metrics[kind]["test_score"] = score_with(test_probs, test_y, kind_w, metric)
     everyone = Stack(test, common_ids(test))
     sent_ids, sent = list(everyone.ids), temper(everyone.mix(w), t)
     missing = sorted(set(sample[sample.columns[0]].astype(str)) - set(sent_ids))

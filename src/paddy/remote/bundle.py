@@ -112,7 +112,7 @@ def check_settings(params, where):
                 "not on Kaggle. Upload it as a Kaggle dataset, attach it, and give its /kaggle/input/... path; or "
                 "use true (timm's weights: the kernel has internet)."
             )
-    from paddy.training.models import check_arch, check_models_train
+    from paddy.training.model_checks import check_arch, check_models_train
 
     for name, model in settings.models.items():
         check_arch(f"`models.{name}.arch` in {where}", model.arch, model.size)

@@ -1,2 +1,2 @@
-"""The report stage: what the ensemble gets wrong, out of fold. Its figures (scores: per-class metrics, confusion,
-top losses, calibration), its pictures (pictures) and the stage's one call (build)."""
+"""The report stage: what the ensemble gets wrong, out of fold. Its figures (analysis: per-class metrics,
+confusion, top losses, calibration), its pictures (pictures) and the stage's one call (build)."""

@@ -17,7 +17,7 @@ from paddy.files import replace_dir, write_csv, write_json
 from paddy.metrics import Metric, format_score
 from paddy.predict.ensemble import aligned, read_choice, temper
 from paddy.predict.tables import Stack, common_ids, read_tables
-from paddy.report import pictures, scores
+from paddy.report import analysis, pictures
 
 ENSEMBLE = "ensemble"
 TEXT_WIDTH = 38  # characters of a cell's line under an image: the cell's width in the monospace font
@@ -64,7 +64,7 @@ def class_metrics(y, rows, labels, max_classes):
     ensemble first) and each class's out-of-fold rows (the same for every model). A competition of more than
     `max_classes` classes gets the macro averages in report.json instead (a column per class would swamp `dvc exp
     show`); its table keeps every class. A `note` names classes without rows, whose recall and F1 are left out."""
-    figures = {name: scores.per_class(y, r.predicted, labels) for name, r in rows.items()}
+    figures = {name: analysis.per_class(y, r.predicted, labels) for name, r in rows.items()}
     support = next(iter(figures.values()))["support"]
     table = pd.DataFrame(
         [
@@ -96,10 +96,10 @@ def class_metrics(y, rows, labels, max_classes):
 def top_loss_rows(ids, y, rows, labels, n):
     """The table of the n out-of-fold images with the highest loss under the ensemble, highest first."""
     ens = rows[ENSEMBLE]
-    loss = scores.losses(ens.p_true)
+    loss = analysis.losses(ens.p_true)
     models = [m for m in rows if m != ENSEMBLE]
     out = []
-    for rank, i in enumerate(scores.top_losses(loss, ids, n), 1):
+    for rank, i in enumerate(analysis.top_losses(loss, ids, n), 1):
         out.append(
             {
                 "rank": rank,
@@ -122,7 +122,7 @@ def least_confident_rows(ids, test_probs, labels, test_truth, n):
     pseudo-label is least safe), with the runner-up and, on a generated competition, the true label."""
     truth = dict(zip(test_truth["image_id"], test_truth["label"]))
     rows = []
-    for rank, i in enumerate(scores.least_confident(test_probs.max(1), ids, n), 1):
+    for rank, i in enumerate(analysis.least_confident(test_probs.max(1), ids, n), 1):
         p = test_probs[i].astype(float)
         first, second = np.argsort(-p, kind="stable")[:2]
         rows.append(
@@ -216,17 +216,19 @@ def _matrix(matrix, labels):
     return pd.DataFrame(matrix, columns=labels).assign(actual=labels)[["actual", *labels]]
 
 
-def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json, tables_dir, plots_dir, report, comp):
-    """The report (report: ReportSettings; comp: the CompetitionSettings, whose metric it scores): pictures in
-    plots_dir, tables in tables_dir, then metrics_json last, so a picture that fails to draw leaves the metrics as
-    they were. Returns the metrics."""
+def write_report(inputs, outputs, report, comp):
+    """The report (report: ReportSettings; comp: the CompetitionSettings, whose metric it scores) of inputs =
+    (prepared_dir, preds_dir, ensemble_json, truth_csv) into outputs = (metrics_json, tables_dir, plots_dir):
+    pictures in plots_dir, tables in tables_dir, then metrics_json last, so a picture that fails to draw leaves the
+    metrics as they were. Returns the metrics."""
+    (prepared_dir, preds_dir, ensemble_json, truth_csv), (metrics_json, tables_dir, plots_dir) = inputs, outputs
     labels, index = read_labels(prepared_dir), read_index(prepared_dir)
     weights, temperature = read_choice(ensemble_json)
     train = index[index["split"] == "train"][["image_id", "label"]]
     metric = Metric.of(comp, labels)
     ids, y, rows, oof_score = out_of_fold(preds_dir, weights, labels, train, metric, temperature)
     calibration = {
-        name: scores.calibration(r.confidence, r.predicted == y, report.calibration_bins) for name, r in rows.items()
+        name: analysis.calibration(r.confidence, r.predicted == y, report.calibration_bins) for name, r in rows.items()
     }
     # recall first: `dvc exp show` lists the columns in the file's order
     metrics, per_class = class_metrics(y, rows, labels, report.max_classes)
@@ -236,10 +238,10 @@ def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json
     if "note" in metrics:
         print(f"note: {metrics['note']}")
     predicted = rows[ENSEMBLE].predicted
-    pairs = scores.most_confused(y, predicted, labels)
-    shown = labels if len(labels) <= report.max_classes else scores.most_involved(pairs, labels, report.max_classes)
+    pairs = analysis.most_confused(y, predicted, labels)
+    shown = labels if len(labels) <= report.max_classes else analysis.most_involved(pairs, labels, report.max_classes)
     at = pd.Index(labels).get_indexer(shown)
-    counts = scores.confusion_counts(y, predicted, at)
+    counts = analysis.confusion_counts(y, predicted, at)
     totals = np.bincount(y, minlength=len(labels))[at]
     top = top_loss_rows(ids, y, rows, labels, report.top_losses)
     test_tables = read_tables(preds_dir, list(weights), "test", labels)
@@ -274,7 +276,7 @@ def write_report(prepared_dir, preds_dir, ensemble_json, truth_csv, metrics_json
 
     write_csv(per_class, tables / "per_class.csv")
     write_csv(_matrix(counts, shown), tables / "confusion.csv")
-    share = scores.row_normalised(counts, totals)
+    share = analysis.row_normalised(counts, totals)
     write_csv(_matrix(share, shown), tables / "confusion_normalised.csv", float_format="%.4f")
     write_csv(pairs, tables / "most_confused.csv")
     write_csv(top, tables / "top_losses.csv", float_format="%.6f")

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from paddy.charts import save
 from paddy.data.images import BadImage, read_image
 from paddy.errors import PaddyError
-from paddy.report.scores import row_normalised
+from paddy.report.analysis import row_normalised
 
 CELL = (3.8, 4.8)  # inches per image cell: up to seven lines of text, then the image
 RIGHT, WRONG = "#1a7f37", "#c62828"

@@ -42,11 +42,11 @@ def check_devices(devices, path="params.yaml"):
         )
 
 
-def model_checks_key(settings, files=()):
-    """A hash of what the model checks' verdict depends on: every setting, paddy's code and `files` (the check
-    script), timm's and torch's versions, and each pretrained weights file's size and time. None, to check every
-    time, when a model takes timm's own weights (`pretrained: true`: whether the hub's cache still holds them, or the
-    hub is reachable, is the machine's state) or names a weights file that is not there (for the check to say so)."""
+def model_checks_key(settings):
+    """A hash of what the model checks' verdict depends on: every setting, paddy's code, timm's and torch's
+    versions, and each pretrained weights file's size and time. None, to check every time, when a model takes timm's
+    own weights (`pretrained: true`: whether the hub's cache still holds them, or the hub is reachable, is the
+    machine's state) or names a weights file that is not there (for the check to say so)."""
     weights = []
     for model in settings.models.values():
         if model.pretrained is True:
@@ -59,7 +59,7 @@ def model_checks_key(settings, files=()):
     digest = hashlib.sha256(json.dumps([dataclasses.asdict(settings), weights], sort_keys=True, default=str).encode())
     for package in ("timm", "torch"):
         digest.update(metadata.version(package).encode())
-    for file in sorted(Path(__file__).parents[1].rglob("*.py")) + [Path(f) for f in files]:
+    for file in sorted(Path(__file__).parents[1].rglob("*.py")):
         digest.update(file.read_bytes())
     return digest.hexdigest()[:24]
 

@@ -27,7 +27,7 @@ from paddy.training.divergence import Diverged
 from paddy.training.folds import run_record, summary, train_model
 from paddy.training.gpus import claim_device
 from paddy.training.loop import Interrupted, stop_at_next_step_on_signals
-from paddy.training.models import check_archs
+from paddy.training.model_checks import check_archs
 from paddy.training.run import create_run
 from paddy.training.step import accumulation
 

@@ -1,0 +1,102 @@
+"""The models of params.yaml checked before any stage needs them, in seconds: each architecture known to timm at a
+size it can take, its pretrained weights to be had (paddy.training.archs), and each model with its head through one
+training step on fake tensors (`check_models_train`), so a model that cannot train is refused before training."""
+
+import difflib
+
+import timm
+import torch
+from torch import nn
+
+from paddy.errors import PaddyError
+from paddy.training.archs import arch_config, pretrained_kwargs, total_stride
+from paddy.training.models import fake_model
+
+
+def check_arch(where, arch, size=None):
+    """A clear error for an architecture timm does not know, a fixed-size model asked for another size, or a size
+    below the architecture's total stride.
+
+    `where` names the setting for the message, e.g. "`models.vit.arch` in params.yaml" or "--arch".
+    """
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        close = difflib.get_close_matches(str(arch), timm.list_models(), n=3, cutoff=0.6)
+        hint = (
+            f" Close names: {', '.join(close)}."
+            if close
+            else " `python -c 'import timm; print(timm.list_models(\"*vit*\"))'` lists names."
+        )
+        raise PaddyError(f"{where} is {arch!r}, which timm does not know.{hint}")
+    built = tuple(arch_config(arch)["input_size"][1:])
+    if size is not None and arch_config(arch).get("fixed_input_size") and tuple(size) != built:
+        raise PaddyError(
+            f"{where} is {arch}, built for a fixed input of {list(built)} (its position embeddings or windows have "
+            f"that size), but the size asked is {list(size)}. Set the size to {list(built)}, or pick a variant of "
+            "the architecture built for the size you want."
+        )
+    stride = total_stride(arch)
+    if size is not None and stride is not None and min(size) < stride:
+        raise PaddyError(
+            f"{where} is {arch}, which shrinks its input {stride} times before its head (its total stride, from "
+            f"timm's feature_info), but the size asked is {list(size)}: under {stride} pixels a side, its last "
+            f"feature map is less than a pixel, and the head sees padding, not the image. Set each side of the size "
+            f"to at least {stride} (it was built for {list(built)})."
+        )
+
+
+def check_archs(models, path="params.yaml"):
+    """check_arch for every ModelSettings of `models` (name -> settings, their values checked already), and that
+    its pretrained weights can be had (a file, the local cache, or a reachable hub) before any stage needs them."""
+    for name, model in models.items():
+        check_arch(f"`models.{name}.arch` in {path}", model.arch, model.size)
+        pretrained_kwargs(model.arch, model.pretrained)
+
+
+# Outputs per target of the check's heads: the classes are prepare's to count (targets.json does not exist yet), and
+# how many there are does not change whether a model with its head can take a training step
+CHECK_CLASSES_PER_TARGET = 2
+
+
+def check_models_train(models, path="params.yaml"):
+    """Every model of params.yaml built with its head and run through one training step's forward and backward at its
+    size, on fake tensors (shapes, no weights, no data): a model that cannot train is refused here, in seconds,
+    before any stage deletes its outputs, rather than by train@MODEL after download, prepare and profile."""
+    passed = set()  # the seed trains each architecture twice (two item methods, the same model)
+    for name, model in models.items():
+        arch, head, size = model.arch, model.head, model.size
+        outputs = CHECK_CLASSES_PER_TARGET * len(model.targets)
+        if (arch, head, size, outputs) in passed:
+            continue
+        try:
+            dry_run(arch, outputs, size, head)
+        except Exception as e:  # whatever the model raised, it is this model's settings that have to change
+            fix = (
+                "Set `head: timm` for this model (the architecture's own classifier, which passes this check)"
+                if head == "fastai" and _trains(arch, outputs, size, "timm")
+                else "Set another size (e.g. the one the architecture was built for) or another architecture"
+            )
+            raise PaddyError(
+                f"`models.{name}` in {path} cannot train: {arch} with `head: {head}` at size "
+                f"{list(size)} ({outputs} outputs) fails its first step, built without weights on fake tensors "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}). {fix}, then run again."
+            ) from e
+        passed.add((arch, head, size, outputs))
+
+
+def _trains(arch, num_classes, size, head):
+    try:
+        dry_run(arch, num_classes, size, head)
+        return True
+    except Exception:
+        return False
+
+
+def dry_run(arch, num_classes, size, head="fastai", batch=2):
+    """One forward and backward of create_model(arch, num_classes, head=head) in training mode on a fake batch of
+    `size` (height, width), on fake tensors (fake_model). Raises what the model raises, or a ValueError if the output
+    is not (batch, num_classes)."""
+    with fake_model(arch, num_classes, head) as model:
+        out = model(torch.empty(batch, 3, *size))
+        if tuple(out.shape) != (batch, num_classes):
+            raise ValueError(f"the model returns shape {list(out.shape)}, not [{batch}, {num_classes}]")
+        nn.functional.cross_entropy(out, torch.zeros(batch, dtype=torch.long)).backward()
