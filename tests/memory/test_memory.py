@@ -15,7 +15,7 @@ from paddy.errors import PaddyError
 from paddy.memory import display
 from paddy.memory import measure as memory
 from paddy.memory import profile as prof
-from paddy.settings import ProfileSettings, parse_settings, read_params
+from paddy.settings import ModelSettings, ProfileSettings, TrainSettings, parse_settings, read_params
 from paddy.training.models import create_model
 from paddy.training.run import TrainingRun
 
@@ -43,7 +43,8 @@ def with_batches(params, name, micro, evals=None):
 
 
 def spec(arch="test_convnext", size=(64, 64), precision="bf16", effective=64, item=None):
-    return memory.Spec(arch, size, item or size, 10, precision, effective)
+    model = ModelSettings("m", arch, False, "fastai", ("label",), item or size, "squish", size, "auto", 1)
+    return memory.Spec(model, TrainSettings(effective_batch=effective), 10, precision)
 
 
 def fake_run(train_totals, eval_totals=None, oom=()):

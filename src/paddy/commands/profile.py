@@ -75,7 +75,7 @@ def run(args):
         planned_precision,
         profile_model,
     )
-    from paddy.settings import load_settings
+    from paddy.settings import ModelSettings, load_settings
     from paddy.training.gpus import claim_device
     from paddy.training.precision import device_name
 
@@ -101,7 +101,7 @@ def run(args):
         vocab["label"] = list(range(args.num_classes))
     num_classes = len(vocab["label"])
     precision = planned_precision(args.precision or train.precision, device)
-    overrides = {"precision": precision, "effective_batch": effective, **({"head": args.head} if args.head else {})}
+    train = dataclasses.replace(train, effective_batch=effective)
     if args.params:
         for name, model in settings.models.items():
             lacking = [t for t in model.targets if t not in vocab]
@@ -110,27 +110,20 @@ def run(args):
                     f"models.{name} predicts {', '.join(lacking)} too, whose classes only {targets} knows: run `dvc "
                     "repro prepare` first, or profile it by --arch with --num-classes."
                 )
-        jobs = [(name, model_spec(model, train, vocab, device)) for name, model in settings.models.items()]
-        jobs = [(n, dataclasses.replace(s, **overrides)) for n, s in jobs]
+        jobs = []
+        for name, model in settings.models.items():
+            spec = model_spec(dataclasses.replace(model, head=args.head or model.head), train, vocab, device)
+            jobs.append((name, dataclasses.replace(spec, precision=precision)))
     else:
         jobs = []
         for text in args.arch:
             arch, hw = parse_arch(text)
             item = parse_size(args.item_size, "--item-size") if args.item_size else hw
-            spec = Spec(
-                arch=arch,
-                size=hw,
-                item_size=item,
-                num_classes=num_classes,
-                precision=precision,
-                effective_batch=effective,
-                head=args.head or "fastai",
-                weight_decay=train.weight_decay,
-                lr_mult=train.lr_mult,
-                lr_groups=train.lr_groups,
-                aug=train.aug,
-            )
-            jobs.append((arch, spec))
+            model = ModelSettings(
+                name=arch, arch=arch, pretrained=False, head=args.head or "fastai", targets=("label",),
+                item_size=item, item_method="squish", size=hw, micro_batch="auto", weight=1,
+            )  # fmt: skip
+            jobs.append((arch, Spec(model, train, num_classes, precision)))
     print(f"profiling on {device_name(device) if device.type == 'cuda' else 'the CPU: estimates for a CUDA card'}")
     profiles = []
     for name, spec in jobs:

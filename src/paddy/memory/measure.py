@@ -11,11 +11,11 @@ tensors do not show (allocator segments and the CUDA context). See docs/memory.m
 import dataclasses
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from paddy.settings import AugmentSettings
+from paddy.settings import ModelSettings, TrainSettings
 from paddy.training.augment import create_augment
 from paddy.training.models import create_model, fake_model, input_normalization
 from paddy.training.optim import create_optimizer
@@ -38,35 +38,31 @@ STEPS = 2
 
 @dataclass(frozen=True)
 class Spec:
-    """Everything about a model's training and prediction steps that decides their memory."""
+    """Everything about a model's training and prediction steps that decides their memory: the model's settings
+    (arch, head, sizes; `pretrained` loads no weights here, it decides the input normalisation, as in training), the
+    training settings it runs with (effective batch, optimizer, augmentation), its outputs and its precision."""
 
-    arch: str
-    size: tuple  # (height, width) the model sees
-    item_size: tuple  # (height, width) of the uint8 items the step augments from
+    model: ModelSettings
+    train: TrainSettings
     num_classes: int
     precision: str  # bf16 | fp16 | fp32 (resolved, never auto)
-    effective_batch: int
-    head: str = "fastai"
-    weight_decay: float = 0.01
-    lr_mult: float = 100.0
-    lr_groups: str = "body_head"
-    aug: AugmentSettings = field(default_factory=AugmentSettings)
-    pretrained: bool | str = False  # no weights are loaded: it decides the input normalisation, as in training
 
 
 def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
-    """The real steps on `model`: STEPS optimizer steps of spec.effective_batch samples at `micro_batch`, then the
+    """The real steps on `model`: STEPS optimizer steps of spec.train.effective_batch samples at `micro_batch`, then the
     prediction step at each of `eval_batches`. meter.start()/meter.read() bracket each part; returns the training
     reading and one per eval batch (on_oom(error) stands in for a prediction step that ran out of memory)."""
     device = next(model.parameters()).device
-    optimizer = create_optimizer(model, spec.weight_decay, spec.lr_mult, spec.lr_groups)
+    optimizer = create_optimizer(model, spec.train.weight_decay, spec.train.lr_mult, spec.train.lr_groups)
     scaler = create_scaler(spec.precision, device)
-    augment = create_augment(spec.size, spec.aug, input_normalization(spec.arch, spec.pretrained))
+    augment = create_augment(
+        spec.model.size, spec.train.aug, input_normalization(spec.model.arch, spec.model.pretrained)
+    )
     generator = torch.Generator(device)
-    h, w = spec.item_size
+    h, w = spec.model.item_size
     meter.start()
-    items = torch.randint(0, 256, (spec.effective_batch, h, w, 3), dtype=torch.uint8, device=device)
-    targets = torch.randint(0, spec.num_classes, (spec.effective_batch,), device=device)
+    items = torch.randint(0, 256, (spec.train.effective_batch, h, w, 3), dtype=torch.uint8, device=device)
+    targets = torch.randint(0, spec.num_classes, (spec.train.effective_batch,), device=device)
     step = Step(augment, spec.precision, micro_batch, scaler)
     for _ in range(STEPS):
         train_step(model, optimizer, items, targets, generator, step)
@@ -111,7 +107,7 @@ def measure(spec, micro_batch, device, eval_batches=()):
     """Peaks (GB) of the real steps on CUDA: (training row, eval rows). Raises torch.OutOfMemoryError in training."""
     start = time.perf_counter()
     with torch.device(device):  # initialising on the GPU is faster than on the CPU and ends in the same memory
-        model = create_model(spec.arch, spec.num_classes, pretrained=False, head=spec.head)
+        model = create_model(spec.model.arch, spec.num_classes, pretrained=False, head=spec.model.head)
     model = model.to(memory_format=torch.channels_last).train()
     train, evals = exercise(model, spec, micro_batch, eval_batches, CudaMeter(device), on_oom=oom_row)
     train["seconds"] = round(time.perf_counter() - start, 2)
@@ -176,7 +172,7 @@ def estimate(spec, micro_batch, eval_batches=()):
     start = time.perf_counter()
     spec = dataclasses.replace(spec, precision="fp32" if spec.precision == "fp32" else "bf16")
     tracker = _StorageTracker()
-    with fake_model(spec.arch, spec.num_classes, spec.head, torch.channels_last) as model:
+    with fake_model(spec.model.arch, spec.num_classes, spec.model.head, torch.channels_last) as model:
         for t in [*model.parameters(), *model.buffers()]:
             tracker.track(t)
         with tracker:

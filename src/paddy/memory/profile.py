@@ -81,27 +81,27 @@ def profile_model(name, spec, batches, limits, device, micro_batch=None, measure
         except torch.OutOfMemoryError as e:
             train, evals[mb] = oom_row(e), []
         free_cuda_cache()  # outside the except: its frames (and their tensors) are gone, so this frees everything
-        rows.append({"micro_batch": mb, "accumulation": accumulation(spec.effective_batch, mb), **train})
+        rows.append({"micro_batch": mb, "accumulation": accumulation(spec.train.effective_batch, mb), **train})
     chosen = choose(rows, limit)
     used = micro_batch or chosen
     eval_rows = [{"eval_batch": eb, **r} for eb, r in zip(eval_batches, evals.get(used, []))]
     eval_chosen = choose(eval_rows, limit, key="eval_batch")
     return {
         "model": name,
-        "arch": spec.arch,
-        "head": spec.head,
-        "size": list(spec.size),
-        "item_size": list(spec.item_size),
+        "arch": spec.model.arch,
+        "head": spec.model.head,
+        "size": list(spec.model.size),
+        "item_size": list(spec.model.item_size),
         "num_classes": spec.num_classes,
         "precision": spec.precision,
         "device": device_name(device) if measured else ESTIMATE,
         "budget_gb": budget_gb,
         "headroom": headroom,
         "limit_gb": round(limit, 3),
-        "effective_batch": spec.effective_batch,
+        "effective_batch": spec.train.effective_batch,
         "table": rows,
         "micro_batch": chosen,
-        "accumulation": accumulation(spec.effective_batch, chosen) if chosen else None,
+        "accumulation": accumulation(spec.train.effective_batch, chosen) if chosen else None,
         "eval_table": eval_rows,
         "eval_batch": eval_chosen,
     }
@@ -141,20 +141,8 @@ def model_spec(model, train, vocab, device):
     """The Spec of one model (ModelSettings) trained with `train` (TrainSettings): its outputs are one per class of
     each of its targets (vocab: {target: classes}); precision resolved for `device`, or for a CUDA card when
     estimating on a CPU."""
-    return Spec(
-        arch=model.arch,
-        size=model.size,
-        item_size=model.item_size,
-        num_classes=sum(len(vocab[t]) for t in model.targets),
-        precision=planned_precision(train.precision, device),
-        effective_batch=train.effective_batch,
-        head=model.head,
-        weight_decay=train.weight_decay,
-        lr_mult=train.lr_mult,
-        lr_groups=train.lr_groups,
-        aug=train.aug,
-        pretrained=model.pretrained,
-    )
+    num_classes = sum(len(vocab[t]) for t in model.targets)
+    return Spec(model, train, num_classes, planned_precision(train.precision, device))
 
 
 def planned_precision(precision, device):

@@ -1,7 +1,7 @@
 """docs/settings.md, generated from the declarations (paddy.settings.schema): every setting with its default, what it
 may hold, the stages that rerun when it changes, and the comment params.yaml shows.
 
-`python -m paddy.settings.docs` rewrites it; tests/test_settings_declared.py checks it is what this writes."""
+`python -m paddy.settings.docs` rewrites it; tests/settings/test_settings_declared.py checks it is what this writes."""
 
 import dataclasses
 import sys
@@ -18,6 +18,10 @@ Every setting of params.yaml, generated from its declaration in `src/paddy/setti
 `python -m paddy.settings.docs` (a test checks this file is what it writes). Change one for one experiment with
 `dvc exp run -S key=value`; **reruns** lists the stages DVC runs again when it changes (the check stage reads every
 setting and always runs). A bad value stops the check stage with a message naming the key and what it may hold.
+
+Adding a setting: declare it in its section's dataclass (default, check, comment, stages), give it the same default
+and comment in `params.yaml`, and read it where it is used. `tests/settings/test_settings_declared.py` names anything
+else it needs: a dvc.yaml stage that lists its settings one by one, and this file (`python -m paddy.settings.docs`).
 """
 
 

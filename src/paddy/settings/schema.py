@@ -3,9 +3,9 @@ default, its check (paddy.settings.checks: allowed values, the error a bad one g
 and the DVC stages that rerun when it changes (their `params:` in dvc.yaml).
 
 paddy.settings.parse reads params.yaml through these declarations (unknown keys refused, every value checked);
-tests/test_settings_declared.py holds params.yaml's defaults and comments and dvc.yaml's `params:` lists against
-them; docs/settings.md is generated from them (`python -m paddy.settings.docs`). Adding a setting: declare it
-here, give it its default in params.yaml, use it."""
+tests/settings/test_settings_declared.py holds params.yaml's defaults and comments and dvc.yaml's `params:` lists
+against them; docs/settings.md is generated from them (`python -m paddy.settings.docs`). Adding a setting: declare
+it here, give it its default in params.yaml, use it."""
 
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 
