@@ -1,12 +1,12 @@
 """Stage train@MODEL: fine-tune one model on every fold/bag; checkpoints, dvclive metrics and learning curves
-(paddy.training.stage). Interrupted, the same command or `dvc repro` continues from the checkpoint in --resume-dir;
+(paddy.train). Interrupted, the same command or `dvc repro` continues from the checkpoint in --resume-dir;
 with train.devices N > 1 it starts itself again under torchrun as N DDP processes."""
 
 import argparse
 from pathlib import Path
 
 from paddy.errors import exit_on_error
-from paddy.training.stage import train_stage
+from paddy.train import train_stage
 
 
 @exit_on_error

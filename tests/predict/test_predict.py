@@ -71,7 +71,7 @@ def test_photos_get_the_probabilities_of_the_pipelines_test_set(pipeline, compet
     monkeypatch.chdir(work)
     sample = read_sample_submission(competition[0], load_settings().competition)
     files = [competition[0] / "test_images" / i for i in sample.image_id]
-    pred = predict_photos(files, settings, CPU, "fp32")
+    pred = predict_photos(files, settings, CPU)
     assert pred.errors == {} and list(pred.models) == list(WEIGHTS)
     tables = {name: read_table(work / "data" / "preds", name, "test") for name in WEIGHTS}
     for name, table in tables.items():
@@ -97,10 +97,10 @@ def test_without_tta_a_photo_gets_its_test_probabilities_whatever_the_other_phot
     files = [competition[0] / "test_images" / i for i in test.ids[::-1]]
     models = work / "data" / "models"
     only = ["crop"]
-    pred = predict_photos(files, plain, CPU, "fp32", models, work / "metrics" / "ensemble.json", only)
+    pred = predict_photos(files, plain, CPU, models, work / "metrics" / "ensemble.json", only)
     labels = test.classes
     np.testing.assert_allclose(pred.labels[labels].to_numpy(float), test.probs[::-1], atol=1e-5, rtol=0)
-    one = predict_photos(files[:1], plain, CPU, "fp32", models, work / "metrics" / "ensemble.json", only)
+    one = predict_photos(files[:1], plain, CPU, models, work / "metrics" / "ensemble.json", only)
     np.testing.assert_allclose(one.labels[labels].to_numpy(float), test.probs[-1:], atol=1e-5, rtol=0)
     assert pred.others == {}  # crop predicts no variety
 
@@ -144,7 +144,7 @@ def test_predict_writes_top_labels_and_variety_and_lists_unreadable_photos(pipel
     assert "broken.jpg" in err and "gone.jpg" in err
 
     # The table is the library's predictions, ranked: the same photos, the same probabilities
-    pred = predict_photos([folder, loose, missing], settings, CPU, "fp32")
+    pred = predict_photos([folder, loose, missing], settings, CPU)
     labels = np.asarray(pred.labels.columns[1:])
     p = pred.labels[labels].to_numpy(float)
     assert good.label_1.tolist() == labels[p.argmax(1)].tolist()

@@ -103,7 +103,7 @@ def test_tta_and_predict_refuse_a_damaged_checkpoint(trained, tmp_path, monkeypa
     (tmp_path / "ensemble.json").write_text(json.dumps({"weights": {"resnet": 1.0}}))
     photo = next((work / "data/prepared/images/test").iterdir())
     with pytest.raises(PaddyError, match="v0.safetensors is damaged: its sha256"):
-        predict_photos([photo], settings, CPU, "fp32", models, tmp_path / "ensemble.json")
+        predict_photos([photo], settings, CPU, models, tmp_path / "ensemble.json")
 
 
 def test_the_check_stage_names_a_damaged_model_before_dvc_retrains_it(trained, tmp_path):

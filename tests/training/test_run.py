@@ -10,10 +10,10 @@ from helpers.settings import shrunk_params
 from paddy.memory.profile import profile_settings
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings
+from paddy.train import EpochLog
 from paddy.training import lr_find
 from paddy.training.folds import train_model
 from paddy.training.run import checkpoint_run, create_run
-from paddy.training.stage import EpochLog
 
 CPU = torch.device("cpu")
 

@@ -28,6 +28,7 @@ def run(args):
     import pandas as pd
 
     from paddy.files import write_csv, write_json
+    from paddy.memory.profile import resolve_batches
     from paddy.settings import load_settings
     from paddy.training import lr_find
     from paddy.training.gpus import claim_device
@@ -41,7 +42,8 @@ def run(args):
         if not path.exists():
             raise PaddyError(f"{path} does not exist: run `dvc repro split` first (lr-find uses the prepared data).")
     batches = Path("data/profile") / f"{args.model}.batches.json"  # profile@MODEL's, or profiled now if auto
-    run = create_run(settings, args.model, claim_device(), args.prepared, args.split, batches)
+    run = create_run(settings, args.model, claim_device(), args.prepared, args.split)
+    run.micro_batch, run.eval_batch = resolve_batches(run, batches)
     train, data = run.train, run.data
     rows = data.rows(data.splits[0])[0]  # the first split's training rows
     loader = data.loader(rows, train.effective_batch, shuffle=True, drop_last=train.drop_last, seed=settings.seed)

@@ -23,13 +23,11 @@ def run(args):
     from paddy.predict.photos import check_out, predict_photos, top_table
     from paddy.settings import load_settings
     from paddy.training.gpus import claim_device
-    from paddy.training.precision import resolve_precision
 
     settings = load_settings()
     check_out(args.out)
     device = claim_device()  # a GPU no other run holds, or the CPU
-    precision = resolve_precision(settings.train.precision, device)
-    pred = predict_photos(args.paths, settings, device, precision, only=args.models, top=args.top)
+    pred = predict_photos(args.paths, settings, device, only=args.models, top=args.top)
     table = top_table(pred, args.top)
     write_csv(table, args.out, float_format="%.6f")
     for path, why in pred.errors.items():

@@ -28,7 +28,8 @@ from paddy.predict.ensemble import read_choice, temper
 from paddy.predict.tables import Stack, Table
 from paddy.predict.tta import require_finite, split_seed, tta_probs
 from paddy.training.augment import create_augment
-from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, model_settings, read_meta
+from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, read_meta
+from paddy.training.run import checkpoint_run
 
 MODELS_DIR = Path("data/models")
 ENSEMBLE_JSON = Path("metrics/ensemble.json")
@@ -97,23 +98,22 @@ class PhotoBatches:
         return np.asarray(resize_item(read_image(file), self.size, self.method))
 
 
-def model_probs(ckpt_dir, files, settings, device, precision):
+def model_probs(run, ckpt_dir, files):
     """One model's TTA probabilities for prepared photos, averaged over its folds/bags as the tta stage averages
-    the test set's: {target: (photos, classes) array} for each target the model predicts, label first."""
-    meta = read_meta(ckpt_dir)
-    model = model_settings(meta)
-    augment = create_augment(model.size, settings.train.aug, checkpoint_normalization(meta))
-    sizes = tuple(len(classes) for classes in meta["targets"].values())
-    batches = PhotoBatches(files, model.item_size, model.item_method, meta["eval_batch"])
-    total = None
+    the test set's: {target: (photos, classes) array} for each target the model predicts, label first. run: the
+    model's checkpoint_run (paddy.training.run): its sizes, classes, eval batch and precision."""
+    meta, model = read_meta(ckpt_dir), run.model
+    augment = create_augment(model.size, run.train.aug, checkpoint_normalization(meta))
+    batches = PhotoBatches(files, model.item_size, model.item_method, run.eval_batch)
+    passes, total = (run.settings.tta.n, run.settings.tta.beta), None
     for s, split in enumerate(meta["splits"]):
-        net, _ = load_checkpoint(ckpt_dir, split, device)
-        seed = split_seed(settings.seed, s)
-        p = tta_probs(net, batches, augment, (settings.tta.n, settings.tta.beta), precision, seed, sizes, True)
-        require_finite((p,), ckpt_dir, split, meta["model"])
+        net, _ = load_checkpoint(ckpt_dir, split, run.device)
+        seed = split_seed(run.settings.seed, s)
+        p = tta_probs(net, batches, augment, passes, run.precision, seed, run.sizes, True)
+        require_finite((p,), ckpt_dir, split, run.name)
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()
-    return dict(zip(meta["targets"], np.split(probs, np.cumsum(sizes)[:-1], axis=1)))
+    return dict(zip(model.targets, np.split(probs, np.cumsum(run.sizes)[:-1], axis=1)))
 
 
 def ensemble_weights(models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=None):
@@ -163,9 +163,7 @@ class Predictions:
     models: dict
 
 
-def predict_photos(
-    paths, settings, device, precision, models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=None, top=1
-):  # fmt: skip
+def predict_photos(paths, settings, device, models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=None, top=1):
     """Predictions for the photos at `paths` (files or folders) by the trained models in models_dir, mixed by
     ensemble_json's weights (only: a subset of the models, their weights renormalised). Another target (a variety)
     is the weighted mean of the models that predict it. top: the labels the table will list, checked before any
@@ -182,7 +180,9 @@ def predict_photos(
         frames = {target: {} for target in targets}
         if ok:
             for name in weights:
-                probs = model_probs(Path(models_dir) / name, [prepared[f] for f in ok], settings, device, precision)
+                ckpt_dir = Path(models_dir) / name
+                run = checkpoint_run(settings, ckpt_dir, device)
+                probs = model_probs(run, ckpt_dir, [prepared[f] for f in ok])
                 for target, p in probs.items():
                     frames[target][name] = p
     mixed = {}

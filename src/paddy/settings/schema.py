@@ -93,9 +93,9 @@ class SyntheticSettings:
     )
     difficulty: str = setting(
         "hard: diseases that share a look, normal as the absence of lesions, per-photo shade, distance, lighting, "
-        "blur, 4% wrong training labels; the tiny default models score 0.83-0.90, their ensemble 0.88-0.92 "
-        "(docs/ensemble.md) | easy: each disease its own colour and shape (they score 1.000: for tests of the "
-        "plumbing)",
+        "blur, 4% wrong training labels, so the tiny default models leave room to win (their scores: "
+        "docs/ensemble.md) | easy: each disease its own colour and shape (every model is always right: for tests of "
+        "the plumbing)",
         "hard", OneOf(DIFFICULTIES), SOURCE,
     )  # fmt: skip
     layout: str = setting(

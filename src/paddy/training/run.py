@@ -1,16 +1,15 @@
 """One model's run: what training it needs (its settings, device, precision, vocabulary and target sizes, batches and
 data), built once by create_run and passed whole, the way timm's train.py passes its `args`. Training
-(paddy.training.folds, loop, step), the learning-rate finder, the memory profile and the benchmarks all take it."""
+(paddy.training.folds, loop, step), the learning-rate finder, the memory profile (which chooses its batches where
+params.yaml says auto: paddy.memory.profile.resolve_batches), TTA and the benchmarks all take it."""
 
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from paddy.data.prepare import read_targets
-from paddy.memory.profile import resolve_batches
 from paddy.metrics import Metric
 from paddy.settings import ModelSettings, Settings
 from paddy.training import distributed
@@ -56,18 +55,15 @@ class TrainingRun:
 def create_run(settings, name, device, prepared_dir, split_csv=None, batches=None):
     """The run of settings.models[name] on `device` over the prepared competition at `prepared_dir`.
 
-    batches: (micro_batch, eval_batch), or profile@MODEL's batches.json for those params.yaml sets to auto (a
-    missing one: profiled now, paddy.memory.profile.resolve_batches); None keeps params.yaml's values, auto
-    included (the profile stage, which makes the choice). split_csv: the split table whose data the run trains on;
-    without it the run has no data (the profile needs none)."""
+    batches: (micro_batch, eval_batch); None keeps params.yaml's values, auto included, for the memory profile to
+    choose (paddy.memory.profile.resolve_batches). split_csv: the split table whose data the run trains on; without
+    it the run has no data (the profile needs none)."""
     model = settings.model(name)  # a clear error for a model params.yaml lacks
     vocab = read_targets(prepared_dir)
     precision = resolve_precision(settings.train.precision, device)
     run = TrainingRun(settings, name, device, precision, vocab, model.micro_batch, settings.train.eval_batch)
-    if isinstance(batches, (tuple, list)):
+    if batches is not None:
         run.micro_batch, run.eval_batch = batches
-    elif batches is not None:
-        run.micro_batch, run.eval_batch = resolve_batches(run, Path(batches))
     if split_csv is not None:
         train = settings.train
         processes = distributed.local_world_size()  # DDP's ranks on this machine share its loader workers

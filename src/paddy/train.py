@@ -21,6 +21,7 @@ from paddy import charts
 from paddy.data.split import read_splits
 from paddy.errors import say_on_interrupt
 from paddy.files import replace_dir, write_json
+from paddy.memory.profile import resolve_batches
 from paddy.settings import load_settings
 from paddy.training import distributed
 from paddy.training.divergence import Diverged
@@ -77,7 +78,8 @@ class EpochLog:
 
 def _train(args, settings, device):
     rank0 = distributed.is_main()  # rank 0 under DDP: it alone prints, logs and writes
-    run = create_run(settings, args.model, device, args.prepared_dir, args.split_csv, args.batches)
+    run = create_run(settings, args.model, device, args.prepared_dir, args.split_csv)
+    run.micro_batch, run.eval_batch = resolve_batches(run, args.batches)  # params.yaml's, or the profile's for auto
     effective, world = settings.train.effective_batch, distributed.world_size()
     if rank0:
         shares = f" on each of {world} processes," if world > 1 else ""
