@@ -1,11 +1,12 @@
 """What `dvc exp show` and `dvc plots show` give a competitor: the scores and train time, no memory profile and no
 per-split copies; pictures that render without a network. The end-to-end check is test_pipeline's (slow)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+
+from paddy.training import folds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,23 +37,15 @@ def test_plots_are_images():
     # The folder of top losses holds PNG files only (tests/report/test_report.py), so the page embeds each.
 
 
-def train_stage():
-    spec = importlib.util.spec_from_file_location("train_stage", ROOT / "stages" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_summary_is_the_models_figures_over_its_splits():
     split = {"train_loss": 0.5, "valid_loss": 0.4, "valid_acc": 0.8, "valid_acc_variety": 0.6, "images_per_s": 9.0,
              "epoch_time_s": 2.0, "train_time_s": 10.0, "micro_batch": 32, "events": []}  # fmt: skip
     other = dict(split, valid_loss=0.2, valid_acc=0.9, events=["out of memory at micro-batch 32: now 16"])
-    stage = train_stage()
-    summary = stage.summary([split, other])
+    summary = folds.summary([split, other])
     expected = {"valid_acc": 0.85, "valid_acc_variety": 0.6, "valid_loss": 0.3, "train_time_s": 20.0}
     assert summary == pytest.approx(dict(expected, out_of_memory_fallbacks=1))
-    assert stage.summary([split]).keys() == expected.keys()  # no fallback, no compile: no column for them
+    assert folds.summary([split]).keys() == expected.keys()  # no fallback, no compile: no column for them
     # The competition's metric: the mean over the splits that define it (ROC AUC over one class has none)
     scored = [dict(split, valid_roc_auc=0.7), dict(other, valid_roc_auc=0.9), split]
-    assert stage.summary(scored)["valid_roc_auc"] == pytest.approx(0.8)
-    assert list(stage.summary(scored))[:4] == ["valid_acc", "valid_acc_variety", "valid_roc_auc", "valid_loss"]
+    assert folds.summary(scored)["valid_roc_auc"] == pytest.approx(0.8)
+    assert list(folds.summary(scored))[:4] == ["valid_acc", "valid_acc_variety", "valid_roc_auc", "valid_loss"]

@@ -27,7 +27,7 @@ def prepared(competition, tmp_path_factory):
 def test_train_tta_ensemble(prepared, competition, params, tmp_path):
     out, index = prepared
     raw, truth = competition
-    train = index[index.split == "train"]
+    train_rows = index[index.split == "train"]
     epochs = []
     params["models"].pop("vit")  # one model keeps this fast; the ensemble still weighs it
     on_epoch = lambda s, e, m: epochs.append((s, e, m))  # noqa: E731
@@ -54,7 +54,7 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
         meta["labels"],
         sample,
         tmp_path / "preds",
-        (train[["image_id", "label"]], pd.read_csv(truth, dtype=str)),
+        (train_rows[["image_id", "label"]], pd.read_csv(truth, dtype=str)),
         parse_settings(params).competition,
         parse_settings(params).ensemble,
     )
