@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 from helpers.settings import default_competition
+from helpers.training import train
 
 from paddy.data.prepare import prepare_competition
 from paddy.data.split import make_splits
@@ -26,8 +27,8 @@ def test_variety_is_learned_and_disease_accuracy_holds(params, tmp_path):
     make_competition(tmp_path / "raw", tmp_path / "truth.csv", n_train=800, n_test=4, width=96, height=128, seed=3)
     comp = default_competition()
     index, _ = prepare_competition(tmp_path / "raw", tmp_path / "prepared", comp, max_size=128, workers=1)
-    train = index[index.split == "train"]
-    split = make_splits(train, "bag", 1, 0.25, 0)
+    train_rows = index[index.split == "train"]
+    split = make_splits(train_rows, "bag", 1, 0.25, 0)
     write_csv(split, tmp_path / "split.csv")
     params["train"].update(epochs=12, effective_batch=32, lr=0.01)
     params["models"] = {"resnet": dict(params["models"]["resnet"], item_size=[96, 72], size=[96, 72])}
@@ -37,7 +38,7 @@ def test_variety_is_learned_and_disease_accuracy_holds(params, tmp_path):
         out = tmp_path / "models" / "-".join(targets)
         acc[len(targets)] = train(parse_settings(params), tmp_path, out, (16, 64))[0]
 
-    valid = train[train.image_id.isin(split.loc[split["v0"] == 1, "image_id"])]
+    valid = train_rows[train_rows.image_id.isin(split.loc[split["v0"] == 1, "image_id"])]
     majority = valid["variety"].value_counts(normalize=True).iloc[0]
     n = len(valid)
     single, multi = acc[1]["valid_acc"], acc[2]["valid_acc"]
