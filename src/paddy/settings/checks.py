@@ -88,22 +88,6 @@ class Text:
 
 
 @dataclass(frozen=True)
-class Pattern:
-    """A text matching `regex` whole; `must` says what that is in words."""
-
-    regex: str
-    must: str
-
-    def __call__(self, value, dotted, path):
-        if not (isinstance(value, str) and re.fullmatch(self.regex, value)):
-            refuse(dotted, path, value, self.must)
-        return value
-
-    def allowed(self):
-        return self.must
-
-
-@dataclass(frozen=True)
 class Template:
     """A path inside the competition folder with {id} where an image's id goes (and, where `label`, {label} for its
     class folder)."""

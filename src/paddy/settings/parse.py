@@ -9,8 +9,8 @@ import difflib
 
 from paddy.errors import PaddyError
 from paddy.settings import schema
-from paddy.settings.checks import Number, Text, as_hw
-from paddy.settings.schema import INIT, MIN_MICRO_WHY, MODEL_KEYS, settings_of
+from paddy.settings.checks import as_hw
+from paddy.settings.schema import INIT, MODEL_KEYS, settings_of
 
 __all__ = ["MODEL_KEYS", "as_hw", "known_keys", "parse_settings"]
 
@@ -108,18 +108,20 @@ def _model(name, cfg, models, path):
     )
 
 
+def tighter(section, name, **bounds):
+    """A setting's declared check with bounds that other settings set (paddy.settings.checks: its fields)."""
+    return dataclasses.replace(settings_of(section)[name].metadata["check"], **bounds)
+
+
 def check_together(settings, params, path="params.yaml"):
     """What no single setting's check can see: settings that bound each other."""
     if settings.cv.scheme == "kfold":  # k folds need two at least
-        Number(lo=2, hi=100, integer=True, why=settings_of(schema.CVSettings)["n_splits"].metadata["check"].why)(
-            settings.cv.n_splits, "cv.n_splits", path
-        )
+        tighter(schema.CVSettings, "n_splits", lo=2)(settings.cv.n_splits, "cv.n_splits", path)
     if settings.train.aug.max_zoom < settings.train.aug.min_zoom:
         raise PaddyError(f"`train.aug.max_zoom` in {path} is below `train.aug.min_zoom`: give min_zoom <= max_zoom.")
     effective_batch = settings.train.effective_batch
-    Number(lo=1, hi=effective_batch, integer=True, why=MIN_MICRO_WHY)(
-        settings.profile.min_micro_batch, "profile.min_micro_batch", path
-    )
+    check = tighter(schema.ProfileSettings, "min_micro_batch", hi=effective_batch)  # a slice of one step
+    check(settings.profile.min_micro_batch, "profile.min_micro_batch", path)
     check_competition(params["competition"], path)
     for name, model in settings.models.items():
         if model.micro_batch != "auto" and model.micro_batch > effective_batch:
@@ -141,8 +143,9 @@ def check_competition(section, path="params.yaml"):
     table, labels_from, column = section["train_table"], section["labels_from"], section["label_column"]
     train_images = section["train_images"]
     if table:
-        why = " (the train table's column of image ids)"
-        Text(empty=False, why=why)(section["id_column"], "competition.id_column", path)
+        tighter(schema.CompetitionSettings, "id_column", empty=False)(
+            section["id_column"], "competition.id_column", path
+        )
     if labels_from in ("column", "one_hot") and not table:
         raise PaddyError(
             f"`competition.labels_from` in {path} is {labels_from}, which reads the labels from the train table, "

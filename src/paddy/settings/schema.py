@@ -7,10 +7,11 @@ tests/settings/test_settings_declared.py holds params.yaml's defaults and commen
 against them; docs/settings.md is generated from them (`python -m paddy.settings.docs`). Adding a setting: declare
 it here, give it its default in params.yaml, use it."""
 
+import re
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 
 from paddy.errors import PaddyError
-from paddy.settings.checks import Either, Flag, Number, OneOf, Pattern, Size, Template, Text
+from paddy.settings.checks import Either, Flag, Number, OneOf, Size, Template, Text
 
 ITEM_METHODS = ("squish", "crop", "pad")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -39,7 +40,6 @@ SEED_WHY = " (numpy's seeds are 32-bit; the pipeline adds a split's number to it
 MAX_SIDE = 4096  # pixels a side: a generated photo, an item, a model's input
 MAX_BATCH = 65_536  # samples in one step or one prediction batch
 MAX_WORKERS = 256  # processes
-MIN_MICRO_WHY = " (the smallest micro-batch the profile tries, and out-of-memory halving stops at: a slice of one step)"
 INIT = " `paddy init SOURCE` writes this section from the competition's files (docs/competitions.md)."
 
 # The DVC stages a setting reruns (dvc.yaml `params:`); the check stage reads the whole file, so it is not named
@@ -139,7 +139,9 @@ class CompetitionSettings:
         "the training labels' CSV, in the competition folder; '' for class folders or file names",
         "train.csv", Text(why=" (the training labels' CSV, or empty)"), FILES,
     )  # fmt: skip
-    id_column: str = setting("its column of image ids", "image_id", Text(), FILES)
+    id_column: str = setting(
+        "its column of image ids", "image_id", Text(why=" (the train table's column of image ids)"), FILES
+    )
     labels_from: str = setting(
         "column (label_column) | one_hot (a 0/1 column per class) | folders ({label}) | file_names",
         "column", OneOf(LABELS_FROM), FILES,
@@ -405,8 +407,15 @@ class ProfileSettings:
     )  # fmt: skip
     min_micro_batch: int = setting(
         "candidates: train.effective_batch / 1, 2, 4, ... down to this (eval: 4x, 2x, then the same)",
-        8, Number(lo=1, integer=True, why=MIN_MICRO_WHY), ("profile",),
+        8,
+        Number(lo=1, integer=True, why=" (the smallest micro-batch the profile tries, and out-of-memory halving "
+               "stops at: a slice of one step)"),
+        ("profile",),
     )  # fmt: skip
+
+
+def _kernel_slug(value):
+    return isinstance(value, str) and re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{3,48})[a-z0-9]", value) is not None
 
 
 @dataclass(frozen=True)
@@ -417,8 +426,8 @@ class KaggleSettings:
     kernel: str = setting(
         "the kernel's slug under your account (--name sets it)",
         "paddy-train",
-        Pattern(r"[a-z0-9](?:[a-z0-9-]{3,48})[a-z0-9]", "a kernel slug: 5 to 50 lowercase letters, digits and "
-                "hyphens, not starting or ending with a hyphen (e.g. paddy-train), the name Kaggle's address shows"),
+        Either(_kernel_slug, "a kernel slug: 5 to 50 lowercase letters, digits and hyphens, not starting or ending "
+               "with a hyphen (e.g. paddy-train), the name Kaggle's address shows"),
     )  # fmt: skip
     accelerator: str = setting(
         "t4x2 (two T4s: train.devices 2 trains on both) | p100 (--accelerator sets it); fp16 on both",
