@@ -41,7 +41,7 @@ from torch import nn
 from paddy.data.items import resize_item
 from paddy.data.synthetic import LABEL_COUNTS, draw_image
 from paddy.predict.tta import tta_probs
-from paddy.settings import AugmentSettings, ModelSettings
+from paddy.settings import AugmentSettings, ModelSettings, TTASettings
 from paddy.training import augment as aug
 from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization
@@ -139,7 +139,7 @@ def pipeline_inputs(items, arch, size, max_lighting, pretrained, device, seed):
     recorder = Recorder().to(device)
     loader = [(x[i : i + BATCH], None) for i in range(0, len(x), BATCH)]
     augment = create_augment(size, settings, checkpoint_normalization(meta))  # as paddy.predict.tta.predict_model
-    tta_probs(recorder, loader, augment, (PASSES, 0.25), "fp32", seed)
+    tta_probs(recorder, loader, augment, TTASettings(n=PASSES, beta=0.25), "fp32", seed)
     per_batch = [recorder.inputs[i : i + PASSES + 1] for i in range(0, len(recorder.inputs), PASSES + 1)]
     plain = torch.cat([b[0] for b in per_batch])  # tta_probs runs the plain pass first, then the n augmented
     augmented = torch.cat([b[k] for k in range(1, PASSES + 1) for b in per_batch])

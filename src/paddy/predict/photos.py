@@ -105,11 +105,11 @@ def model_probs(run, ckpt_dir, files):
     meta, model = read_meta(ckpt_dir), run.model
     augment = create_augment(model.size, run.train.aug, checkpoint_normalization(meta))
     batches = PhotoBatches(files, model.item_size, model.item_method, run.eval_batch)
-    passes, total = (run.settings.tta.n, run.settings.tta.beta), None
+    total = None
     for s, split in enumerate(meta["splits"]):
         net, _ = load_checkpoint(ckpt_dir, split, run.device)
         seed = split_seed(run.settings.seed, s)
-        p = tta_probs(net, batches, augment, passes, run.precision, seed, run.sizes, True)
+        p = tta_probs(net, batches, augment, run.settings.tta, run.precision, seed, run.sizes, True)
         require_finite((p,), ckpt_dir, split, run.name)
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()

@@ -15,16 +15,16 @@ def blend(augmented, plain, beta):
 
 
 @torch.no_grad()
-def tta_probs(model, loader, augment, passes, precision, seed=0, sizes=None, every_target=False):
-    """The blended label probabilities, one row per item, as a float32 CPU tensor; passes: (n, beta), as the
-    TTASettings hold them.
+def tta_probs(model, loader, augment, tta, precision, seed=0, sizes=None, every_target=False):
+    """The blended label probabilities, one row per item, as a float32 CPU tensor; tta: the TTASettings (n
+    augmented passes, beta the plain pass's weight).
 
     Each batch of items crosses to the device once and every pass runs on it there: the plain one, then n augmented
     ones, each batch and pass with its own seed (repeatable, whatever the number of workers). A multi-target model
     (sizes: outputs per target) contributes its label outputs, the first; with every_target, every target's
     probabilities, side by side in its order (each blended alike: the label columns are the same either way).
     """
-    n, beta = passes
+    n, beta = tta.n, tta.beta
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device)
@@ -75,17 +75,17 @@ def predict_model(run, ckpt_dir):
     paddy.predict.tables.Table of one column per label. Out-of-fold rows that validate in several bags (bagging)
     are averaged over them, in the order they first validate; rows that never validate are absent.
     """
-    data, passes, labels = run.data, (run.settings.tta.n, run.settings.tta.beta), run.vocab["label"]
+    data, tta, labels = run.data, run.settings.tta, run.vocab["label"]
     test, test_loader = data.test_loader(run.eval_batch)
     test_sum, positions, oof_parts = None, [], []
     for s, col in enumerate(data.splits):
         model, _ = load_checkpoint(ckpt_dir, col, run.device)
         seed = split_seed(run.settings.seed, s)
-        p = tta_probs(model, test_loader, data.augment, passes, run.precision, seed, run.sizes)
+        p = tta_probs(model, test_loader, data.augment, tta, run.precision, seed, run.sizes)
         test_sum = p if test_sum is None else test_sum + p
         valid = data.rows(col)[1]
         valid_loader = data.loader(valid, run.eval_batch)
-        oof = tta_probs(model, valid_loader, data.augment, passes, run.precision, seed + 1, run.sizes)
+        oof = tta_probs(model, valid_loader, data.augment, tta, run.precision, seed + 1, run.sizes)
         require_finite((p, oof), ckpt_dir, col, run.name)
         positions.append(valid)
         oof_parts.append(oof.numpy())
