@@ -18,7 +18,6 @@ from pathlib import Path
 
 from dvclive import Live
 from paddy import charts
-from paddy.data.split import read_splits
 from paddy.errors import say_on_interrupt
 from paddy.files import replace_dir, write_json
 from paddy.memory.profile import resolve_batches
@@ -99,8 +98,8 @@ def _train(args, settings, device):
     # dvcyaml=False: dvc.yaml declares these metrics and plots; letting dvclive rewrite dvc.yaml mid-run corrupts it
     logger = Live(live_dir, dvcyaml=False, save_dvc_exp=False, report=None) if rank0 else contextlib.nullcontext()
     with logger as live:
-        splits = len(read_splits(args.split_csv)[1])
-        log = EpochLog(live, args.model, settings.train.frozen_epochs + settings.train.epochs, splits)
+        epochs = settings.train.frozen_epochs + settings.train.epochs
+        log = EpochLog(live, args.model, epochs, len(run.data.splits))
         run.on_epoch = log if rank0 else None
         try:
             results = train_model(run, out_dir, args.resume_dir)
