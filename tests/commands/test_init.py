@@ -1,13 +1,12 @@
 """`paddy init`: a competition's description inferred from its files, for trees laid out like each Kaggle competition
 (MLE-bench's copies), the readings it refuses to choose between, and params.yaml written with its comments."""
 
-import io
 import shutil
-import zipfile
 from types import SimpleNamespace
 
 import pytest
 import yaml
+from helpers.data import zip_bytes
 from helpers.kaggle import FakeKaggle
 from helpers.pipeline import ROOT
 
@@ -33,14 +32,6 @@ def write_tree(root, files):
 
 def table(header, rows):
     return "\n".join([header, *rows]) + "\n"
-
-
-def zipped(files):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, content in files.items():
-            zf.writestr(name, content)
-    return buffer.getvalue()
 
 
 def describe(root, **kwargs):
@@ -98,8 +89,8 @@ def test_dog_breed(tmp_path):
 def test_dogs_vs_cats_with_the_zips_beside_the_folders(tmp_path):
     files = {f"train/{c}.{k}.jpg": IMAGE for c in ("cat", "dog") for k in range(5)}
     files |= {f"test/{n}.jpg": IMAGE for n in range(1, 5)}
-    files["train.zip"] = zipped({f"train/{c}.{k}.jpg": b"" for c in ("cat", "dog") for k in range(5)})
-    files["test.zip"] = zipped({f"test/{n}.jpg": b"" for n in range(1, 5)})
+    files["train.zip"] = zip_bytes({f"train/{c}.{k}.jpg": b"" for c in ("cat", "dog") for k in range(5)})
+    files["test.zip"] = zip_bytes({f"test/{n}.jpg": b"" for n in range(1, 5)})
     files["sample_submission.csv"] = table("id,label", [f"{n},0.5" for n in range(1, 5)])
     section, _, guessed = describe(write_tree(tmp_path, files), metric="log_loss")
     assert section == synthetic.description("dogs_vs_cats")
@@ -121,8 +112,8 @@ def cactus_files():
     tests = [f"{k:032x}.jpg" for k in range(50, 54)]
     return {
         "train.csv": table("id,has_cactus", [f"{i},{k % 2}" for k, i in enumerate(ids)]),
-        "train.zip": zipped(dict.fromkeys(ids, b"")),  # flat inside: no train/ folder
-        "test.zip": zipped(dict.fromkeys(tests, b"")),
+        "train.zip": zip_bytes(dict.fromkeys(ids, b"")),  # flat inside: no train/ folder
+        "test.zip": zip_bytes(dict.fromkeys(tests, b"")),
         "sample_submission.csv": table("id,has_cactus", [f"{i},0.5" for i in tests]),
     }
 
@@ -321,7 +312,7 @@ class FakeRecords(FakeKaggle):
 
 def test_init_a_kaggle_slug_takes_the_metric_from_its_record(params_file, tmp_path):
     slug = "histopathologic-cancer-detection"
-    fake = FakeRecords(zipped(histopathologic_files()), slug, "Area Under Receiver Operating Characteristic Curve")
+    fake = FakeRecords(zip_bytes(histopathologic_files()), slug, "Area Under Receiver Operating Characteristic Curve")
     lines = []
     enter(slug, params_path=params_file, client=fake, cache_dir=tmp_path / "cache", out=lines.append)
     assert fake.downloads == 1 and fake.searches == [(slug, "all")]
@@ -337,7 +328,7 @@ def test_init_a_kaggle_metric_paddy_does_not_compute_is_a_guess(params_file, tmp
     files = {"train.csv": paddy_tree(tmp_path / "t").joinpath("train.csv").read_text()}
     files |= {p.relative_to(tmp_path / "t").as_posix(): b"" for p in (tmp_path / "t").rglob("*.jpg")}
     files["sample_submission.csv"] = (tmp_path / "t" / "sample_submission.csv").read_text()
-    fake = FakeRecords(zipped(files), "some-contest", "MAP@5")
+    fake = FakeRecords(zip_bytes(files), "some-contest", "MAP@5")
     lines = []
     enter("some-contest", params_path=params_file, client=fake, cache_dir=tmp_path / "c", out=lines.append)
     assert yaml.safe_load(params_file.read_text())["competition"]["metric"] == "accuracy"

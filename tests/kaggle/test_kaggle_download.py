@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from helpers.data import zip_bytes
 from helpers.kaggle import FakeKaggle
 from helpers.pipeline import ROOT
 from helpers.settings import default_competition
@@ -44,14 +45,6 @@ def competition_files():
     }
 
 
-def make_zip(entries):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, text in entries.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
-
-
 def http_error(status):
     response = requests.Response()
     response.status_code = status
@@ -70,7 +63,7 @@ def no_credentials(tmp_path, monkeypatch):
 
 
 def test_good_download_extracts_checks_and_is_cached(tmp_path):
-    fake = FakeKaggle(make_zip(competition_files()))
+    fake = FakeKaggle(zip_bytes(competition_files()))
     dest, cache = tmp_path / "data/raw", tmp_path / "data/kaggle"
     train, sample, *_ = download_competition(SLUG, dest, client=fake, cache_dir=cache)
     assert len(train) == 2 and len(sample) == 2
@@ -93,7 +86,7 @@ def test_zip_slip_is_refused_and_nothing_extracted(tmp_path, evil):
     entries = competition_files() | {evil: "pwned"}
     dest, cache = tmp_path / "work/data/raw", tmp_path / "work/data/kaggle"
     with pytest.raises(PaddyError, match="outside the target folder"):
-        download_competition(SLUG, dest, client=FakeKaggle(make_zip(entries)), cache_dir=cache)
+        download_competition(SLUG, dest, client=FakeKaggle(zip_bytes(entries)), cache_dir=cache)
     assert not dest.exists()
     assert not (cache / f"{SLUG}.zip").exists()  # a bad download is not kept as if verified
     assert not list(tmp_path.rglob("evil*"))
@@ -113,7 +106,7 @@ def test_symlink_entry_is_refused(tmp_path):
 
 
 def test_truncated_download_is_refused(tmp_path):
-    data = make_zip(competition_files())
+    data = zip_bytes(competition_files())
     fake = FakeKaggle(data[: len(data) // 2])
     with pytest.raises(PaddyError, match="not a complete zip"):
         download_competition(SLUG, tmp_path / "raw", client=fake, cache_dir=tmp_path / "cache")
@@ -122,7 +115,7 @@ def test_truncated_download_is_refused(tmp_path):
 
 
 def test_truncated_cached_zip_is_downloaded_again(tmp_path, capsys):
-    data = make_zip(competition_files())
+    data = zip_bytes(competition_files())
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / f"{SLUG}.zip").write_bytes(data[:100])  # an interrupted earlier download
@@ -133,7 +126,7 @@ def test_truncated_cached_zip_is_downloaded_again(tmp_path, capsys):
 
 
 def test_the_cache_records_size_and_sha256_and_reuses_only_a_match(tmp_path, capsys):
-    data = make_zip(competition_files())
+    data = zip_bytes(competition_files())
     cache = tmp_path / "cache"
     zip_path = kaggle_api.fetch_zip(SLUG, client=FakeKaggle(data), cache_dir=cache)
     record = json.loads((cache / f"{SLUG}.zip.json").read_text())
@@ -159,7 +152,7 @@ def test_the_cache_is_per_user_and_can_be_moved(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert kaggle_cache.default_dir() == tmp_path / "home/.cache/paddy/kaggle"
     monkeypatch.setenv(kaggle_cache.ENV, str(tmp_path / "shared"))
-    zip_path = kaggle_api.fetch_zip(SLUG, client=FakeKaggle(make_zip(competition_files())))
+    zip_path = kaggle_api.fetch_zip(SLUG, client=FakeKaggle(zip_bytes(competition_files())))
     assert zip_path == tmp_path / "shared" / f"{SLUG}.zip" and kaggle_cache.is_verified(zip_path)
 
 
@@ -172,7 +165,7 @@ class SlowKaggle(FakeKaggle):
 
 
 def test_concurrent_workers_download_once(tmp_path):
-    data = make_zip(competition_files())
+    data = zip_bytes(competition_files())
     fake = SlowKaggle(data)  # shared, so that `downloads` counts both workers' calls
     with ThreadPoolExecutor(2) as pool:
         paths = list(pool.map(lambda _: kaggle_api.fetch_zip(SLUG, client=fake, cache_dir=tmp_path), range(2)))
@@ -183,7 +176,7 @@ def test_concurrent_workers_download_once(tmp_path):
 def test_wrong_layout_leaves_no_folder(tmp_path):
     entries = {k: v for k, v in competition_files().items() if not k.startswith("test_images")}
     with pytest.raises(PaddyError, match="test_images"):
-        download_competition(SLUG, tmp_path / "raw", client=FakeKaggle(make_zip(entries)), cache_dir=tmp_path / "c")
+        download_competition(SLUG, tmp_path / "raw", client=FakeKaggle(zip_bytes(entries)), cache_dir=tmp_path / "c")
     assert not (tmp_path / "raw").exists()
 
 
