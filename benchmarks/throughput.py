@@ -315,9 +315,7 @@ def breakdown(p, name, work, device, precision, steps):
 
     cfg, train = p["models"][name], p["train"]
     settings = parse_settings(p)
-    data = create_model_data(
-        settings.model(name), settings.train.aug, settings.train.workers, work / "prepared", work / "split.csv", device
-    )
+    data = create_model_data(settings.model(name), settings.train, work / "prepared", work / "split.csv", device)
     loader = data.loader(data.rows("v0")[0], train["effective_batch"], shuffle=True, drop_last=True)
     inner, optimizer = _model_and_optimizer(cfg, train, device)
     model, augment = _Forward(inner), _Augment(data.augment)

@@ -7,8 +7,9 @@ import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
 
 from paddy.errors import PaddyError
-from paddy.metrics import GREATER_IS_BETTER, Metric, better, kaggle_clip, score
+from paddy.metrics import GREATER_IS_BETTER, Metric, better, greater_is_better, kaggle_clip, score
 from paddy.settings.schema import METRICS
+from paddy.training.step import Heads
 
 
 def table(rng, n, k, sharpness=2.0):
@@ -22,7 +23,8 @@ def table(rng, n, k, sharpness=2.0):
 
 
 def test_every_metric_of_the_settings_is_scored_and_has_a_direction():
-    assert set(GREATER_IS_BETTER) == set(METRICS)
+    assert set(GREATER_IS_BETTER) == set(METRICS) | {"mean_f0.5", "mean_f1", "mean_f2"}
+    assert greater_is_better("mean_f3") and not greater_is_better("log_loss")
     assert [m for m, greater in GREATER_IS_BETTER.items() if not greater] == ["log_loss"]
     assert better("log_loss", 0.2, 0.3) and not better("accuracy", 0.2, 0.3) and better("qwk", 0.1, -0.2)
     assert better("roc_auc", 0.5, None) and not better("roc_auc", None, 0.5)
@@ -148,7 +150,7 @@ def test_validation_scores_the_competitions_metric_beside_the_loss(monkeypatch):
     loader = type("Loader", (), {"dataset": type("Data", (), {"targets": targets})})
 
     def run(metric, classes=("a", "b", "c")):
-        return loop.validate(None, loader, None, "fp32", (3, 2), ("label", "variety"), Metric(metric, classes))
+        return loop.validate(None, loader, None, "fp32", Heads((3, 2)), ("label", "variety"), Metric(metric, classes))
 
     out = run("f1_macro")
     assert out["valid_f1_macro"] == pytest.approx(f1_score(targets[:, 0], probs.argmax(1), average="macro"))
@@ -168,5 +170,5 @@ def test_validation_scores_the_competitions_metric_beside_the_loss(monkeypatch):
     two = torch.cat([probs[:, :2], variety], 1)
     monkeypatch.setattr(loop, "predict_batches", lambda *args, **kwargs: iter([two]))
     one_class = type("Loader", (), {"dataset": type("Data", (), {"targets": targets * 0})})
-    out = loop.validate(None, one_class, None, "fp32", (2, 2), ("label", "variety"), Metric("roc_auc", ("a", "b")))
+    out = loop.validate(None, one_class, None, "fp32", Heads((2, 2)), ("label", "variety"), Metric("roc_auc", ("a", "b")))
     assert "valid_roc_auc" not in out and "valid_acc" in out  # one class: no AUC, no key

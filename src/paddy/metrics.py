@@ -3,7 +3,8 @@ MLE-bench graders) compute them.
 
 Every metric scores the pipeline's probabilities: y holds the true class indices, probs [row, class] one column per
 class in `classes` order (data/prepared/labels.json). Metrics of a label (accuracy, F1, QWK) take the argmax, those
-of probabilities (log loss, ROC AUC) the columns themselves.
+of probabilities (log loss, ROC AUC) the columns themselves. A multi-label competition's mean F-beta (mean_f2) takes
+y as a 0/1 [row, tag] matrix and the tags whose probability passes a threshold (paddy.tags).
 """
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc
 
 from paddy.errors import PaddyError
 from paddy.settings.schema import LABEL_METRICS
+from paddy.tags import beta_of, mean_fbeta, predict_tags
 
 # Kaggle's log loss clips every probability to [1e-15, 1 - 1e-15] and rescales each row to sum to 1 before scoring.
 CLIP = 1e-15
@@ -24,7 +26,14 @@ GREATER_IS_BETTER = {
     "roc_auc": True,
     "mean_roc_auc": True,
     "qwk": True,
+    "mean_f0.5": True,  # the common betas of a mean F-beta; any other is found by greater_is_better
+    "mean_f1": True,
+    "mean_f2": True,
 }
+
+
+def greater_is_better(metric):
+    return GREATER_IS_BETTER.get(metric, beta_of(metric) is not None)
 
 
 def kaggle_clip(probs):
@@ -70,7 +79,7 @@ def _auc(truth, column):
     return float(roc_auc_score(truth, column))
 
 
-def score(metric, y, probs, classes, positive=""):
+def score(metric, y, probs, classes, positive="", threshold=0.5):
     """The competition's metric (METRICS in paddy.settings.schema) of probs [row, class] against the true class
     indices y; None where the rows cannot define it (ROC AUC with one class only in y).
 
@@ -83,9 +92,14 @@ def score(metric, y, probs, classes, positive=""):
       whose column has no positive or no negative row in y has no AUC and is left out of the mean (the grader
       would fail on it); None when no class has one.
     - qwk: Cohen's kappa with quadratic weights between the true and the argmax class values as integers.
+    - mean_f<beta> (multi-label: y a 0/1 [row, tag] matrix): the mean over images of F-beta between the true tags
+      and those whose probability passes `threshold` (a number, or one per tag), paddy.tags.mean_fbeta.
     """
     y = np.asarray(y)
     probs = np.asarray(probs)
+    beta = beta_of(metric)
+    if beta is not None:
+        return mean_fbeta(y, predict_tags(probs, threshold), beta)
     if metric in LABEL_METRICS:
         return score_labels(metric, y, probs.argmax(1), classes)
     if metric == "log_loss":
@@ -120,7 +134,7 @@ def better(metric, a, b):
     """Whether score a beats score b under `metric` (None, an undefined score, beats nothing)."""
     if a is None or b is None:
         return a is not None
-    return a > b if GREATER_IS_BETTER[metric] else a < b
+    return a > b if greater_is_better(metric) else a < b
 
 
 @dataclass(frozen=True)
@@ -130,19 +144,24 @@ class Metric:
     name: str
     classes: tuple[str, ...]
     positive: str = ""
+    threshold: float | tuple = 0.5  # a multi-label metric's: the tags predicted are those above it (one per tag)
 
     @classmethod
-    def of(cls, comp, classes):
+    def of(cls, comp, classes, threshold=0.5):
         """The metric of the `competition` settings (CompetitionSettings) over these classes."""
-        return cls(comp.metric, tuple(classes), comp.positive)
+        return cls(comp.metric, tuple(classes), comp.positive, threshold)
 
     def __call__(self, y, probs):
-        return score(self.name, y, probs, self.classes, self.positive)
+        return score(self.name, y, probs, self.classes, self.positive, self.threshold)
 
     def of_labels(self, y, predicted):
         """The metric of the predicted class indices (a metric of a label only, LABEL_METRICS)."""
         return score_labels(self.name, y, predicted, self.classes)
 
     @property
+    def multi_label(self):
+        return beta_of(self.name) is not None
+
+    @property
     def greater_is_better(self):
-        return GREATER_IS_BETTER[self.name]
+        return greater_is_better(self.name)

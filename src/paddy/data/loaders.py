@@ -23,7 +23,11 @@ class ItemDataset(Dataset):
 
     def __init__(self, items_path, rows, targets):
         self.items_path, self.rows = items_path, np.asarray(rows)
-        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+        targets = np.asarray(targets)
+        # a multi-label model's 0/1 tags stay bytes: 140,000 images of 3,474 tags are 0.5 GB, not 4 GB of int64
+        self.targets = (
+            torch.as_tensor(targets) if targets.dtype == np.uint8 else torch.as_tensor(targets, dtype=torch.long)
+        )
         self._items = None
 
     def __len__(self):

@@ -12,6 +12,7 @@ from paddy.data.competition import class_order, read_competition, target_columns
 from paddy.data.images import MAX_PIXELS, BadImage, read_image
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, process_pool, write_csv, write_json
+from paddy.tags import split_tags
 
 INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
@@ -66,6 +67,11 @@ def prepared_path(split, image_id):
     return f"images/{split}/{image_id}{suffix}"
 
 
+def classes_of(labels, multi_label=False):
+    """The classes of a label column in output order: of a multi-label one, every tag its rows name."""
+    return class_order(t for text in labels for t in split_tags(text)) if multi_label else class_order(labels)
+
+
 def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=MAX_PIXELS):
     """Resize the competition at raw_dir (described by comp, CompetitionSettings) into out_dir/images/{train,test}/
     and write index.csv, bad_files.csv, labels.json (the classes) and targets.json (each target's classes: label,
@@ -92,7 +98,8 @@ def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=
             f"Every training image of {raw_dir} was left out ({int((~training.ok).sum())} bad files, listed above): "
             "nothing to train on. Check the source's images, and `competition.train_images` in params.yaml."
         )
-    emptied = sorted(set(training.label) - set(training.label[training.ok]))
+    tags = comp.multi_label
+    emptied = sorted(set(classes_of(training.label, tags)) - set(classes_of(training.label[training.ok], tags)))
     if emptied:  # no model could learn it, and a submission sending a column per class would lack its column
         more = f", and of {len(emptied) - 1} more class(es)" if len(emptied) > 1 else ""
         raise PaddyError(
@@ -103,8 +110,8 @@ def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=
     write_csv(index, out_dir / INDEX)
     write_csv(bad, out_dir / BAD_FILES)
     kept = index[(index.split == "train") & index.ok]
-    write_json(out_dir / LABELS, class_order(kept["label"]))
-    vocab = {"label": class_order(kept["label"])} | {c: class_order(kept[c]) for c in target_columns(kept)}
+    write_json(out_dir / LABELS, classes_of(kept["label"], tags))
+    vocab = {"label": classes_of(kept["label"], tags)} | {c: class_order(kept[c]) for c in target_columns(kept)}
     write_json(out_dir / TARGETS, vocab)
     return index, bad
 

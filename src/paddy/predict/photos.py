@@ -109,7 +109,7 @@ def model_probs(run, ckpt_dir, files):
     for s, split in enumerate(meta["splits"]):
         net, _ = load_checkpoint(ckpt_dir, split, run.device)
         seed = split_seed(run.settings.seed, s)
-        p = tta_probs(net, batches, augment, run.settings.tta, run.precision, seed, run.sizes, True)
+        p = tta_probs(net, batches, augment, run.settings.tta, run.precision, seed, run.heads, True)
         require_finite((p,), ckpt_dir, split, run.name)
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()

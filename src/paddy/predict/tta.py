@@ -15,30 +15,30 @@ def blend(augmented, plain, beta):
 
 
 @torch.no_grad()
-def tta_probs(model, loader, augment, tta, precision, seed=0, sizes=None, every_target=False):
+def tta_probs(model, loader, augment, tta, precision, seed=0, heads=None, every_target=False):
     """The blended label probabilities, one row per item, as a float32 CPU tensor; tta: the TTASettings (n
     augmented passes, beta the plain pass's weight).
 
     Each batch of items crosses to the device once and every pass runs on it there: the plain one, then n augmented
     ones, each batch and pass with its own seed (repeatable, whatever the number of workers). A multi-target model
-    (sizes: outputs per target) contributes its label outputs, the first; with every_target, every target's
+    (heads.sizes: outputs per target) contributes its label outputs, the first; with every_target, every target's
     probabilities, side by side in its order (each blended alike: the label columns are the same either way).
     """
     n, beta = tta.n, tta.beta
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device)
-    classes = sizes[0] if sizes and not every_target else None
+    classes = heads.sizes[0] if heads and not every_target else None
     out, start = None, 0  # filled batch by batch: 60,000 rows of 10,000 classes are held once, not twice
     for b, (items, _) in enumerate(loader):
         items = items.to(device, non_blocking=True)
-        probs = predict_chunked(model, items, augment, precision, sizes=sizes)[:, :classes]
+        probs = predict_chunked(model, items, augment, precision, heads=heads)[:, :classes]
         if n:
             augmented = torch.zeros_like(probs)
             for i in range(n):
                 generator.manual_seed(stream_seeds(seed, i, b)[0])
                 draws = augment.draw(items, generator)
-                augmented += predict_chunked(model, items, augment, precision, draws, sizes)[:, :classes]
+                augmented += predict_chunked(model, items, augment, precision, draws, heads)[:, :classes]
             probs = blend(augmented / n, probs, beta)
         if out is None:
             rows = len(loader.dataset) if hasattr(loader, "dataset") else sum(len(x) for x, _ in loader)  # or a list
@@ -81,11 +81,11 @@ def predict_model(run, ckpt_dir):
     for s, col in enumerate(data.splits):
         model, _ = load_checkpoint(ckpt_dir, col, run.device)
         seed = split_seed(run.settings.seed, s)
-        p = tta_probs(model, test_loader, data.augment, tta, run.precision, seed, run.sizes)
+        p = tta_probs(model, test_loader, data.augment, tta, run.precision, seed, run.heads)
         test_sum = p if test_sum is None else test_sum + p
         valid = data.rows(col)[1]
         valid_loader = data.loader(valid, run.eval_batch)
-        oof = tta_probs(model, valid_loader, data.augment, tta, run.precision, seed + 1, run.sizes)
+        oof = tta_probs(model, valid_loader, data.augment, tta, run.precision, seed + 1, run.heads)
         require_finite((p, oof), ckpt_dir, col, run.name)
         positions.append(valid)
         oof_parts.append(oof.numpy())

@@ -15,11 +15,12 @@ def refuse(dotted, path, value, must):
 
 @dataclass(frozen=True)
 class Number:
-    """lo <= value <= hi and value > above; an integer if `integer`; `auto` also accepts the string auto."""
+    """lo <= value <= hi, above < value < below; an integer if `integer`; `auto` also accepts the string auto."""
 
     lo: float | None = None
     hi: float | None = None
     above: float | None = None
+    below: float | None = None
     integer: bool = False
     auto: bool = False
     why: str = ""  # appended to the error: what the bounds protect
@@ -31,6 +32,7 @@ class Number:
         ok = ok and (not isinstance(value, float) or math.isfinite(value))  # YAML's .nan, .inf: no rate, no size
         lo, hi, above = self.lo, self.hi, self.above
         ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi) and (above is None or value > above)
+        ok = ok and (self.below is None or value < self.below)
         if not ok:
             refuse(dotted, path, value, self.allowed() + self.why)
         return value
@@ -40,6 +42,7 @@ class Number:
         bounds += [
             f"above {self.above}" if self.above is not None else "",
             f"at most {self.hi}" if self.hi is not None else "",
+            f"below {self.below}" if self.below is not None else "",
         ]
         text = " and ".join(b for b in bounds if b)
         kind = "an integer" if self.integer else "a number"

@@ -124,6 +124,11 @@ def check_together(settings, params, path="params.yaml"):
     check(settings.profile.min_micro_batch, "profile.min_micro_batch", path)
     check_competition(params["competition"], path)
     for name, model in settings.models.items():
+        if settings.competition.multi_label and list(model.targets) != ["label"]:
+            raise PaddyError(
+                f"`models.{name}.targets` in {path} is {list(model.targets)}, but the competition is multi-label "
+                "(`competition.form: tags`): its model predicts the set of tags alone. Set targets to [label]."
+            )
         if model.micro_batch != "auto" and model.micro_batch > effective_batch:
             raise PaddyError(
                 f"`models.{name}.micro_batch` ({model.micro_batch}) is larger than `train.effective_batch` "

@@ -31,6 +31,7 @@ LABEL_METRICS = ("accuracy", "f1_micro", "f1_macro", "qwk")
 PROBABILITY_METRICS = ("log_loss", "roc_auc", "mean_roc_auc")
 METRICS = LABEL_METRICS + PROBABILITY_METRICS
 ENSEMBLE_WEIGHTS = ("params", "fit")
+TAG_FITS = ("none", "global", "per_tag")  # multi-label thresholds (paddy.tags)
 # Kaggle's GPU machines for `paddy kaggle run`: name -> (the API's machine_shape, GPUs). Neither has bf16.
 ACCELERATORS = {"t4x2": ("NvidiaTeslaT4", 2), "p100": ("NvidiaTeslaP100", 1)}
 
@@ -186,6 +187,11 @@ class CompetitionSettings:
         """The settings of a competition section as params.yaml holds it (label_column a list for one_hot)."""
         return cls(**dict(section, label_column=_label_column(section["label_column"])))
 
+    @property
+    def multi_label(self):
+        """A multi-label competition: each image has a set of tags (form tags)."""
+        return self.form == "tags"
+
 
 @dataclass(frozen=True)
 class PrepareSettings:
@@ -325,6 +331,32 @@ class TrainSettings:
     checkpoint_minutes: float = setting(
         "a resumable checkpoint after every epoch and at least this often within one",
         10, Number(above=0, hi=1440, why=" (and after every epoch anyway)"),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TagSettings:
+    """Multi-label competitions (`tags`; competition.form tags): which tags an image is given, from each tag's sigmoid
+    probability (docs/competitions.md)."""
+
+    threshold: float = setting(
+        "a tag is predicted above it: per-epoch validation's metric, and the submission with fit none",
+        0.5, Number(above=0, below=1, why=" (a probability: 0 would give every image every tag, 1 none)"),
+        ("train", "ensemble", "report"),
+    )  # fmt: skip
+    fit: str = setting(
+        "thresholds fitted on the out-of-fold probabilities to maximise the metric: none (threshold) | global (one "
+        "for every tag) | per_tag (one per tag, from the global one)",
+        "per_tag", OneOf(TAG_FITS), ("ensemble", "report"),
+    )  # fmt: skip
+    min_positives: int = setting(
+        "per_tag: a tag with fewer out-of-fold positive images keeps the global threshold (a fit on a few follows "
+        "their noise)",
+        20, Number(lo=1, hi=10**9, integer=True, why=" (out-of-fold images that have the tag)"), ("ensemble", "report"),
+    )  # fmt: skip
+    allow_empty: bool = setting(
+        "false: an image with no tag above its threshold is given its most probable one",
+        False, Flag(), ("ensemble", "report"),
     )  # fmt: skip
 
 
@@ -503,6 +535,7 @@ class Settings:
     cv: CVSettings = section(CVSettings)
     train: TrainSettings = section(TrainSettings)
     tta: TTASettings = section(TTASettings)
+    tags: TagSettings = section(TagSettings)
     ensemble: EnsembleSettings = section(EnsembleSettings)
     report: ReportSettings = section(ReportSettings)
     profile: ProfileSettings = section(ProfileSettings)

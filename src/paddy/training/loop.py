@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from paddy.console import progress as progress_bar
 from paddy.errors import PaddyError
 from paddy.metrics import LABEL_METRICS
+from paddy.tags import beta_of, fbeta_rows
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, Progress
 from paddy.training.compile import CompileClock
@@ -155,27 +156,32 @@ def _fall_back(optimizer, progress, floor, error, epoch, step):
     progress.micro_batch = half
 
 
-def predict_batches(model, loader, augment, precision, sizes=None):
-    """Softmax probabilities (per target) of each batch of `loader`, in order, on the device."""
+def predict_batches(model, loader, augment, precision, heads=None):
+    """Probabilities (per target; per tag for a multi-label model) of each batch of `loader`, in order, on the
+    device."""
     model.eval()
     for items, _ in loader:
-        yield predict_chunked(model, items, augment, precision, sizes=sizes)
+        yield predict_chunked(model, items, augment, precision, heads=heads)
 
 
-def validate(model, loader, augment, precision, sizes=None, names=("label",), metric=None):
+def validate(model, loader, augment, precision, heads=None, names=("label",), metric=None):
     """valid_loss (summed over targets, like the training loss) and one accuracy per target: valid_acc for the
     label, valid_acc_<target> for the others; and valid_<metric> of the label, where `metric` (a paddy.metrics.Metric,
-    the competition's) is not accuracy and the rows define it.
+    the competition's) is not accuracy and the rows define it. A multi-label model (heads.multi_label) gets
+    validate_tags' instead.
 
     Batch by batch: the loss and the right answers are summed on the device, and only what the metric reads is
     kept (the predicted classes, or the label's probabilities for a metric of probabilities), so validating 60,000
     images of 10,000 classes holds no [row, class] table unless the metric needs one."""
+    if heads is not None and heads.multi_label:
+        return validate_tags(model, loader, augment, precision, heads, metric)
+    sizes = heads.sizes if heads is not None else None
     targets = loader.dataset.targets
     targets = targets[:, None] if targets.dim() == 1 else targets
     wanted = metric is not None and metric.name != "accuracy"
     loss_sums = right = None
     kept, seen = [], 0
-    for probs in predict_batches(model, loader, augment, precision, sizes):
+    for probs in predict_batches(model, loader, augment, precision, heads):
         batch = targets[seen : seen + len(probs)].to(probs.device)
         seen += len(probs)
         parts = probs.split(list(sizes or [probs.shape[1]]), dim=1)
@@ -193,6 +199,32 @@ def validate(model, loader, augment, precision, sizes=None, names=("label",), me
         if score is not None:  # ROC AUC over a validation set of one class has none
             metrics[f"valid_{metric.name}"] = score
     return {"valid_loss": sum(loss_sums), **metrics}
+
+
+def validate_tags(model, loader, augment, precision, heads, metric):
+    """A multi-label model's validation: valid_loss, the binary cross-entropy the model trains on (fastai's
+    BCEWithLogitsLossFlat: the mean over images and tags), valid_acc, fastai's accuracy_multi (the share of
+    (image, tag) pairs predicted right), and valid_<metric>, the mean F-beta over images: both at the metric's
+    threshold (tags.threshold: fitted thresholds come later, from the out-of-fold probabilities). Each batch's sums
+    only are kept, so no [row, tag] table is held."""
+    targets = loader.dataset.targets
+    threshold = metric.threshold if metric is not None else 0.5
+    loss = right = 0.0
+    fbeta = seen = 0
+    beta = beta_of(metric.name) if metric is not None else None
+    for probs in predict_batches(model, loader, augment, precision, heads):
+        y = targets[seen : seen + len(probs)].to(probs.device).float()
+        seen += len(probs)
+        p = probs.clamp(1e-7, 1 - 1e-7)
+        loss += F.binary_cross_entropy(p, y, reduction="sum") / probs.shape[1]
+        predicted = probs > torch.as_tensor(threshold, device=probs.device)
+        right += (predicted == y.bool()).float().mean(1).sum()
+        if beta is not None:
+            fbeta += fbeta_rows(y.cpu().numpy(), predicted.cpu().numpy(), beta).sum()
+    metrics = {"valid_loss": float(loss / seen), "valid_acc": float(right / seen)}
+    if beta is not None:
+        metrics[f"valid_{metric.name}"] = float(fbeta / seen)
+    return metrics
 
 
 def _check_shards(loader, micro_batch):
@@ -224,7 +256,7 @@ class Fit:
     def step(self, micro_batch, shard=None):
         """The training step's settings at this micro-batch (paddy.training.step.Step)."""
         run = self.run
-        return Step(run.data.augment, run.precision, micro_batch, self.scaler, run.sizes, shard)
+        return Step(run.data.augment, run.precision, micro_batch, self.scaler, run.heads, shard)
 
     def on_step(self, epoch, step, model, optimizer):
         if self.run.on_step is not None:
@@ -278,7 +310,7 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
             start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
             metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, fit)
             if distributed.is_main():
-                metrics.update(validate(model, valid_loader, augment, run.precision, run.sizes, names, run.metric))
+                metrics.update(validate(model, valid_loader, augment, run.precision, run.heads, names, run.metric))
                 check_valid_loss(metrics, progress.epoch, steps)
             distributed.barrier()
             metrics["epoch_time_s"] = carried + time.perf_counter() - start

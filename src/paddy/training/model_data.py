@@ -14,15 +14,19 @@ from paddy.data.loaders import ItemDataset, create_loader, open_items, resolve_w
 from paddy.data.prepare import read_index, read_targets
 from paddy.data.split import read_splits
 from paddy.settings import ModelSettings
+from paddy.tags import tag_matrix
 from paddy.training.augment import BatchAugment, create_augment
 from paddy.training.models import create_model, input_normalization
 
 OWN = "own"  # create_model_data's normalization: the one the model's settings call for (input_normalization)
 
 
-def target_table(table, index, names, vocab):
-    """(N,) class indices for one target, (N, T) for several, in split-table order."""
+def target_table(table, index, names, vocab, multi_label=False):
+    """(N,) class indices for one target, (N, T) for several, in split-table order; a multi-label label's (N, C)
+    0/1 uint8 tags (its `label` column: each image's tags, space-separated)."""
     rows = index[index.split == "train"].set_index("image_id").loc[table.image_id]
+    if multi_label:
+        return tag_matrix(rows["label"].tolist(), vocab["label"])
     columns = [rows[n].map({v: i for i, v in enumerate(vocab[n])}).to_numpy() for n in names]
     return columns[0] if len(columns) == 1 else np.stack(columns, 1)
 
@@ -82,15 +86,16 @@ def model_augment(model, aug):
     return create_augment(model.size, aug, input_normalization(model.arch, model.pretrained))
 
 
-def create_model_data(model, aug, workers, prepared_dir, split_csv, device, processes=1, normalization=OWN):
+def create_model_data(model, train, prepared_dir, split_csv, device, processes=1, normalization=OWN, multi_label=False):
     """The data of `model` (ModelSettings) for the split table at `split_csv`: its items (built once, then cached),
-    targets and augmentation (`aug`: AugmentSettings) on `device`. workers: train.workers (auto or a number), shared
-    among `processes` (DDP's ranks on one machine). normalization: OWN, or a checkpoint's record of what its model
-    was trained with (paddy.training.checkpoints.checkpoint_normalization), so that a model is always predicted
-    with the input it was trained on."""
+    targets (multi_label: each image's tags, 0/1) and augmentation (train.aug) on `device`. train.workers (auto or a
+    number) are shared among `processes` (DDP's ranks on one machine). normalization: OWN, or a checkpoint's record
+    of what its model was trained with (paddy.training.checkpoints.checkpoint_normalization), so that a model is
+    always predicted with the input it was trained on."""
     index, vocab = read_index(prepared_dir), read_targets(prepared_dir)
     table, splits = read_splits(split_csv)
-    workers = resolve_workers(workers, device, processes)
+    workers = resolve_workers(train.workers, device, processes)
+    aug = train.aug
     data = ModelData(
         model=model,
         device=device,
@@ -99,7 +104,7 @@ def create_model_data(model, aug, workers, prepared_dir, split_csv, device, proc
         vocab=vocab,
         table=table,
         splits=splits,
-        targets=target_table(table, index, model.targets, vocab),
+        targets=target_table(table, index, model.targets, vocab, multi_label),
         items="",
         workers=workers,
         augment=model_augment(model, aug) if normalization == OWN else create_augment(model.size, aug, normalization),

@@ -16,6 +16,7 @@ from paddy.training import distributed
 from paddy.training.checkpoints import checkpoint_normalization, model_settings, read_meta
 from paddy.training.model_data import ModelData, create_model_data
 from paddy.training.precision import resolve_precision
+from paddy.training.step import Heads
 
 
 @dataclass
@@ -47,9 +48,15 @@ class TrainingRun:
         return tuple(len(self.vocab[t]) for t in self.model.targets)
 
     @property
+    def heads(self):
+        """What the model's outputs are: its targets' sizes, and whether the label is a multi-label set of tags."""
+        return Heads(self.sizes, self.settings.competition.multi_label)
+
+    @property
     def metric(self):
-        """The competition's metric over the label's classes, which validation reports beside the loss."""
-        return Metric.of(self.settings.competition, self.vocab["label"])
+        """The competition's metric over the label's classes, which validation reports beside the loss (a multi-label
+        metric at tags.threshold)."""
+        return Metric.of(self.settings.competition, self.vocab["label"], self.settings.tags.threshold)
 
 
 def create_run(settings, name, device, prepared_dir, split_csv=None, batches=None):
@@ -67,7 +74,8 @@ def create_run(settings, name, device, prepared_dir, split_csv=None, batches=Non
     if split_csv is not None:
         train = settings.train
         processes = distributed.local_world_size()  # DDP's ranks on this machine share its loader workers
-        run.data = create_model_data(model, train.aug, train.workers, prepared_dir, split_csv, device, processes)
+        multi_label = settings.competition.multi_label
+        run.data = create_model_data(model, train, prepared_dir, split_csv, device, processes, multi_label=multi_label)
     return run
 
 
@@ -82,6 +90,14 @@ def checkpoint_run(settings, ckpt_dir, device, prepared_dir=None, split_csv=None
     vocab = dict(meta["targets"])
     run = TrainingRun(settings, model.name, device, precision, vocab, meta["micro_batch"], meta["eval_batch"])
     if split_csv is not None:
-        aug, workers, normalization = settings.train.aug, settings.train.workers, checkpoint_normalization(meta)
-        run.data = create_model_data(model, aug, workers, prepared_dir, split_csv, device, normalization=normalization)
+        run.data = create_model_data(
+            model,
+            settings.train,
+            prepared_dir,
+            split_csv,
+            device,
+            1,
+            checkpoint_normalization(meta),
+            settings.competition.multi_label,
+        )
     return run

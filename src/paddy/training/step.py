@@ -53,12 +53,35 @@ def seed_step(generator, seed, epoch, step):
     torch.manual_seed(dropout)
 
 
-def target_loss(logits, targets, sizes=None):
-    """Cross-entropy; with several targets (targets (B, T), outputs split by `sizes`), the seed's multi-target loss:
-    the sum of each target's cross-entropy over its slice of the outputs."""
+@dataclass(frozen=True)
+class Heads:
+    """What a model's outputs mean: the classes of each target, the label's first (sizes), and whether the label is a
+    set of tags (multi_label: one sigmoid per tag, as fastai's MultiCategoryBlock) rather than one class (softmax)."""
+
+    sizes: tuple
+    multi_label: bool = False
+
+
+def target_loss(logits, targets, heads=None):
+    """Cross-entropy of the label; with several targets (targets (B, T), outputs split by heads.sizes), the seed's
+    multi-target loss: the sum of each target's cross-entropy over its slice of the outputs. Multi-label (targets
+    (B, C) of 0/1): binary cross-entropy of each tag's logit, averaged over images and tags, fastai's
+    BCEWithLogitsLossFlat (tests/training/test_multi_label.py)."""
+    if heads is not None and heads.multi_label:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
     if targets.dim() == 1:
         return F.cross_entropy(logits, targets)
-    return sum(F.cross_entropy(part, targets[:, t]) for t, part in enumerate(logits.split(list(sizes), dim=1)))
+    return sum(F.cross_entropy(part, targets[:, t]) for t, part in enumerate(logits.split(list(heads.sizes), dim=1)))
+
+
+def output_probs(logits, heads=None):
+    """Probabilities of float32 logits: softmax over the label's classes (each target's slice on its own for
+    several targets, the label first), or each tag's sigmoid for a multi-label model."""
+    if heads is not None and heads.multi_label:
+        return logits.sigmoid()
+    if heads is None or len(heads.sizes) == 1:
+        return logits.softmax(dim=1)
+    return torch.cat([part.softmax(dim=1) for part in logits.split(list(heads.sizes), dim=1)], dim=1)
 
 
 @dataclass(frozen=True)
@@ -69,17 +92,17 @@ class Step:
     precision: str
     micro_batch: int
     scaler: torch.amp.GradScaler | None = None  # fp16's
-    sizes: tuple | None = None  # outputs per target of a multi-target model
+    heads: Heads | None = None  # a multi-target or multi-label model's outputs (None: one softmax target)
     shard: tuple | None = None  # (rank, world) under DDP
 
 
 def train_step(model, optimizer, items, targets, generator, step, no_sync=None):
     """One optimizer step over a whole effective batch; returns its mean loss as a device tensor (no sync).
 
-    items: (B, H, W, 3) uint8 at the item size; targets: (B,) class indices, or (B, T) for T targets whose outputs
-    have `step.sizes`. The step counts samples: each micro-batch's loss is weighted by its size / B, so 1 x 64,
-    2 x 32 and 4 x 16 give one 64-sample gradient, and a short last group is averaged over its real size (exact for
-    models without BatchNorm).
+    items: (B, H, W, 3) uint8 at the item size; targets: (B,) class indices, (B, T) for T targets whose outputs
+    have `step.heads.sizes`, or (B, C) 0/1 tags of a multi-label model. The step counts samples: each micro-batch's
+    loss is weighted by its size / B, so 1 x 64, 2 x 32 and 4 x 16 give one 64-sample gradient, and a short last
+    group is averaged over its real size (exact for models without BatchNorm).
 
     Under DDP (paddy.training.distributed), step.shard=(rank, world): every rank gets the whole batch and draws its
     augmentation (the same generator seed, so the same images as one process), then trains on its share only;
@@ -87,8 +110,8 @@ def train_step(model, optimizer, items, targets, generator, step, no_sync=None):
     model's no_sync, entered for all but the last micro-batch, so gradients cross between ranks once per step.
     Returns this rank's share of the mean loss: the sum over ranks is the batch's.
     """
-    augment, precision, micro_batch, scaler, sizes, shard = (
-        step.augment, step.precision, step.micro_batch, step.scaler, step.sizes, step.shard,
+    augment, precision, micro_batch, scaler, heads, shard = (
+        step.augment, step.precision, step.micro_batch, step.scaler, step.heads, step.shard,
     )  # fmt: skip
     device = next(model.parameters()).device
     n = len(items)
@@ -107,7 +130,7 @@ def train_step(model, optimizer, items, targets, generator, step, no_sync=None):
             x = augment.apply(items[start - lo : stop - lo], slice_draws(draws, start, stop))
             y = targets[start - lo : stop - lo]
             with autocast(device, precision):
-                loss = target_loss(model(x), y, sizes)
+                loss = target_loss(model(x), y, heads)
             scaled = loss * (len(x) * world / n)
             # The earlier micro-batches' gradients stay in .grad while the later ones run: that is the accumulation.
             with backward_mode(device, precision):
@@ -147,25 +170,22 @@ def _like(items, device):
 
 
 @torch.no_grad()
-def predict_step(model, items, augment, precision, draws=None, sizes=None):
-    """Softmax probabilities (float32, on the device) for a batch of uint8 items: the plain transform, or the
-    training augmentation's `draws` (a TTA pass). With several targets, each target's slice of the outputs is
-    softmaxed on its own (the first is the label)."""
+def predict_step(model, items, augment, precision, draws=None, heads=None):
+    """Probabilities (float32, on the device; output_probs) for a batch of uint8 items: the plain transform, or the
+    training augmentation's `draws` (a TTA pass)."""
     device = next(model.parameters()).device
     items = items.to(device, non_blocking=True)
     x = augment.plain(items) if draws is None else augment.apply(items, draws)
     with autocast(device, precision):
         logits = model(x).float()
-    if sizes is None or len(sizes) == 1:
-        return logits.softmax(dim=1)
-    return torch.cat([part.softmax(dim=1) for part in logits.split(list(sizes), dim=1)], dim=1)
+    return output_probs(logits, heads)
 
 
-def predict_chunked(model, items, augment, precision, draws=None, sizes=None):
+def predict_chunked(model, items, augment, precision, draws=None, heads=None):
     """predict_step, halving the batch on an out-of-memory error (another process on the card, fragmentation)
     until it fits; the draws are made for the whole batch, so the result does not depend on the split."""
     try:
-        return predict_step(model, items, augment, precision, draws, sizes)
+        return predict_step(model, items, augment, precision, draws, heads)
     except torch.OutOfMemoryError:
         if len(items) == 1:
             raise
@@ -173,7 +193,7 @@ def predict_chunked(model, items, augment, precision, draws=None, sizes=None):
         half = len(items) // 2
         parts = [(0, half), (half, len(items))]
         return torch.cat(
-            [predict_chunked(model, items[a:b], augment, precision, draws and slice_draws(draws, a, b), sizes)
+            [predict_chunked(model, items[a:b], augment, precision, draws and slice_draws(draws, a, b), heads)
              for a, b in parts]
         )  # fmt: skip
 

@@ -1,0 +1,199 @@
+"""Multi-label competitions (`competition.form: tags`, Planet's and iMet's): each image carries a set of tags, written
+as one space-separated string, scored by the mean F-beta over images (`competition.metric: mean_f2`).
+
+The pipeline's tables hold one column per tag (labels.json's order) with each tag's sigmoid probability; the truth
+is a 0/1 matrix of the same columns (tag_matrix). A tag is predicted where its probability passes its threshold:
+`tags.threshold` during training, then thresholds fitted on the out-of-fold probabilities (fit_thresholds) for the
+submission."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The candidate thresholds of a fit: fine enough that the best differs from the exact optimum by less than a sampling
+# error of the out-of-fold rows, coarse enough that a per-tag fit over 10,000 tags stays seconds
+GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
+
+
+def split_tags(text):
+    """The tags of one image's space-separated string ('' or NaN: none)."""
+    return text.split() if isinstance(text, str) else []
+
+
+def tag_matrix(labels, classes):
+    """(N, C) uint8: row i marks the tags of labels[i] (space-separated strings) among `classes`; a tag that is not
+    one of them is left out (the caller checks where that matters)."""
+    column = {c: k for k, c in enumerate(classes)}
+    out = np.zeros((len(labels), len(classes)), dtype=np.uint8)
+    for i, text in enumerate(labels):
+        for tag in split_tags(text):
+            k = column.get(tag)
+            if k is not None:
+                out[i, k] = 1
+    return out
+
+
+def beta_of(metric):
+    """The beta of a mean F-beta metric's name (mean_f2 -> 2.0, mean_f0.5 -> 0.5), None for any other metric."""
+    if not metric.startswith("mean_f"):
+        return None
+    try:
+        return float(metric.removeprefix("mean_f"))
+    except ValueError:
+        return None
+
+
+def fbeta_rows(truth, predicted, beta):
+    """Each image's F-beta between its true and predicted tag sets ((N,) float64); an image with neither true nor
+    predicted tags scores 1 (nothing to find, nothing wrongly added), one with only one of them 0: scikit-learn's
+    fbeta_score(average='samples', zero_division=1) per row (tests/test_tags.py holds them together)."""
+    truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
+    tp = (truth & predicted).sum(1, dtype=np.int64)
+    fp = (~truth & predicted).sum(1, dtype=np.int64)
+    fn = (truth & ~predicted).sum(1, dtype=np.int64)
+    b2 = beta * beta
+    denominator = (1 + b2) * tp + b2 * fn + fp
+    return np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 1.0)
+
+
+def mean_fbeta(truth, predicted, beta):
+    """The mean over images of F-beta (fbeta_rows): Planet's and iMet's metric at beta 2."""
+    return float(fbeta_rows(truth, predicted, beta).mean()) if len(truth) else float("nan")
+
+
+def predict_tags(probs, thresholds, allow_empty=True):
+    """(N, C) bool: the tags whose probability passes their threshold (a number, or one per tag); with allow_empty
+    false an image with none gets its most probable tag, as a submission should send something for every image."""
+    probs = np.asarray(probs)
+    predicted = probs > np.asarray(thresholds, dtype=probs.dtype)
+    if not allow_empty and len(probs):
+        empty = ~predicted.any(1)
+        predicted[empty, probs[empty].argmax(1)] = True
+    return predicted
+
+
+def tag_strings(predicted, classes):
+    """Each row's predicted tags as one space-separated string, in class order."""
+    classes = np.asarray(classes, dtype=object)
+    return [" ".join(classes[row]) for row in np.asarray(predicted, dtype=bool)]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What fit_thresholds found: the global threshold, one per tag (the global one where a tag had too few
+    positives), the tags that fell back, and the out-of-fold metric at the fixed, global and per-tag thresholds."""
+
+    fixed: float
+    global_: float
+    per_tag: np.ndarray
+    fell_back: tuple
+    scores: dict
+
+    def chosen(self, fit):
+        """The thresholds `tags.fit` picks: none -> the fixed one, global -> the global one, per_tag -> per tag."""
+        return {"none": self.fixed, "global": self.global_}.get(fit, self.per_tag)
+
+    def as_metrics(self, classes, fit):
+        """The fitted thresholds and their out-of-fold scores as metrics/thresholds.json holds them."""
+        return {
+            "fit": fit,
+            "threshold_fixed": self.fixed,
+            "threshold_global": self.global_,
+            "per_tag": {c: round(float(t), 4) for c, t in zip(classes, self.per_tag)},
+            "fell_back": list(self.fell_back),
+            **{f"oof_{k}": round(v, 6) for k, v in self.scores.items()},
+        }
+
+
+def _best(scores):
+    """The grid threshold of the highest score; ties go to the one nearest 0.5 (the least surprising)."""
+    scores = np.asarray(scores)
+    best = np.flatnonzero(scores >= scores.max() - 1e-9)
+    return float(GRID[best[np.argmin(np.abs(GRID[best] - 0.5))]])
+
+
+def _fbeta_sums(tp, fp, fn, beta):
+    """The sum over rows of F-beta from per-row counts (arrays of any shape, rows last): fbeta_rows' formula."""
+    b2 = beta * beta
+    denominator = (1 + b2) * tp + b2 * fn + fp
+    return np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 1.0).sum(-1)
+
+
+def _filled(tp, fp, fn, empty, top_true):
+    """Counts after an empty prediction gets its most probable tag (top_true: whether that tag is true)."""
+    return tp + empty * top_true, fp + empty * ~top_true, fn - empty * top_true
+
+
+def fit_global(truth, probs, beta, allow_empty=True, chunk=4096):
+    """The one GRID threshold that maximises the mean F-beta over the rows. Each probability is placed once among the
+    grid's thresholds (how many it passes), so every threshold's per-row counts come from one cumulative count per
+    row instead of one pass over the table per threshold."""
+    truth, probs = np.asarray(truth, dtype=bool), np.asarray(probs, dtype=np.float32)
+    n_grid = len(GRID)
+    sums = np.zeros(n_grid)
+    top_true = truth[np.arange(len(probs)), probs.argmax(1)] if len(probs) else np.zeros(0, bool)
+    for lo in range(0, len(probs), chunk):
+        p, y = probs[lo : lo + chunk], truth[lo : lo + chunk]
+        passes = np.searchsorted(GRID.astype(np.float32), p, side="left")  # p > GRID[j] for j < passes
+        rows = np.repeat(np.arange(len(p)), p.shape[1]).reshape(p.shape)
+        flat = (rows * (n_grid + 1) + passes).ravel()
+        every = np.bincount(flat, minlength=len(p) * (n_grid + 1)).reshape(len(p), n_grid + 1)
+        true = np.bincount(flat, weights=y.ravel(), minlength=len(p) * (n_grid + 1)).reshape(len(p), n_grid + 1)
+        # counts of tags passing threshold j: those placed above j
+        predicted = np.cumsum(every[:, ::-1], 1)[:, ::-1][:, 1:].T  # (grid, rows)
+        tp = np.cumsum(true[:, ::-1], 1)[:, ::-1][:, 1:].T
+        fp, fn = predicted - tp, y.sum(1) - tp
+        if not allow_empty:
+            tp, fp, fn = _filled(tp, fp, fn, predicted == 0, top_true[lo : lo + chunk])
+        sums += _fbeta_sums(tp, fp, fn, beta)
+    return _best(sums)
+
+
+def fit_thresholds(truth, probs, beta, fixed=0.5, min_positives=20, allow_empty=True, rounds=2):
+    """Thresholds that maximise the mean F-beta over the out-of-fold rows (truth (N, C) 0/1, probs (N, C)): the
+    global one over GRID, then per tag by coordinate ascent from it: each tag in turn takes the GRID value that
+    maximises the mean F-beta with the other tags' thresholds held, `rounds` times over. Per-image F-beta couples the
+    tags (a tag's threshold moves the other tags' precision in the same image), so a tag is fitted against the whole
+    metric, not its own F-beta. A tag with fewer than min_positives positive rows keeps the global threshold: a
+    threshold fitted on a handful of images follows their noise (tests/test_tags.py checks the fit against a
+    brute-force search)."""
+    truth, probs = np.asarray(truth, dtype=bool), np.asarray(probs, dtype=np.float32)
+    start = fit_global(truth, probs, beta, allow_empty)
+    per_tag = np.full(truth.shape[1], start, dtype=np.float64)
+    positives = truth.sum(0)
+    predicted = probs > per_tag.astype(np.float32)
+    top = probs.argmax(1) if len(probs) else np.zeros(0, int)
+    top_true = truth[np.arange(len(probs)), top]
+    for _ in range(rounds):
+        for k in np.flatnonzero(positives >= min_positives):
+            per_tag[k] = _fit_tag(k, truth, probs, predicted, beta, (allow_empty, top, top_true))
+            predicted[:, k] = probs[:, k] > np.float32(per_tag[k])
+    scores = {
+        "fixed": mean_fbeta(truth, predict_tags(probs, fixed, allow_empty), beta),
+        "global": mean_fbeta(truth, predict_tags(probs, start, allow_empty), beta),
+        "per_tag": mean_fbeta(truth, predict_tags(probs, per_tag, allow_empty), beta),
+    }
+    fell_back = tuple(int(k) for k in np.flatnonzero(positives < min_positives))
+    return Thresholds(fixed, start, per_tag, fell_back, scores)
+
+
+def _fit_tag(k, truth, probs, predicted, beta, fill):
+    """Tag k's best GRID threshold with the other tags' predictions held. Only the rows whose probability of k
+    passes the grid's lowest threshold change with it, so only they are scored."""
+    allow_empty, top, top_true = fill
+    rows = np.flatnonzero(probs[:, k] > np.float32(GRID[0]))
+    if not len(rows):
+        return float(GRID[0])
+    y, p, others = truth[rows], predicted[rows], predicted[rows].copy()
+    others[:, k] = False
+    tk = y[:, k]
+    tp0 = (y & others).sum(1)
+    fp0 = (~y & others).sum(1)
+    fn0 = (y & ~others).sum(1) - tk  # k's own miss is counted below
+    pk = probs[rows, k][None, :] > GRID.astype(np.float32)[:, None]  # (grid, rows)
+    tp, fp, fn = tp0 + (tk & pk), fp0 + (~tk & pk), fn0 + (tk & ~pk)
+    if not allow_empty:
+        empty = (others.sum(1) == 0) & ~pk
+        tp, fp, fn = _filled(tp, fp, fn, empty, top_true[rows])
+    del p
+    return _best(_fbeta_sums(tp, fp, fn, beta))
