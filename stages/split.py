@@ -16,8 +16,9 @@ def main():
     parser.add_argument("out_csv", help="the split table: image_id, then one 0/1 column per split (1: validation)")
     args = parser.parse_args()
     say_on_interrupt("split", f"{args.out_csv} is still the last one (written whole at the end).")
-    cv = load_settings().cv
-    table = split_index(read_index(args.prepared_dir), cv)
+    settings = load_settings()
+    cv = settings.cv
+    table = split_index(read_index(args.prepared_dir), cv, multi_label=settings.competition.form == "tags")
     write_csv(table, args.out_csv)
     sizes = [int(table[c].sum()) for c in split_columns(table)]
     print(f"{args.out_csv}: {cv.scheme}, {len(sizes)} split(s) of {len(table)} images, validation sizes {sizes}")
