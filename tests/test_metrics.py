@@ -170,5 +170,7 @@ def test_validation_scores_the_competitions_metric_beside_the_loss(monkeypatch):
     two = torch.cat([probs[:, :2], variety], 1)
     monkeypatch.setattr(loop, "predict_batches", lambda *args, **kwargs: iter([two]))
     one_class = type("Loader", (), {"dataset": type("Data", (), {"targets": targets * 0})})
-    out = loop.validate(None, one_class, None, "fp32", Heads((2, 2)), ("label", "variety"), Metric("roc_auc", ("a", "b")))
+    out = loop.validate(
+        None, one_class, None, "fp32", Heads((2, 2)), ("label", "variety"), Metric("roc_auc", ("a", "b"))
+    )
     assert "valid_roc_auc" not in out and "valid_acc" in out  # one class: no AUC, no key

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from paddy.data.competition import class_order
+
 # The candidate thresholds of a fit: fine enough that the best differs from the exact optimum by less than a sampling
 # error of the out-of-fold rows, coarse enough that a per-tag fit over 10,000 tags stays seconds
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
@@ -18,6 +20,11 @@ GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 def split_tags(text):
     """The tags of one image's space-separated string ('' or NaN: none)."""
     return text.split() if isinstance(text, str) else []
+
+
+def tag_classes(labels):
+    """Every tag the space-separated strings `labels` name, in class order."""
+    return class_order(tag for text in labels for tag in split_tags(text))
 
 
 def tag_matrix(labels, classes):

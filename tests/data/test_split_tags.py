@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import KFold
 
-from paddy.data.split import check_cv, make_splits, split_columns, split_index, tag_matrix
+from paddy.data.split import check_cv, make_splits, split_columns, split_index, stratifying_tags
 from paddy.errors import PaddyError
 from paddy.settings.schema import CVSettings, TrainSettings
 
@@ -38,7 +38,7 @@ def tagged():
 
 def worst_share_gap(labels, valids):
     """The largest |share of a tag among a validation set's rows - its share among all rows|."""
-    tags = tag_matrix(labels)
+    tags = stratifying_tags(labels)
     return max(np.abs(tags[valid].mean(axis=0) - tags.mean(axis=0)).max() for valid in valids)
 
 
@@ -47,7 +47,7 @@ def validation_rows(table):
 
 
 def test_the_table_has_rare_common_co_occurring_and_no_tags(tagged):
-    counts = tag_matrix(tagged.label).sum(axis=0)
+    counts = stratifying_tags(tagged.label).sum(axis=0)
     assert counts.tolist() == [124, 273, 60, 297, 72, 31]  # TAGS' order: class_order's
     assert (tagged.label == "").sum() == 32
 
@@ -123,8 +123,17 @@ def test_split_index_passes_multi_label_on(tagged):
 
 def test_the_tag_matrix_splits_on_whitespace_in_class_order():
     labels = pd.Series(["10 2", "2  1\t10", "", "1"])
-    assert tag_matrix(labels).tolist() == [[0, 1, 1], [1, 1, 1], [0, 0, 0], [1, 0, 0]]  # 1, 2, 10: integers by value
-    assert tag_matrix(pd.Series(["a", "", "a"])).tolist() == [[1, 0], [0, 0], [1, 0]]  # one tag: a blank column beside
+    assert stratifying_tags(labels).tolist() == [
+        [0, 1, 1],
+        [1, 1, 1],
+        [0, 0, 0],
+        [1, 0, 0],
+    ]  # 1, 2, 10: integers by value
+    assert stratifying_tags(pd.Series(["a", "", "a"])).tolist() == [
+        [1, 0],
+        [0, 0],
+        [1, 0],
+    ]  # one tag: a blank column beside
 
 
 def test_check_cv_counts_images_not_tags():

@@ -12,7 +12,7 @@ from paddy.data.competition import class_order, read_competition, target_columns
 from paddy.data.images import MAX_PIXELS, BadImage, read_image
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, process_pool, write_csv, write_json
-from paddy.tags import split_tags
+from paddy.tags import tag_classes
 
 INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
@@ -69,7 +69,7 @@ def prepared_path(split, image_id):
 
 def classes_of(labels, multi_label=False):
     """The classes of a label column in output order: of a multi-label one, every tag its rows name."""
-    return class_order(t for text in labels for t in split_tags(text)) if multi_label else class_order(labels)
+    return tag_classes(labels) if multi_label else class_order(labels)
 
 
 def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=MAX_PIXELS):

@@ -10,8 +10,8 @@ where stratifying on the whole tag list would make a class of nearly every combi
 import numpy as np
 import pandas as pd
 
-from paddy.data.competition import class_order
 from paddy.errors import PaddyError
+from paddy.tags import tag_classes, tag_matrix
 
 
 def split_columns(table):
@@ -52,7 +52,7 @@ def _tag_splits(table, scheme, n_splits, valid_pct, seed):
     validation set, rare ones too (a tag of fewer images than folds cannot be in every fold's validation set)."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit  # sklearn too
 
-    tags = tag_matrix(table["label"])
+    tags = stratifying_tags(table["label"])
     if scheme == "kfold":
         check_fold_images(len(table), n_splits)  # iterstrat's own ValueError would name no setting
         folds = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -64,15 +64,12 @@ def _tag_splits(table, scheme, n_splits, valid_pct, seed):
     return bags
 
 
-def tag_matrix(labels):
-    """The 0/1 matrix of each label's tags (split on whitespace; "" none), a column per tag in class_order."""
-    rows = [label.split() for label in labels]
-    column = {tag: i for i, tag in enumerate(class_order(tag for row in rows for tag in row))}
-    # at least two columns: iterstrat takes only sklearn's multilabel-indicator, and an all-zero column moves nothing
-    matrix = np.zeros((len(rows), max(len(column), 2)), dtype=int)
-    for i, row in enumerate(rows):
-        matrix[i, [column[tag] for tag in row]] = 1
-    return matrix
+def stratifying_tags(labels):
+    """The 0/1 matrix of each label's tags (paddy.tags.tag_matrix), at least two columns: iterstrat takes only
+    scikit-learn's multilabel-indicator, and an all-zero column moves nothing."""
+    classes = tag_classes(labels)
+    matrix = tag_matrix(labels, classes).astype(int)
+    return np.pad(matrix, ((0, 0), (0, max(0, 2 - len(classes)))))
 
 
 def check_folds(counts, n_splits, where=""):
