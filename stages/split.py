@@ -18,7 +18,7 @@ def main():
     say_on_interrupt("split", f"{args.out_csv} is still the last one (written whole at the end).")
     settings = load_settings()
     cv = settings.cv
-    table = split_index(read_index(args.prepared_dir), cv, multi_label=settings.competition.form == "tags")
+    table = split_index(read_index(args.prepared_dir), cv, multi_label=settings.competition.multi_label)
     write_csv(table, args.out_csv)
     sizes = [int(table[c].sum()) for c in split_columns(table)]
     print(f"{args.out_csv}: {cv.scheme}, {len(sizes)} split(s) of {len(table)} images, validation sizes {sizes}")

@@ -18,7 +18,7 @@ def check_everything(settings):
     found = check_source(settings.data, settings.competition)  # the section against the files, safe to extract
     if found is not None:
         counts, columns = found
-        multi_label = settings.competition.form == "tags"  # counts are then images per tag list: check_cv says why
+        multi_label = settings.competition.multi_label  # counts are then images per tag list: check_cv says why
         check_cv(settings.cv, settings.train, counts, f" in data.source {settings.data.source}", multi_label)
         check_targets(settings.models, columns, f"the train table of data.source {settings.data.source}")
     verify_models(MODELS, settings.models)  # a damaged checkpoint is named, not retrained without a word

@@ -7,6 +7,7 @@ of probabilities (log loss, ROC AUC) the columns themselves. A multi-label compe
 y as a 0/1 [row, tag] matrix and the tags whose probability passes a threshold (paddy.tags).
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +80,7 @@ def _auc(truth, column):
     return float(roc_auc_score(truth, column))
 
 
-def score(metric, y, probs, classes, positive="", threshold=0.5):
+def score(metric, y, probs, classes, positive="", tags=(0.5, True)):
     """The competition's metric (METRICS in paddy.settings.schema) of probs [row, class] against the true class
     indices y; None where the rows cannot define it (ROC AUC with one class only in y).
 
@@ -93,13 +94,14 @@ def score(metric, y, probs, classes, positive="", threshold=0.5):
       would fail on it); None when no class has one.
     - qwk: Cohen's kappa with quadratic weights between the true and the argmax class values as integers.
     - mean_f<beta> (multi-label: y a 0/1 [row, tag] matrix): the mean over images of F-beta between the true tags
-      and those whose probability passes `threshold` (a number, or one per tag), paddy.tags.mean_fbeta.
+      and those whose probability passes the threshold (tags: (a number, or one per tag; allow_empty: false gives
+      an image with no tag above its threshold its most probable one)), paddy.tags.mean_fbeta.
     """
     y = np.asarray(y)
     probs = np.asarray(probs)
     beta = beta_of(metric)
     if beta is not None:
-        return mean_fbeta(y, predict_tags(probs, threshold), beta)
+        return mean_fbeta(y, predict_tags(probs, *tags), beta)
     if metric in LABEL_METRICS:
         return score_labels(metric, y, probs.argmax(1), classes)
     if metric == "log_loss":
@@ -145,14 +147,22 @@ class Metric:
     classes: tuple[str, ...]
     positive: str = ""
     threshold: float | tuple = 0.5  # a multi-label metric's: the tags predicted are those above it (one per tag)
+    allow_empty: bool = True  # a multi-label metric's: false gives an image with no tag its most probable one
 
     @classmethod
-    def of(cls, comp, classes, threshold=0.5):
-        """The metric of the `competition` settings (CompetitionSettings) over these classes."""
-        return cls(comp.metric, tuple(classes), comp.positive, threshold)
+    def of(cls, comp, classes, tags=None):
+        """The metric of the `competition` settings (CompetitionSettings) over these classes; a multi-label one at
+        the `tags` settings' (TagSettings) fixed threshold."""
+        if tags is None:
+            return cls(comp.metric, tuple(classes), comp.positive)
+        return cls(comp.metric, tuple(classes), comp.positive, tags.threshold, tags.allow_empty)
+
+    def at(self, threshold):
+        """The same metric at other thresholds (a multi-label one's fitted thresholds)."""
+        return dataclasses.replace(self, threshold=threshold)
 
     def __call__(self, y, probs):
-        return score(self.name, y, probs, self.classes, self.positive, self.threshold)
+        return score(self.name, y, probs, self.classes, self.positive, (self.threshold, self.allow_empty))
 
     def of_labels(self, y, predicted):
         """The metric of the predicted class indices (a metric of a label only, LABEL_METRICS)."""

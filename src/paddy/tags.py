@@ -68,6 +68,19 @@ def mean_fbeta(truth, predicted, beta):
     return float(fbeta_rows(truth, predicted, beta).mean()) if len(truth) else float("nan")
 
 
+def binary_log_loss(truth, probs):
+    """The mean binary cross-entropy over images and tags (what a multi-label model trains on), probabilities
+    clipped like Kaggle's log loss."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-15, 1 - 1e-15)
+    truth = np.asarray(truth, dtype=bool)
+    return float(-np.where(truth, np.log(p), np.log1p(-p)).mean()) if truth.size else float("nan")
+
+
+def tag_accuracy(truth, predicted):
+    """fastai's accuracy_multi of predicted tags: the share of (image, tag) pairs predicted right."""
+    return float((np.asarray(truth, dtype=bool) == np.asarray(predicted, dtype=bool)).mean())
+
+
 def predict_tags(probs, thresholds, allow_empty=True):
     """(N, C) bool: the tags whose probability passes their threshold (a number, or one per tag); with allow_empty
     false an image with none gets its most probable tag, as a submission should send something for every image."""

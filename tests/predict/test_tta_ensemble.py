@@ -21,7 +21,7 @@ from paddy.predict.ensemble import (
 from paddy.predict.submission import make_submission, validate_submission, write_submission
 from paddy.predict.tables import Stack, Table, read_table, write_table
 from paddy.predict.tta import blend
-from paddy.settings import EnsembleSettings, parse_settings
+from paddy.settings import EnsembleSettings, Settings, parse_settings
 from paddy.settings.schema import CompetitionSettings
 
 LABELS = ["a", "b", "c"]
@@ -30,6 +30,11 @@ PADDY = CompetitionSettings(
     "train.csv", "image_id", "column", "label", "train_images/{label}/{id}", "test_images/{id}",
     "sample_submission.csv", "label", "", "accuracy",
 )  # fmt: skip
+
+
+def settings_of(comp, ensemble):
+    """The settings build_ensemble reads: this competition and ensemble, the rest params.yaml's defaults."""
+    return Settings(competition=comp, ensemble=ensemble)
 
 
 def test_tta_blend_is_three_quarters_augmented():
@@ -56,7 +61,9 @@ def test_all_zero_weights_are_refused(tmp_path):
     truth = pd.DataFrame({"image_id": ["1.jpg"], "label": ["a"]})
     sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
     with pytest.raises(PaddyError, match="weight"):
-        build_ensemble({"a": 0}, LABELS, sample, tmp_path, (truth, truth[:0]), PADDY, EnsembleSettings("params", 2))
+        build_ensemble(
+            {"a": 0}, LABELS, sample, tmp_path, (truth, truth[:0]), settings_of(PADDY, EnsembleSettings("params", 2))
+        )
 
 
 def test_a_table_reads_back_as_written_memory_mapped(tmp_path):
@@ -137,7 +144,7 @@ def weak_pair(tmp_path):
 
     def run(weights, cv_folds=5, comp=PADDY):
         ensemble = EnsembleSettings(weights, cv_folds)
-        return build_ensemble(models, LABELS, sample, tmp_path, (truth, test_truth), comp, ensemble)
+        return build_ensemble(models, LABELS, sample, tmp_path, (truth, test_truth), settings_of(comp, ensemble))
 
     return run
 
@@ -393,7 +400,12 @@ def test_a_log_loss_competition_gets_tempered_probabilities(tmp_path):
     test_truth = pd.DataFrame({"image_id": test_ids, "label": np.asarray(LABELS)[test_y]})
     comp = replace(PADDY, form="probabilities", metric="log_loss")
     sub, metrics, _ = build_ensemble(
-        {"one": 1, "two": 1}, LABELS, sample, tmp_path, (truth, test_truth), comp, EnsembleSettings("params", 5)
+        {"one": 1, "two": 1},
+        LABELS,
+        sample,
+        tmp_path,
+        (truth, test_truth),
+        settings_of(comp, EnsembleSettings("params", 5)),
     )
     t = metrics["temperature"]
     assert t["value"] > 1.2 and t["oof_after"] < t["oof_before"] == metrics["params"]["oof_score"]

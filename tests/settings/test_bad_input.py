@@ -28,7 +28,7 @@ from paddy.errors import PaddyError
 from paddy.files import cache_dir
 from paddy.predict.ensemble import build_ensemble
 from paddy.predict.tables import write_table
-from paddy.settings import EnsembleSettings, parse_settings, preflight
+from paddy.settings import EnsembleSettings, Settings, parse_settings, preflight
 from paddy.training.model_checks import check_archs
 
 
@@ -359,13 +359,16 @@ def test_fitted_weights_with_one_model_say_there_was_nothing_to_fit(tmp_path, ca
     write_table(tmp_path / "solo", "test", ["t.jpg"], probs[:1], ["a", "b"])
     sample = pd.DataFrame({"image_id": ["t.jpg"], "label": ""})
     ensemble, comp = EnsembleSettings(weights="fit", cv_folds=2), parse_settings(params).competition
-    _, metrics, _ = build_ensemble({"solo": 1}, ["a", "b"], sample, tmp_path, (truth, truth[:0]), comp, ensemble)
+    _, metrics, _ = build_ensemble(
+        {"solo": 1}, ["a", "b"], sample, tmp_path, (truth, truth[:0]), Settings(competition=comp, ensemble=ensemble)
+    )
     note = "ensemble.weights is fit, but there is one model (solo): nothing to fit, weight 1"
     assert metrics["note"] == note and metrics["weights"] == {"solo": 1.0}
     assert f"note: {note}" in capsys.readouterr().out
     _, metrics, _ = build_ensemble(
-        {"solo": 1}, ["a", "b"], sample, tmp_path, (truth, truth[:0]), comp, replace(ensemble, weights="params")
-    )
+        {"solo": 1}, ["a", "b"], sample, tmp_path, (truth, truth[:0]),
+        Settings(competition=comp, ensemble=replace(ensemble, weights="params")),
+    )  # fmt: skip
     assert "note" not in metrics
 
 

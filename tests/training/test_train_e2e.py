@@ -55,8 +55,7 @@ def test_train_tta_ensemble(prepared, competition, params, tmp_path):
         sample,
         tmp_path / "preds",
         (train_rows[["image_id", "label"]], pd.read_csv(truth, dtype=str)),
-        parse_settings(params).competition,
-        parse_settings(params).ensemble,
+        parse_settings(params),
     )
     assert sub.image_id.tolist() == sample.image_id.tolist()
     assert set(metrics["oof_acc"]) == {"resnet", "ensemble"} and 0 <= metrics["test_acc"]["ensemble"] <= 1

@@ -22,6 +22,16 @@ from paddy.errors import PaddyError
 from paddy.metrics import CLIP, LABEL_METRICS, Metric, better, log_loss_of
 from paddy.predict.submission import make_submission, validate_submission
 from paddy.predict.tables import Stack, chunks, common_ids, read_tables
+from paddy.tags import (
+    beta_of,
+    binary_log_loss,
+    fit_thresholds,
+    mean_fbeta,
+    predict_tags,
+    tag_accuracy,
+    tag_matrix,
+    tag_strings,
+)  # fmt: skip
 
 # The metric search's grid by number of models (101 and 231 points); more models move one step at a time instead
 GRID_STEPS = {2: 100, 3: 20}
@@ -55,18 +65,24 @@ def as_stack(probs):
     return probs if isinstance(probs, Stack) else Stack.of(np.asarray(probs))
 
 
-def aligned(tables, truth, classes):
+def aligned(tables, truth, classes, tags=False):
     """The rows every model predicted that have a true label: (a Stack of the tables over those rows, the true
-    class index per row)."""
+    class index per row; of tags, the 0/1 [row, tag] matrix of each row's tags)."""
     ids = common_ids(tables, keep=truth["image_id"])
     if len(ids) == 0:
         raise PaddyError("No out-of-fold row has a true label: the ensemble has nothing to score or fit weights on.")
-    y = pd.Index(classes).get_indexer(truth.set_index("image_id").loc[ids, "label"])
-    return Stack(tables, ids), y
+    labels = truth.set_index("image_id").loc[ids, "label"]
+    if tags:
+        return Stack(tables, ids, tags=True), tag_matrix(labels.tolist(), classes)
+    return Stack(tables, ids), pd.Index(classes).get_indexer(labels)
 
 
 def score_mix(mix, y, metric):
-    """(accuracy, log loss, the competition's metric) of a mixture [row, class] against the true classes y."""
+    """(accuracy, log loss, the competition's metric) of a mixture [row, class] against the true classes y; of
+    tags, fastai's accuracy_multi and the binary cross-entropy, at the metric's thresholds."""
+    if metric.multi_label:
+        predicted = predict_tags(mix, metric.threshold)  # accuracy_multi's: no tag filled in
+        return tag_accuracy(y, predicted), binary_log_loss(y, mix), metric(y, mix)
     return float((mix.argmax(1) == y).mean()), log_loss_of(y, mix), metric(y, mix)
 
 
@@ -182,8 +198,9 @@ def cv_folds(ids, y, split_table, n_folds, seed):
             "fitted weights on. Lower ensemble.cv_folds."
         )
     folds = np.zeros(len(y), dtype=int)
-    # Stratifying needs some label with n_folds rows (a tiny validation set may have none): else plain folds.
-    kind = StratifiedKFold if np.bincount(y).max() >= n_folds else KFold
+    # Stratifying needs some label with n_folds rows (a tiny validation set may have none): else plain folds. Tags'
+    # rows were stratified by tag when split; plain folds of them keep each tag's share close enough for a fit.
+    kind = StratifiedKFold if y.ndim == 1 and np.bincount(y).max() >= n_folds else KFold
     with warnings.catch_warnings():  # a label rarer than n_folds just misses some folds
         warnings.simplefilter("ignore", UserWarning)
         for k, (_, rows) in enumerate(kind(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)):
@@ -226,18 +243,43 @@ def fit_temperature(probs, y, metric):
     return t if metric(y, temper(probs, t)) < metric(y, probs) else 1.0
 
 
-def build_ensemble(model_weights, labels, sample, preds_dir, truth, comp, ensemble, folds=(None, 0)):
+def fit_tag_thresholds(mix, y, metric, tags, folds):
+    """A multi-label ensemble's thresholds, fitted on its out-of-fold mixture (paddy.tags.fit_thresholds; `tags`: the
+    TagSettings). Returns (the thresholds `tags.fit` chooses, their figures): the fixed, global and per-tag
+    thresholds and their out-of-fold scores, and the chosen ones cross-validated (fitted on the other `folds`,
+    scored on the held one) since fitting and scoring on the same rows flatters them."""
+    beta = beta_of(metric.name)
+    settings = (beta, tags.threshold, tags.min_positives, tags.allow_empty)
+    fit = fit_thresholds(y, mix, *settings)
+    held_out = np.zeros(y.shape, dtype=bool)
+    for k in np.unique(folds):
+        kept, held = folds != k, folds == k
+        held_out[held] = predict_tags(mix[held], fit_thresholds(y[kept], mix[kept], *settings).chosen(tags.fit),
+                                      tags.allow_empty)  # fmt: skip
+    figures = fit.as_metrics(metric.classes, tags.fit) | {"cv_score": mean_fbeta(y, held_out, beta)}
+    if tags.fit == "per_tag" and fit.fell_back:
+        fell = [metric.classes[k] for k in fit.fell_back]
+        figures["note"] = (
+            f"{len(fell)} tag(s) with fewer than tags.min_positives ({tags.min_positives}) out-of-fold images keep the "
+            f"global threshold {fit.global_:.2f}: {', '.join(fell[:10])}{', ...' if len(fell) > 10 else ''}"
+        )
+        print(f"note: {figures['note']}")
+    return fit.chosen(tags.fit), figures
+
+
+def build_ensemble(model_weights, labels, sample, preds_dir, truth, settings, split_table=None):
     """Returns (submission DataFrame, metrics dict, out-of-fold confusion rows). model_weights: each model's name ->
     its models.<name>.weight, in params.yaml's order; truth: (the training images' image_id and label, whose
     labels' frequencies fill test images without predictions; the test set's true labels, empty when unknown);
-    comp: the CompetitionSettings (the submission's form, the metric); ensemble: the EnsembleSettings; folds: (the
-    split table, data/split.csv, whose kfold folds cross-validate the fit, or None; the seed of the folds drawn
-    otherwise)."""
-    (train_truth, test_truth), (split_table, seed) = truth, folds
+    settings: the Settings (competition: the submission's form and the metric; ensemble; tags, a multi-label
+    competition's thresholds; seed); split_table: data/split.csv, whose kfold folds cross-validate the fit (None:
+    folds drawn with the seed). A multi-label competition's metrics hold its thresholds under `thresholds`."""
+    comp, ensemble, tags = settings.competition, settings.ensemble, settings.tags
+    (train_truth, test_truth), multi = truth, comp.multi_label
     names = list(model_weights)
-    metric = Metric.of(comp, labels)
+    metric = Metric.of(comp, labels, tags)
     test = read_tables(preds_dir, names, "test", labels)
-    probs, y = aligned(read_tables(preds_dir, names, "oof", labels), train_truth, labels)
+    probs, y = aligned(read_tables(preds_dir, names, "oof", labels), train_truth, labels, multi)
     raw = np.array([float(model_weights[n]) for n in names])
     candidates = {"fit": fit_weights(probs, y, metric)}
     if raw.sum() > 0:
@@ -251,16 +293,22 @@ def build_ensemble(model_weights, labels, sample, preds_dir, truth, comp, ensemb
     for kind, w in candidates.items():
         acc, loss, score = score_with(probs, y, w, metric)
         metrics[kind] = {"weights": dict(zip(names, w.tolist())), "oof_acc": acc, "oof_loss": loss, "oof_score": score}
-    fit_cv = cross_validate_fit(probs, y, cv_folds(probs.ids, y, split_table, ensemble.cv_folds, seed), metric)
+    folds = cv_folds(probs.ids, y, split_table, ensemble.cv_folds, settings.seed)
+    fit_cv = cross_validate_fit(probs, y, folds, metric)
     metrics["fit"]["cv_acc"], metrics["fit"]["cv_loss"], metrics["fit"]["cv_score"] = fit_cv
     chosen = metrics[ensemble.weights]
     metrics["oof_acc"]["ensemble"], metrics["oof_loss"]["ensemble"] = chosen["oof_acc"], chosen["oof_loss"]
     metrics["weights"] = chosen["weights"]
     w = np.array([chosen["weights"][n] for n in names])
-    # oof_score.ensemble and test_score.ensemble score what the submission sends: under log loss, the mix tempered
+    # oof_score.ensemble and test_score.ensemble score what the submission sends: under log loss, the mix tempered;
+    # of tags, at the fitted thresholds
     mix = probs.mix(w)
     t = fit_temperature(mix, y, metric) if metric.name == "log_loss" else 1.0
-    metrics["oof_score"]["ensemble"] = sent_score = metric(y, temper(mix, t))
+    sent = metric
+    if multi:
+        thresholds, metrics["thresholds"] = fit_tag_thresholds(mix, y, metric, tags, folds)
+        sent = metric.at(thresholds)
+    metrics["oof_score"]["ensemble"] = sent_score = sent(y, temper(mix, t))
     if metric.name == "log_loss":
         metrics["temperature"] = {"value": t, "oof_before": chosen["oof_score"], "oof_after": sent_score}
     notes = []
@@ -276,35 +324,51 @@ def build_ensemble(model_weights, labels, sample, preds_dir, truth, comp, ensemb
     if notes:
         metrics["note"] = "; ".join(notes)
         print(f"note: {metrics['note']}")
-    confusion = pd.DataFrame({"actual": np.asarray(labels)[y], "predicted": np.asarray(labels)[mix.argmax(1)]})
+    confusion = confusion_rows(y, mix, labels, sent)
     del mix
     if len(test_truth):
-        test_probs, test_y = aligned(test, test_truth, labels)
+        test_probs, test_y = aligned(test, test_truth, labels, multi)
         metrics["test_score"], metrics["test_acc"], metrics["test_loss"] = {}, {}, {}
         for i, name in enumerate(names):
             figures = score_with(test_probs, test_y, test_probs.only(i), metric)
             metrics["test_acc"][name], metrics["test_loss"][name], metrics["test_score"][name] = figures
         mix = test_probs.mix(w)
         metrics["test_acc"]["ensemble"], metrics["test_loss"]["ensemble"], _ = score_mix(mix, test_y, metric)
-        metrics["test_score"]["ensemble"] = metric(test_y, temper(mix, t))
+        metrics["test_score"]["ensemble"] = sent(test_y, temper(mix, t))
         for kind in candidates:
             kind_w = np.array([metrics[kind]["weights"][n] for n in names])
             metrics[kind]["test_acc"], _, metrics[kind]["test_score"] = score_with(test_probs, test_y, kind_w, metric)
-    everyone = Stack(test, common_ids(test))
-    sent_ids, sent = list(everyone.ids), temper(everyone.mix(w), t)
+        if multi:  # what fitting the thresholds gained on images it never saw
+            found = metrics["thresholds"]
+            for kind, at in (("fixed", found["threshold_fixed"]), ("global", found["threshold_global"])):
+                found[f"test_{kind}"] = metric.at(at)(test_y, mix)
+            found["test_per_tag"] = metric.at(np.array(list(found["per_tag"].values())))(test_y, mix)
+    everyone = Stack(test, common_ids(test), tags=multi)
+    sent_ids, sent_probs = list(everyone.ids), temper(everyone.mix(w), t)
     missing = sorted(set(sample[sample.columns[0]].astype(str)) - set(sent_ids))
     if missing:
         # Unreadable test images (reported by prepare) still need a row: the most common training label, or the
-        # training class frequencies where probabilities are sent.
-        counts = train_truth["label"].value_counts()
-        fallback = train_truth["label"].mode()[0]
-        if comp.form == "label":
+        # training class frequencies where probabilities (or tags) are sent.
+        if multi:
+            row = tag_matrix(train_truth["label"].tolist(), labels).mean(0).astype(np.float32)
+            print(f"warning: {len(missing)} test image(s) had no prediction; given the training tag frequencies")
+        elif comp.form == "label":
+            fallback = train_truth["label"].mode()[0]
             row = (np.asarray(labels) == fallback).astype(np.float32)
             print(f"warning: {len(missing)} test image(s) had no prediction; labelled {fallback!r}")
         else:
+            counts = train_truth["label"].value_counts()
             row = (counts.reindex(labels, fill_value=0).to_numpy(float) / counts.sum()).astype(np.float32)
             print(f"warning: {len(missing)} test image(s) had no prediction; given the training class frequencies")
-        sent_ids, sent = sent_ids + missing, np.vstack([sent, np.tile(row, (len(missing), 1))])
-    sub = make_submission(sample, sent_ids, sent, labels, comp)
+        sent_ids, sent_probs = sent_ids + missing, np.vstack([sent_probs, np.tile(row, (len(missing), 1))])
+    sub = make_submission(sample, sent_ids, sent_probs, labels, comp, (sent.threshold, sent.allow_empty))
     validate_submission(sub, sample, labels, comp)
     return sub, metrics, confusion
+
+
+def confusion_rows(y, mix, labels, metric):
+    """Each out-of-fold row's actual and predicted label; of tags, its true and predicted tags, space-separated."""
+    if metric.multi_label:
+        predicted = predict_tags(mix, metric.threshold, metric.allow_empty)
+        return pd.DataFrame({"actual": tag_strings(y, labels), "predicted": tag_strings(predicted, labels)})
+    return pd.DataFrame({"actual": np.asarray(labels)[y], "predicted": np.asarray(labels)[mix.argmax(1)]})

@@ -34,10 +34,13 @@ def ensemble_stage(args):
         read_sample_submission(args.raw_dir, comp),
         args.preds_dir,
         (train, test_truth),
-        comp,
-        settings.ensemble,
-        (split_table, settings.seed),
+        settings,
+        split_table,
     )
+    # a multi-label competition's threshold per tag: a file of its own, so that 3,474 tags (iMet's) are not as many
+    # columns of `dvc exp show`; empty for the others, as DVC wants every metrics file it tracks
+    found = metrics.get("thresholds", {})
+    write_json(Path(args.metrics_dir) / "thresholds.json", {"per_tag": found.pop("per_tag", {})})
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)
     write_csv(confusion, Path(args.metrics_dir) / "confusion.csv")
     write_submission(sub, args.submission_csv)
@@ -56,3 +59,7 @@ def print_figures(metrics):
         print(f"temperature {t['value']:.3f}: out-of-fold log loss {t['oof_before']:.4f} -> {t['oof_after']:.4f}")
     if "test_score" in metrics:
         print(f"test {name} (synthetic ground truth): {metrics['test_score']}")
+    if "thresholds" in metrics:
+        t = metrics["thresholds"]
+        shown = {k: format_score(v) for k, v in t.items() if k.startswith(("oof_", "test_", "cv_"))}
+        print(f"thresholds ({t['fit']}; global {t['threshold_global']:.2f}): {name} {shown}")

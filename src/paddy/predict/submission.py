@@ -9,6 +9,7 @@ from paddy.data.competition import value_columns
 from paddy.errors import PaddyError
 from paddy.files import write_csv
 from paddy.metrics import kaggle_clip, positive_index
+from paddy.tags import predict_tags, split_tags, tag_strings
 
 # Twelve significant digits: each written probability is off by 5e-13 at most, so a row still sums to 1 within 1e-6
 # (the graders' tolerance) up to a million classes, and a clipped 1e-15 is written as it is.
@@ -16,18 +17,24 @@ FLOAT_FORMAT = "%.12g"
 SUM_TOLERANCE = 1e-6
 
 
-def make_submission(sample, ids, probs, classes, comp):
+def make_submission(sample, ids, probs, classes, comp, tags=(0.5, True)):
     """The submission: the sample's rows in its order, and per row what `comp.form` sends of probs [row, class]
     (one row per id of `ids`, columns in `classes` order): label, the argmax class in the sample's value column;
     probabilities, one column per class in the sample's column order, clipped as Kaggle's log loss clips and each
     row rescaled to sum to 1; probability, the positive class's probability, clipped alike. A sample id without a
-    prediction gets an empty row (validate_submission refuses it)."""
+    prediction gets an empty row (validate_submission refuses it). tags (form tags): each image's tags whose
+    probability passes the thresholds (tags: (a number or one per tag, allow_empty)), space-separated in class
+    order."""
     id_column, columns = sample.columns[0], value_columns(sample)
     probs, classes = np.asarray(probs, dtype=float), list(classes)
     ids = [str(i) for i in ids]
     sub = pd.DataFrame({id_column: sample[id_column].astype(str)})
-    if comp.form == "label":
-        predicted = pd.Series(np.asarray(classes, dtype=object)[probs.argmax(1)], index=ids, dtype=object)
+    if comp.form in ("label", "tags"):
+        if comp.form == "tags":
+            values = tag_strings(predict_tags(probs, *tags), classes)
+        else:
+            values = np.asarray(classes, dtype=object)[probs.argmax(1)]
+        predicted = pd.Series(values, index=ids, dtype=object)
         sub[columns[0]] = sub[id_column].map(predicted)
         return sub
     rows = sub[id_column].map(pd.Series(np.arange(len(ids)), index=ids))
@@ -88,6 +95,16 @@ def validate_submission(sub, sample, classes, comp, where="submission.csv"):
         first = int((ids.to_numpy() != expected.to_numpy()).argmax())
         raise PaddyError(f"{where} rows are not in {sample_name} order (first difference at row {first + 2}).")
     columns = value_columns(sample)
+    if comp.form == "tags":
+        known = set(classes)
+        for i, text in enumerate(sub[columns[0]]):
+            if not isinstance(text, str) or not set(split_tags(text)) <= known:
+                unknown = sorted(set(split_tags(text)) - known) if isinstance(text, str) else ["a gap"]
+                raise PaddyError(
+                    f"{where} has {columns[0]} {text!r} (row {i + 2}, id {ids.iloc[i]!r}): {', '.join(unknown)} is "
+                    f"not one of the competition's {len(classes)} tags. Write it again with `dvc repro ensemble`."
+                )
+        return
     if comp.form == "label":
         labels = sub[columns[0]]
         bad = labels[~labels.isin(list(classes))]

@@ -111,11 +111,12 @@ class Stack:
     """Several models' tables over the same rows (`ids`, in that order), mixed by weights chunk by chunk: only the
     mixture asked for is ever whole in memory."""
 
-    def __init__(self, tables, ids):
+    def __init__(self, tables, ids, tags=False):
         self.names, self.ids = list(tables), np.asarray(ids)
         self.probs = [tables[n].probs for n in self.names]
         self.rows = [tables[n].rows(self.ids) for n in self.names]
         self.n_classes = self.probs[0].shape[1]
+        self.tags = tags  # a multi-label model's tables: each tag's sigmoid probability, rows that do not sum to 1
         self._shortlist = None
 
     @classmethod
@@ -129,6 +130,7 @@ class Stack:
         """The same models over the rows at `positions` of this stack, in that order."""
         out = object.__new__(Stack)
         out.names, out.ids, out.probs, out.n_classes = self.names, self.ids[positions], self.probs, self.n_classes
+        out.tags = self.tags
         out.rows = [rows[positions] for rows in self.rows]
         out._shortlist = None if self._shortlist is None else self._shortlist.subset(positions)
         return out
@@ -137,9 +139,10 @@ class Stack:
         return len(self.ids)
 
     def chunk(self, m, positions):
-        """Model m's probabilities of the rows at `positions`, each rescaled to sum to 1 (float32 rounding)."""
+        """Model m's probabilities of the rows at `positions`, each rescaled to sum to 1 (float32 rounding) unless
+        they are tags'."""
         p = np.asarray(self.probs[m][self.rows[m][positions]], dtype=np.float32)
-        return p / p.sum(1, keepdims=True)
+        return p if self.tags else p / p.sum(1, keepdims=True)
 
     def mix(self, weights, positions=None):
         """The weighted mean (weights summing to 1) of the rows at `positions` (all), [row, class] float32."""
@@ -152,7 +155,15 @@ class Stack:
         return out
 
     def true_probs(self, y):
-        """p[row, model] of each row's true class y, for the log-loss fit (which sees nothing else)."""
+        """p[row, model] of each row's true class y, for the log-loss fit (which sees nothing else). Of tags (y a 0/1
+        [row, tag] matrix): p[(row, tag), model], each model's probability of the true value of each tag (p where
+        the tag is there, 1 - p where not), whose log is the binary cross-entropy."""
+        if self.tags:
+            y = np.asarray(y, dtype=bool)
+            every = np.arange(len(self))
+            return np.stack(
+                [np.where(y, p, 1 - p).ravel() for p in (self.chunk(m, every) for m in range(len(self.names)))], 1
+            )
         out = np.empty((len(self), len(self.names)))
         for part in chunks(len(self), self.n_classes):
             positions = np.arange(part.start, part.stop)

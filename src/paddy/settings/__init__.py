@@ -23,6 +23,7 @@ from paddy.settings.schema import (
     ReportSettings,
     Settings,
     SyntheticSettings,
+    TagSettings,
     TrainSettings,
     TTASettings,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "ReportSettings",
     "Settings",
     "SyntheticSettings",
+    "TagSettings",
     "TTASettings",
     "TrainSettings",
     "load_settings",

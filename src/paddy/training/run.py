@@ -56,7 +56,7 @@ class TrainingRun:
     def metric(self):
         """The competition's metric over the label's classes, which validation reports beside the loss (a multi-label
         metric at tags.threshold)."""
-        return Metric.of(self.settings.competition, self.vocab["label"], self.settings.tags.threshold)
+        return Metric.of(self.settings.competition, self.vocab["label"], self.settings.tags)
 
 
 def create_run(settings, name, device, prepared_dir, split_csv=None, batches=None):
