@@ -60,6 +60,28 @@ def read_choice(ensemble_json):
     return weights, temperature
 
 
+def read_thresholds(ensemble_json, labels):
+    """The thresholds a multi-label submission used (a number, or one per tag in `labels` order) and allow_empty's
+    value then, from metrics/ensemble.json's `thresholds` and, for per-tag ones, metrics/thresholds.json beside it;
+    the report and `paddy predict` give tags as the submission did."""
+    path = Path(ensemble_json)
+    rerun = "Run `dvc repro ensemble` to write it."
+    try:
+        found = json.loads(path.read_text())["thresholds"]
+        fit = found["fit"]
+        if fit != "per_tag":
+            return float(found["threshold_fixed" if fit == "none" else "threshold_global"]), found["allow_empty"]
+        per_tag = json.loads((path.parent / "thresholds.json").read_text())["per_tag"]
+        return np.array([float(per_tag[t]) for t in labels]), found["allow_empty"]
+    except FileNotFoundError as error:
+        raise PaddyError(f"{error.filename} does not exist: the ensemble has no thresholds yet. {rerun}") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise PaddyError(
+            f"{path} (or thresholds.json beside it) holds no thresholds for these tags ({error!r}): it was not "
+            f"written for this multi-label competition. {rerun}"
+        ) from None
+
+
 def as_stack(probs):
     """A Stack of probs, or of a dense [model, row, class] array (small tables, tests)."""
     return probs if isinstance(probs, Stack) else Stack.of(np.asarray(probs))
@@ -257,6 +279,7 @@ def fit_tag_thresholds(mix, y, metric, tags, folds):
         held_out[held] = predict_tags(mix[held], fit_thresholds(y[kept], mix[kept], *settings).chosen(tags.fit),
                                       tags.allow_empty)  # fmt: skip
     figures = fit.as_metrics(metric.classes, tags.fit) | {"cv_score": mean_fbeta(y, held_out, beta)}
+    figures["allow_empty"] = tags.allow_empty
     if tags.fit == "per_tag" and fit.fell_back:
         fell = [metric.classes[k] for k in fit.fell_back]
         figures["note"] = (
