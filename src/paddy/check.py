@@ -30,5 +30,7 @@ def check_everything(settings):
     from paddy.training.model_checks import check_archs, check_models_train
 
     check_archs(settings.models)  # every architecture and size, and that pretrained weights can be had
-    check_models_train(settings.models)  # every model with its head: one forward and backward on fake tensors
+    check_models_train(
+        settings.models, multi_label=settings.competition.multi_label
+    )  # every model with its head: one forward and backward on fake tensors
     record_pass(key)

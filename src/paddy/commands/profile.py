@@ -112,7 +112,8 @@ def run(args):
                 )
         jobs = []
         for name, model in settings.models.items():
-            spec = model_spec(dataclasses.replace(model, head=args.head or model.head), train, vocab, device)
+            model = dataclasses.replace(model, head=args.head or model.head)
+            spec = model_spec(model, train, vocab, device, settings.competition.multi_label)
             jobs.append((name, dataclasses.replace(spec, precision=precision)))
     else:
         jobs = []

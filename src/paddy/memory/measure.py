@@ -20,7 +20,7 @@ from paddy.training.augment import create_augment
 from paddy.training.models import create_model, fake_model, input_normalization
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.step import Step, predict_step, train_step
+from paddy.training.step import Heads, Step, predict_step, train_step
 
 GiB = 2**30
 
@@ -46,6 +46,7 @@ class Spec:
     train: TrainSettings
     num_classes: int
     precision: str  # bf16 | fp16 | fp32 (resolved, never auto)
+    multi_label: bool = False  # one sigmoid and binary cross-entropy per output (a multi-label competition's)
 
 
 def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
@@ -62,8 +63,12 @@ def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
     h, w = spec.model.item_size
     meter.start()
     items = torch.randint(0, 256, (spec.train.effective_batch, h, w, 3), dtype=torch.uint8, device=device)
-    targets = torch.randint(0, spec.num_classes, (spec.train.effective_batch,), device=device)
-    step = Step(augment, spec.precision, micro_batch, scaler)
+    heads = Heads((spec.num_classes,), spec.multi_label)
+    if spec.multi_label:
+        targets = torch.randint(0, 2, (spec.train.effective_batch, spec.num_classes), dtype=torch.uint8, device=device)
+    else:
+        targets = torch.randint(0, spec.num_classes, (spec.train.effective_batch,), device=device)
+    step = Step(augment, spec.precision, micro_batch, scaler, heads)
     for _ in range(STEPS):
         train_step(model, optimizer, items, targets, generator, step)
     del items, targets
@@ -73,7 +78,7 @@ def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
         meter.start()
         try:
             items = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, device=device)
-            predict_step(model, items, augment, spec.precision)
+            predict_step(model, items, augment, spec.precision, heads=heads)
             del items
             evals.append(meter.read())
         except torch.OutOfMemoryError as e:

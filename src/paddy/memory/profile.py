@@ -137,12 +137,12 @@ def require_fit(profile, what=("micro_batch", "eval_batch")):
 # From the settings
 
 
-def model_spec(model, train, vocab, device):
+def model_spec(model, train, vocab, device, multi_label=False):
     """The Spec of one model (ModelSettings) trained with `train` (TrainSettings): its outputs are one per class of
-    each of its targets (vocab: {target: classes}); precision resolved for `device`, or for a CUDA card when
-    estimating on a CPU."""
+    each of its targets (vocab: {target: classes}; multi_label: one per tag, trained with binary cross-entropy);
+    precision resolved for `device`, or for a CUDA card when estimating on a CPU."""
     num_classes = sum(len(vocab[t]) for t in model.targets)
-    return Spec(model, train, num_classes, planned_precision(train.precision, device))
+    return Spec(model, train, num_classes, planned_precision(train.precision, device), multi_label)
 
 
 def planned_precision(precision, device):
@@ -159,7 +159,7 @@ def profile_settings(run, measure=None):
     train, limits = settings.train, settings.profile
     effective, floor = train.effective_batch, limits.min_micro_batch
     evals = [train.eval_batch] if train.eval_batch != "auto" else eval_candidates(effective, floor)
-    spec = model_spec(model, train, run.vocab, run.device)
+    spec = model_spec(model, train, run.vocab, run.device, settings.competition.multi_label)
     explicit = None if model.micro_batch == "auto" else model.micro_batch
     return profile_model(run.name, spec, (candidates(effective, floor), evals), limits, run.device, explicit, measure)
 

@@ -116,7 +116,7 @@ def check_settings(params, where):
 
     for name, model in settings.models.items():
         check_arch(f"`models.{name}.arch` in {where}", model.arch, model.size)
-    check_models_train(settings.models, where)
+    check_models_train(settings.models, where, settings.competition.multi_label)
     return settings
 
 

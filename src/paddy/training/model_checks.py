@@ -6,11 +6,11 @@ import difflib
 
 import timm
 import torch
-from torch import nn
 
 from paddy.errors import PaddyError
 from paddy.training.archs import arch_config, pretrained_kwargs, total_stride
 from paddy.training.models import fake_model
+from paddy.training.step import Heads, target_loss
 
 
 def check_arch(where, arch, size=None):
@@ -57,10 +57,11 @@ def check_archs(models, path="params.yaml"):
 CHECK_CLASSES_PER_TARGET = 2
 
 
-def check_models_train(models, path="params.yaml"):
+def check_models_train(models, path="params.yaml", multi_label=False):
     """Every model of params.yaml built with its head and run through one training step's forward and backward at its
-    size, on fake tensors (shapes, no weights, no data): a model that cannot train is refused here, in seconds,
-    before any stage deletes its outputs, rather than by train@MODEL after download, prepare and profile."""
+    size, on fake tensors (shapes, no weights, no data), with the loss it trains on (multi_label: a multi-label
+    competition's binary cross-entropy): a model that cannot train is refused here, in seconds, before any stage
+    deletes its outputs, rather than by train@MODEL after download, prepare and profile."""
     passed = set()  # the seed trains each architecture twice (two item methods, the same model)
     for name, model in models.items():
         arch, head, size = model.arch, model.head, model.size
@@ -68,7 +69,7 @@ def check_models_train(models, path="params.yaml"):
         if (arch, head, size, outputs) in passed:
             continue
         try:
-            dry_run(arch, outputs, size, head)
+            dry_run(arch, outputs, size, head, multi_label=multi_label)
         except Exception as e:  # whatever the model raised, it is this model's settings that have to change
             fix = (
                 "Set `head: timm` for this model (the architecture's own classifier, which passes this check)"
@@ -91,12 +92,17 @@ def _trains(arch, num_classes, size, head):
         return False
 
 
-def dry_run(arch, num_classes, size, head="fastai", batch=2):
+def dry_run(arch, num_classes, size, head="fastai", batch=2, multi_label=False):
     """One forward and backward of create_model(arch, num_classes, head=head) in training mode on a fake batch of
-    `size` (height, width), on fake tensors (fake_model). Raises what the model raises, or a ValueError if the output
-    is not (batch, num_classes)."""
+    `size` (height, width), on fake tensors (fake_model), through the training loss (target_loss; multi_label: one
+    binary cross-entropy per output). Raises what the model raises, or a ValueError if the output is not (batch,
+    num_classes)."""
     with fake_model(arch, num_classes, head) as model:
         out = model(torch.empty(batch, 3, *size))
         if tuple(out.shape) != (batch, num_classes):
             raise ValueError(f"the model returns shape {list(out.shape)}, not [{batch}, {num_classes}]")
-        nn.functional.cross_entropy(out, torch.zeros(batch, dtype=torch.long)).backward()
+        heads = Heads((num_classes,), multi_label)
+        fake = torch.zeros(
+            (batch, num_classes) if multi_label else (batch,), dtype=torch.uint8 if multi_label else torch.long
+        )
+        target_loss(out, fake, heads).backward()
