@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 from helpers.pipeline import copy_pipeline, sh
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, fbeta_score, log_loss, roc_auc_score
+from sklearn.preprocessing import MultiLabelBinarizer
 
-from paddy.settings.schema import LAYOUTS
+from paddy.settings.schema import LAYOUTS, fbeta_of
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +40,11 @@ def sklearn_score(metric, sub, sample, truth, comp):
     sent = sub.set_index(sample.columns[0]).loc[truth.image_id]
     y = truth.label.astype(str).to_numpy()
     columns = list(sample.columns[1:])
+    if comp["form"] == "tags":  # the mean over images of F-beta between tag sets; none sent for none true: 1
+        true, sent = truth.label.str.split(), sent[columns[0]].astype(str).str.split()
+        binary = MultiLabelBinarizer(classes=sorted(set(true.sum()) | set(sent.sum()))).fit([[]])
+        y, predicted = binary.transform(true), binary.transform(sent)
+        return fbeta_score(y, predicted, beta=fbeta_of(metric), average="samples", zero_division=1)
     if comp["form"] == "label":
         predicted = sent[columns[0]].astype(str).to_numpy()
         if metric == "accuracy":

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import fbeta_score
 
-from paddy.tags import GRID, beta_of, fit_global, fit_thresholds, mean_fbeta, predict_tags, tag_matrix, tag_strings
+from paddy.settings.schema import fbeta_of
+from paddy.tags import GRID, fit_global, fit_thresholds, mean_fbeta, predict_tags, tag_matrix, tag_strings
 
 
 def correlated(n=300, tags=5, seed=0):
@@ -37,8 +38,8 @@ def test_mean_fbeta_is_scikit_learns_samples_average(beta):
 
 
 def test_beta_from_the_metrics_name():
-    assert (beta_of("mean_f2"), beta_of("mean_f1"), beta_of("mean_f0.5")) == (2.0, 1.0, 0.5)
-    assert beta_of("accuracy") is None and beta_of("mean_roc_auc") is None
+    assert (fbeta_of("mean_f2"), fbeta_of("mean_f1"), fbeta_of("mean_f0.5")) == (2.0, 1.0, 0.5)
+    assert fbeta_of("accuracy") is None and fbeta_of("mean_roc_auc") is None
 
 
 @pytest.mark.parametrize("allow_empty", [True, False])

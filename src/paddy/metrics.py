@@ -14,8 +14,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 from paddy.errors import PaddyError
-from paddy.settings.schema import LABEL_METRICS
-from paddy.tags import beta_of, mean_fbeta, predict_tags
+from paddy.settings.schema import LABEL_METRICS, fbeta_of
+from paddy.tags import mean_fbeta, predict_tags
 
 # Kaggle's log loss clips every probability to [1e-15, 1 - 1e-15] and rescales each row to sum to 1 before scoring.
 CLIP = 1e-15
@@ -34,7 +34,7 @@ GREATER_IS_BETTER = {
 
 
 def greater_is_better(metric):
-    return GREATER_IS_BETTER.get(metric, beta_of(metric) is not None)
+    return GREATER_IS_BETTER.get(metric, fbeta_of(metric) is not None)
 
 
 def kaggle_clip(probs):
@@ -99,7 +99,7 @@ def score(metric, y, probs, classes, positive="", tags=(0.5, True)):
     """
     y = np.asarray(y)
     probs = np.asarray(probs)
-    beta = beta_of(metric)
+    beta = fbeta_of(metric)
     if beta is not None:
         return mean_fbeta(y, predict_tags(probs, *tags), beta)
     if metric in LABEL_METRICS:
@@ -170,7 +170,7 @@ class Metric:
 
     @property
     def multi_label(self):
-        return beta_of(self.name) is not None
+        return fbeta_of(self.name) is not None
 
     @property
     def greater_is_better(self):

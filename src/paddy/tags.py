@@ -1,5 +1,6 @@
 """Multi-label competitions (`competition.form: tags`, Planet's and iMet's): each image carries a set of tags, written
-as one space-separated string, scored by the mean F-beta over images (`competition.metric: mean_f2`).
+as one space-separated string, scored by the mean F-beta over images (`competition.metric: mean_f2`; beta from the
+name: paddy.settings.schema.fbeta_of).
 
 The pipeline's tables hold one column per tag (labels.json's order) with each tag's sigmoid probability; the truth
 is a 0/1 matrix of the same columns (tag_matrix). A tag is predicted where its probability passes its threshold:
@@ -10,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from paddy.data.competition import class_order
-
 # The candidate thresholds of a fit: fine enough that the best differs from the exact optimum by less than a sampling
 # error of the out-of-fold rows, coarse enough that a per-tag fit over 10,000 tags stays seconds
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
@@ -20,11 +19,6 @@ GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 def split_tags(text):
     """The tags of one image's space-separated string ('' or NaN: none)."""
     return text.split() if isinstance(text, str) else []
-
-
-def tag_classes(labels):
-    """Every tag the space-separated strings `labels` name, in class order."""
-    return class_order(tag for text in labels for tag in split_tags(text))
 
 
 def tag_matrix(labels, classes):
@@ -38,16 +32,6 @@ def tag_matrix(labels, classes):
             if k is not None:
                 out[i, k] = 1
     return out
-
-
-def beta_of(metric):
-    """The beta of a mean F-beta metric's name (mean_f2 -> 2.0, mean_f0.5 -> 0.5), None for any other metric."""
-    if not metric.startswith("mean_f"):
-        return None
-    try:
-        return float(metric.removeprefix("mean_f"))
-    except ValueError:
-        return None
 
 
 def fbeta_rows(truth, predicted, beta):

@@ -180,6 +180,75 @@ def test_plant_pathology_one_hot_and_one_images_folder(tmp_path):
     assert section == synthetic.description("plant_pathology")
 
 
+PLANET_ROWS = ["haze primary", "agriculture clear primary water", "clear primary", "clear primary",
+               "agriculture clear habitation primary road", "cloudy", "clear primary water", "partly_cloudy primary",
+               "agriculture clear primary road", "clear primary"]  # fmt: skip
+
+
+def planet_files(rows=PLANET_ROWS, sample="primary clear agriculture road water"):
+    """Planet's layout: train_v2.csv of space-separated tags, train-jpg/, test-jpg/, sample_submission_v2.csv."""
+    files = {f"train-jpg/train_{i}.jpg": IMAGE for i in range(len(rows))}
+    files |= {f"test-jpg/test_{i}.jpg": IMAGE for i in range(4)}
+    files["train_v2.csv"] = table("image_name,tags", [f"train_{i},{tags}" for i, tags in enumerate(rows)])
+    files["sample_submission_v2.csv"] = table("image_name,tags", [f"test_{i},{sample}" for i in range(4)])
+    return files
+
+
+def test_planet_tags(tmp_path):
+    section, found, guessed = describe(write_tree(tmp_path, planet_files()))
+    assert section == synthetic.description("planet")  # form tags, metric mean_f2
+    assert any(line.startswith("form: tags (the train table's tags holds each image's tags") for line in found)
+    assert [line.split(",")[0] for line in guessed] == ["metric: mean_f2"]  # said to be a guess
+    assert describe(tmp_path, given={"metric": "mean_f1"})[0]["metric"] == "mean_f1"
+
+
+def test_imet_attribute_ids_and_a_numbered_placeholder(tmp_path):
+    """iMet's layout: train.csv id,attribute_ids (numbers), train/<id>.png, a sample sending `0 1 2` everywhere."""
+    ids = [f"{k:032x}" for k in range(12)]
+    attributes = ["13 405 896", "13 405", "51 405", "13 896", "188 51 13", "405 896", "13 405 896 1092", "51 13",
+                  "405", "188 405 13", "896 13", "51 405 896"]  # fmt: skip
+    files = {f"train/{i}.png": IMAGE for i in ids} | {f"test/{k:032x}.png": IMAGE for k in range(90, 93)}
+    files["train.csv"] = table("id,attribute_ids", [f"{i},{a}" for i, a in zip(ids, attributes)])
+    files["labels.csv"] = table("attribute_id,attribute_name", ["13,culture::a", "51,tag::b", "405,tag::c"])
+    files["sample_submission.csv"] = table("id,attribute_ids", [f"{k:032x},0 1 2" for k in range(90, 93)])
+    section, _, guessed = describe(write_tree(tmp_path, files))
+    assert (section["form"], section["label_column"], section["metric"]) == ("tags", "attribute_ids", "mean_f2")
+    assert (section["train_images"], section["test_images"]) == ("train/{id}.png", "test/{id}.png")
+    assert any(line.startswith("metric: mean_f2") for line in guessed)
+
+
+def test_a_tags_column_not_named_like_the_samples_is_found(tmp_path):
+    files = planet_files()
+    files["train_v2.csv"] = files["train_v2.csv"].replace("image_name,tags", "image_name,labels")
+    section, found, _ = describe(write_tree(tmp_path, files))
+    assert (section["label_column"], section["form"]) == ("labels", "tags")
+    assert "label column: labels (each row's tags, space-separated)" in found
+
+
+def test_class_names_of_several_words_are_no_tags(tmp_path):
+    """A label column of `Common Chickweed`, `Sugar beet`: most rows two words, but the words never recombine."""
+    species = ["Common Chickweed", "Sugar beet", "Fat Hen", "Maize"]
+    ids = [f"{k:09x}.png" for k in range(16)]
+    files = {f"train/{i}": IMAGE for i in ids} | {f"test/{k:09x}.png": IMAGE for k in range(50, 53)}
+    files["train.csv"] = table("file,species", [f"{i},{species[k % 4]}" for k, i in enumerate(ids)])
+    files["sample_submission.csv"] = table("file,species", [f"{k:09x}.png,Sugar beet" for k in range(50, 53)])
+    section, _, _ = describe(write_tree(tmp_path, files), metric="f1_micro")
+    assert (section["form"], section["label_column"]) == ("label", "species")
+
+
+def test_tags_refuse_a_metric_of_one_label(tmp_path):
+    root = write_tree(tmp_path, planet_files())
+    with pytest.raises(PaddyError, match=r"`competition.form` in params.yaml is tags .*set the metric to mean_f2"):
+        describe(root, given={"metric": "accuracy"})
+    section, _, guessed = describe(root, metric="f1_micro")  # Kaggle's record names an F1 of tags: the mean's guess
+    assert section["metric"] == "mean_f1" and any("Kaggle's record names f1_micro" in line for line in guessed)
+
+
+def test_a_mean_f_record_for_a_single_label_competition_is_not_taken(tmp_path):
+    section, _, guessed = describe(paddy_tree(tmp_path), metric="mean_f2")
+    assert section["metric"] == "accuracy" and any("a metric of tags, but the form is label" in g for g in guessed)
+
+
 def test_two_label_column_candidates_stop_with_both_readings(tmp_path):
     root = paddy_tree(tmp_path)
     (root / "train.csv").write_text((root / "train.csv").read_text().replace("image_id,label,", "image_id,disease,"))
@@ -258,6 +327,9 @@ def test_a_field_given_wins_and_an_unknown_one_is_refused(tmp_path):
         ("Mean F1-Score", "f1_micro"),
         ("Micro-averaged F1", "f1_micro"),
         ("Macro F1 Score", "f1_macro"),
+        ("Mean F-Score Beta", "mean_f2"),
+        ("MeanFScoreBeta", "mean_f2"),
+        ("F2 Score", "mean_f2"),
         ("MAP@5", None),
     ],
 )
@@ -289,7 +361,9 @@ def test_init_synthetic_is_the_generators_description(params_file, layout):
     )
 
 
-@pytest.mark.parametrize(("layout", "classes"), [("plant_pathology", 6), ("cassava", 30), ("plant_seedlings", 15)])
+@pytest.mark.parametrize(
+    ("layout", "classes"), [("plant_pathology", 6), ("cassava", 30), ("plant_seedlings", 15), ("planet", 20)]
+)
 def test_init_synthetic_with_n_classes(params_file, layout, classes):
     set_layout(params_file, layout, classes)
     section = enter("synthetic", params_path=params_file, dry_run=True, out=lambda line: None)
@@ -370,3 +444,17 @@ def test_a_refused_description_writes_nothing(params_file, tmp_path, capsys):
     assert cli.main(["init", str(root), "metric=roc_auc", "form=label", "--params", str(params_file)]) == 2
     assert "`competition.metric` is roc_auc, which scores probabilities" in capsys.readouterr().err
     assert params_file.read_bytes() == before
+
+
+def test_init_a_generated_planet_folder(params_file, tmp_path):
+    """The generated planet competition as a folder source: described as tags, mean_f2 (a guess), the tags counted."""
+    folder = tmp_path / "planet-understanding-the-amazon-from-space"
+    size = dict(n_train=80, n_test=8, width=16, height=16)
+    synthetic.make_competition(folder, tmp_path / "truth.csv", layout="planet", **size)
+    lines = []
+    section = enter(str(folder), params_path=params_file, out=lines.append)
+    assert section == synthetic.description("planet")
+    assert any(line.startswith("  training images: 80 in 17 tags: primary ") for line in lines)
+    assert any(line.startswith("  GUESSED metric: mean_f2") for line in lines)
+    params = yaml.safe_load(params_file.read_text())
+    assert params["competition"]["form"] == "tags" and params["data"]["source"] == str(folder)

@@ -48,7 +48,8 @@ def test_each_layout_passes_check_layout_against_its_description(tmp_path, layou
     # the truth: the sample's ids exactly as written, each image's class as the pipeline names it
     assert list(truth.columns) == ["image_id", "label"]
     assert truth.image_id.tolist() == sample.iloc[:, 0].tolist()
-    assert set(truth.label) <= set(classes)
+    truths = set(truth.label.str.split().sum()) if section["form"] == "tags" else set(truth.label)  # planet: tags
+    assert truths <= set(classes)
     # the generated train table's other columns are what columns() says (the extra targets)
     assert [c for c in train.columns if c not in ("image_id", "label", "file")] == list(synthetic.columns(layout))
 
@@ -128,7 +129,7 @@ def _digest(root):
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("layout", ["cactus", "dogs_vs_cats", "plant_pathology"])
+@pytest.mark.parametrize("layout", ["cactus", "dogs_vs_cats", "plant_pathology", "planet"])
 def test_layouts_are_deterministic(tmp_path, layout):
     size = dict(n_train=30, n_test=4, width=16, height=16, layout=layout, difficulty="hard")
     for name, seed in (("a", 2), ("b", 2), ("c", 3)):
@@ -145,6 +146,8 @@ def test_layouts_are_deterministic(tmp_path, layout):
         ("plant_seedlings", 14, [*synthetic.SEEDLING_COUNTS, "Black-grass 1", "Charlock 1"]),
         ("plant_pathology", 6, [*synthetic.PATHOLOGY_COUNTS, "healthy_1", "multiple_diseases_1"]),
         ("paddy", 3, ["bacterial_leaf_blight", "bacterial_leaf_streak", "bacterial_panicle_blight"]),
+        ("planet", 3, ["primary", "clear", "agriculture"]),
+        ("planet", 19, [*synthetic.PLANET_COUNTS, "primary_1", "clear_1"]),
     ],
 )
 def test_classes_are_named_in_the_layouts_scheme(tmp_path, layout, classes, expected):
@@ -191,3 +194,82 @@ def test_spread_is_proportional_and_gives_each_class_one():
     assert sum(counts) == 1000 and counts[2] > 700 and min(counts) >= 1
     assert sum(synthetic._spread(5, [1] * 10_000, rng)) == 5  # fewer images than classes: five classes, one each
     assert synthetic._spread(10_000, [1] * 10_000, rng) == [1] * 10_000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# planet: the multi-label layout
+
+
+def test_planet_files_and_headers_are_the_kaggle_competitions(tmp_path):
+    root, truth = generate(tmp_path, "planet")
+    files = ["sample_submission_v2.csv", "test-jpg", "train-jpg", "train_v2.csv"]
+    assert sorted(p.name for p in root.iterdir()) == files
+    assert header(root / "train_v2.csv") == "image_name,tags" == header(root / "sample_submission_v2.csv")
+    train = pd.read_csv(root / "train_v2.csv", dtype=str, keep_default_na=False)
+    assert train.image_name.tolist()[:2] == ["train_0", "train_1"] and (root / "train-jpg" / "train_0.jpg").is_file()
+    sample = pd.read_csv(root / "sample_submission_v2.csv", dtype=str)
+    assert set(sample.tags) == {"primary clear agriculture road water"}  # Planet's placeholder, on every row
+    assert sample.image_name.tolist()[0] == "test_0" and (root / "test-jpg" / "test_0.jpg").is_file()
+    # the tags as Kaggle's table writes them: space-separated, each once, sorted; the truth the same way
+    for tags in [*train.tags, *truth.label]:
+        assert tags.split() == sorted(set(tags.split()))
+    assert set(train.tags.str.split().sum()) == set(synthetic.PLANET_COUNTS)  # every tag has a training image
+
+
+def tags_of(n, difficulty="easy", classes=0, seed=0):
+    """(true training tags, filed ones, test tags) of a generated planet competition as DataFrames of 0/1 columns,
+    drawn without a photo."""
+    spec = synthetic.SyntheticSettings(n_train=n, n_test=n, seed=seed, difficulty=difficulty, layout="planet")
+    names = synthetic.class_names("planet", classes)
+    return [pd.DataFrame(m, columns=names) for m in synthetic._tag_draws(spec, names)]
+
+
+def test_planet_tags_go_together_as_planets_do():
+    train, filed, test = tags_of(4000)
+    assert (filed == train).all().all()  # easy: every tag filed as drawn
+    weather = train[list(synthetic.WEATHER)]
+    assert (weather.sum(axis=1) == 1).all()  # exactly one weather tag per photo
+    assert train[train.cloudy].drop(columns="cloudy").sum().sum() == 0  # cloudy hides every other tag
+    share = train.mean()
+    assert 0.9 < share.primary and 0.6 < share.clear < 0.8 and 0.25 < share.agriculture < 0.4
+    assert share.cultivation < 0.15 and train.agriculture[train.cultivation].mean() > 0.8  # mostly with agriculture
+    assert train.road[train.habitation].mean() > 0.7  # habitation is mostly by a road
+    assert share.conventional_mine < 0.01 and share.blow_down < 0.01  # rare, yet each on a photo or more
+    assert train.sum().min() >= 1 and test.mean().primary > 0.9
+
+
+def test_planet_hard_files_a_few_tags_wrong_and_keeps_the_test_truth():
+    train, filed, test = tags_of(4000, "hard")
+    wrong = (filed != train).any(axis=1).mean()
+    assert 0.02 < wrong < 0.06  # LABEL_NOISE of the photos, one tag each
+    assert (filed.sum() >= 1).all()  # a tag's last photo keeps it
+    assert (test == tags_of(4000, "easy")[2]).all().all()  # the truth does not depend on the difficulty
+
+
+def test_planet_every_tag_gets_a_training_image_even_among_few():
+    train, _, _ = tags_of(30)
+    assert (train.sum() >= 1).all() and (train[list(synthetic.WEATHER)].sum(axis=1) == 1).all()
+    assert train[train.cloudy].drop(columns="cloudy").sum().sum() == 0
+    train, _, _ = tags_of(200, classes=40)  # 23 tags past Planet's, named primary_1, clear_1, ...
+    assert (train.sum() >= 1).all() and "conventional_mine_1" in train
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "hard"])
+def test_planet_training_counts_are_the_generated_tables(tmp_path, difficulty):
+    """The check stage's counts (images per set of tags, drawn without a photo) are what the train table holds."""
+    root, _ = generate(tmp_path, "planet", difficulty=difficulty)
+    spec = synthetic.SyntheticSettings(**TINY, layout="planet", difficulty=difficulty)
+    table = pd.read_csv(root / "train_v2.csv", dtype=str, keep_default_na=False)
+    assert synthetic.train_label_counts(spec).to_dict() == table.tags.value_counts().to_dict()
+
+
+def test_planet_photos_show_their_tags(tmp_path):
+    """Each tag leaves its mark: the same photo drawn without it differs (easy: every mark at full strength)."""
+    import numpy as np
+
+    names = list(synthetic.PLANET_COUNTS)
+    base = {"primary", "clear"}
+    plain = np.asarray(synthetic.tagged_image(base, names, "easy", 64, 64, np.random.default_rng(0)), dtype=float)
+    for tag in set(names) - base - {"partly_cloudy", "haze", "cloudy"}:
+        drawn = synthetic.tagged_image(base | {tag}, names, "easy", 64, 64, np.random.default_rng(0))
+        assert np.abs(np.asarray(drawn, dtype=float) - plain).mean() > 0.5, tag

@@ -93,11 +93,14 @@ def _yaml_value(value):
     return value if value else "''"
 
 
-def _class_line(train):
-    counts = train.label.value_counts()
+def _class_line(train, multi_label=False):
+    """The classes with their training images, most first; with multi_label (form tags) the tags, each counted on
+    every image that has it."""
+    labels = train.label.str.split().explode().dropna() if multi_label else train.label
+    counts = labels.value_counts()
     shown = ", ".join(f"{label} {count:,}" for label, count in counts.head(SHOWN_CLASSES).items())
     more = f" and {len(counts) - SHOWN_CLASSES:,} more" if len(counts) > SHOWN_CLASSES else ""
-    return f"{len(counts):,} classes: {shown}{more}"
+    return f"{len(counts):,} {'tags' if multi_label else 'classes'}: {shown}{more}"
 
 
 def enter(source, fields=(), params_path="params.yaml", dry_run=False, client=None, cache_dir=None, out=print):
@@ -162,7 +165,7 @@ def enter(source, fields=(), params_path="params.yaml", dry_run=False, client=No
 
     columns = target_columns(train)
     out(f"paddy init {source}: {listing.where}")
-    out(f"  training images: {len(train):,} in {_class_line(train)}")
+    out(f"  training images: {len(train):,} in {_class_line(train, settings.competition.multi_label)}")
     out(f"  test images: {len(test):,}")
     positive = f" (of {section['positive']})" if section["positive"] else ""
     out(f"  form: {section['form']}{positive}; metric: {section['metric']}")

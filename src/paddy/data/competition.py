@@ -13,6 +13,7 @@ import pandas as pd
 
 from paddy.data.listing import Listing, is_image, read_text_csv
 from paddy.errors import PaddyError
+from paddy.settings.parse import check_tags
 from paddy.settings.schema import LABEL_METRICS
 
 # The columns the pipeline's tables use for itself: a train table's column of that name (other than its ids and
@@ -28,6 +29,22 @@ def class_order(values):
     if values and all(re.fullmatch(r"-?\d+", v) for v in values):
         return sorted(values, key=int)
     return values
+
+
+def tag_classes(labels):
+    """Every tag of space-separated tag strings (form tags), in class_order: a multi-label competition's classes."""
+    return class_order(tag for text in labels for tag in text.split())
+
+
+def label_classes(labels, multi_label=False):
+    """The classes of the training labels: the labels themselves, or with multi_label (form tags) every tag seen."""
+    return tag_classes(labels) if multi_label else class_order(labels)
+
+
+def normalise_tags(labels):
+    """Each image's tags as one string: single spaces, each tag once, in class order (tag_classes); '' for none."""
+    rank = {tag: k for k, tag in enumerate(tag_classes(labels))}
+    return [" ".join(sorted(set(text.split()), key=rank.__getitem__)) for text in labels]
 
 
 def is_categorical(column):
@@ -112,7 +129,9 @@ def _labels_of_one_hot(df, comp, where):
         raise PaddyError(
             f"{where} line {_line(count != 1)} marks {int(count[count != 1].iloc[0])} classes of "
             f"{list(comp.label_column)}: one-hot labels mark exactly one per image. A row with several is a "
-            "multi-label competition, which paddy does not enter yet; check `competition.label_column`."
+            "multi-label competition: paddy enters one whose train table holds each image's tags in one column, "
+            "space-separated (`competition.form: tags`, labels_from column, label_column that column; "
+            "docs/competitions.md). Otherwise check `competition.label_column`."
         )
     return pd.Series(list(comp.label_column), dtype=str).iloc[ones.to_numpy().argmax(1)].to_numpy()
 
@@ -121,7 +140,10 @@ def train_rows(listing, comp):
     """The training images: image_id, label, the train table's other columns (as text), file."""
     if comp.labels_from in ("column", "one_hot"):
         df, where = _table(listing, comp)
-        if comp.labels_from == "column":
+        if comp.labels_from == "column" and comp.multi_label:  # a set of tags per image: none is a set too
+            labels = normalise_tags(df[comp.label_column])
+            extras = [c for c in df.columns if c not in (comp.id_column, comp.label_column)]
+        elif comp.labels_from == "column":
             labels = df[comp.label_column]
             if (labels == "").any():
                 raise PaddyError(
@@ -193,6 +215,7 @@ def check_layout(source, comp):
     (train rows, sample, test rows, classes); raises a PaddyError naming the file, what was found and the setting
     to write."""
     listing = source if isinstance(source, Listing) else Listing.of(source)
+    check_tags(comp.form, comp.metric, comp.labels_from, comp.train_images)  # parse_settings' too: for callers without
     train = train_rows(listing, comp)
     if train.empty:
         raise PaddyError(
@@ -200,7 +223,13 @@ def check_layout(source, comp):
             f"looks. {_near(listing, comp.train_images.split('{', 1)[0] + 'x')} Set it to where the images are. {INIT}"
         )
     _require_files(listing, train.file, f"training image ({comp.train_images!r}, `competition.train_images`)")
-    classes = class_order(train.label)
+    classes = label_classes(train.label, comp.multi_label)
+    if comp.multi_label and len(classes) < 2:
+        raise PaddyError(
+            f"{listing.where}'s training images have {len(classes)} tag(s) among them "
+            f"({', '.join(map(repr, classes)) or 'none'}; {len(train)} images) in `competition.label_column` "
+            f"({comp.label_column!r}): a classifier needs at least two. Check that it names the column of tags. {INIT}"
+        )
     if len(classes) < 2:
         raise PaddyError(
             f"{listing.where}'s training images all have the label {classes[0]!r} ({len(train)} images): a "
@@ -236,7 +265,7 @@ def value_columns(sample):
 def check_form(comp, sample, classes, where):
     """The submission's form and the metric against the sample's columns and the classes."""
     columns = value_columns(sample)
-    if comp.form in ("label", "probability") and len(columns) != 1:
+    if comp.form in ("label", "probability", "tags") and len(columns) != 1:
         raise PaddyError(
             f"{where} has {len(columns)} columns after its ids ({', '.join(columns)}), but `competition.form` is "
             f"{comp.form}, one value per image. Set form to probabilities if they are the classes. {INIT}"
@@ -256,6 +285,9 @@ def check_form(comp, sample, classes, where):
                 f"classes, one of them the positive one; the training data has {len(classes)}: "
                 f"{', '.join(classes[:8])}. Set positive to one of them, or form to label or probabilities."
             )
+    if comp.multi_label:  # its metric is mean_f<beta> (check_tags)
+        _check_sample_tags(sample, classes, where)
+        return
     need = {
         "log_loss": ("probabilities", "probability"),
         "roc_auc": ("probability", "probabilities"),
@@ -283,6 +315,21 @@ def check_form(comp, sample, classes, where):
         raise PaddyError(
             f"`competition.metric` is qwk (quadratic weighted kappa), which scores ordered integer grades, but the "
             f"classes are {', '.join(classes[:6])}: set another metric."
+        )
+
+
+def _check_sample_tags(sample, classes, where):
+    """The sample's tags against the training ones: Kaggle's samples hold placeholders, so one no training image
+    has is said, not refused."""
+    # Kaggle's samples hold placeholders (Planet's "primary clear agriculture road water" on every row): a tag no
+    # training image has cannot be predicted, but the submission never needs to send it
+    sent = {tag for text in sample[value_columns(sample)[0]] for tag in text.split()}
+    unseen = sorted(sent - set(classes))
+    if unseen:
+        print(
+            f"warning: {where} sends the tag(s) {', '.join(map(repr, unseen[:8]))}, which no training image has: "
+            "taken as the sample's placeholder; the submission sends only tags of the training data. If the tags "
+            "should match, check `competition.label_column`."
         )
 
 

@@ -7,17 +7,18 @@ cat.0.jpg) gives the training ids and labels; the images are found by looking th
 Where the files allow two readings (two tables that could hold the labels, two label columns, a sample of 0s that
 is a class or a probability), inference stops with the readings and the `key=value` that picks one; a choice the
 files do not make (the metric without Kaggle's record, the class a probability is of) is made and said to be a
-guess. Fields the user gives (`given`) win over anything inferred.
+guess. Fields the user gives (`given`) win over anything inferred. A label column of space-separated tags (Planet's
+`haze primary`) with a sample that sends text is a multi-label competition: form tags, metric mean_f2 unless told.
 """
 
 import re
 from collections import Counter, defaultdict
 from fnmatch import fnmatch
 
-from paddy.data.competition import class_order, is_categorical
+from paddy.data.competition import class_order, is_categorical, tag_classes
 from paddy.data.listing import is_image
 from paddy.errors import PaddyError
-from paddy.settings.schema import LABEL_METRICS, PROBABILITY_METRICS
+from paddy.settings.schema import LABEL_METRICS, PROBABILITY_METRICS, fbeta_of
 
 FIELDS = ("train_table", "id_column", "labels_from", "label_column", "train_images", "test_images",
           "sample_submission", "form", "positive", "metric")  # fmt: skip
@@ -36,6 +37,7 @@ KAGGLE_METRICS = (
     (r"kappa", "qwk"),
     (r"log ?loss|logarithmic loss|cross.?entropy|multi ?class loss", "log_loss"),
     (r"macro.*f1|f1.*macro", "f1_macro"),
+    (r"f.?score.?beta|f.?beta|\bf2\b", "mean_f2"),  # Planet's mean F2 over images (a form tags metric)
     (r"f1|f-score|fscore|f score", "f1_micro"),  # Kaggle's "Mean F1-Score" of one label per image is micro F1
     (r"accuracy", "accuracy"),
 )
@@ -58,6 +60,18 @@ def _is_probability(text):
         return 0.0 <= float(text) <= 1.0
     except ValueError:
         return False
+
+
+def looks_like_tags(column):
+    """Whether a column of text holds each row's tags, space-separated (Planet's `haze primary`): most rows more than
+    one token, each token on several rows, and the tokens recombining (some row's tags are another's less one, or
+    more sets of them than tokens), which a class of several words (`Common Chickweed`, `Sugar beet`) does not do."""
+    lengths = [len(text.split()) for text in column]
+    sets = {frozenset(text.split()) for text in set(column)}
+    tokens = set().union(*sets) if sets else set()
+    if not tokens or sum(n > 1 for n in lengths) * 2 <= len(lengths) or sum(lengths) < 2 * len(tokens):
+        return False
+    return len(sets) > len(tokens) or any(s - {t} in sets for s in sets if len(s) > 1 for t in s)
 
 
 def _image_index(listing):
@@ -258,6 +272,10 @@ class _Inference:
             if len(naming) == 1:
                 self.found.append(f"label column: {naming[0]} (its values are the sample submission's columns)")
                 return "column", naming[0], df[naming[0]]
+        tagged = [c for c in others if looks_like_tags(df[c])]
+        if len(values) == 1 and len(tagged) == 1:
+            self.found.append(f"label column: {tagged[0]} (each row's tags, space-separated)")
+            return "column", tagged[0], df[tagged[0]]
         hot = [c for c in others if set(df[c]) <= {"0", "1", "0.0", "1.0"}]
         if len(hot) >= 2 and (labels := self.one_hot_labels(df, hot)) is not None:
             self.found.append(f"labels: one-hot columns {', '.join(hot)} (0/1, one per row)")
@@ -360,6 +378,23 @@ class _Inference:
         return how, template, list(counts.elements())
 
     # ------------------------------------------------------------------------------------------------------------
+    def tags_form(self, labels_from, column, labels, values):
+        """Whether the submission sends each image's tags (form tags): the user says so, or the label column holds
+        space-separated tags (looks_like_tags) and the sample's one column sends text, not probabilities."""
+        if "form" in self.given:
+            return self.given["form"] == "tags"
+        if labels_from != "column" or labels is None or len(values) != 1 or not looks_like_tags(labels):
+            return False
+        sent = set(self.sample[values[0]]) - {""}
+        if sent and all(_is_probability(v) for v in sent):
+            return False
+        counts = Counter(tag for text in labels for tag in text.split())
+        self.found.append(
+            f"form: tags (the train table's {column} holds each image's tags, space-separated: {len(counts)} tags, "
+            f"the most frequent {', '.join(t for t, _ in counts.most_common(3))}; the sample submission sends text)"
+        )
+        return True
+
     def form(self, values, classes):
         """(form, positive) from what the sample sends against the classes."""
         if "form" in self.given:
@@ -429,6 +464,11 @@ class _Inference:
         return "label"
 
     def metric_of(self, form):
+        if form == "tags":
+            return self.tags_metric()
+        if fbeta_of(self.metric) is not None and "metric" not in self.given:  # Kaggle's F2 of one label per image
+            self.metric_note = f"Kaggle's record says {self.metric}, a metric of tags, but the form is {form}"
+            self.metric = None
         if self.metric:
             return self.metric
         metric = "accuracy" if form == "label" else "log_loss"
@@ -436,6 +476,23 @@ class _Inference:
             f"metric: {metric}, from the form ({self.metric_note or 'no Kaggle record says how it is scored'}); "
             f"{self.pick('metric', 'NAME')} sets it: accuracy, log_loss, f1_micro, f1_macro, roc_auc, mean_roc_auc "
             "or qwk"
+        )
+        return metric
+
+    def tags_metric(self):
+        """form tags' metric: the one given or a mean_f<beta> of the record, else mean_f2 (Planet's), or mean_f1
+        where Kaggle's record names an F1, said to be a guess."""
+        if fbeta_of(self.metric) is not None or "metric" in self.given:
+            return self.metric  # a given one that scores no tags is the check's to refuse, naming the fix
+        metric = "mean_f1" if self.metric in ("f1_micro", "f1_macro") else "mean_f2"
+        why = (
+            f"Kaggle's record names {self.metric}, which paddy computes for one label per image"
+            if self.metric
+            else self.metric_note or "no Kaggle record says how it is scored"
+        )
+        self.guessed.append(
+            f"metric: {metric}, the mean over images of F{metric.removeprefix('mean_f')} between the true and the "
+            f"predicted tags, as Planet is scored by F2 ({why}); {self.pick('metric', 'mean_f1')} sets another beta"
         )
         return metric
 
@@ -467,17 +524,19 @@ class _Inference:
                           f"{f' and {len(values) - 5} more' if len(values) > 5 else ''})")  # fmt: skip
         test_template = self.test_images(ids)
         table, df, id_column = self.train_table(sample_name, ids)
-        extras = []
+        extras, tags = [], False
         if table:
             self.found.append(f"train table: {table} ({len(df):,} rows; ids in {id_column})")
             labels_from, label_column, labels = self.labels(df, id_column, values)
-            train_template = self.train_images(df[id_column].tolist(), None if labels is None else list(labels))
+            tags = self.tags_form(labels_from, label_column, labels, values)
+            folders = None if labels is None or tags else list(labels)  # tags: no class folders to look for
+            train_template = self.train_images(df[id_column].tolist(), folders)
             extras = self.extra_targets(df, id_column, label_column)
         else:
             id_column, label_column = "", ""
             labels_from, train_template, labels = self.unlabelled_images(test_template)
-        classes = class_order(labels) if labels is not None else []
-        form, positive = self.form(values, classes)
+        classes = [] if labels is None else tag_classes(labels) if tags else class_order(labels)
+        form, positive = ("tags", self.given.get("positive", "")) if tags else self.form(values, classes)
         section = dict(
             train_table=table or "", id_column=id_column, labels_from=labels_from, label_column=label_column,
             train_images=train_template, test_images=test_template, sample_submission=sample_name, form=form,

@@ -8,11 +8,10 @@ import pandas as pd
 from PIL import Image
 
 from paddy.console import progress
-from paddy.data.competition import class_order, read_competition, target_columns
+from paddy.data.competition import class_order, label_classes, read_competition, target_columns
 from paddy.data.images import MAX_PIXELS, BadImage, read_image
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, process_pool, write_csv, write_json
-from paddy.tags import tag_classes
 
 INDEX = "index.csv"
 BAD_FILES = "bad_files.csv"
@@ -67,11 +66,6 @@ def prepared_path(split, image_id):
     return f"images/{split}/{image_id}{suffix}"
 
 
-def classes_of(labels, multi_label=False):
-    """The classes of a label column in output order: of a multi-label one, every tag its rows name."""
-    return tag_classes(labels) if multi_label else class_order(labels)
-
-
 def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=MAX_PIXELS):
     """Resize the competition at raw_dir (described by comp, CompetitionSettings) into out_dir/images/{train,test}/
     and write index.csv, bad_files.csv, labels.json (the classes) and targets.json (each target's classes: label,
@@ -98,8 +92,8 @@ def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=
             f"Every training image of {raw_dir} was left out ({int((~training.ok).sum())} bad files, listed above): "
             "nothing to train on. Check the source's images, and `competition.train_images` in params.yaml."
         )
-    tags = comp.multi_label
-    emptied = sorted(set(classes_of(training.label, tags)) - set(classes_of(training.label[training.ok], tags)))
+    multi = comp.multi_label  # form tags: the classes are every tag seen
+    emptied = sorted(set(label_classes(training.label, multi)) - set(label_classes(training.label[training.ok], multi)))
     if emptied:  # no model could learn it, and a submission sending a column per class would lack its column
         more = f", and of {len(emptied) - 1} more class(es)" if len(emptied) > 1 else ""
         raise PaddyError(
@@ -110,8 +104,9 @@ def prepare_competition(raw_dir, out_dir, comp, max_size, workers=2, max_pixels=
     write_csv(index, out_dir / INDEX)
     write_csv(bad, out_dir / BAD_FILES)
     kept = index[(index.split == "train") & index.ok]
-    write_json(out_dir / LABELS, classes_of(kept["label"], tags))
-    vocab = {"label": classes_of(kept["label"], tags)} | {c: class_order(kept[c]) for c in target_columns(kept)}
+    classes = label_classes(kept["label"], multi)
+    write_json(out_dir / LABELS, classes)
+    vocab = {"label": classes} | {c: class_order(kept[c]) for c in target_columns(kept)}
     write_json(out_dir / TARGETS, vocab)
     return index, bad
 

@@ -10,8 +10,9 @@ where stratifying on the whole tag list would make a class of nearly every combi
 import numpy as np
 import pandas as pd
 
+from paddy.data.competition import tag_classes
 from paddy.errors import PaddyError
-from paddy.tags import tag_classes, tag_matrix
+from paddy.tags import tag_matrix
 
 
 def split_columns(table):

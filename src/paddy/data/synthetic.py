@@ -14,6 +14,11 @@ margins, and a few percent of wrong training labels.
 The other layouts file the same painted leaves the way their competition files its images (MLE-bench's copy of
 it): class k is drawn as disease k % 10 on leaf shade (k // 10) % 12, so up to 120 classes look different, and
 `classes` N scales to thousands (time linear in images and classes).
+
+The planet layout is multi-label (`competition.form: tags`), as Planet: Understanding the Amazon from Space is: each
+photo shows several marks at once, each a tag (tagged_image), with Planet's tags, their real frequencies and the way
+they go together: exactly one weather tag per photo, cloudy hiding every other, cultivation mostly with agriculture,
+habitation mostly with road, rare tags (PLANET_RULES).
 """
 
 import dataclasses
@@ -313,6 +318,14 @@ CASSAVA_COUNTS = {"0": 1087, "1": 2189, "2": 2386, "3": 13158, "4": 2577}
 APTOS_COUNTS = {"0": 1805, "1": 370, "2": 999, "3": 193, "4": 295}
 CACTUS_COUNTS = {"0": 4364, "1": 13136}
 PATHOLOGY_COUNTS = {"healthy": 516, "multiple_diseases": 91, "rust": 622, "scab": 592}
+# Planet's 17 tags and the training images that have each (of 40,479), most frequent first: its sample submission's
+# placeholder is the first five
+PLANET_COUNTS = {
+    "primary": 37513, "clear": 28431, "agriculture": 12315, "road": 8071, "water": 7411, "partly_cloudy": 7261,
+    "cultivation": 4547, "habitation": 3660, "haze": 2697, "cloudy": 2089, "bare_ground": 862,
+    "selective_logging": 340, "artisinal_mine": 339, "blooming": 332, "slash_burn": 209, "blow_down": 101,
+    "conventional_mine": 100,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -385,6 +398,12 @@ FAMILIES = {
                  ("images/{id}.jpg", "images/{id}.jpg"), "probabilities", "mean_roc_auc"),
         sample="uniform", ids="train_test",
     ),
+    "planet": Family(
+        "planet-understanding-the-amazon-from-space", PLANET_COUNTS,
+        _section("train_v2.csv", "image_name", "column", "tags", ("train-jpg/{id}.jpg", "test-jpg/{id}.jpg"),
+                 "tags", "mean_f2") | {"sample_submission": "sample_submission_v2.csv"},
+        sample="placeholder", ids="planet",
+    ),
 }  # fmt: skip
 ZIPPED = {"cactus": ("train", "test")}  # folders shipped only as train.zip/test.zip, flat inside
 TEST_TABLE = {"aptos", "plant_pathology"}  # beside the train table, a test.csv of the test ids only
@@ -449,7 +468,7 @@ LAYOUT_FIELDS = ("train_table", "id_column", "labels_from", "label_column", "tra
 
 def _check_size(layout, names, n_train):
     """A sample that sends a value per class needs every class among the training images."""
-    if family(layout).section["form"] != "label" and n_train < len(names):
+    if family(layout).section["form"] in ("probabilities", "probability") and n_train < len(names):
         raise PaddyError(
             f"`data.synthetic.n_train` is {n_train}, fewer than the {len(names)} classes of the {layout} layout, "
             "whose submission sends a probability per class (or of one class of two): every class needs a training "
@@ -510,6 +529,8 @@ def _ids(scheme, n_train, n_test, rng):
         return [f"{100001 + i}.jpg" for i in range(n_train)], [f"{200001 + i}.jpg" for i in range(n_test)]
     if scheme == "train_test":  # plant_pathology: one folder, Train_0.jpg beside Test_0.jpg
         return [f"Train_{i}" for i in range(n_train)], [f"Test_{i}" for i in range(n_test)]
+    if scheme == "planet":  # train-jpg/train_0.jpg, test-jpg/test_0.jpg
+        return [f"train_{i}" for i in range(n_train)], [f"test_{i}" for i in range(n_test)]
     if scheme == "file_names":  # dogs_vs_cats: test/1.jpg ... N.jpg, sent as 1 ... N
         return None, [str(i + 1) for i in range(n_test)]
     if scheme == "number":  # cassava: 1000015157.jpg, distinct, in no order
@@ -578,6 +599,9 @@ def train_label_counts(synthetic):
     first draw from the seed's stream), without generating a picture: for the check stage. `hard`'s few wrong
     labels (LABEL_NOISE) then move a handful."""
     names = class_names(synthetic.layout, synthetic.classes)
+    if family(synthetic.layout).section["form"] == "tags":  # images per set of tags, as the train table says them
+        filed = _tag_draws(synthetic, names)[1]
+        return pd.Series(tag_strings(filed, names)).value_counts().rename("count")
     counts = _class_counts(synthetic.layout, names, synthetic.n_train, np.random.default_rng(synthetic.seed))
     return pd.Series(counts, index=names, name="count")
 
@@ -602,6 +626,9 @@ def make_competition(root, truth_path, spec=TEST_COMPETITION, **changes):
     names = class_names(layout, classes)
     _check_size(layout, names, n_train)
     section = description(layout, classes)
+    if section["form"] == "tags":
+        _make_tagged(root, truth_path, spec, names, section)
+        return
     own = names == list(fam.counts)
     paddy = layout == "paddy"
     legacy = paddy and own  # today's Paddy generator, byte for byte: its rounding, its random stream
@@ -679,3 +706,158 @@ def make_competition(root, truth_path, spec=TEST_COMPETITION, **changes):
             root / SAMPLE_CSV,
         )
     write_csv(truth, truth_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The multi-label layout (planet): each photo shows several marks at once, each a tag
+
+WEATHER = ("clear", "partly_cloudy", "haze", "cloudy")  # exactly one per photo, in Planet's proportions
+# A tag's chance in a photo that is not cloudy: (chance, a tag drawn before it, the chance when that one is there):
+# Planet's tags go together (cultivation is farmland, so mostly with agriculture; habitation mostly by a road)
+PLANET_RULES = {
+    "primary": (0.97, None, None),
+    "agriculture": (0.32, None, None),
+    "road": (0.08, "agriculture", 0.45),
+    "water": (0.18, None, None),
+    "cultivation": (0.02, "agriculture", 0.3),
+    "habitation": (0.02, "road", 0.35),
+    "bare_ground": (0.02, None, None),
+    "selective_logging": (0.009, None, None),
+    "artisinal_mine": (0.001, "water", 0.04),
+    "blooming": (0.009, None, None),
+    "slash_burn": (0.002, "agriculture", 0.012),
+    "blow_down": (0.003, None, None),
+    "conventional_mine": (0.003, None, None),
+}
+EXTRA_TAG = 0.1  # the chance of a tag past Planet's 17 (`classes` N > 17: primary_1, clear_1, ...)
+# The marks of the land tags (every tag but the weather and primary, in class-name order): the j-th is drawn as the
+# lesion LAND_KINDS[j % 9], its colours rolled (j // 9) % 3 channels, so 27 look different; primary is a green
+# ground, its absence a brown one
+LAND_KINDS = ("bacterial_leaf_blight", "bacterial_leaf_streak", "blast", "brown_spot", "hispa", "dead_heart",
+              "bacterial_panicle_blight", "downy_mildew", "tungro")  # fmt: skip
+REGIONS = ("bacterial_leaf_blight", "bacterial_panicle_blight", "tungro", "dead_heart")  # drawn first: they cover
+
+
+def _planet_tags(names, n, rng):
+    """(n, tags) bool: n photos' true tags among `names`, Planet's way: one weather tag each, nothing else under
+    cloudy, the others by PLANET_RULES."""
+    index = {name: k for k, name in enumerate(names)}
+    weights = np.array([PLANET_COUNTS[w] for w in WEATHER], dtype=float)
+    weather = rng.choice(len(WEATHER), n, p=weights / weights.sum())
+    draws = rng.random((n, len(names)))
+    tags = np.zeros((n, len(names)), dtype=bool)
+    for w, name in enumerate(WEATHER):
+        if name in index:
+            tags[:, index[name]] = weather == w
+    clouded = weather == WEATHER.index("cloudy")
+    for k, name in enumerate(names):  # a rule's tag comes before it in `names` (Planet's order, by frequency)
+        if name in WEATHER:
+            continue
+        chance, given, chance_given = PLANET_RULES.get(name, (EXTRA_TAG, None, None))
+        if given in index:
+            chance = np.where(tags[:, index[given]], chance_given, chance)
+        tags[:, k] = (draws[:, k] < chance) & ~clouded
+    return tags
+
+
+def _every_tag_seen(tags, names, rng):
+    """Give each tag no photo has one (a rare tag in a small competition), as the other layouts give every class a
+    training image, without taking any other tag's last photo: a weather tag replaces a photo's weather (cloudy
+    its every tag), any other tag joins a photo that is not cloudy. Where the photos are too few, a tag stays out."""
+    weather = [k for k, name in enumerate(names) if name in WEATHER]
+    cloudy = names.index("cloudy") if "cloudy" in names else None
+    for k in np.flatnonzero(~tags.any(0)):
+        last = tags & (tags.sum(0) == 1)  # the photos that are a tag's only one
+        if k == cloudy:
+            rows, cleared = ~last.any(1), slice(None)
+        elif k in weather:
+            rows, cleared = ~last[:, weather].any(1), weather
+        else:
+            rows, cleared = np.ones(len(tags), dtype=bool) if cloudy is None else ~tags[:, cloudy], []
+        if rows.any():
+            i = rng.choice(np.flatnonzero(rows))
+            tags[i, cleared] = False
+            tags[i, k] = True
+    return tags
+
+
+def _planet_noise(tags, names, rng):
+    """hard's careless annotator: LABEL_NOISE of the photos get one tag besides the weather wrong (missed, or added
+    to a photo that is not cloudy); a tag's last photo keeps it."""
+    filed = tags.copy()
+    land = [k for k, name in enumerate(names) if name not in WEATHER]
+    clouded = filed[:, names.index("cloudy")] if "cloudy" in names else np.zeros(len(filed), bool)
+    for i in np.flatnonzero(rng.random(len(filed)) < LABEL_NOISE):
+        k = rng.choice(land)
+        if filed[i, k] and filed[:, k].sum() > 1:
+            filed[i, k] = False
+        elif not filed[i, k] and not clouded[i]:
+            filed[i, k] = True
+    return filed
+
+
+def _tag_draws(spec, names):
+    """(the training photos' true tags, the tags their table files, the test photos' tags), each (n, tags) bool, from
+    their own random stream: the check stage counts the training tags without drawing a photo."""
+    rng = np.random.default_rng([spec.seed, 2])
+    train = _every_tag_seen(_planet_tags(names, spec.n_train, rng), names, rng)
+    test = _planet_tags(names, spec.n_test, rng)  # the same tags easy or hard: the noise has its own stream
+    filed = _planet_noise(train, names, np.random.default_rng([spec.seed, 3])) if spec.difficulty == "hard" else train
+    return train, filed, test
+
+
+def tag_strings(tags, names):
+    """Each row's tags ((n, tags) bool over `names`) as the competition writes them: space-separated, in class
+    order; '' for none."""
+    order = [names.index(c) for c in class_order(names)]
+    return [" ".join(names[k] for k in order if row[k]) for row in tags]
+
+
+def tagged_image(tags, names, difficulty, height, width, rng):
+    """A photo showing its tags (a set of `names`): the ground green with primary, brown without; each other land
+    tag's mark (LAND_KINDS), the covering ones first; then the weather over it: haze veils the photo, partly_cloudy
+    lays a few large white blobs over it, cloudy nearly hides it. hard draws the marks the hard way (hard_image) and
+    through its camera."""
+    hard = difficulty == "hard"
+    ground = 0 if "primary" in tags else 11
+    img = _hard_leaf(height, width, ground, rng) if hard else _leaf(height, width, ground, rng)
+    if hard:
+        img = _hard_disease(img, "normal", rng)  # dust and specks on every photo
+    land = [name for name in names if name not in WEATHER and name != "primary"]
+    marks = [(LAND_KINDS[j % 9], (j // 9) % 3) for j, name in enumerate(land) if name in tags]
+    for kind, roll in sorted(marks, key=lambda mark: mark[0] not in REGIONS):
+        before = img.copy()
+        img = _hard_disease(img, kind, rng) if hard else _draw_disease(img, kind, rng)
+        if roll:  # the same mark in other colours: the pixels it changed, their channels rolled
+            changed = (img != before).any(-1)
+            img[changed] = np.roll(img[changed], roll, axis=-1)
+    everywhere = np.ones((height, width), dtype=bool)
+    white = np.array([235.0, 235.0, 240.0])
+    if "haze" in tags:
+        _blend(img, everywhere, np.array([190.0, 190.0, 180.0]), rng.uniform(0.3, 0.55) if hard else 0.5)
+    elif "partly_cloudy" in tags:
+        _spots(img, rng, white, rng.integers(2, 5), (0.12, 0.25), rng.uniform(0.6, 0.9) if hard else 0.9, width)
+    elif "cloudy" in tags:
+        _blend(img, everywhere, white, rng.uniform(0.75, 0.9) if hard else 0.85)
+    return _photo(img, rng) if hard else Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _make_tagged(root, truth_path, spec, names, section):
+    """make_competition for the multi-label layout: the photos, the train table of their tags (space-separated),
+    the sample submission sending Planet's placeholder (its five most frequent tags) for every test photo, and the
+    test photos' true tags at truth_path (image_id, label: the tags as the train table writes them)."""
+    train, filed, test = _tag_draws(spec, names)
+    ids_rng = np.random.default_rng([spec.seed, 1])  # the other layouts' stream of ids (planet's draw none)
+    train_ids, test_ids = _ids(family(spec.layout).ids, spec.n_train, spec.n_test, ids_rng)
+    rng = np.random.default_rng(spec.seed)
+    images = _Images(root)
+    for template, ids, tags in ((section["train_images"], train_ids, train), (section["test_images"], test_ids, test)):
+        for image_id, row in zip(ids, tags):
+            shown = {names[k] for k in np.flatnonzero(row)}
+            image = tagged_image(shown, names, spec.difficulty, spec.height, spec.width, rng)
+            images.save(template.replace("{id}", image_id), image)
+    id_column, column = section["id_column"], section["label_column"]
+    write_csv(pd.DataFrame({id_column: train_ids, column: tag_strings(filed, names)}), root / section["train_table"])
+    placeholder = " ".join(names[:5])  # primary clear agriculture road water
+    write_csv(pd.DataFrame({id_column: test_ids, column: placeholder}), root / section["sample_submission"])
+    write_csv(pd.DataFrame({"image_id": test_ids, "label": tag_strings(test, names)}), truth_path)

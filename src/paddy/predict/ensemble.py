@@ -22,8 +22,8 @@ from paddy.errors import PaddyError
 from paddy.metrics import CLIP, LABEL_METRICS, Metric, better, log_loss_of
 from paddy.predict.submission import make_submission, validate_submission
 from paddy.predict.tables import Stack, chunks, common_ids, read_tables
+from paddy.settings.schema import fbeta_of
 from paddy.tags import (
-    beta_of,
     binary_log_loss,
     fit_thresholds,
     mean_fbeta,
@@ -270,7 +270,7 @@ def fit_tag_thresholds(mix, y, metric, tags, folds):
     TagSettings). Returns (the thresholds `tags.fit` chooses, their figures): the fixed, global and per-tag
     thresholds and their out-of-fold scores, and the chosen ones cross-validated (fitted on the other `folds`,
     scored on the held one) since fitting and scoring on the same rows flatters them."""
-    beta = beta_of(metric.name)
+    beta = fbeta_of(metric.name)
     settings = (beta, tags.threshold, tags.min_positives, tags.allow_empty)
     fit = fit_thresholds(y, mix, *settings)
     held_out = np.zeros(y.shape, dtype=bool)

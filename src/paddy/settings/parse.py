@@ -179,8 +179,37 @@ def check_competition(section, path="params.yaml"):
             f"`competition.train_images` in {path} is {train_images!r}; with `labels_from: file_names` the file "
             f"name is the id (e.g. train/{{id}}, ids like cat.0.jpg).{INIT}"
         )
+    check_tags(section["form"], section["metric"], labels_from, train_images, path)
     if section["form"] == "probability" and not section["positive"]:
         raise PaddyError(
             f"`competition.positive` in {path} is empty, but `competition.form` is probability: name the class whose "
             f"probability the submission sends (e.g. dog, or 1).{INIT}"
+        )
+
+
+def check_tags(form, metric, labels_from, train_images, path="params.yaml"):
+    """form tags (a multi-label competition) and a mean_f<beta> metric go together, each scoring or needing only the
+    other, and its tags come from one column of the train table, as the submission sends them."""
+    tags, fbeta = form == "tags", schema.fbeta_of(metric) is not None
+    if fbeta and not tags:
+        raise PaddyError(
+            f"`competition.metric` in {path} is {metric}, the mean over images of F-beta between tag sets, which "
+            f"scores a multi-label competition (`competition.form: tags`: each image's tags sent space-separated), "
+            f"but `competition.form` is {form}: set form to tags if the sample submission sends tags, or the metric "
+            "to the one Kaggle scores this competition by."
+        )
+    if tags and not fbeta:
+        raise PaddyError(
+            f"`competition.form` in {path} is tags (each image's tags sent space-separated), which a mean_f<beta> "
+            f"metric scores (the mean over images of F-beta between the true and predicted tags), but "
+            f"`competition.metric` is {metric}, which scores one label per image: set the metric to mean_f2 "
+            "(Planet's), mean_f1 or another beta, as Kaggle scores this competition."
+        )
+    if tags and (labels_from != "column" or "{label}" in train_images):
+        raise PaddyError(
+            f"`competition.form` in {path} is tags (each image's tags, space-separated), which reads the training "
+            f"tags from one column of the train table the same way, but `competition.labels_from` is {labels_from} "
+            f"and `competition.train_images` {train_images!r}: set labels_from to column, label_column to that column "
+            f"(Planet's tags) and train_images to a path without {{label}} (an image has several tags, not one class "
+            f"folder).{INIT}"
         )

@@ -22,10 +22,10 @@ CV_SCHEMES = ("kfold", "bag")
 DIFFICULTIES = ("easy", "hard")  # paddy.data.synthetic
 # paddy.data.synthetic's layout families: each writes a competition laid out like one Kaggle competition
 LAYOUTS = (
-    "paddy", "cassava", "dog_breed", "dogs_vs_cats", "plant_seedlings", "cactus", "aptos", "plant_pathology"
+    "paddy", "cassava", "dog_breed", "dogs_vs_cats", "plant_seedlings", "cactus", "aptos", "plant_pathology", "planet"
 )  # fmt: skip
 LABELS_FROM = ("column", "one_hot", "folders", "file_names")  # where a competition's training labels are
-FORMS = ("label", "probabilities", "probability")  # what a submission sends per test image
+FORMS = ("label", "probabilities", "probability", "tags")  # what a submission sends per test image
 # paddy.metrics computes them: those of a label score the argmax class alone, those of probabilities the columns
 LABEL_METRICS = ("accuracy", "f1_micro", "f1_macro", "qwk")
 PROBABILITY_METRICS = ("log_loss", "roc_auc", "mean_roc_auc")
@@ -34,6 +34,22 @@ ENSEMBLE_WEIGHTS = ("params", "fit")
 TAG_FITS = ("none", "global", "per_tag")  # multi-label thresholds (paddy.tags)
 # Kaggle's GPU machines for `paddy kaggle run`: name -> (the API's machine_shape, GPUs). Neither has bf16.
 ACCELERATORS = {"t4x2": ("NvidiaTeslaT4", 2), "p100": ("NvidiaTeslaP100", 1)}
+# form tags' metrics, a family rather than a list: mean_f<beta> (mean_f2, mean_f1, mean_f0.5), the mean over images
+# of F-beta between the true and the predicted tag sets (Planet's mean F2)
+TAG_METRIC = re.compile(r"mean_f(\d+(?:\.\d+)?)")
+
+
+def fbeta_of(metric):
+    """The beta of a mean_f<beta> metric's name (mean_f2 -> 2.0, mean_f0.5 -> 0.5); None for any other metric (and
+    for beta 0, which would score precision alone)."""
+    match = TAG_METRIC.fullmatch(metric) if isinstance(metric, str) else None
+    beta = float(match[1]) if match else 0.0
+    return beta if beta > 0 else None
+
+
+def _metric_ok(value):
+    return value in METRICS or fbeta_of(value) is not None
+
 
 # Upper bounds: what no run can use, refused before it costs hours, memory or a crash
 SEED_MAX = 2**31 - 1  # numpy takes seeds below 2**32; the pipeline adds a split's number (and 1000 per split for TTA)
@@ -101,7 +117,8 @@ class SyntheticSettings:
     )  # fmt: skip
     layout: str = setting(
         "the Kaggle competition whose files it imitates (docs/competitions.md): paddy | cassava | dog_breed | "
-        "dogs_vs_cats | plant_seedlings | cactus | aptos | plant_pathology; after changing it, `paddy init synthetic`",
+        "dogs_vs_cats | plant_seedlings | cactus | aptos | plant_pathology | planet (multi-label tags); after "
+        "changing it, `paddy init synthetic`",
         "paddy", OneOf(LAYOUTS), SOURCE,
     )  # fmt: skip
     classes: int = setting(
@@ -169,8 +186,10 @@ class CompetitionSettings:
         "sample_submission.csv", Text(empty=False), FILES,
     )  # fmt: skip
     form: str = setting(
-        "what is sent per test image: label | probabilities (a column per class) | probability (of positive)",
-        "label", OneOf(FORMS), ("ensemble",),
+        "what is sent per test image: label | probabilities (a column per class) | probability (of positive) | tags "
+        "(its tags, space-separated: a multi-label competition, label_column the train table's column of them)",
+        # tags changes everything from the classes on: prepare's vocabulary, split's stratification, the loss
+        "label", OneOf(FORMS), ("prepare", "split", "profile", "train", "tta", "ensemble", "report"),
     )  # fmt: skip
     positive: str = setting(
         "form probability: the class whose probability is sent (dog, 1, ...)",
@@ -178,19 +197,24 @@ class CompetitionSettings:
     )  # fmt: skip
     metric: str = setting(
         "what Kaggle scores, and what the metrics, the fitted ensemble weights and `paddy compare` show: accuracy | "
-        "log_loss | f1_micro | f1_macro | roc_auc | mean_roc_auc (mean of each class column's ROC AUC) | qwk",
-        "accuracy", OneOf(METRICS), ("train", "ensemble", "report"),
+        "log_loss | f1_micro | f1_macro | roc_auc | mean_roc_auc (mean of each class column's ROC AUC) | qwk | "
+        "mean_f<beta> (form tags: the mean over images of F-beta between the true and predicted tag sets; mean_f2 "
+        "is Planet's)",
+        "accuracy",
+        Either(_metric_ok, f"one of {', '.join(METRICS)}, or mean_f<beta> for form tags (mean_f2: the mean over "
+               "images of F2 between the true and predicted tags, as Planet scores; mean_f1, mean_f0.5)"),
+        ("train", "ensemble", "report"),
     )  # fmt: skip
-
-    @classmethod
-    def of(cls, section):
-        """The settings of a competition section as params.yaml holds it (label_column a list for one_hot)."""
-        return cls(**dict(section, label_column=_label_column(section["label_column"])))
 
     @property
     def multi_label(self):
         """A multi-label competition: each image has a set of tags (form tags)."""
         return self.form == "tags"
+
+    @classmethod
+    def of(cls, section):
+        """The settings of a competition section as params.yaml holds it (label_column a list for one_hot)."""
+        return cls(**dict(section, label_column=_label_column(section["label_column"])))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from paddy.console import progress as progress_bar
 from paddy.errors import PaddyError
 from paddy.metrics import LABEL_METRICS
-from paddy.tags import beta_of, fbeta_rows
+from paddy.settings.schema import fbeta_of
+from paddy.tags import fbeta_rows
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, Progress
 from paddy.training.compile import CompileClock
@@ -211,7 +212,7 @@ def validate_tags(model, loader, augment, precision, heads, metric):
     threshold = metric.threshold if metric is not None else 0.5
     loss = right = 0.0
     fbeta = seen = 0
-    beta = beta_of(metric.name) if metric is not None else None
+    beta = fbeta_of(metric.name) if metric is not None else None
     for probs in predict_batches(model, loader, augment, precision, heads):
         y = targets[seen : seen + len(probs)].to(probs.device).float()
         seen += len(probs)
