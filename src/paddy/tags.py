@@ -104,7 +104,7 @@ class Thresholds:
             "threshold_fixed": self.fixed,
             "threshold_global": self.global_,
             "per_tag": {c: round(float(t), 4) for c, t in zip(classes, self.per_tag)},
-            "fell_back": list(self.fell_back),
+            "fell_back": [classes[k] for k in self.fell_back],
             **{f"oof_{k}": round(v, 6) for k, v in self.scores.items()},
         }
 
