@@ -181,6 +181,11 @@ def test_micro_batch_larger_than_effective_batch(params):
         ("report.top_losses", 2.5, "an integer at least 0"),
         ("report.top_losses", "x", "an integer at least 0"),
         ("report.calibration_bins", 1, "an integer at least 2 .*reliability diagram"),
+        ("tags.threshold", 0, "above 0 and below 1 .*every image every tag"),
+        ("tags.threshold", 1, "above 0 and below 1"),
+        ("tags.threshold", 1.5, "above 0 and below 1"),
+        ("tags.fit", "each", "none, global, per_tag"),
+        ("tags.min_positives", 0, "an integer at least 1"),
     ],
 )
 def test_settings_out_of_range_are_refused(params, key, value, message):
