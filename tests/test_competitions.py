@@ -87,18 +87,32 @@ def digits_folder(where):
     return folder
 
 
+def planet_folder(where):
+    """A Planet-shaped folder source (train_v2.csv of space-separated tags, train-jpg/, test-jpg/), entered by
+    `paddy init FOLDER` from its files alone; the generator's truth of its test images beside it."""
+    from paddy.data.synthetic import make_competition
+
+    folder = where / "elsewhere" / "planet"
+    make_competition(folder, where / "elsewhere" / "truth.csv", n_train=60, n_test=12, width=48, height=64,
+                     layout="planet")  # fmt: skip
+    return folder
+
+
 @pytest.fixture(scope="module")
 def entered(tmp_path_factory):
     """Each layout's repository (and the digits folder's) after `paddy init` and `dvc repro`: {name: (repo, what
     init printed, the repro's failure or None)}. The runs go two at a time: each is mostly one process's imports
     and tiny steps, so two share the 2 cores at little cost each (4.7 min one by one, about half that in pairs)."""
     runs = {}
-    for name in LAYOUT_RUNS + ["digits"]:
+    for name in LAYOUT_RUNS + ["digits", "planet_folder"]:
         repo = tmp_path_factory.mktemp(name)
         copy_pipeline(repo, commit=False)
         if name == "digits":
             shrink(repo)
             init = sh(f"paddy init {digits_folder(repo)}", repo)
+        elif name == "planet_folder":
+            shrink(repo)
+            init = sh(f"paddy init {planet_folder(repo)}", repo)
         else:
             shrink(repo, layout=name, classes=CLASSES.get(name, 0))
             init = sh("paddy init synthetic", repo)
@@ -134,6 +148,26 @@ def test_a_paddy_shaped_folder_with_other_class_names_trains_and_submits(entered
     assert set(sub.label) <= set(DIGITS.values()) and len(sub) == 12
     assert json.loads((repo / "data" / "prepared" / "labels.json").read_text()) == sorted(DIGITS.values())
     out = sh("paddy submit -m digits --dry-run", repo)
+    assert "valid against" in out and "dry run: nothing sent" in out
+
+
+def test_a_planet_shaped_folder_enters_and_sends_tags(entered):
+    """Issue 26's done-when: a Planet-shaped folder enters with `paddy init FOLDER` + `dvc repro` and gives a valid
+    tags submission, scored here by the mean F2 against the generator's truth."""
+    repo, init, failure = entered["planet_folder"]
+    assert "form: tags" in init and "metric: mean_f2" in init
+    assert failure is None, failure
+    comp = yaml.safe_load((repo / "params.yaml").read_text())["competition"]
+    sample = pd.read_csv(repo / "data" / "raw" / comp["sample_submission"], dtype=str, keep_default_na=False)
+    sub = pd.read_csv(repo / "submission.csv", dtype=str, keep_default_na=False)
+    tags = json.loads((repo / "data" / "prepared" / "labels.json").read_text())
+    assert list(sub.columns) == ["image_name", "tags"] and sub.image_name.tolist() == sample.image_name.tolist()
+    assert all(text and set(text.split()) <= set(tags) for text in sub.tags)  # tags.allow_empty false
+    truth = pd.read_csv(repo / "elsewhere" / "truth.csv", dtype=str, keep_default_na=False)
+    assert 0 < sklearn_score("mean_f2", sub, sample, truth, comp) <= 1
+    thresholds = json.loads((repo / "metrics" / "thresholds.json").read_text())["per_tag"]
+    assert set(thresholds) == set(tags) and all(0 < t < 1 for t in thresholds.values())
+    out = sh("paddy submit -m planet --dry-run", repo)
     assert "valid against" in out and "dry run: nothing sent" in out
 
 
