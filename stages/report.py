@@ -1,5 +1,6 @@
 """Stage report: what the ensemble gets wrong, out of fold: per-class metrics, the confusion matrix and its most
-confused pairs, the top losses, the least confident test images and calibration (docs/report.md)."""
+confused pairs, the top losses, the least confident test images and calibration; of a multi-label competition, the
+same per tag (docs/report.md)."""
 
 import argparse
 
@@ -29,12 +30,13 @@ def main():
         inputs = (args.prepared_dir, args.preds_dir, args.ensemble_json, args.truth_csv)
         metrics = write_report(inputs, (args.metrics_json, tables, plots), settings.report, settings.competition)
     score = format_score(metrics["oof_score"][ENSEMBLE])
+    kind, kinds = ("tag", "tags") if settings.competition.multi_label else ("class", "classes")
     print(f"{args.metrics_json}: the ensemble's out-of-fold {metrics['metric']} {score}")
     if "recall" in metrics:
         recall = " ".join(f"{label} {r:.3f}" for label, r in metrics["recall"][ENSEMBLE].items())
-        print(f"ensemble recall per class: {recall}")
+        print(f"ensemble recall per {kind}: {recall}")
     else:  # more classes than report.max_classes: their figures are in the tables, macro averages in the metrics
-        print(f"ensemble macro recall over {metrics['classes']} classes: {metrics['recall_macro'][ENSEMBLE]:.3f}")
+        print(f"ensemble macro recall over {metrics['classes']} {kinds}: {metrics['recall_macro'][ENSEMBLE]:.3f}")
     print(f"expected calibration error: {metrics['ece']}")
     print(f"{args.plots_dir}: the pictures; {args.tables_dir}: their tables")
 

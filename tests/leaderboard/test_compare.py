@@ -351,3 +351,33 @@ def test_the_ledgers_cv_is_the_metrics_out_of_fold_score(tmp_path):
     path.write_text(json.dumps({"oof_acc": {"vit": 0.8, "ensemble": 0.91}}))  # an experiment from before the metric
     assert submit.cv_figures(path) == (0.91, "vit=0.80000", "accuracy")
     assert submit.cv_figures(tmp_path / "none.json") == (None, "", "")
+
+
+def tags_json():
+    """Two experiments of a multi-label competition (mean_f2): the report's recall per tag, the ensemble's mean F2."""
+    base = with_recall(
+        scored(entry("a" * 40, "main", 6, 2, 0.90, "md5-base", 100.0, 900.0), "mean_f2", 0.88, 0.87),
+        {"ensemble": {"clear": 0.95, "haze": 0.6, "water": 0.7}, "vit": {"clear": 0.9, "haze": 0.5, "water": 0.6}},
+    )
+    x1 = with_recall(
+        scored(entry("b" * 40, "vit-x1", 6, 1, 0.99, "md5-x1", 110.0, 950.0), "mean_f2", 0.91, 0.90),
+        {"ensemble": {"clear": 0.95, "haze": 0.7, "water": 0.65}, "vit": {"clear": 0.9, "haze": 0.6, "water": 0.6}},
+    )
+    old = scored(entry("c" * 40, "old", 12, 2, 0.95, "md5-long", 220.0, 950.0), "mean_f2", 0.8, 0.8)  # no report
+    base["experiments"] = [{"revs": [x1]}, {"revs": [old]}]
+    return [base]
+
+
+def test_per_class_of_a_multi_label_competition_is_per_tag_beside_its_metric(tmp_path, capsys):
+    """report.json keeps recall's shape for tags ({source: {tag: recall}}), so --per-class reads it as it is: one row
+    per tag, and the ensemble's out-of-fold mean F2 where a single-label table has its accuracy."""
+    table, changes = compare.per_class_table(tags_json(), ledger.read_ledger(tmp_path / "submissions.csv"))
+    assert list(table.columns) == ["tag", "main", "vit-x1", "vit-x1 vs main", "old", "old vs main"]
+    rows = table.set_index("tag")
+    assert rows.index.tolist() == ["clear", "haze", "water", "oof_mean_f2.ensemble", "public"]
+    assert rows.loc["oof_mean_f2.ensemble", "vit-x1"] == pytest.approx(0.91)
+    assert rows["vit-x1 vs main"].tolist()[:3] == ["=", "+0.1000", "-0.0500"]
+    assert changes["vit-x1"] == ([("haze", pytest.approx(0.1))], [("water", pytest.approx(-0.05))])
+    assert compare.show_experiments(args(tmp_path, "--per-class"), exp_json=tags_json()) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Out-of-fold recall per tag, ensemble") and out.splitlines()[1].split()[0] == "tag"

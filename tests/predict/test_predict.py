@@ -6,6 +6,7 @@ leaves it."""
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,18 @@ from PIL import Image
 from paddy.commands import main
 from paddy.data.competition import read_sample_submission
 from paddy.errors import PaddyError
-from paddy.files import write_json
-from paddy.predict.photos import find_photos, predict_photos, prepare_photos, top_table
+from paddy.files import write_csv, write_json
+from paddy.predict.photos import (
+    Predictions,
+    check_out,
+    find_photos,
+    photo_thresholds,
+    predict_photos,
+    prepare_photos,
+    tag_lines,
+    tag_table,
+    top_table,
+)
 from paddy.predict.tables import Stack, read_table, read_tables, write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import load_settings, parse_settings
@@ -227,6 +238,78 @@ def test_a_broken_ensemble_file_asks_to_rerun_the_ensemble(pipeline, tmp_path, m
     (tmp_path / "w" / "metrics" / "ensemble.json").write_text(json.dumps({"oof_acc": {}}))
     assert main(["predict", "anything.jpg"]) == 2
     assert "dvc repro ensemble" in capsys.readouterr().err
+
+
+TAGS = ["clear", "haze", "primary", "water"]
+
+
+def tag_predictions(tmp_path):
+    """A multi-label competition's Predictions as predict_photos returns them: three photos, one unreadable."""
+    files = [tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "c.jpg"]
+    probs = np.array([[0.9, 0.35, 0.7, 0.05], [0.1, 0.2, 0.3, 0.25]])
+    labels = pd.DataFrame(probs, columns=TAGS).assign(image_id=[str(files[0]), str(files[2])])[["image_id", *TAGS]]
+    return Predictions(files, {files[1]: "not found"}, labels, {}, {"resnet": labels}, (0.5, True))
+
+
+def test_tags_above_the_submissions_thresholds_likeliest_first(tmp_path):
+    pred = tag_predictions(tmp_path)
+    table = tag_table(pred)
+    assert list(table.columns) == ["path", "tags", "probs", "error"]
+    assert table.tags.tolist() == ["clear primary", "", ""] and table.probs.tolist()[0] == "0.9000 0.7000"
+    assert table.error.tolist() == ["", "not found", ""]
+    lines = [f"{tmp_path / 'a.jpg'}: clear (0.9000), primary (0.7000)", f"{tmp_path / 'c.jpg'}: no tag"]
+    assert tag_lines(table) == lines
+    # per-tag thresholds, and an image with no tag above its threshold given its likeliest (allow_empty false)
+    pred.tags = (np.array([0.95, 0.3, 0.5, 0.3]), False)
+    table = tag_table(pred)
+    assert table.tags.tolist() == ["primary haze", "", "primary"]  # likeliest first
+    assert table.probs.tolist() == ["0.7000 0.3500", "", "0.3000"]
+
+
+def test_photo_thresholds_are_the_submissions_or_the_tags_setting_before_a_fit(tmp_path):
+    settings = parse_settings(tiny_params())
+    ensemble = tmp_path / "ensemble.json"
+    write_json(ensemble, {"weights": WEIGHTS})  # an ensemble that has fitted no thresholds yet
+    assert photo_thresholds(settings, ensemble, TAGS) == (settings.tags.threshold, settings.tags.allow_empty)
+    found = {"fit": "per_tag", "threshold_fixed": 0.5, "threshold_global": 0.4, "allow_empty": True}
+    write_json(ensemble, {"weights": WEIGHTS, "thresholds": found})
+    write_json(tmp_path / "thresholds.json", {"per_tag": {"clear": 0.3, "haze": 0.2, "primary": 0.6, "water": 0.45}})
+    thresholds, allow_empty = photo_thresholds(settings, ensemble, TAGS)
+    assert thresholds.tolist() == [0.3, 0.2, 0.6, 0.45] and allow_empty is True
+    write_json(ensemble, {"weights": WEIGHTS, "thresholds": dict(found, fit="global")})
+    assert photo_thresholds(settings, ensemble, TAGS) == (0.4, True)
+    (tmp_path / "thresholds.json").unlink()
+    write_json(ensemble, {"weights": WEIGHTS, "thresholds": found})
+    with pytest.raises(PaddyError, match="thresholds.json does not exist.*dvc repro ensemble"):
+        photo_thresholds(settings, ensemble, TAGS)
+
+
+def test_a_tags_table_may_be_overwritten_by_the_next_predict(tmp_path):
+    out = tmp_path / "preds.csv"
+    write_csv(tag_table(tag_predictions(tmp_path)), out)
+    check_out(out)  # an earlier `paddy predict` table of tags: no error
+    out.write_text("image_id,tags\n1.jpg,clear\n")
+    with pytest.raises(PaddyError, match="not an earlier `paddy predict` table"):
+        check_out(out)
+
+
+def test_a_multi_label_competition_gets_tags_from_the_models(pipeline, competition, monkeypatch):
+    """The tiny pipeline's models read as a multi-label competition's (their heads then give each class's sigmoid):
+    each photo's tags are those of its mixed probabilities above the tags setting's threshold (the ensemble has
+    fitted none), its likeliest where none is and allow_empty is false."""
+    work, settings = pipeline
+    monkeypatch.chdir(work)
+    tags = replace(settings, competition=replace(settings.competition, form="tags"))
+    files = sorted((competition[0] / "test_images").iterdir())[:3]
+    pred = predict_photos(files, tags, CPU)
+    assert pred.tags == (settings.tags.threshold, settings.tags.allow_empty)
+    classes = np.asarray(pred.labels.columns[1:])
+    p = pred.labels[classes].to_numpy(float)
+    threshold, allow_empty = pred.tags
+    expected = [sorted(classes[row > threshold]) or ([] if allow_empty else [classes[row.argmax()]]) for row in p]
+    assert [sorted(t.split()) for t in tag_table(pred).tags] == expected
+    assert not np.allclose(p.sum(1), 1)  # sigmoid probabilities, mixed as they are
+    assert predict_photos(files, settings, CPU).tags is None
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from paddy.errors import PaddyError
 from paddy.files import run_dvc, write_csv, write_text
 from paddy.leaderboard.ledger import read_ledger
 from paddy.metrics import GREATER_IS_BETTER
+from paddy.tags import beta_of
 
 SUBMISSION = "submission.csv"
 ENSEMBLE_JSON = "metrics/ensemble.json"
@@ -291,10 +292,16 @@ def per_class_table(exp_json, ledger, names=None, model="ensemble"):
     """(table, changes): each class's out-of-fold recall (the report stage's metrics/report.json) per experiment side
     by side, each later experiment's change from the first beside it, then the ensemble's out-of-fold accuracy and
     the leaderboard's public score; changes: {experiment: (better, worse)}, each [(class, change)], largest first,
-    or None where there is no recall to compare."""
+    or None where there is no recall to compare. Experiments of a multi-label competition (a mean F-beta metric)
+    get a row per tag (its first column named `tag`) and the ensemble's out-of-fold metric in place of its
+    accuracy, which counts every tag an image rightly lacks."""
     rows = select(experiments(exp_json), names)
     ledger = _string_md5(ledger)
     recalls = {r["experiment"]: (r["recall"].get(model) or {}) for r in rows}
+    reported = [r["metric"] for r in rows if recalls[r["experiment"]]]
+    kind, score = "class", "oof_acc.ensemble"
+    if reported and all(beta_of(m) is not None for m in reported):
+        kind, score = "tag", score_column(competition_metric(reported))
     classes = list(dict.fromkeys(c for recall in recalls.values() for c in recall))
     if not classes:
         raise PaddyError(
@@ -303,13 +310,13 @@ def per_class_table(exp_json, ledger, names=None, model="ensemble"):
             "keeps its per-class figures in metrics/report/per_class.csv instead, and macro averages in the metrics."
         )
     first = rows[0]["experiment"]
-    table = pd.DataFrame({"class": classes + ["oof_acc.ensemble", "public"]})
+    table = pd.DataFrame({kind: classes + [score, "public"]})
     changes = {}
     for r in rows:
         name = r["experiment"]
         recall = recalls[name]
         public = _scores(_ledger_rows(r, ledger))["public"]
-        column = [recall.get(c) for c in classes] + [r["metrics"].get("oof_acc.ensemble"), public]
+        column = [recall.get(c) for c in classes] + [r["metrics"].get(score), public]
         table[name] = pd.to_numeric(pd.Series(column, dtype=object), errors="coerce")
         if name != first:
             delta = {c: recall[c] - recalls[first][c] for c in classes if c in recall and c in recalls[first]}
@@ -330,7 +337,8 @@ def _change(delta):
 def show_per_class(args, exp_json):
     ledger = read_ledger(args.ledger)
     table, changes = per_class_table(exp_json, ledger, args.experiments, args.model)
-    print(f"Out-of-fold recall per class, {args.model} ({REPORT}); 'vs': the change from the first experiment")
+    kind = table.columns[0]  # class, or a multi-label competition's tag
+    print(f"Out-of-fold recall per {kind}, {args.model} ({REPORT}); 'vs': the change from the first experiment")
     print(to_text(table))
     first = table.columns[1]
     for name, change in changes.items():

@@ -5,12 +5,14 @@ A photo goes through exactly what a test image goes through in the pipeline: the
 (paddy.data.items.resize_item at its checkpoint's item size and method), then the tta stage's passes
 (paddy.predict.tta.tta_probs with `tta.n`, `tta.beta`, the same seeds, the checkpoint's normalisation and eval
 batch), averaged over the model's folds/bags, and the models mixed as the ensemble mixes them (paddy.predict.tables
-Stack, with metrics/ensemble.json's `weights` and `temperature`). The plain pass gives a photo the probabilities the
-same image gets in the test set, whatever the other photos; the augmented passes draw per batch position (as the
-tta stage does), so with `tta.n > 0` they match exactly when the photos come in the test set's order and otherwise
-differ by TTA's randomness only (tests/predict/test_predict.py checks both).
+Stack, with metrics/ensemble.json's `weights` and `temperature`; a multi-label competition's photos are given the
+tags whose probability passes the submission's thresholds, tag_table). The plain pass gives a photo the
+probabilities the same image gets in the test set, whatever the other photos; the augmented passes draw per batch
+position (as the tta stage does), so with `tta.n > 0` they match exactly when the photos come in the test set's
+order and otherwise differ by TTA's randomness only (tests/predict/test_predict.py checks both).
 """
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +26,19 @@ from paddy.data.items import resize_item
 from paddy.data.listing import IMAGE_SUFFIXES  # what a folder is searched for; a named file is tried anyway
 from paddy.data.prepare import resize_image
 from paddy.errors import PaddyError
-from paddy.predict.ensemble import read_choice, temper
+from paddy.predict.ensemble import read_choice, read_thresholds, temper
 from paddy.predict.tables import Stack, Table
 from paddy.predict.tta import require_finite, split_seed, tta_probs
+from paddy.tags import predict_tags
 from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, read_meta
 from paddy.training.run import checkpoint_run
 
 MODELS_DIR = Path("data/models")
 ENSEMBLE_JSON = Path("metrics/ensemble.json")
-HEADER = b"path,label_1,prob_1"  # how the table written by `paddy predict` starts: check_out overwrites only such files
+# how the tables written by `paddy predict` start (top labels, or a multi-label competition's tags): check_out
+# overwrites only such files
+HEADERS = (b"path,label_1,prob_1", b"path,tags,probs")
 
 
 def find_photos(paths):
@@ -154,13 +159,15 @@ class Predictions:
     """Every photo found, in order; why the unreadable ones could not be read; the ensemble's probabilities of the
     readable ones (image_id: the photo's path, then one column per class), for the label and, where a model
     predicts them, the other targets (`others`: {target: such a table}, e.g. the variety); each model's own label
-    probabilities."""
+    probabilities; of a multi-label competition, the thresholds its tags are given at (tags: (a number or one per
+    tag, allow_empty), photo_thresholds), else None."""
 
     files: list
     errors: dict
     labels: pd.DataFrame
     others: dict
     models: dict
+    tags: tuple | None = None
 
 
 def predict_photos(paths, settings, device, models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=None, top=1):
@@ -171,7 +178,10 @@ def predict_photos(paths, settings, device, models_dir=MODELS_DIR, ensemble_json
     weights = ensemble_weights(models_dir, ensemble_json, only)
     files = find_photos(paths)
     metas = {name: read_meta(Path(models_dir) / name) for name in weights}
-    check_top(top, metas[next(iter(weights))]["labels"])
+    classes = metas[next(iter(weights))]["labels"]
+    check_top(top, classes)
+    multi = settings.competition.multi_label  # checked before any model runs, as top is
+    tags = photo_thresholds(settings, ensemble_json, classes) if multi else None
     targets = list(dict.fromkeys(t for meta in metas.values() for t in meta["targets"]))  # label first
     with tempfile.TemporaryDirectory(prefix="paddy-predict-") as tmp:
         prepared, errors = prepare_photos(files, tmp, settings.prepare.max_size, settings.prepare.max_pixels)
@@ -191,7 +201,9 @@ def predict_photos(paths, settings, device, models_dir=MODELS_DIR, ensemble_json
         vocab = metas[predicting[0]]["targets"][target]
         mixed[target] = pd.DataFrame(columns=["image_id", *vocab])
         if ok:
-            stack = Stack({n: Table(ids, frames[target][n], vocab) for n in predicting}, ids)
+            tables = {n: Table(ids, frames[target][n], vocab) for n in predicting}
+            # a multi-label competition's tags: sigmoid probabilities, mixed as they are, not rescaled to sum to 1
+            stack = Stack(tables, ids, tags=multi and target == targets[0])
             w = np.array([weights[n] for n in predicting])
             mixed[target] = Table(ids, stack.mix(w / w.sum()), vocab).frame()
     labels = mixed.pop(targets[0])
@@ -200,7 +212,20 @@ def predict_photos(paths, settings, device, models_dir=MODELS_DIR, ensemble_json
         classes = list(labels.columns[1:])
         labels[classes] = temper(labels[classes].to_numpy(float), t)
     each = {n: Table(ids, p, metas[n]["labels"]).frame() for n, p in frames[targets[0]].items()}
-    return Predictions(files, errors, labels, mixed, each)
+    return Predictions(files, errors, labels, mixed, each, tags)
+
+
+def photo_thresholds(settings, ensemble_json, classes):
+    """(thresholds, allow_empty) a multi-label competition's photos are given tags at: the submission's
+    (read_thresholds), or, while the ensemble has fitted none (an ensemble.json without `thresholds`), the `tags`
+    settings' fixed threshold."""
+    try:
+        fitted = "thresholds" in json.loads(Path(ensemble_json).read_text())
+    except (OSError, ValueError):
+        fitted = False
+    if not fitted:
+        return settings.tags.threshold, settings.tags.allow_empty
+    return read_thresholds(ensemble_json, classes)
 
 
 def check_top(top, labels):
@@ -232,6 +257,31 @@ def top_table(pred, top):
     return pd.DataFrame([rows[str(f)] for f in pred.files], columns=columns + ["error"])
 
 
+def tag_table(pred):
+    """A multi-label competition's CSV rows, one per photo in order: path, its tags (those the submission would
+    send: above their thresholds, an image with none given its likeliest unless allow_empty), likeliest first, and
+    their probabilities in the same order, space-separated; error (why an unreadable photo has none, else
+    empty)."""
+    tags = np.asarray(pred.labels.columns[1:])
+    p = pred.labels[tags].to_numpy(float)
+    predicted = predict_tags(p, *pred.tags)
+    rows = {str(f): {"path": str(f), "tags": "", "probs": "", "error": pred.errors[f]} for f in pred.errors}
+    for image_id, probs, chosen in zip(pred.labels["image_id"], p, predicted):
+        order = [k for k in np.argsort(-probs, kind="stable") if chosen[k]]
+        shown = " ".join(f"{probs[k]:.4f}" for k in order)
+        rows[image_id] = {"path": image_id, "tags": " ".join(tags[order]), "probs": shown, "error": ""}
+    return pd.DataFrame([rows[str(f)] for f in pred.files], columns=["path", "tags", "probs", "error"])
+
+
+def tag_lines(table):
+    """What `paddy predict` prints of tag_table's readable photos: `path: tag (p), tag (p)`, likeliest first."""
+    lines = []
+    for r in table[table["error"] == ""].itertuples():
+        given = ", ".join(f"{t} ({p})" for t, p in zip(r.tags.split(), r.probs.split()))
+        lines.append(f"{r.path}: {given or 'no tag'}")
+    return lines
+
+
 def check_out(path):
     """Refuse an output path that would overwrite anything but an earlier `paddy predict` table (submission.csv, a
     stage's output, a photo), before any model runs."""
@@ -240,9 +290,10 @@ def check_out(path):
         raise PaddyError(f"--out {path} is a folder: name a file for the predictions, such as {path}/predictions.csv.")
     if path.exists():
         with open(path, "rb") as f:
-            head = f.read(len(HEADER))
-        if head != HEADER:
+            head = f.read(max(map(len, HEADERS)))
+        if not head.startswith(HEADERS):
             raise PaddyError(
                 f"--out {path} exists and is not an earlier `paddy predict` table (its first line does not start with "
-                f"{HEADER.decode()}): it is left as it is. Choose another --out, or move the file away first."
+                f"{' or '.join(h.decode() for h in HEADERS)}): it is left as it is. Choose another --out, or move the "
+                "file away first."
             )

@@ -65,10 +65,25 @@ def class_metrics(y, rows, labels, max_classes):
     `max_classes` classes gets the macro averages in report.json instead (a column per class would swamp `dvc exp
     show`); its table keeps every class. A `note` names classes without rows, whose recall and F1 are left out."""
     figures = {name: analysis.per_class(y, r.predicted, labels) for name, r in rows.items()}
+    return figure_metrics(figures, labels, max_classes)
+
+
+# A class (a tag) without out-of-fold rows: why its recall and F1 are missing, and what gives it some
+EMPTY_NOTE = {
+    "class": "no out-of-fold rows of {}: recall and F1 undefined, left out (a bigger validation set or cv.scheme "
+    "kfold gives every class rows)",
+    "tag": "no out-of-fold image has {}: recall and F1 undefined, left out (a bigger validation set or cv.scheme "
+    "kfold gives every tag images)",
+}
+
+
+def figure_metrics(figures, labels, max_classes, kind="class"):
+    """class_metrics of the per-class figures ({source: analysis.per_class's}) of `labels`, classes or (kind tag) a
+    multi-label competition's tags: the report.json part and the table, its `kind` column naming them."""
     support = next(iter(figures.values()))["support"]
     table = pd.DataFrame(
         [
-            {"source": name, "class": label, **{k: f[k].get(label) for k in ("precision", "recall", "f1")}}
+            {"source": name, kind: label, **{k: f[k].get(label) for k in ("precision", "recall", "f1")}}
             | {"support": support[label]}
             for name, f in figures.items()
             for label in labels
@@ -86,10 +101,7 @@ def class_metrics(y, rows, labels, max_classes):
     empty = [label for label, n in support.items() if n == 0]
     if empty:
         shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
-        out["note"] = (
-            f"no out-of-fold rows of {shown}: recall and F1 undefined, left out (a bigger validation set or "
-            "cv.scheme kfold gives every class rows)"
-        )
+        out["note"] = EMPTY_NOTE[kind].format(shown)
     return out, table
 
 
@@ -158,13 +170,8 @@ def _models_line(kind, names):
 def draw_top_losses(table, prepared_dir, index, n_rows, plots_dir):
     """plots_dir/top_losses.png (the grid, like fastai's plot_top_losses) and plots_dir/top_losses/<rank>_<image>.png
     (one picture each, for `dvc plots show` to list)."""
-    grid, folder = Path(plots_dir) / "top_losses.png", Path(plots_dir) / "top_losses"
-    staging = folder.with_name(f".{folder.name}.new")  # swapped in whole once every picture is drawn
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    cells = []
+    cards = []
     for r in table.itertuples():
-        image = pictures.thumbnail(_image_path(prepared_dir, index, r.image_id, "train"))
         lines = [
             f"#{r.rank} {r.image_id}",
             f"actual:    {r.actual}",
@@ -174,14 +181,28 @@ def draw_top_losses(table, prepared_dir, index, n_rows, plots_dir):
             *_models_line("right", r.right),
             *_models_line("wrong", r.wrong),
         ]
-        right = r.actual == r.predicted
-        pictures.image_card(image, lines, right, staging / f"{r.rank:02d}_{Path(r.image_id).stem}.png")
+        cards.append((r.rank, r.image_id, lines, r.actual == r.predicted))
+    title = (
+        f"Top losses: the {len(cards)} out-of-fold images (of {n_rows}) with the highest loss under the "
+        "ensemble, -log p(actual). Red: the ensemble is wrong. Right/wrong: each model on its own."
+    )
+    draw_cards(cards, (prepared_dir, index), plots_dir, title)
+
+
+def draw_cards(cards, prepared, plots_dir, title):
+    """The top losses' grid, plots_dir/top_losses.png, and its cells one by one,
+    plots_dir/top_losses/<rank>_<image>.png; cards: (rank, image_id, text lines, right) of training images in
+    prepared = (prepared_dir, index)."""
+    grid, folder = Path(plots_dir) / "top_losses.png", Path(plots_dir) / "top_losses"
+    staging = folder.with_name(f".{folder.name}.new")  # swapped in whole once every picture is drawn
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    cells = []
+    for rank, image_id, lines, right in cards:
+        image = pictures.thumbnail(_image_path(*prepared, image_id, "train"))
+        pictures.image_card(image, lines, right, staging / f"{rank:02d}_{Path(image_id).stem}.png")
         cells.append((image, lines, right))
     if cells:
-        title = (
-            f"Top losses: the {len(cells)} out-of-fold images (of {n_rows}) with the highest loss under the "
-            "ensemble, -log p(actual). Red: the ensemble is wrong. Right/wrong: each model on its own."
-        )
         pictures.image_grid(cells, grid, textwrap.fill(title, 130))
     else:  # the folder says so too: `dvc plots show` warns about an empty one
         for path in (grid, staging / "none.png"):
@@ -220,7 +241,13 @@ def write_report(inputs, outputs, report, comp):
     """The report (report: ReportSettings; comp: the CompetitionSettings, whose metric it scores) of inputs =
     (prepared_dir, preds_dir, ensemble_json, truth_csv) into outputs = (metrics_json, tables_dir, plots_dir):
     pictures in plots_dir, tables in tables_dir, then metrics_json last, so a picture that fails to draw leaves the
-    metrics as they were. Returns the metrics."""
+    metrics as they were. Returns the metrics. A multi-label competition's report is paddy.report.tags's: the same
+    files, per tag."""
+    if comp.multi_label:
+        # imported here, not at the top: the tags report builds on this module's helpers
+        from paddy.report.tags import write_tags_report
+
+        return write_tags_report(inputs, outputs, report, comp)
     (prepared_dir, preds_dir, ensemble_json, truth_csv), (metrics_json, tables_dir, plots_dir) = inputs, outputs
     labels, index = read_labels(prepared_dir), read_index(prepared_dir)
     weights, temperature = read_choice(ensemble_json)

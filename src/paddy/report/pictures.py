@@ -120,3 +120,78 @@ def reliability(tables, path, title):
     hist.set(xlabel="confidence (top probability)", ylabel=f"{first} images")
     hist.set_yscale("symlog")
     return save(fig, path)
+
+
+TAG_COLUMNS = ("found", "missed", "added", "left_out")  # tag_analysis.tag_confusion's, as the picture orders them
+TAG_HEADS = ("found", "missed", "added", "left out")
+
+
+def tag_confusion(shares, counts, path, title):
+    """A multi-label competition's confusion: one row per tag (its images with the tag in brackets), its images with
+    the tag found or missed and those without it added or rightly left out, as shares (tag_analysis.confusion_shares)
+    with the counts below."""
+    share, count = shares[list(TAG_COLUMNS)].to_numpy(), counts[list(TAG_COLUMNS)].to_numpy()
+    fig = Figure(figsize=(9, 0.4 * len(shares) + 2.2), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (i, j), n in np.ndenumerate(count):
+        if n:
+            color = "white" if share[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{share[i, j]:.2f} ({n})", ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(np.arange(4), TAG_HEADS)
+    ax.set_yticks(np.arange(len(shares)), [f"{t} ({n})" for t, n in zip(counts["tag"], counts["images"])])
+    ax.xaxis.tick_top()
+    ax.set(xlabel="of the images with the tag | of the images without it", ylabel="tag (images with it)")
+    ax.set_title(title, fontsize=11)
+    return save(fig, path)
+
+
+def missed_and_added(table, path, title):
+    """table: (tag, missed, added) rows, most mistakes first, as pairs of horizontal bars."""
+    if table.empty:
+        return statement(f"{title}\n\nNo out-of-fold tag is missed or added: nothing to show.", path)
+    fig = Figure(figsize=(9, 0.5 * len(table) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(table))[::-1]
+    for shift, column, color in ((0.2, "missed", WRONG), (-0.2, "added", "C1")):
+        ax.barh(y + shift, table[column], height=0.4, color=color, label=f"{column} (images)")
+        for yi, n in zip(y + shift, table[column]):
+            ax.text(n, yi, f" {n}", va="center", fontsize=8)
+    ax.set_yticks(y, table["tag"])
+    ax.set(title=title, xlabel="out-of-fold images: missed (had the tag, not given it), added (given it, had not)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="lower right")
+    return save(fig, path)
+
+
+def _reliability_panel(ax, table, label):
+    mid, width = (table["lo"] + table["hi"]) / 2, table["hi"] - table["lo"]
+    ax.bar(mid, table["frequency"].fillna(0), width=width, edgecolor="k", alpha=0.6, label=label)
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+
+
+def tag_reliability(pooled, per_tag, path, title, columns=4):
+    """A multi-label competition's reliability: first every (image, tag) pair pooled (pooled: {source: calibration
+    table (lo, hi, count, confidence, frequency)}, the ensemble's as bars, every model's as a line), then one panel
+    per tag of the ensemble's (per_tag: {tag: (table, ECE)}): the share of each probability bin's images that have
+    the tag against the diagonal."""
+    panels = 1 + len(per_tag)
+    rows, cols = -(-panels // columns), min(columns, panels)
+    fig = Figure(figsize=(3.6 * cols, 3.4 * rows + 0.6), layout="constrained")
+    fig.suptitle(title, fontsize=12)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    (first, table), *others = pooled.items()
+    _reliability_panel(axes[0], table, first)
+    for i, (name, other) in enumerate(others):
+        used = other[other["count"] > 0]
+        axes[0].plot(used["confidence"], used["frequency"], "o-", color=f"C{i + 1}", label=name)
+    axes[0].set(title="every tag, pooled", xlabel="probability", ylabel="share with the tag")
+    axes[0].legend(loc="upper left", fontsize=8)
+    for ax, (tag, (table, ece)) in zip(axes[1:], per_tag.items()):
+        _reliability_panel(ax, table, first)
+        ax.set_title(f"{tag}: ECE {ece:.3f}", fontsize=10)
+    for ax in axes[panels:]:
+        ax.axis("off")
+    return save(fig, path)
