@@ -19,7 +19,7 @@ from paddy.errors import PaddyError
 from paddy.files import run_dvc, write_csv, write_text
 from paddy.leaderboard.ledger import read_ledger
 from paddy.metrics import GREATER_IS_BETTER
-from paddy.tags import beta_of
+from paddy.settings.schema import fbeta_of
 
 SUBMISSION = "submission.csv"
 ENSEMBLE_JSON = "metrics/ensemble.json"
@@ -300,7 +300,7 @@ def per_class_table(exp_json, ledger, names=None, model="ensemble"):
     recalls = {r["experiment"]: (r["recall"].get(model) or {}) for r in rows}
     reported = [r["metric"] for r in rows if recalls[r["experiment"]]]
     kind, score = "class", "oof_acc.ensemble"
-    if reported and all(beta_of(m) is not None for m in reported):
+    if reported and all(fbeta_of(m) is not None for m in reported):
         kind, score = "tag", score_column(competition_metric(reported))
     classes = list(dict.fromkeys(c for recall in recalls.values() for c in recall))
     if not classes:

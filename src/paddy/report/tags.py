@@ -27,7 +27,8 @@ from paddy.predict.ensemble import aligned, read_choice, read_thresholds
 from paddy.predict.tables import Stack, common_ids, read_tables
 from paddy.report import analysis, pictures, tag_analysis
 from paddy.report.build import ENSEMBLE, _image_path, _models_line, draw_cards, figure_metrics, weight_vector
-from paddy.tags import beta_of, fbeta_rows, predict_tags, split_tags, tag_strings
+from paddy.settings.schema import fbeta_of
+from paddy.tags import fbeta_rows, predict_tags, split_tags, tag_strings
 
 PANELS = 23  # tags given a reliability panel of their own beside the pooled one: a 4 x 6 grid at most
 MOST = 20  # tags drawn in the missed-and-added picture
@@ -83,7 +84,7 @@ def out_of_fold(stack, y, weights, metric, report):
 def top_loss_rows(ids, y, top, loss, sources, metric):
     """The table of the top-loss rows (positions `top`, highest loss first): true and predicted tags, those missed
     and added, the image's F-beta (the metric's beta) and loss, and which models give exactly the true tags."""
-    labels, beta = list(metric.classes), beta_of(metric.name)
+    labels, beta = list(metric.classes), fbeta_of(metric.name)
     truth, predicted = y[top], sources[ENSEMBLE].at_top
     models = [m for m in sources if m != ENSEMBLE]
     rows = []
@@ -152,7 +153,7 @@ def _tag_lines(kind, tags):
 def draw_top_losses(table, prepared, n_rows, plots_dir, metric):
     """The top losses' grid and cards (build.draw_cards) of a multi-label competition: the true, predicted, missed
     and added tags; red: the ensemble's tags are not exactly the true ones."""
-    beta = beta_of(metric.name)
+    beta = fbeta_of(metric.name)
     cards = []
     for r in table.itertuples():
         lines = [
