@@ -8,7 +8,17 @@ import pytest
 from sklearn.metrics import fbeta_score
 
 from paddy.settings.schema import fbeta_of
-from paddy.tags import GRID, fit_global, fit_thresholds, mean_fbeta, predict_tags, tag_matrix, tag_strings
+from paddy.tags import (
+    GRID,
+    fit_global,
+    fit_thresholds,
+    mean_fbeta,
+    micro_fbeta,
+    predict_tags,
+    tag_fbeta,
+    tag_matrix,
+    tag_strings,
+)
 
 
 def correlated(n=300, tags=5, seed=0):
@@ -37,31 +47,42 @@ def test_mean_fbeta_is_scikit_learns_samples_average(beta):
         assert mean_fbeta(truth, predicted, beta) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+def test_micro_fbeta_is_scikit_learns_micro_average(beta):
+    truth, probs = correlated(seed=5)
+    for threshold in (0.2, 0.5, 0.8):
+        predicted = predict_tags(probs, threshold)
+        expected = fbeta_score(truth, predicted, beta=beta, average="micro")
+        assert micro_fbeta(truth, predicted, beta) == pytest.approx(expected, abs=1e-12)
+
+
 def test_beta_from_the_metrics_name():
     assert (fbeta_of("mean_f2"), fbeta_of("mean_f1"), fbeta_of("mean_f0.5")) == (2.0, 1.0, 0.5)
     assert fbeta_of("accuracy") is None and fbeta_of("mean_roc_auc") is None
 
 
+@pytest.mark.parametrize("average", ["samples", "micro"])
 @pytest.mark.parametrize("allow_empty", [True, False])
-def test_global_fit_is_the_brute_force_best(allow_empty):
+def test_global_fit_is_the_brute_force_best(allow_empty, average):
     truth, probs = correlated(seed=1)
-    scores = [mean_fbeta(truth, predict_tags(probs, t, allow_empty), 2.0) for t in GRID]
-    fitted = fit_global(truth, probs, 2.0, allow_empty, chunk=64)  # several chunks
-    assert mean_fbeta(truth, predict_tags(probs, fitted, allow_empty), 2.0) == pytest.approx(max(scores))
+    scores = [tag_fbeta(truth, predict_tags(probs, t, allow_empty), 2.0, average) for t in GRID]
+    fitted = fit_global(truth, probs, 2.0, allow_empty, chunk=64, average=average)  # several chunks
+    assert tag_fbeta(truth, predict_tags(probs, fitted, allow_empty), 2.0, average) == pytest.approx(max(scores))
 
 
+@pytest.mark.parametrize("average", ["samples", "micro"])
 @pytest.mark.parametrize("allow_empty", [True, False])
-def test_per_tag_fit_is_a_coordinate_optimum_of_the_whole_metric(allow_empty):
+def test_per_tag_fit_is_a_coordinate_optimum_of_the_whole_metric(allow_empty, average):
     """No single tag's threshold can be moved to another grid value for a better mean F2 (a brute-force check of
     every tag and value), and the per-tag fit beats the global one, which beats the fixed 0.5."""
     truth, probs = correlated(seed=2)
-    fit = fit_thresholds(truth, probs, 2.0, min_positives=1, allow_empty=allow_empty, rounds=4)
-    best = mean_fbeta(truth, predict_tags(probs, fit.per_tag, allow_empty), 2.0)
+    fit = fit_thresholds(truth, probs, 2.0, min_positives=1, allow_empty=allow_empty, average=average, rounds=4)
+    best = tag_fbeta(truth, predict_tags(probs, fit.per_tag, allow_empty), 2.0, average)
     assert best == pytest.approx(fit.scores["per_tag"])
     for k, t in itertools.product(range(truth.shape[1]), GRID):
         moved = fit.per_tag.copy()
         moved[k] = t
-        assert mean_fbeta(truth, predict_tags(probs, moved, allow_empty), 2.0) <= best + 1e-9
+        assert tag_fbeta(truth, predict_tags(probs, moved, allow_empty), 2.0, average) <= best + 1e-9
     assert fit.scores["per_tag"] >= fit.scores["global"] >= fit.scores["fixed"]
     assert fit.scores["per_tag"] > fit.scores["fixed"] + 0.01
 

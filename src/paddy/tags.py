@@ -48,8 +48,30 @@ def fbeta_rows(truth, predicted, beta):
 
 
 def mean_fbeta(truth, predicted, beta):
-    """The mean over images of F-beta (fbeta_rows): Planet's and iMet's metric at beta 2."""
+    """The mean over images of F-beta (fbeta_rows): Planet's metric at beta 2 (`mean_f2`)."""
     return float(fbeta_rows(truth, predicted, beta).mean()) if len(truth) else float("nan")
+
+
+def micro_fbeta(truth, predicted, beta):
+    """F-beta of the (image, tag) pairs pooled, scikit-learn's fbeta_score(average='micro'): iMet 2020's metric at
+    beta 1 (`micro_f1`); 0 when nothing is true and nothing predicted (scikit-learn's zero_division default)."""
+    truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
+    counts = np.array([(truth & predicted).sum(), (~truth & predicted).sum(), (truth & ~predicted).sum()])
+    return float(_fbeta_pooled(counts, beta))
+
+
+def tag_fbeta(truth, predicted, beta, average="samples"):
+    """The F-beta a multi-label metric scores: averaged over images (samples: mean_f<beta>) or over every (image,
+    tag) pair pooled (micro: micro_f<beta>)."""
+    return micro_fbeta(truth, predicted, beta) if average == "micro" else mean_fbeta(truth, predicted, beta)
+
+
+def _fbeta_pooled(counts, beta):
+    """F-beta of pooled counts (tp, fp, fn) along the first axis; 0 where the denominator is."""
+    tp, fp, fn = counts
+    b2 = beta * beta
+    denominator = (1 + b2) * tp + b2 * fn + fp
+    return np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 0.0)
 
 
 def binary_log_loss(truth, probs):
@@ -110,10 +132,10 @@ class Thresholds:
 
 
 def _best(scores):
-    """The grid threshold of the highest score; ties go to the one nearest 0.5 (the least surprising)."""
+    """The index in GRID of the highest score; ties go to the threshold nearest 0.5 (the least surprising)."""
     scores = np.asarray(scores)
     best = np.flatnonzero(scores >= scores.max() - 1e-9)
-    return float(GRID[best[np.argmin(np.abs(GRID[best] - 0.5))]])
+    return int(best[np.argmin(np.abs(GRID[best] - 0.5))])
 
 
 def _fbeta_sums(tp, fp, fn, beta):
@@ -128,13 +150,13 @@ def _filled(tp, fp, fn, empty, top_true):
     return tp + empty * top_true, fp + empty * ~top_true, fn - empty * top_true
 
 
-def fit_global(truth, probs, beta, allow_empty=True, chunk=4096):
-    """The one GRID threshold that maximises the mean F-beta over the rows. Each probability is placed once among the
-    grid's thresholds (how many it passes), so every threshold's per-row counts come from one cumulative count per
-    row instead of one pass over the table per threshold."""
+def fit_global(truth, probs, beta, allow_empty=True, chunk=4096, average="samples"):
+    """The one GRID threshold that maximises the F-beta over the rows (tag_fbeta's `average`). Each probability is
+    placed once among the grid's thresholds (how many it passes), so every threshold's per-row counts come from one
+    cumulative count per row instead of one pass over the table per threshold."""
     truth, probs = np.asarray(truth, dtype=bool), np.asarray(probs, dtype=np.float32)
     n_grid = len(GRID)
-    sums = np.zeros(n_grid)
+    sums, pooled = np.zeros(n_grid), np.zeros((3, n_grid))
     top_true = truth[np.arange(len(probs)), probs.argmax(1)] if len(probs) else np.zeros(0, bool)
     for lo in range(0, len(probs), chunk):
         p, y = probs[lo : lo + chunk], truth[lo : lo + chunk]
@@ -150,44 +172,53 @@ def fit_global(truth, probs, beta, allow_empty=True, chunk=4096):
         if not allow_empty:
             tp, fp, fn = _filled(tp, fp, fn, predicted == 0, top_true[lo : lo + chunk])
         sums += _fbeta_sums(tp, fp, fn, beta)
-    return _best(sums)
+        pooled += [tp.sum(1), fp.sum(1), fn.sum(1)]
+    return float(GRID[_best(_fbeta_pooled(pooled, beta) if average == "micro" else sums)])
 
 
-def fit_thresholds(truth, probs, beta, fixed=0.5, min_positives=20, allow_empty=True, rounds=2):
-    """Thresholds that maximise the mean F-beta over the out-of-fold rows (truth (N, C) 0/1, probs (N, C)): the
-    global one over GRID, then per tag by coordinate ascent from it: each tag in turn takes the GRID value that
-    maximises the mean F-beta with the other tags' thresholds held, `rounds` times over. Per-image F-beta couples the
-    tags (a tag's threshold moves the other tags' precision in the same image), so a tag is fitted against the whole
-    metric, not its own F-beta. A tag with fewer than min_positives positive rows keeps the global threshold: a
-    threshold fitted on a handful of images follows their noise (tests/test_tags.py checks the fit against a
-    brute-force search)."""
+def fit_thresholds(truth, probs, beta, fixed=0.5, min_positives=20, allow_empty=True, average="samples", rounds=2):
+    """Thresholds that maximise the F-beta (tag_fbeta's `average`) over the out-of-fold rows (truth (N, C) 0/1,
+    probs (N, C)): the global one over GRID, then per tag by coordinate ascent from it: each tag in turn takes the GRID
+    value that maximises the metric with the other tags' thresholds held, `rounds` times over. Per-image F-beta couples
+    the tags (a tag's threshold moves the other tags' precision in the same image), and micro F-beta pools them, so a
+    tag is fitted against the whole metric, not its own F-beta. A tag with fewer than min_positives positive rows
+    keeps the global threshold: a threshold fitted on a handful of images follows their noise (tests/test_tags.py
+    checks the fit against a brute-force search)."""
     truth, probs = np.asarray(truth, dtype=bool), np.asarray(probs, dtype=np.float32)
-    start = fit_global(truth, probs, beta, allow_empty)
+    start = fit_global(truth, probs, beta, allow_empty, average=average)
     per_tag = np.full(truth.shape[1], start, dtype=np.float64)
     positives = truth.sum(0)
     predicted = probs > per_tag.astype(np.float32)
     top = probs.argmax(1) if len(probs) else np.zeros(0, int)
     top_true = truth[np.arange(len(probs)), top]
+    # micro: the pooled counts at the current thresholds, kept up to date tag by tag instead of recounted
+    filled = predict_tags(probs, per_tag, allow_empty)
+    pooled = np.array([(truth & filled).sum(), (~truth & filled).sum(), (truth & ~filled).sum()], dtype=np.float64)
     for _ in range(rounds):
         for k in np.flatnonzero(positives >= min_positives):
-            per_tag[k] = _fit_tag(k, truth, probs, predicted, beta, (allow_empty, top, top_true))
+            fill = (allow_empty, top, top_true)
+            micro = pooled if average == "micro" else None
+            per_tag[k], pooled = _fit_tag(k, (truth, probs, predicted), beta, fill, micro, per_tag[k])
             predicted[:, k] = probs[:, k] > np.float32(per_tag[k])
     scores = {
-        "fixed": mean_fbeta(truth, predict_tags(probs, fixed, allow_empty), beta),
-        "global": mean_fbeta(truth, predict_tags(probs, start, allow_empty), beta),
-        "per_tag": mean_fbeta(truth, predict_tags(probs, per_tag, allow_empty), beta),
+        "fixed": tag_fbeta(truth, predict_tags(probs, fixed, allow_empty), beta, average),
+        "global": tag_fbeta(truth, predict_tags(probs, start, allow_empty), beta, average),
+        "per_tag": tag_fbeta(truth, predict_tags(probs, per_tag, allow_empty), beta, average),
     }
     fell_back = tuple(int(k) for k in np.flatnonzero(positives < min_positives))
     return Thresholds(fixed, start, per_tag, fell_back, scores)
 
 
-def _fit_tag(k, truth, probs, predicted, beta, fill):
-    """Tag k's best GRID threshold with the other tags' predictions held. Only the rows whose probability of k
-    passes the grid's lowest threshold change with it, so only they are scored."""
+def _fit_tag(k, tables, beta, fill, pooled=None, current=0.5):
+    """(tag k's best GRID threshold with the other tags' predictions held, the pooled counts there for micro F-beta
+    (`pooled`: those at its `current` threshold, a GRID value), else None). tables: (truth, probs, predicted without
+    the fill). Only the rows whose probability of k passes the grid's lowest threshold change with it, so only they
+    are scored."""
+    truth, probs, predicted = tables
     allow_empty, top, top_true = fill
     rows = np.flatnonzero(probs[:, k] > np.float32(GRID[0]))
     if not len(rows):
-        return float(GRID[0])
+        return float(GRID[0]), pooled
     y, p, others = truth[rows], predicted[rows], predicted[rows].copy()
     others[:, k] = False
     tk = y[:, k]
@@ -200,4 +231,10 @@ def _fit_tag(k, truth, probs, predicted, beta, fill):
         empty = (others.sum(1) == 0) & ~pk
         tp, fp, fn = _filled(tp, fp, fn, empty, top_true[rows])
     del p
-    return _best(_fbeta_sums(tp, fp, fn, beta))
+    if pooled is None:
+        return float(GRID[_best(_fbeta_sums(tp, fp, fn, beta))]), None
+    here = np.stack([tp.sum(1), fp.sum(1), fn.sum(1)])  # (3, grid): these rows' counts at each threshold
+    now = int(np.flatnonzero(np.isclose(GRID, current))[0])
+    outside = pooled - here[:, now]
+    best = _best(_fbeta_pooled(outside[:, None] + here, beta))
+    return float(GRID[best]), outside + here[:, best]
