@@ -29,7 +29,16 @@ from paddy.training.models import set_frozen
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
 from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters
-from paddy.training.step import Step, accumulation, free_cuda_cache, predict_chunked, seed_step, shard_parts, train_step
+from paddy.training.step import (
+    Step,
+    accumulation,
+    free_cuda_cache,
+    output_probs,
+    predict_chunked,
+    seed_step,
+    shard_parts,
+    train_step,
+)
 
 
 class Interrupted(Exception):
@@ -157,12 +166,12 @@ def _fall_back(optimizer, progress, floor, error, epoch, step):
     progress.micro_batch = half
 
 
-def predict_batches(model, loader, augment, precision, heads=None):
+def predict_batches(model, loader, augment, precision, heads=None, logits=False):
     """Probabilities (per target; per tag for a multi-label model) of each batch of `loader`, in order, on the
-    device."""
+    device; or the logits."""
     model.eval()
     for items, _ in loader:
-        yield predict_chunked(model, items, augment, precision, heads=heads)
+        yield predict_chunked(model, items, augment, precision, heads=heads, logits=logits)
 
 
 def validate(model, loader, augment, precision, heads=None, names=("label",), metric=None):
@@ -213,11 +222,13 @@ def validate_tags(model, loader, augment, precision, heads, metric):
     loss = right = 0.0
     fbeta = seen = 0
     beta = fbeta_of(metric.name) if metric is not None else None
-    for probs in predict_batches(model, loader, augment, precision, heads):
-        y = targets[seen : seen + len(probs)].to(probs.device).float()
-        seen += len(probs)
-        p = probs.clamp(1e-7, 1 - 1e-7)
-        loss += F.binary_cross_entropy(p, y, reduction="sum") / probs.shape[1]
+    for logits in predict_batches(model, loader, augment, precision, logits=True):
+        y = targets[seen : seen + len(logits)].to(logits.device).float()
+        seen += len(logits)
+        probs = output_probs(logits, heads)
+        # From the logits, as training's loss and fastai's: a float32 probability within 6e-8 of 1 rounds to 1, which
+        # would cap a confidently wrong tag's loss at 15.9 (tests/training/test_fastai_multi_label_parity.py)
+        loss += F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / logits.shape[1]
         predicted = probs > torch.as_tensor(threshold, device=probs.device)
         right += (predicted == y.bool()).float().mean(1).sum()
         if metric is not None and not metric.allow_empty:  # as the submission will: an image's most probable tag

@@ -66,7 +66,7 @@ def target_loss(logits, targets, heads=None):
     """Cross-entropy of the label; with several targets (targets (B, T), outputs split by heads.sizes), the seed's
     multi-target loss: the sum of each target's cross-entropy over its slice of the outputs. Multi-label (targets
     (B, C) of 0/1): binary cross-entropy of each tag's logit, averaged over images and tags, fastai's
-    BCEWithLogitsLossFlat (tests/training/test_multi_label.py)."""
+    BCEWithLogitsLossFlat (tests/training/test_fastai_multi_label_parity.py)."""
     if heads is not None and heads.multi_label:
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
     if targets.dim() == 1:
@@ -170,22 +170,23 @@ def _like(items, device):
 
 
 @torch.no_grad()
-def predict_step(model, items, augment, precision, draws=None, heads=None):
+def predict_step(model, items, augment, precision, draws=None, heads=None, logits=False):
     """Probabilities (float32, on the device; output_probs) for a batch of uint8 items: the plain transform, or the
-    training augmentation's `draws` (a TTA pass)."""
+    training augmentation's `draws` (a TTA pass). logits: the float32 logits instead, for a loss computed from them
+    as training's is (a multi-label validation: paddy.training.loop.validate_tags)."""
     device = next(model.parameters()).device
     items = items.to(device, non_blocking=True)
     x = augment.plain(items) if draws is None else augment.apply(items, draws)
     with autocast(device, precision):
-        logits = model(x).float()
-    return output_probs(logits, heads)
+        out = model(x).float()
+    return out if logits else output_probs(out, heads)
 
 
-def predict_chunked(model, items, augment, precision, draws=None, heads=None):
+def predict_chunked(model, items, augment, precision, draws=None, heads=None, logits=False):
     """predict_step, halving the batch on an out-of-memory error (another process on the card, fragmentation)
     until it fits; the draws are made for the whole batch, so the result does not depend on the split."""
     try:
-        return predict_step(model, items, augment, precision, draws, heads)
+        return predict_step(model, items, augment, precision, draws, heads, logits)
     except torch.OutOfMemoryError:
         if len(items) == 1:
             raise
@@ -193,7 +194,7 @@ def predict_chunked(model, items, augment, precision, draws=None, heads=None):
         half = len(items) // 2
         parts = [(0, half), (half, len(items))]
         return torch.cat(
-            [predict_chunked(model, items[a:b], augment, precision, draws and slice_draws(draws, a, b), heads)
+            [predict_chunked(model, items[a:b], augment, precision, draws and slice_draws(draws, a, b), heads, logits)
              for a, b in parts]
         )  # fmt: skip
 
