@@ -14,8 +14,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 from paddy.errors import PaddyError
-from paddy.settings.schema import LABEL_METRICS, fbeta_of
-from paddy.tags import mean_fbeta, predict_tags
+from paddy.settings.schema import LABEL_METRICS, fbeta_of, tag_average
+from paddy.tags import predict_tags, tag_fbeta
 
 # Kaggle's log loss clips every probability to [1e-15, 1 - 1e-15] and rescales each row to sum to 1 before scoring.
 CLIP = 1e-15
@@ -30,6 +30,8 @@ GREATER_IS_BETTER = {
     "mean_f0.5": True,  # the common betas of a mean F-beta; any other is found by greater_is_better
     "mean_f1": True,
     "mean_f2": True,
+    "micro_f1": True,
+    "micro_f2": True,
 }
 
 
@@ -95,13 +97,14 @@ def score(metric, y, probs, classes, positive="", tags=(0.5, True)):
     - qwk: Cohen's kappa with quadratic weights between the true and the argmax class values as integers.
     - mean_f<beta> (multi-label: y a 0/1 [row, tag] matrix): the mean over images of F-beta between the true tags
       and those whose probability passes the threshold (tags: (a number, or one per tag; allow_empty: false gives
-      an image with no tag above its threshold its most probable one)), paddy.tags.mean_fbeta.
+      an image with no tag above its threshold its most probable one)), paddy.tags.mean_fbeta; micro_f<beta>, the
+      F-beta of every (image, tag) pair pooled, paddy.tags.micro_fbeta.
     """
     y = np.asarray(y)
     probs = np.asarray(probs)
     beta = fbeta_of(metric)
     if beta is not None:
-        return mean_fbeta(y, predict_tags(probs, *tags), beta)
+        return tag_fbeta(y, predict_tags(probs, *tags), beta, tag_average(metric))
     if metric in LABEL_METRICS:
         return score_labels(metric, y, probs.argmax(1), classes)
     if metric == "log_loss":

@@ -57,7 +57,7 @@ def micro_fbeta(truth, predicted, beta):
     beta 1 (`micro_f1`); 0 when nothing is true and nothing predicted (scikit-learn's zero_division default)."""
     truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
     counts = np.array([(truth & predicted).sum(), (~truth & predicted).sum(), (truth & ~predicted).sum()])
-    return float(_fbeta_pooled(counts, beta))
+    return float(fbeta_pooled(counts, beta))
 
 
 def tag_fbeta(truth, predicted, beta, average="samples"):
@@ -66,7 +66,7 @@ def tag_fbeta(truth, predicted, beta, average="samples"):
     return micro_fbeta(truth, predicted, beta) if average == "micro" else mean_fbeta(truth, predicted, beta)
 
 
-def _fbeta_pooled(counts, beta):
+def fbeta_pooled(counts, beta):
     """F-beta of pooled counts (tp, fp, fn) along the first axis; 0 where the denominator is."""
     tp, fp, fn = counts
     b2 = beta * beta
@@ -173,7 +173,7 @@ def fit_global(truth, probs, beta, allow_empty=True, chunk=4096, average="sample
             tp, fp, fn = _filled(tp, fp, fn, predicted == 0, top_true[lo : lo + chunk])
         sums += _fbeta_sums(tp, fp, fn, beta)
         pooled += [tp.sum(1), fp.sum(1), fn.sum(1)]
-    return float(GRID[_best(_fbeta_pooled(pooled, beta) if average == "micro" else sums)])
+    return float(GRID[_best(fbeta_pooled(pooled, beta) if average == "micro" else sums)])
 
 
 def fit_thresholds(truth, probs, beta, fixed=0.5, min_positives=20, allow_empty=True, average="samples", rounds=2):
@@ -236,5 +236,5 @@ def _fit_tag(k, tables, beta, fill, pooled=None, current=0.5):
     here = np.stack([tp.sum(1), fp.sum(1), fn.sum(1)])  # (3, grid): these rows' counts at each threshold
     now = int(np.flatnonzero(np.isclose(GRID, current))[0])
     outside = pooled - here[:, now]
-    best = _best(_fbeta_pooled(outside[:, None] + here, beta))
+    best = _best(fbeta_pooled(outside[:, None] + here, beta))
     return float(GRID[best]), outside + here[:, best]

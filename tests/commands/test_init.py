@@ -240,8 +240,8 @@ def test_tags_refuse_a_metric_of_one_label(tmp_path):
     root = write_tree(tmp_path, planet_files())
     with pytest.raises(PaddyError, match=r"`competition.form` in params.yaml is tags .*set the metric to mean_f2"):
         describe(root, given={"metric": "accuracy"})
-    section, _, guessed = describe(root, metric="f1_micro")  # Kaggle's record names an F1 of tags: the mean's guess
-    assert section["metric"] == "mean_f1" and any("Kaggle's record names f1_micro" in line for line in guessed)
+    section, _, guessed = describe(root, metric="f1_micro")  # Kaggle's record names a micro F1 of tags: iMet's
+    assert section["metric"] == "micro_f1" and any("Kaggle's record names f1_micro" in line for line in guessed)
 
 
 def test_a_mean_f_record_for_a_single_label_competition_is_not_taken(tmp_path):

@@ -128,6 +128,7 @@ def test_a_one_hot_row_of_several_classes_points_to_form_tags(tmp_path):
 @pytest.mark.parametrize(
     ("metric", "beta"),
     [("mean_f2", 2.0), ("mean_f1", 1.0), ("mean_f0.5", 0.5), ("mean_f10", 10.0), ("mean_f0", None), ("mean_f", None),
+     ("micro_f1", 1.0), ("micro_f0", None), ("macro_f1", None),
      ("mean_fx", None), ("mean_f2 ", None), ("mean_f-1", None), ("f1_micro", None), ("accuracy", None), (2, None)],
 )  # fmt: skip
 def test_the_beta_of_a_mean_f_metric(metric, beta):
@@ -141,7 +142,7 @@ def test_the_settings_take_form_tags_and_a_mean_f_metric(params):
     assert not parse_settings(params | {"competition": synthetic.description("paddy")}).competition.multi_label
     params["competition"]["metric"] = "mean_fx"
     with pytest.raises(PaddyError, match=r"`competition.metric` in params.yaml is 'mean_fx'; it must be one of "
-                                         r"accuracy, .*, or mean_f<beta> for form tags"):  # fmt: skip
+                                         r"accuracy, .*, or mean_f<beta> or micro_f<beta> for form tags"):  # fmt: skip
         parse_settings(params)
 
 

@@ -69,6 +69,7 @@ def planet(tmp_path):
         settings = Settings(competition=PLANET, ensemble=EnsembleSettings("params", 5), tags=tags)
         return build_ensemble({"sharp": 1, "soft": 1}, TAGS, sample, tmp_path, truth, settings)
 
+    run.truth = truth
     return run, sample, (y, test_y)
 
 
@@ -159,3 +160,17 @@ def test_the_fixed_threshold_scores_as_the_metric_says():
     metric = Metric.of(PLANET, TAGS, TagSettings(0.4, "none", 20, True))
     assert metric(y, p) == pytest.approx(mean_fbeta(y, predict_tags(p, 0.4), 2.0))
     assert replace(metric, allow_empty=False)(y, p) >= 0
+
+
+def test_imets_micro_f1_is_fitted_and_scored_pooled(planet, tmp_path):
+    """micro_f1 (iMet 2020's): the thresholds maximise the F1 of the pooled (image, tag) pairs, and every figure is
+    scikit-learn's micro average."""
+    from sklearn.metrics import f1_score
+
+    run, sample, (y, test_y) = planet
+    settings = Settings(competition=replace(PLANET, metric="micro_f1"), ensemble=EnsembleSettings("params", 5))
+    sub, metrics, _ = build_ensemble({"sharp": 1, "soft": 1}, TAGS, sample, tmp_path, run.truth, settings)
+    t = metrics["thresholds"]
+    assert t["oof_per_tag"] >= t["oof_global"] > t["oof_fixed"] and t["test_global"] > t["test_fixed"]
+    sent = tag_matrix(sub.tags.tolist(), TAGS)[:-1]  # the last test image had no prediction
+    assert metrics["test_score"]["ensemble"] == pytest.approx(f1_score(test_y[:-1], sent, average="micro"), abs=0.01)

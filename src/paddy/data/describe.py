@@ -480,20 +480,23 @@ class _Inference:
         return metric
 
     def tags_metric(self):
-        """form tags' metric: the one given or a mean_f<beta> of the record, else mean_f2 (Planet's), or mean_f1
-        where Kaggle's record names an F1, said to be a guess."""
+        """form tags' metric: the one given or a tags metric of the record, else mean_f2 (Planet's), or micro_f1
+        (iMet 2020's) where Kaggle's record names a micro F1, mean_f1 another F1, said to be a guess."""
         if fbeta_of(self.metric) is not None or "metric" in self.given:
             return self.metric  # a given one that scores no tags is the check's to refuse, naming the fix
-        metric = "mean_f1" if self.metric in ("f1_micro", "f1_macro") else "mean_f2"
+        metric = {"f1_micro": "micro_f1", "f1_macro": "mean_f1"}.get(self.metric, "mean_f2")
         why = (
             f"Kaggle's record names {self.metric}, which paddy computes for one label per image"
             if self.metric
             else self.metric_note or "no Kaggle record says how it is scored"
         )
-        self.guessed.append(
-            f"metric: {metric}, the mean over images of F{metric.removeprefix('mean_f')} between the true and the "
-            f"predicted tags, as Planet is scored by F2 ({why}); {self.pick('metric', 'mean_f1')} sets another beta"
+        what = (
+            "F1 of every image's tags pooled, as iMet 2020 is scored"
+            if metric == "micro_f1"
+            else f"the mean over images of F{metric.removeprefix('mean_f')} between the true and the predicted tags, "
+            "as Planet is scored by F2"
         )
+        self.guessed.append(f"metric: {metric}, {what} ({why}); {self.pick('metric', 'mean_f1')} sets another")
         return metric
 
     def extra_targets(self, df, id_column, label_column):

@@ -22,13 +22,13 @@ from paddy.errors import PaddyError
 from paddy.metrics import CLIP, LABEL_METRICS, Metric, better, log_loss_of
 from paddy.predict.submission import make_submission, validate_submission
 from paddy.predict.tables import Stack, chunks, common_ids, read_tables
-from paddy.settings.schema import fbeta_of
+from paddy.settings.schema import fbeta_of, tag_average
 from paddy.tags import (
     binary_log_loss,
     fit_thresholds,
-    mean_fbeta,
     predict_tags,
     tag_accuracy,
+    tag_fbeta,
     tag_matrix,
     tag_strings,
 )  # fmt: skip
@@ -270,15 +270,15 @@ def fit_tag_thresholds(mix, y, metric, tags, folds):
     TagSettings). Returns (the thresholds `tags.fit` chooses, their figures): the fixed, global and per-tag
     thresholds and their out-of-fold scores, and the chosen ones cross-validated (fitted on the other `folds`,
     scored on the held one) since fitting and scoring on the same rows flatters them."""
-    beta = fbeta_of(metric.name)
-    settings = (beta, tags.threshold, tags.min_positives, tags.allow_empty)
+    beta, average = fbeta_of(metric.name), tag_average(metric.name)
+    settings = (beta, tags.threshold, tags.min_positives, tags.allow_empty, average)
     fit = fit_thresholds(y, mix, *settings)
     held_out = np.zeros(y.shape, dtype=bool)
     for k in np.unique(folds):
         kept, held = folds != k, folds == k
         held_out[held] = predict_tags(mix[held], fit_thresholds(y[kept], mix[kept], *settings).chosen(tags.fit),
                                       tags.allow_empty)  # fmt: skip
-    figures = fit.as_metrics(metric.classes, tags.fit) | {"cv_score": mean_fbeta(y, held_out, beta)}
+    figures = fit.as_metrics(metric.classes, tags.fit) | {"cv_score": tag_fbeta(y, held_out, beta, average)}
     figures["allow_empty"] = tags.allow_empty
     if tags.fit == "per_tag" and fit.fell_back:
         fell = [metric.classes[k] for k in fit.fell_back]

@@ -188,12 +188,12 @@ def check_competition(section, path="params.yaml"):
 
 
 def check_tags(form, metric, labels_from, train_images, path="params.yaml"):
-    """form tags (a multi-label competition) and a mean_f<beta> metric go together, each scoring or needing only the
-    other, and its tags come from one column of the train table, as the submission sends them."""
+    """form tags (a multi-label competition) and a mean_f<beta> or micro_f<beta> metric go together, each scoring or
+    needing only the other, and its tags come from one column of the train table, as the submission sends them."""
     tags, fbeta = form == "tags", schema.fbeta_of(metric) is not None
     if fbeta and not tags:
         raise PaddyError(
-            f"`competition.metric` in {path} is {metric}, the mean over images of F-beta between tag sets, which "
+            f"`competition.metric` in {path} is {metric}, an F-beta between tag sets, which "
             f"scores a multi-label competition (`competition.form: tags`: each image's tags sent space-separated), "
             f"but `competition.form` is {form}: set form to tags if the sample submission sends tags, or the metric "
             "to the one Kaggle scores this competition by."
@@ -201,9 +201,10 @@ def check_tags(form, metric, labels_from, train_images, path="params.yaml"):
     if tags and not fbeta:
         raise PaddyError(
             f"`competition.form` in {path} is tags (each image's tags sent space-separated), which a mean_f<beta> "
-            f"metric scores (the mean over images of F-beta between the true and predicted tags), but "
-            f"`competition.metric` is {metric}, which scores one label per image: set the metric to mean_f2 "
-            "(Planet's), mean_f1 or another beta, as Kaggle scores this competition."
+            f"metric scores (the mean over images of F-beta between the true and predicted tags) or a micro_f<beta> "
+            f"one (F-beta of the tags pooled), but `competition.metric` is {metric}, which scores one label per "
+            "image: set the metric to mean_f2 (Planet's), micro_f1 (iMet 2020's) or another beta, as Kaggle scores "
+            "this competition."
         )
     if tags and (labels_from != "column" or "{label}" in train_images):
         raise PaddyError(

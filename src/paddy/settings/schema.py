@@ -35,16 +35,22 @@ TAG_FITS = ("none", "global", "per_tag")  # multi-label thresholds (paddy.tags)
 # Kaggle's GPU machines for `paddy kaggle run`: name -> (the API's machine_shape, GPUs). Neither has bf16.
 ACCELERATORS = {"t4x2": ("NvidiaTeslaT4", 2), "p100": ("NvidiaTeslaP100", 1)}
 # form tags' metrics, a family rather than a list: mean_f<beta> (mean_f2, mean_f1, mean_f0.5), the mean over images
-# of F-beta between the true and the predicted tag sets (Planet's mean F2)
-TAG_METRIC = re.compile(r"mean_f(\d+(?:\.\d+)?)")
+# of F-beta between the true and the predicted tag sets (Planet's mean F2); micro_f<beta>, F-beta of every (image, tag)
+# pair pooled (iMet 2020's micro F1)
+TAG_METRIC = re.compile(r"(mean|micro)_f(\d+(?:\.\d+)?)")
 
 
 def fbeta_of(metric):
-    """The beta of a mean_f<beta> metric's name (mean_f2 -> 2.0, mean_f0.5 -> 0.5); None for any other metric (and
-    for beta 0, which would score precision alone)."""
+    """The beta of a mean_f<beta> or micro_f<beta> metric's name (mean_f2 -> 2.0, micro_f1 -> 1.0, mean_f0.5 -> 0.5);
+    None for any other metric (and for beta 0, which would score precision alone)."""
     match = TAG_METRIC.fullmatch(metric) if isinstance(metric, str) else None
-    beta = float(match[1]) if match else 0.0
+    beta = float(match[2]) if match else 0.0
     return beta if beta > 0 else None
+
+
+def tag_average(metric):
+    """How a tags metric averages F-beta (paddy.tags.tag_fbeta): micro (micro_f<beta>) or samples (mean_f<beta>)."""
+    return "micro" if metric.startswith("micro_") else "samples"
 
 
 def _metric_ok(value):
@@ -199,10 +205,11 @@ class CompetitionSettings:
         "what Kaggle scores, and what the metrics, the fitted ensemble weights and `paddy compare` show: accuracy | "
         "log_loss | f1_micro | f1_macro | roc_auc | mean_roc_auc (mean of each class column's ROC AUC) | qwk | "
         "mean_f<beta> (form tags: the mean over images of F-beta between the true and predicted tag sets; mean_f2 "
-        "is Planet's)",
+        "is Planet's) | micro_f<beta> (form tags: F-beta of every image's tags pooled; micro_f1 is iMet 2020's)",
         "accuracy",
-        Either(_metric_ok, f"one of {', '.join(METRICS)}, or mean_f<beta> for form tags (mean_f2: the mean over "
-               "images of F2 between the true and predicted tags, as Planet scores; mean_f1, mean_f0.5)"),
+        Either(_metric_ok, f"one of {', '.join(METRICS)}, or mean_f<beta> or micro_f<beta> for form tags (mean_f2: "
+               "the mean over images of F2 between the true and predicted tags, as Planet scores; micro_f1: F1 of the "
+               "tags pooled, as iMet 2020 scores)"),
         ("train", "ensemble", "report"),
     )  # fmt: skip
 

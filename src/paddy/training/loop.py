@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from paddy.console import progress as progress_bar
 from paddy.errors import PaddyError
 from paddy.metrics import LABEL_METRICS
-from paddy.settings.schema import fbeta_of
-from paddy.tags import fbeta_rows
+from paddy.settings.schema import fbeta_of, tag_average
+from paddy.tags import fbeta_pooled, fbeta_rows
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, Progress
 from paddy.training.compile import CompileClock
@@ -214,13 +214,14 @@ def validate(model, loader, augment, precision, heads=None, names=("label",), me
 def validate_tags(model, loader, augment, precision, heads, metric):
     """A multi-label model's validation: valid_loss, the binary cross-entropy the model trains on (fastai's
     BCEWithLogitsLossFlat: the mean over images and tags), valid_acc, fastai's accuracy_multi (the share of
-    (image, tag) pairs predicted right), and valid_<metric>, the mean F-beta over images: both at the metric's
-    threshold (tags.threshold: fitted thresholds come later, from the out-of-fold probabilities). Each batch's sums
-    only are kept, so no [row, tag] table is held."""
+    (image, tag) pairs predicted right), and valid_<metric>, the mean F-beta over images (or of the pairs pooled, for
+    micro_f<beta>): both at the metric's threshold (tags.threshold: fitted thresholds come later, from the
+    out-of-fold probabilities). Each batch's sums only are kept, so no [row, tag] table is held."""
     targets = loader.dataset.targets
     threshold = metric.threshold if metric is not None else 0.5
     loss = right = 0.0
     fbeta = seen = 0
+    pooled = np.zeros(3)  # true positives, false positives, false negatives over every (image, tag) pair
     beta = fbeta_of(metric.name) if metric is not None else None
     for logits in predict_batches(model, loader, augment, precision, logits=True):
         y = targets[seen : seen + len(logits)].to(logits.device).float()
@@ -235,10 +236,13 @@ def validate_tags(model, loader, augment, precision, heads, metric):
             empty = ~predicted.any(1)
             predicted[empty, probs[empty].argmax(1)] = True
         if beta is not None:
-            fbeta += fbeta_rows(y.cpu().numpy(), predicted.cpu().numpy(), beta).sum()
+            truth, sent = y.bool().cpu().numpy(), predicted.cpu().numpy()
+            fbeta += fbeta_rows(truth, sent, beta).sum()
+            pooled += [(truth & sent).sum(), (~truth & sent).sum(), (truth & ~sent).sum()]
     metrics = {"valid_loss": float(loss / seen), "valid_acc": float(right / seen)}
     if beta is not None:
-        metrics[f"valid_{metric.name}"] = float(fbeta / seen)
+        micro = tag_average(metric.name) == "micro"
+        metrics[f"valid_{metric.name}"] = float(fbeta_pooled(pooled, beta)) if micro else float(fbeta / seen)
     return metrics
 
 
