@@ -219,7 +219,7 @@ def _fit_tag(k, tables, beta, fill, pooled=None, current=0.5):
     rows = np.flatnonzero(probs[:, k] > np.float32(GRID[0]))
     if not len(rows):
         return float(GRID[0]), pooled
-    y, p, others = truth[rows], predicted[rows], predicted[rows].copy()
+    y, others = truth[rows], predicted[rows].copy()
     others[:, k] = False
     tk = y[:, k]
     tp0 = (y & others).sum(1)
@@ -230,7 +230,6 @@ def _fit_tag(k, tables, beta, fill, pooled=None, current=0.5):
     if not allow_empty:
         empty = (others.sum(1) == 0) & ~pk
         tp, fp, fn = _filled(tp, fp, fn, empty, top_true[rows])
-    del p
     if pooled is None:
         return float(GRID[_best(_fbeta_sums(tp, fp, fn, beta))]), None
     here = np.stack([tp.sum(1), fp.sum(1), fn.sum(1)])  # (3, grid): these rows' counts at each threshold
