@@ -22,9 +22,7 @@ def declared(kind):
 
 
 def test_metrics_are_the_models_the_ensembles_and_its_reports_only():
-    # thresholds.json: a multi-label competition's per-tag thresholds (empty for the others), apart from
-    # ensemble.json so that thousands of tags are not as many columns of its figures
-    metrics = ["dvclive/${key}/metrics.json", "metrics/ensemble.json", "metrics/report.json", "metrics/thresholds.json"]
+    metrics = ["dvclive/${key}/metrics.json", "metrics/ensemble.json", "metrics/report.json"]
     assert sorted(declared("metrics")) == metrics
     assert "metrics/profile/${key}.json" in declared("outs")  # the profile in short: a plain file
 

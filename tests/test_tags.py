@@ -57,7 +57,12 @@ def test_micro_fbeta_is_scikit_learns_micro_average(beta):
 
 
 def test_beta_from_the_metrics_name():
-    assert (fbeta_of("mean_f2"), fbeta_of("mean_f1"), fbeta_of("mean_f0.5")) == (2.0, 1.0, 0.5)
+    assert (fbeta_of("mean_f2"), fbeta_of("mean_f1"), fbeta_of("micro_f1"), fbeta_of("mean_f0.5")) == (
+        2.0,
+        1.0,
+        1.0,
+        None,
+    )
     assert fbeta_of("accuracy") is None and fbeta_of("mean_roc_auc") is None
 
 

@@ -27,12 +27,13 @@ GREATER_IS_BETTER = {
     "roc_auc": True,
     "mean_roc_auc": True,
     "qwk": True,
-    "mean_f0.5": True,  # the common betas of a mean F-beta; any other is found by greater_is_better
-    "mean_f1": True,
-    "mean_f2": True,
-    "micro_f1": True,
-    "micro_f2": True,
 }
+
+
+def is_metric(name):
+    """A competition metric paddy computes: one of GREATER_IS_BETTER's, or a tags metric (mean_f<beta>,
+    micro_f<beta>) of any beta."""
+    return isinstance(name, str) and (name in GREATER_IS_BETTER or fbeta_of(name) is not None)
 
 
 def greater_is_better(metric):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+VALID_THRESHOLD = 0.5  # of each epoch's validation: fastai's accuracy_multi's (the ensemble fits the real ones)
 # The candidate thresholds of a fit: fine enough that the best differs from the exact optimum by less than a sampling
 # error of the out-of-fold rows, coarse enough that a per-tag fit over 10,000 tags stays seconds
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
@@ -38,13 +39,24 @@ def fbeta_rows(truth, predicted, beta):
     """Each image's F-beta between its true and predicted tag sets ((N,) float64); an image with neither true nor
     predicted tags scores 1 (nothing to find, nothing wrongly added), one with only one of them 0: scikit-learn's
     fbeta_score(average='samples', zero_division=1) per row (tests/test_tags.py holds them together)."""
+    return fbeta_of_counts(*counts(truth, predicted, axis=1), beta, nothing=1.0)
+
+
+def counts(truth, predicted, axis=None):
+    """(true positives, false positives, false negatives) of predicted tags, per row (axis 1) or pooled (None)."""
     truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
-    tp = (truth & predicted).sum(1, dtype=np.int64)
-    fp = (~truth & predicted).sum(1, dtype=np.int64)
-    fn = (truth & ~predicted).sum(1, dtype=np.int64)
+    return tuple(
+        (a & b).sum(axis, dtype=np.int64) for a, b in ((truth, predicted), (~truth, predicted), (truth, ~predicted))
+    )
+
+
+def fbeta_of_counts(tp, fp, fn, beta, nothing):
+    """F-beta = (1 + b^2) tp / ((1 + b^2) tp + b^2 fn + fp) of counts (arrays alike); `nothing` where nothing is
+    true or predicted (1 per image, as scikit-learn's samples average with zero_division=1; 0 pooled, as its micro
+    average by default)."""
     b2 = beta * beta
     denominator = (1 + b2) * tp + b2 * fn + fp
-    return np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 1.0)
+    return np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), nothing)
 
 
 def mean_fbeta(truth, predicted, beta):
@@ -55,23 +67,13 @@ def mean_fbeta(truth, predicted, beta):
 def micro_fbeta(truth, predicted, beta):
     """F-beta of the (image, tag) pairs pooled, scikit-learn's fbeta_score(average='micro'): iMet 2020's metric at
     beta 1 (`micro_f1`); 0 when nothing is true and nothing predicted (scikit-learn's zero_division default)."""
-    truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
-    counts = np.array([(truth & predicted).sum(), (~truth & predicted).sum(), (truth & ~predicted).sum()])
-    return float(fbeta_pooled(counts, beta))
+    return float(fbeta_of_counts(*counts(truth, predicted), beta, nothing=0.0))
 
 
 def tag_fbeta(truth, predicted, beta, average="samples"):
     """The F-beta a multi-label metric scores: averaged over images (samples: mean_f<beta>) or over every (image,
     tag) pair pooled (micro: micro_f<beta>)."""
     return micro_fbeta(truth, predicted, beta) if average == "micro" else mean_fbeta(truth, predicted, beta)
-
-
-def fbeta_pooled(counts, beta):
-    """F-beta of pooled counts (tp, fp, fn) along the first axis; 0 where the denominator is."""
-    tp, fp, fn = counts
-    b2 = beta * beta
-    denominator = (1 + b2) * tp + b2 * fn + fp
-    return np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 0.0)
 
 
 def binary_log_loss(truth, probs):
@@ -90,8 +92,8 @@ def tag_accuracy(truth, predicted):
 def predict_tags(probs, thresholds, allow_empty=True):
     """(N, C) bool: the tags whose probability passes their threshold (a number, or one per tag); with allow_empty
     false an image with none gets its most probable tag, as a submission should send something for every image."""
-    probs = np.asarray(probs)
-    predicted = probs > np.asarray(thresholds, dtype=probs.dtype)
+    probs = np.asarray(probs, dtype=np.float32)  # float32 as the fits compare: the same tags for the same threshold
+    predicted = probs > np.asarray(thresholds, dtype=np.float32)
     if not allow_empty and len(probs):
         empty = ~predicted.any(1)
         predicted[empty, probs[empty].argmax(1)] = True
@@ -139,10 +141,13 @@ def _best(scores):
 
 
 def _fbeta_sums(tp, fp, fn, beta):
-    """The sum over rows of F-beta from per-row counts (arrays of any shape, rows last): fbeta_rows' formula."""
-    b2 = beta * beta
-    denominator = (1 + b2) * tp + b2 * fn + fp
-    return np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 1.0).sum(-1)
+    """The sum over rows of F-beta from per-row counts (arrays of any shape, rows last)."""
+    return fbeta_of_counts(tp, fp, fn, beta, nothing=1.0).sum(-1)
+
+
+def _fbeta_pooled(pooled, beta):
+    """F-beta of pooled counts (tp, fp, fn) along the first axis."""
+    return fbeta_of_counts(*pooled, beta, nothing=0.0)
 
 
 def _filled(tp, fp, fn, empty, top_true):
@@ -173,7 +178,7 @@ def fit_global(truth, probs, beta, allow_empty=True, chunk=4096, average="sample
             tp, fp, fn = _filled(tp, fp, fn, predicted == 0, top_true[lo : lo + chunk])
         sums += _fbeta_sums(tp, fp, fn, beta)
         pooled += [tp.sum(1), fp.sum(1), fn.sum(1)]
-    return float(GRID[_best(fbeta_pooled(pooled, beta) if average == "micro" else sums)])
+    return float(GRID[_best(_fbeta_pooled(pooled, beta) if average == "micro" else sums)])
 
 
 def fit_thresholds(truth, probs, beta, fixed=0.5, min_positives=20, allow_empty=True, average="samples", rounds=2):
@@ -189,16 +194,16 @@ def fit_thresholds(truth, probs, beta, fixed=0.5, min_positives=20, allow_empty=
     per_tag = np.full(truth.shape[1], start, dtype=np.float64)
     positives = truth.sum(0)
     predicted = probs > per_tag.astype(np.float32)
-    top = probs.argmax(1) if len(probs) else np.zeros(0, int)
-    top_true = truth[np.arange(len(probs)), top]
-    # micro: the pooled counts at the current thresholds, kept up to date tag by tag instead of recounted
-    filled = predict_tags(probs, per_tag, allow_empty)
-    pooled = np.array([(truth & filled).sum(), (~truth & filled).sum(), (truth & ~filled).sum()], dtype=np.float64)
+    top_true = truth[np.arange(len(probs)), probs.argmax(1)] if len(probs) else np.zeros(0, bool)
+    # Each row's counts of the predictions without the fill (tp, fp, fn, tags predicted), and for micro the pooled
+    # counts with it, kept up to date tag by tag: fitting a tag then costs its rows, not the whole table
+    rows = Counts(*counts(truth, predicted, axis=1), predicted.sum(1))
+    pooled = np.array(counts(truth, predict_tags(probs, per_tag, allow_empty)), dtype=np.float64)
     for _ in range(rounds):
         for k in np.flatnonzero(positives >= min_positives):
-            fill = (allow_empty, top, top_true)
             micro = pooled if average == "micro" else None
-            per_tag[k], pooled = _fit_tag(k, (truth, probs, predicted), beta, fill, micro, per_tag[k])
+            fill = (allow_empty, top_true, micro)
+            per_tag[k], pooled = _fit_tag(k, (truth, probs, predicted), rows, beta, fill, per_tag[k])
             predicted[:, k] = probs[:, k] > np.float32(per_tag[k])
     scores = {
         "fixed": tag_fbeta(truth, predict_tags(probs, fixed, allow_empty), beta, average),
@@ -209,31 +214,43 @@ def fit_thresholds(truth, probs, beta, fixed=0.5, min_positives=20, allow_empty=
     return Thresholds(fixed, start, per_tag, fell_back, scores)
 
 
-def _fit_tag(k, tables, beta, fill, pooled=None, current=0.5):
+@dataclass
+class Counts:
+    """Each row's true positives, false positives, false negatives and tags predicted, before the fill."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    n: np.ndarray
+
+
+def _fit_tag(k, tables, rows, beta, fill, current):
     """(tag k's best GRID threshold with the other tags' predictions held, the pooled counts there for micro F-beta
-    (`pooled`: those at its `current` threshold, a GRID value), else None). tables: (truth, probs, predicted without
-    the fill). Only the rows whose probability of k passes the grid's lowest threshold change with it, so only they
-    are scored."""
+    (fill: (allow_empty, whether each row's most probable tag is true, the pooled counts at k's `current` threshold,
+    a GRID value, or None)), else None); `rows` (Counts) are updated to the new threshold. tables: (truth, probs,
+    predicted without the fill). Only the rows whose probability of k passes the grid's lowest threshold change with
+    it, so only they are scored."""
     truth, probs, predicted = tables
-    allow_empty, top, top_true = fill
-    rows = np.flatnonzero(probs[:, k] > np.float32(GRID[0]))
-    if not len(rows):
+    allow_empty, top_true, pooled = fill
+    at = np.flatnonzero(probs[:, k] > np.float32(GRID[0]))
+    if not len(at):
         return float(GRID[0]), pooled
-    y, others = truth[rows], predicted[rows].copy()
-    others[:, k] = False
-    tk = y[:, k]
-    tp0 = (y & others).sum(1)
-    fp0 = (~y & others).sum(1)
-    fn0 = (y & ~others).sum(1) - tk  # k's own miss is counted below
-    pk = probs[rows, k][None, :] > GRID.astype(np.float32)[:, None]  # (grid, rows)
+    tk, now = truth[at, k], predicted[at, k]
+    # the rows' counts without tag k
+    tp0, fp0 = rows.tp[at] - (tk & now), rows.fp[at] - (~tk & now)
+    fn0, others = rows.fn[at] - (tk & ~now), rows.n[at] - now
+    pk = probs[at, k][None, :] > GRID.astype(np.float32)[:, None]  # (grid, rows)
     tp, fp, fn = tp0 + (tk & pk), fp0 + (~tk & pk), fn0 + (tk & ~pk)
+    raw = (tp, fp, fn)  # before the fill: what `rows` keeps
     if not allow_empty:
-        empty = (others.sum(1) == 0) & ~pk
-        tp, fp, fn = _filled(tp, fp, fn, empty, top_true[rows])
+        tp, fp, fn = _filled(tp, fp, fn, (others == 0) & ~pk, top_true[at])
     if pooled is None:
-        return float(GRID[_best(_fbeta_sums(tp, fp, fn, beta))]), None
-    here = np.stack([tp.sum(1), fp.sum(1), fn.sum(1)])  # (3, grid): these rows' counts at each threshold
-    now = int(np.flatnonzero(np.isclose(GRID, current))[0])
-    outside = pooled - here[:, now]
-    best = _best(fbeta_pooled(outside[:, None] + here, beta))
-    return float(GRID[best]), outside + here[:, best]
+        best, pooled_there = _best(_fbeta_sums(tp, fp, fn, beta)), None
+    else:
+        here = np.stack([tp.sum(1), fp.sum(1), fn.sum(1)])  # (3, grid): these rows' counts at each threshold
+        outside = pooled - here[:, int(np.flatnonzero(np.isclose(GRID, current))[0])]
+        best = _best(_fbeta_pooled(outside[:, None] + here, beta))
+        pooled_there = outside + here[:, best]
+    rows.tp[at], rows.fp[at], rows.fn[at] = (c[best] for c in raw)
+    rows.n[at] = others + pk[best]
+    return float(GRID[best]), pooled_there

@@ -19,6 +19,7 @@ from helpers.settings import shrunk_params
 from helpers.training import train
 from PIL import Image
 
+import paddy.training.run
 from paddy.commands import main
 from paddy.data.competition import read_sample_submission
 from paddy.errors import PaddyError
@@ -301,6 +302,11 @@ def test_a_multi_label_competition_gets_tags_from_the_models(pipeline, competiti
     monkeypatch.chdir(work)
     tags = replace(settings, competition=replace(settings.competition, form="tags"))
     files = sorted((competition[0] / "test_images").iterdir())[:3]
+    assert predict_photos(files, settings, CPU).tags is None
+    with pytest.raises(PaddyError, match="holds a single-label .softmax. model, but `competition.form`.* is now tags"):
+        predict_photos(files, tags, CPU)  # trained single-label: refused, not read as sigmoids
+    real = paddy.training.run.read_meta
+    monkeypatch.setattr(paddy.training.run, "read_meta", lambda d: {**real(d), "multi_label": True})
     pred = predict_photos(files, tags, CPU)
     assert pred.tags == (settings.tags.threshold, settings.tags.allow_empty)
     classes = np.asarray(pred.labels.columns[1:])
@@ -309,7 +315,6 @@ def test_a_multi_label_competition_gets_tags_from_the_models(pipeline, competiti
     expected = [sorted(classes[row > threshold]) or ([] if allow_empty else [classes[row.argmax()]]) for row in p]
     assert [sorted(t.split()) for t in tag_table(pred).tags] == expected
     assert not np.allclose(p.sum(1), 1)  # sigmoid probabilities, mixed as they are
-    assert predict_photos(files, settings, CPU).tags is None
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import pandas as pd
 from paddy.errors import PaddyError
 from paddy.files import run_dvc, write_csv, write_text
 from paddy.leaderboard.ledger import read_ledger
-from paddy.metrics import GREATER_IS_BETTER
+from paddy.metrics import greater_is_better, is_metric
 from paddy.settings.schema import fbeta_of
 
 SUBMISSION = "submission.csv"
@@ -29,7 +29,13 @@ REPORT = "metrics/report.json"  # the report stage's per-class figures: `paddy c
 # accuracy on the test set (only a synthetic competition has test labels), each model's train time (dvclive's).
 # `dvc exp show` has every metric.
 METRICS = ("oof_score.*", "oof_acc.*", "oof_loss.ensemble", "test_score.*", "test_acc.*", "train_time_s.*")
-NAMED = {f"{where}_{m}": f"{where}_score" for where in ("oof", "test") for m in GREATER_IS_BETTER if m != "accuracy"}
+
+
+def named_score(kind):
+    """oof_score or test_score for a column named by its metric, oof_<metric> or test_<metric> (accuracy's is
+    oof_acc); None for any other."""
+    where, _, metric = kind.partition("_")
+    return f"{where}_score" if where in ("oof", "test") and metric != "accuracy" and is_metric(metric) else None
 
 
 def exp_show(all_commits=False):
@@ -74,7 +80,7 @@ def metric_columns(metrics):
             column = key if "." in key else f"{key}.{_model_of(path)}"  # a per-model file's key: <key>.<model>
             kind, _, rest = column.partition(".")
             if kind in ("oof_score", "test_score"):
-                if name not in GREATER_IS_BETTER or name == "accuracy":
+                if not is_metric(name) or name == "accuracy":
                     continue
                 column = f"{kind.removesuffix('_score')}_{name}.{rest}"
             if _metric_rank(column) < len(METRICS):
@@ -85,7 +91,7 @@ def metric_columns(metrics):
 def competition_metric(metric_names):
     """The metric the experiments' ensembles share (oof_<metric>.ensemble ranks them), or accuracy when they share
     none, or have none (older experiments)."""
-    names = {n for n in metric_names if n in GREATER_IS_BETTER}
+    names = {n for n in metric_names if is_metric(n)}
     return names.pop() if len(names) == 1 else "accuracy"
 
 
@@ -201,7 +207,7 @@ def build_table(exp_json, ledger, param_keys=None, names=None):
     shared = competition_metric(r["metric"] for r in rows)
     for name, group in orphans.groupby(orphans["experiment"].astype(str), sort=False):
         metric = group["metric"].iloc[-1]
-        metric = metric if isinstance(metric, str) and metric in GREATER_IS_BETTER else shared
+        metric = metric if is_metric(metric) else shared
         line = {"experiment": name, "rev": "ledger", score_column(metric): group["cv"].iloc[-1]}
         line.update(_scores(group))
         table.append(line)
@@ -217,7 +223,7 @@ def _metric_rank(column):
     """The column's place in METRICS (a metric's named column, oof_<metric>, in oof_score's); len(METRICS) where it
     is not one."""
     kind, _, rest = column.partition(".")
-    kind = NAMED.get(kind, kind)
+    kind = named_score(kind) or kind
     return next((i for i, m in enumerate(METRICS) if m in (f"{kind}.{rest}", f"{kind}.*")), len(METRICS))
 
 
@@ -247,11 +253,10 @@ def sort_table(df, column=None, ascending=False):
     of the competition's metric, best first (log loss: smallest first; ascending: worst first), else by
     oof_acc.ensemble."""
     if column is None:
-        named = [c for c in df.columns if c.endswith(".ensemble") and c.partition(".")[0] in NAMED]
-        named = [c for c in named if NAMED[c.partition(".")[0]] == "oof_score"]
+        named = [c for c in df.columns if c.endswith(".ensemble") and named_score(c.partition(".")[0]) == "oof_score"]
         if len(named) == 1:
             column = named[0]
-            ascending = ascending != (not GREATER_IS_BETTER[column.partition(".")[0].removeprefix("oof_")])
+            ascending = ascending != (not greater_is_better(column.partition(".")[0].removeprefix("oof_")))
         elif "oof_acc.ensemble" in df.columns:
             column = "oof_acc.ensemble"
         else:

@@ -273,11 +273,13 @@ def fit_tag_thresholds(mix, y, metric, tags, folds):
     beta, average = fbeta_of(metric.name), tag_average(metric.name)
     settings = (beta, tags.threshold, tags.min_positives, tags.allow_empty, average)
     fit = fit_thresholds(y, mix, *settings)
+    # the folds fit only what is chosen: no per-tag coordinate ascent unless per_tag is (min_positives beyond reach)
+    fold_settings = settings if tags.fit == "per_tag" else (beta, tags.threshold, np.inf, tags.allow_empty, average)
     held_out = np.zeros(y.shape, dtype=bool)
     for k in np.unique(folds):
         kept, held = folds != k, folds == k
-        held_out[held] = predict_tags(mix[held], fit_thresholds(y[kept], mix[kept], *settings).chosen(tags.fit),
-                                      tags.allow_empty)  # fmt: skip
+        chosen = fit_thresholds(y[kept], mix[kept], *fold_settings).chosen(tags.fit)
+        held_out[held] = predict_tags(mix[held], chosen, tags.allow_empty)
     figures = fit.as_metrics(metric.classes, tags.fit) | {"cv_score": tag_fbeta(y, held_out, beta, average)}
     figures["allow_empty"] = tags.allow_empty
     if tags.fit == "per_tag" and fit.fell_back:
@@ -332,6 +334,8 @@ def build_ensemble(model_weights, labels, sample, preds_dir, truth, settings, sp
         thresholds, metrics["thresholds"] = fit_tag_thresholds(mix, y, metric, tags, folds)
         sent = metric.at(thresholds)
     metrics["oof_score"]["ensemble"] = sent_score = sent(y, temper(mix, t))
+    if multi:  # thresholds fitted on these very rows flatter them: oof_score is theirs fitted on the other folds
+        metrics["oof_score"]["ensemble"] = metrics["thresholds"]["cv_score"]
     if metric.name == "log_loss":
         metrics["temperature"] = {"value": t, "oof_before": chosen["oof_score"], "oof_after": sent_score}
     notes = []

@@ -37,8 +37,8 @@ def ensemble_stage(args):
         settings,
         split_table,
     )
-    # a multi-label competition's threshold per tag: a file of its own, so that 3,474 tags (iMet's) are not as many
-    # columns of `dvc exp show`; empty for the others, as DVC wants every metrics file it tracks
+    # a multi-label competition's threshold per tag: an output of its own, not a metric, so that 3,474 tags (iMet's)
+    # are not as many columns of `dvc exp show`; empty for the others, as DVC wants every output it tracks
     found = metrics.get("thresholds", {})
     write_json(Path(args.metrics_dir) / "thresholds.json", {"per_tag": found.pop("per_tag", {})})
     write_json(Path(args.metrics_dir) / "ensemble.json", metrics)

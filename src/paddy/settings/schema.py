@@ -34,15 +34,16 @@ ENSEMBLE_WEIGHTS = ("params", "fit")
 TAG_FITS = ("none", "global", "per_tag")  # multi-label thresholds (paddy.tags)
 # Kaggle's GPU machines for `paddy kaggle run`: name -> (the API's machine_shape, GPUs). Neither has bf16.
 ACCELERATORS = {"t4x2": ("NvidiaTeslaT4", 2), "p100": ("NvidiaTeslaP100", 1)}
-# form tags' metrics, a family rather than a list: mean_f<beta> (mean_f2, mean_f1, mean_f0.5), the mean over images
+# form tags' metrics, a family rather than a list: mean_f<beta> (mean_f2, mean_f1), the mean over images
 # of F-beta between the true and the predicted tag sets (Planet's mean F2); micro_f<beta>, F-beta of every (image, tag)
 # pair pooled (iMet 2020's micro F1)
-TAG_METRIC = re.compile(r"(mean|micro)_f(\d+(?:\.\d+)?)")
+# An integer beta: a name with a dot (mean_f0.5) would be a nested key of DVC's metrics and `dvc exp show` columns
+TAG_METRIC = re.compile(r"(mean|micro)_f(\d+)")
 
 
 def fbeta_of(metric):
-    """The beta of a mean_f<beta> or micro_f<beta> metric's name (mean_f2 -> 2.0, micro_f1 -> 1.0, mean_f0.5 -> 0.5);
-    None for any other metric (and for beta 0, which would score precision alone)."""
+    """The beta of a mean_f<beta> or micro_f<beta> metric's name (mean_f2 -> 2.0, micro_f1 -> 1.0); None for any other
+    metric (and for beta 0, which would score precision alone)."""
     match = TAG_METRIC.fullmatch(metric) if isinstance(metric, str) else None
     beta = float(match[2]) if match else 0.0
     return beta if beta > 0 else None
@@ -371,23 +372,23 @@ class TagSettings:
     probability (docs/competitions.md)."""
 
     threshold: float = setting(
-        "a tag is predicted above it: per-epoch validation's metric, and the submission with fit none",
+        "a tag is predicted above it where fit is none; the fits' starting point and their `fixed` score",
         0.5, Number(above=0, below=1, why=" (a probability: 0 would give every image every tag, 1 none)"),
-        ("train", "ensemble", "report"),
+        ("ensemble",),
     )  # fmt: skip
     fit: str = setting(
         "thresholds fitted on the out-of-fold probabilities to maximise the metric: none (threshold) | global (one "
         "for every tag) | per_tag (one per tag, from the global one)",
-        "per_tag", OneOf(TAG_FITS), ("ensemble", "report"),
+        "per_tag", OneOf(TAG_FITS), ("ensemble",),
     )  # fmt: skip
     min_positives: int = setting(
         "per_tag: a tag with fewer out-of-fold positive images keeps the global threshold (a fit on a few follows "
         "their noise)",
-        20, Number(lo=1, hi=10**9, integer=True, why=" (out-of-fold images that have the tag)"), ("ensemble", "report"),
+        20, Number(lo=1, hi=10**9, integer=True, why=" (out-of-fold images that have the tag)"), ("ensemble",),
     )  # fmt: skip
     allow_empty: bool = setting(
         "false: an image with no tag above its threshold is given its most probable one",
-        False, Flag(), ("ensemble", "report"),
+        False, Flag(), ("ensemble",),
     )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ def train_model(run, out_dir, resume_dir=None):
             "model": {k: v for k, v in dataclasses.asdict(model_cfg).items() if k not in ("name", "weight")},
             "batches": [run.micro_batch, run.eval_batch],
             "precision": run.precision,
+            "multi_label": run.heads.multi_label,  # sigmoid and BCE, or softmax: the same weights mean other things
             "device": device.type,
             "split": hashlib.sha256(data.table.to_csv(index=False).encode()).hexdigest(),
             "images": hashlib.sha256("".join(data.index.md5.fillna("")).encode()).hexdigest(),
@@ -84,6 +85,7 @@ def train_model(run, out_dir, resume_dir=None):
             "head": model_cfg.head,
             "labels": data.vocab["label"],
             "targets": {n: data.vocab[n] for n in model_cfg.targets},
+            "multi_label": run.heads.multi_label,  # its outputs are each tag's sigmoid (form tags), not a softmax
             "splits": data.splits,
             "size": list(model_cfg.size),
             "item_size": list(model_cfg.item_size),

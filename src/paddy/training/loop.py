@@ -20,7 +20,7 @@ from paddy.console import progress as progress_bar
 from paddy.errors import PaddyError
 from paddy.metrics import LABEL_METRICS
 from paddy.settings.schema import fbeta_of, tag_average
-from paddy.tags import fbeta_pooled, fbeta_rows
+from paddy.tags import VALID_THRESHOLD, counts, fbeta_of_counts, fbeta_rows
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, Progress
 from paddy.training.compile import CompileClock
@@ -215,10 +215,10 @@ def validate_tags(model, loader, augment, precision, heads, metric):
     """A multi-label model's validation: valid_loss, the binary cross-entropy the model trains on (fastai's
     BCEWithLogitsLossFlat: the mean over images and tags), valid_acc, fastai's accuracy_multi (the share of
     (image, tag) pairs predicted right), and valid_<metric>, the mean F-beta over images (or of the pairs pooled, for
-    micro_f<beta>): both at the metric's threshold (tags.threshold: fitted thresholds come later, from the
-    out-of-fold probabilities). Each batch's sums only are kept, so no [row, tag] table is held."""
+    micro_f<beta>): both at 0.5, accuracy_multi's threshold (the ensemble fits the thresholds later, from the
+    out-of-fold probabilities: a threshold setting here would retrain every model for a logged number). Each
+    batch's sums only are kept, so no [row, tag] table is held."""
     targets = loader.dataset.targets
-    threshold = metric.threshold if metric is not None else 0.5
     loss = right = 0.0
     fbeta = seen = 0
     pooled = np.zeros(3)  # true positives, false positives, false negatives over every (image, tag) pair
@@ -230,19 +230,18 @@ def validate_tags(model, loader, augment, precision, heads, metric):
         # From the logits, as training's loss and fastai's: a float32 probability within 6e-8 of 1 rounds to 1, which
         # would cap a confidently wrong tag's loss at 15.9 (tests/training/test_fastai_multi_label_parity.py)
         loss += F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / logits.shape[1]
-        predicted = probs > torch.as_tensor(threshold, device=probs.device)
+        predicted = probs > VALID_THRESHOLD
         right += (predicted == y.bool()).float().mean(1).sum()
-        if metric is not None and not metric.allow_empty:  # as the submission will: an image's most probable tag
-            empty = ~predicted.any(1)
-            predicted[empty, probs[empty].argmax(1)] = True
         if beta is not None:
             truth, sent = y.bool().cpu().numpy(), predicted.cpu().numpy()
             fbeta += fbeta_rows(truth, sent, beta).sum()
-            pooled += [(truth & sent).sum(), (~truth & sent).sum(), (truth & ~sent).sum()]
+            pooled += counts(truth, sent)
     metrics = {"valid_loss": float(loss / seen), "valid_acc": float(right / seen)}
     if beta is not None:
         micro = tag_average(metric.name) == "micro"
-        metrics[f"valid_{metric.name}"] = float(fbeta_pooled(pooled, beta)) if micro else float(fbeta / seen)
+        metrics[f"valid_{metric.name}"] = (
+            float(fbeta_of_counts(*pooled, beta, nothing=0.0)) if micro else float(fbeta / seen)
+        )
     return metrics
 
 

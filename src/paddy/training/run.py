@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from paddy.data.prepare import read_targets
+from paddy.errors import PaddyError
 from paddy.metrics import Metric
 from paddy.settings import ModelSettings, Settings
 from paddy.training import distributed
@@ -54,9 +55,8 @@ class TrainingRun:
 
     @property
     def metric(self):
-        """The competition's metric over the label's classes, which validation reports beside the loss (a multi-label
-        metric at tags.threshold)."""
-        return Metric.of(self.settings.competition, self.vocab["label"], self.settings.tags)
+        """The competition's metric over the label's classes, which validation reports beside the loss."""
+        return Metric.of(self.settings.competition, self.vocab["label"])
 
 
 def create_run(settings, name, device, prepared_dir, split_csv=None, batches=None):
@@ -84,6 +84,13 @@ def checkpoint_run(settings, ckpt_dir, device, prepared_dir=None, split_csv=None
     batches and input normalisation it was trained with; params.yaml's precision, augmentation and TTA. With
     split_csv, its data over that split table (TTA of the test set and of each split's validation rows)."""
     meta = read_meta(ckpt_dir)
+    if meta.get("multi_label", False) != settings.competition.multi_label:
+        trained = "multi-label (form tags: a sigmoid per tag)" if meta.get("multi_label") else "single-label (softmax)"
+        raise PaddyError(
+            f"{ckpt_dir} holds a {trained} model, but `competition.form` in params.yaml is now "
+            f"{settings.competition.form}: its outputs would be read as the other kind. Retrain it (`dvc repro`), or "
+            "set competition.form back to what it was trained with."
+        )
     model = model_settings(meta)
     settings = dataclasses.replace(settings, models={model.name: model})
     precision = resolve_precision(settings.train.precision, device)
