@@ -12,6 +12,7 @@ import pandas as pd
 
 from paddy.metrics import CLIP
 from paddy.predict.tables import chunks
+from paddy.report.analysis import figures_of_counts
 
 ALL_TAGS = "(all tags)"  # the calibration table's name for every (image, tag) pair pooled
 
@@ -23,16 +24,7 @@ def per_tag(truth, predicted, labels):
     has, precision of one never predicted) is left out, not written as 0."""
     truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
     support, guessed = truth.sum(0), predicted.sum(0)
-    true_pos = (truth & predicted).sum(0)
-    out = {"precision": {}, "recall": {}, "f1": {}, "support": {}}
-    for i, label in enumerate(labels):
-        out["support"][label] = int(support[i])
-        if guessed[i]:
-            out["precision"][label] = float(true_pos[i] / guessed[i])
-        if support[i]:
-            out["recall"][label] = float(true_pos[i] / support[i])
-            out["f1"][label] = float(2 * true_pos[i] / (support[i] + guessed[i]))  # 2TP / (2TP + FP + FN)
-    return out
+    return figures_of_counts(support, guessed, (truth & predicted).sum(0), labels)
 
 
 def tag_confusion(truth, predicted, labels):
