@@ -41,7 +41,7 @@ def tag_rows(rng, n):
 def model_probs(rng, truth, sharpness, bias):
     """Sigmoid probabilities leaning towards the truth, shifted down by `bias` per tag (an under-confident model,
     whose best thresholds lie below 0.5)."""
-    logits = rng.normal(size=truth.shape) + sharpness * (2 * truth - 1) - bias
+    logits = rng.normal(size=truth.shape) + sharpness * (2 * truth.astype(float) - 1) - bias
     return 1 / (1 + np.exp(-logits))
 
 
@@ -174,3 +174,28 @@ def test_imets_micro_f1_is_fitted_and_scored_pooled(planet, tmp_path):
     assert t["oof_per_tag"] >= t["oof_global"] > t["oof_fixed"] and t["test_global"] > t["test_fixed"]
     sent = tag_matrix(sub.tags.tolist(), TAGS)[:-1]  # the last test image had no prediction
     assert metrics["test_score"]["ensemble"] == pytest.approx(f1_score(test_y[:-1], sent, average="micro"), abs=0.01)
+
+
+def test_the_tags_weight_fit_streams_the_binary_cross_entropy(monkeypatch):
+    """Stack.tag_loss, chunk by chunk (forced small here), is the mixture's mean binary cross-entropy and its
+    gradient; the fitted weights favour the sharper model."""
+    import paddy.predict.tables as tables
+    from paddy.predict.ensemble import fit_log_loss
+    from paddy.predict.tables import Stack
+    from paddy.tags import binary_log_loss
+
+    monkeypatch.setattr(tables, "CHUNK_CELLS", 7 * len(TAGS))  # chunks of 7 rows
+    rng = np.random.default_rng(4)
+    y = tag_matrix(tag_rows(rng, 60), TAGS)
+    ids = np.array([str(i) for i in range(60)])
+    probs = [model_probs(rng, y, s, np.zeros(5)).astype(np.float32) for s in (2.5, 0.3)]
+    stack = Stack({f"m{i}": Table(ids, p, TAGS) for i, p in enumerate(probs)}, ids, tags=True)
+    w = np.array([0.3, 0.7])
+    loss, grad = stack.tag_loss(y, w)
+    mix = w[0] * probs[0] + w[1] * probs[1]
+    assert loss == pytest.approx(binary_log_loss(y, mix), rel=1e-5)
+    right = [np.where(y, p, 1 - p) for p in probs]
+    dense = [-(q / (w[0] * right[0] + w[1] * right[1])).mean() for q in right]
+    assert grad == pytest.approx(dense, rel=1e-3)  # float32 mixtures, float64 sums
+    fitted = fit_log_loss(stack, y)
+    assert fitted.sum() == pytest.approx(1) and fitted[0] > 0.8

@@ -118,24 +118,32 @@ def fit_log_loss(probs, y):
     """Non-negative weights summing to 1 minimising the log loss of the weighted mean of probs [model, row, class].
 
     The loss only sees each model's probability of the true label, and is convex in the weights, so SLSQP from
-    equal weights reaches the global minimum, the same one on every run."""
+    equal weights reaches the global minimum, the same one on every run. Of tags (probs a Stack of tags' tables, y
+    their 0/1 matrix): the binary cross-entropy of each tag's true value, streamed (Stack.tag_loss)."""
     stack = as_stack(probs)
     n = len(stack.names)
     if n == 1:
         return np.ones(1)
-    p_true = stack.true_probs(y)  # row x model
+    if stack.tags:
+
+        def objective(w):
+            return stack.tag_loss(y, w)
+
+    else:
+        p_true = stack.true_probs(y)  # row x model
+
+        def objective(w):
+            mix = np.clip(p_true @ w, CLIP, None)
+            return -np.log(mix).mean(), -(p_true / mix[:, None]).mean(0)
 
     def loss(w):
-        return -np.log(np.clip(p_true @ w, CLIP, None)).mean()
-
-    def grad(w):
-        return -(p_true / np.clip(p_true @ w, CLIP, None)[:, None]).mean(0)
+        return objective(w)[0]
 
     start = np.full(n, 1 / n)
     result = minimize(
-        loss,
+        objective,
         start,
-        jac=grad,
+        jac=True,
         method="SLSQP",
         bounds=[(0.0, 1.0)] * n,
         constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(n)}],

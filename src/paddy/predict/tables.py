@@ -17,6 +17,7 @@ import pandas as pd
 
 from paddy.errors import PaddyError
 from paddy.files import atomic_path, write_csv, write_json
+from paddy.metrics import CLIP
 
 CHUNK_CELLS = 2**24  # cells (rows x classes) a row chunk holds: 64 MB of float32, whatever the number of classes
 
@@ -155,21 +156,28 @@ class Stack:
         return out
 
     def true_probs(self, y):
-        """p[row, model] of each row's true class y, for the log-loss fit (which sees nothing else). Of tags (y a 0/1
-        [row, tag] matrix): p[(row, tag), model], each model's probability of the true value of each tag (p where
-        the tag is there, 1 - p where not), whose log is the binary cross-entropy."""
-        if self.tags:
-            y = np.asarray(y, dtype=bool)
-            every = np.arange(len(self))
-            return np.stack(
-                [np.where(y, p, 1 - p).ravel() for p in (self.chunk(m, every) for m in range(len(self.names)))], 1
-            )
+        """p[row, model] of each row's true class y, for the log-loss fit (which sees nothing else)."""
         out = np.empty((len(self), len(self.names)))
         for part in chunks(len(self), self.n_classes):
             positions = np.arange(part.start, part.stop)
             for m in range(len(self.names)):
                 out[part, m] = self.chunk(m, positions)[np.arange(len(positions)), y[part]]
         return out
+
+    def tag_loss(self, y, weights):
+        """(the mean binary cross-entropy of the tags' mixture by `weights`, its gradient in the weights), chunk by
+        chunk: each model's probability of each tag's true value (p where the tag is there, 1 - p where not) is
+        linear in the weights, and an [image x tag, model] table of them would be gigabytes at iMet's size."""
+        y = np.asarray(y, dtype=bool)
+        total, grad = 0.0, np.zeros(len(self.names))
+        for part in chunks(len(self), self.n_classes):
+            positions = np.arange(part.start, part.stop)
+            right = [np.where(y[part], p, 1 - p) for p in (self.chunk(m, positions) for m in range(len(self.names)))]
+            mix = np.clip(sum(np.float32(w) * q for w, q in zip(weights, right)), CLIP, None)
+            total -= np.log(mix, dtype=np.float64).sum()
+            grad -= [(q / mix).sum(dtype=np.float64) for q in right]
+        cells = max(y.size, 1)
+        return total / cells, grad / cells
 
     def only(self, m):
         """Weights that take model m alone."""
