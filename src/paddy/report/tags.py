@@ -145,11 +145,6 @@ def calibration_of(sums):
     return (*pooled, [tag_analysis.calibration_table(*(s[k] for s in sums)) for k in range(len(sums[0]))])
 
 
-def _tag_lines(kind, tags):
-    """A line (or a few) of tags under an image: `kind: a, b, c`, wrapped to the cell's width."""
-    return _models_line(kind, tags)
-
-
 def draw_top_losses(table, prepared, n_rows, plots_dir, metric):
     """The top losses' grid and cards (build.draw_cards) of a multi-label competition: the true, predicted, missed
     and added tags; red: the ensemble's tags are not exactly the true ones."""
@@ -158,13 +153,13 @@ def draw_top_losses(table, prepared, n_rows, plots_dir, metric):
     for r in table.itertuples():
         lines = [
             f"#{r.rank} {r.image_id}",
-            *_tag_lines("actual", r.actual),
-            *_tag_lines("predicted", r.predicted),
-            *_tag_lines("missed", r.missed),
-            *_tag_lines("added", r.added),
+            *_models_line("actual", r.actual),
+            *_models_line("predicted", r.predicted),
+            *_models_line("missed", r.missed),
+            *_models_line("added", r.added),
             f"F{beta:g} {r.fbeta:.2f}, loss {r.loss:.3f}",
-            *_tag_lines("right", r.right),
-            *_tag_lines("wrong", r.wrong),
+            *_models_line("right", r.right),
+            *_models_line("wrong", r.wrong),
         ]
         cards.append((r.rank, r.image_id, lines, r.actual == r.predicted))
     title = (
@@ -182,11 +177,11 @@ def draw_least_confident(table, prepared, path):
         image = pictures.thumbnail(_image_path(*prepared, r.image_id, "test"))
         lines = [
             f"#{r.rank} {r.image_id}",
-            *_tag_lines("predicted", r.predicted),
+            *_models_line("predicted", r.predicted),
             f"nearest: {r.nearest}",
             f"p {r.p_nearest:.2f}, threshold {r.threshold:.2f}",
         ]
-        lines += [] if r.right is None else _tag_lines("actual", r.actual)
+        lines += [] if r.right is None else _models_line("actual", r.actual)
         cells.append((image, lines, r.right))
     if not cells:
         return pictures.statement("report.top_losses is 0: no test image drawn.", path)

@@ -20,7 +20,7 @@ from paddy.console import progress as progress_bar
 from paddy.errors import PaddyError
 from paddy.metrics import LABEL_METRICS
 from paddy.settings.schema import fbeta_of, tag_average
-from paddy.tags import VALID_THRESHOLD, counts, fbeta_of_counts, fbeta_rows
+from paddy.tags import VALID_THRESHOLD, counts, fbeta_of_counts
 from paddy.training import distributed
 from paddy.training.checkpoints import Checkpoint, Progress
 from paddy.training.compile import CompileClock
@@ -233,9 +233,9 @@ def validate_tags(model, loader, augment, precision, heads, metric):
         predicted = probs > VALID_THRESHOLD
         right += (predicted == y.bool()).float().mean(1).sum()
         if beta is not None:
-            truth, sent = y.bool().cpu().numpy(), predicted.cpu().numpy()
-            fbeta += fbeta_rows(truth, sent, beta).sum()
-            pooled += counts(truth, sent)
+            tp, fp, fn = counts(y.bool().cpu().numpy(), predicted.cpu().numpy(), axis=1)
+            fbeta += fbeta_of_counts(tp, fp, fn, beta, nothing=1.0).sum()
+            pooled += [tp.sum(), fp.sum(), fn.sum()]  # the same counts pooled, not counted again
     metrics = {"valid_loss": float(loss / seen), "valid_acc": float(right / seen)}
     if beta is not None:
         micro = tag_average(metric.name) == "micro"
