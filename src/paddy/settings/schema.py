@@ -17,7 +17,7 @@ ITEM_METHODS = ("squish", "crop", "pad")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 HEADS = ("fastai", "timm")
 LR_GROUPS = ("body_head", "layers")
-RECIPES = ("fastai",)
+RECIPES = ("fastai", "sgdr")
 CV_SCHEMES = ("kfold", "bag")
 DIFFICULTIES = ("easy", "hard")  # paddy.data.synthetic
 # paddy.data.synthetic's layout families: each writes a competition laid out like one Kaggle competition
@@ -287,6 +287,40 @@ class AugmentSettings:
     p_lighting: float = setting("probability of each of brightness, contrast", 0.75, Number(lo=0.0, hi=1.0), AUG)
 
 
+def _scales_ok(value):
+    return (isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
+                                            for v in value) and value == sorted(set(value)))  # fmt: skip
+
+
+def _epochs_ok(value):
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000
+                                           for v in value)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProgressiveSettings:
+    """Progressive resizing (`train.progressive`; the 2018 lessons' "train small, then set the data to a bigger size
+    and keep training"): fine_tune phases at growing sizes, the same weights carried across (docs/techniques.md)."""
+
+    scales: tuple = setting(
+        "the sizes of the phases before the full-size one, as fractions of models.<name>.size, growing, each below "
+        "1 (e.g. [0.5]: half the size, then the full size); []: the model's size only",
+        (),
+        Either(_scales_ok, "a list of growing fractions between 0 and 1, e.g. [0.5] or [0.5, 0.75] (the phases' "
+               "sizes before the full-size one, as fractions of models.<name>.size), or [] for none", tuple),
+        STEP,
+    )  # fmt: skip
+    epochs: tuple = setting(
+        "the epochs (after the frozen ones) of each of those phases, one per scale; the last, full-size phase "
+        "trains train.epochs. Each phase is a whole fine_tune: the schedule restarts, as fastai's does when called "
+        "again.",
+        (),
+        Either(_epochs_ok, "a list of whole numbers of epochs (1 to 1000), one per entry of "
+               "train.progressive.scales, e.g. [5]", tuple),
+        ("train",),
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How every model trains (`train`): fastai's fine_tune recipe, batches, precision, devices."""
@@ -360,6 +394,53 @@ class TrainSettings:
                "CUDA, gloo processes on the CPU; 1 trains in this process, docs/scale.md)"),
         ("train",),
     )  # fmt: skip
+    cycle_len: int = setting(
+        "recipe sgdr: epochs of the first cosine cycle after the frozen epochs", 1,
+        Number(lo=1, hi=1000, integer=True, why=" (epochs of SGDR's first cycle)"), ("train",),
+    )  # fmt: skip
+    cycle_mult: int = setting(
+        "recipe sgdr: each cycle is cycle_mult times as long as the one before; the cycles must add up to "
+        "train.epochs (cycle_len 1, cycle_mult 2: 1 + 2 + 4 = 7 epochs)",
+        2, Number(lo=1, hi=10, integer=True, why=" (each SGDR cycle's length over the one before)"), ("train",),
+    )  # fmt: skip
+    snapshots: bool = setting(
+        "recipe sgdr: the weights at the end of each cycle join TTA as one more member of the model (a snapshot "
+        "ensemble); false: the last cycle's only",
+        False, Flag(), ("train",),
+    )  # fmt: skip
+    progressive: ProgressiveSettings = section(ProgressiveSettings)
+    mixup: float = setting(
+        "alpha of mixup's beta distribution (timm.data.Mixup on the device batch, after the augmentation); 0: off",
+        0.0, Number(lo=0, hi=10, why=" (the beta distribution's alpha; 0.2 to 0.4 is usual, 0 turns mixup off)"),
+        ("train",),
+    )  # fmt: skip
+    cutmix: float = setting(
+        "alpha of CutMix's beta distribution; 0: off. With mixup on too, each step takes one of them (half and half)",
+        0.0, Number(lo=0, hi=10, why=" (the beta distribution's alpha; 1.0 is usual, 0 turns CutMix off)"),
+        ("train",),
+    )  # fmt: skip
+    mix_prob: float = setting(
+        "share of optimizer steps mixed when mixup or cutmix is on", 1.0, Number(lo=0, hi=1), ("train",)
+    )
+    label_smoothing: float = setting(
+        "share of each target's probability spread over every class (with mixup/cutmix, timm's mixed soft targets)",
+        0.0, Number(lo=0, below=1, why=" (0.1 is usual; 0 turns it off)"), ("train",),
+    )  # fmt: skip
+    ema: bool = setting(
+        "keep an exponential moving average of the weights (timm.utils.ModelEmaV3): validated, saved and used for "
+        "TTA instead of the last weights",
+        False, Flag(), STEP,
+    )  # fmt: skip
+    ema_decay: float = setting(
+        "ema: the average's decay per optimizer step (with timm's warmup, which lowers it over the first steps)",
+        0.999, Number(above=0, below=1, why=" (the weight the average keeps at each step)"), ("train",),
+    )  # fmt: skip
+    swa_epochs: int = setting(
+        "average the weights at the end of each of the last swa_epochs epochs (torch.optim.swa_utils, BatchNorm's "
+        "statistics recomputed on the training images) into the model's final weights; 0: off",
+        0, Number(lo=0, hi=1000, integer=True, why=" (the last epochs whose weights are averaged; 0: none)"),
+        ("train",),
+    )  # fmt: skip
     checkpoint_minutes: float = setting(
         "a resumable checkpoint after every epoch and at least this often within one",
         10, Number(above=0, hi=1440, why=" (and after every epoch anyway)"),
@@ -427,6 +508,29 @@ class EnsembleSettings:
         "set, or several that overlap) splits the out-of-fold rows into this many stratified folds, seeded by "
         "`seed`.",
         5, Number(lo=2, hi=100, integer=True, why=" (folds of the fitted weights' cross-validation)"), ("ensemble",),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PseudoSettings:
+    """Pseudo-labels (`pseudo`; docs/techniques.md): the pseudo stage, after the ensemble, labels the test images the
+    ensemble is confident of and trains every model again on the training images and those."""
+
+    enabled: bool = setting(
+        "false: the pseudo stage only notes that it is off", False, Flag(), ("pseudo",)
+    )
+    max_error: float = setting(
+        "the confidence threshold is the lowest at which the out-of-fold images the ensemble is at least that "
+        "confident of are wrong this often at most: the kept pseudo-labels' expected error",
+        0.05, Number(above=0, below=1, why=" (a share of wrong pseudo-labels)"), ("pseudo",),
+    )  # fmt: skip
+    threshold: float | str = setting(
+        "auto (from max_error) | a confidence, used as is: the test images whose top probability is above it are kept",
+        "auto",
+        Either(lambda v: v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1),
+               "auto (chosen from pseudo.max_error and the out-of-fold calibration) or a probability between 0 and 1 "
+               "(exclusive)"),
+        ("pseudo",),
     )  # fmt: skip
 
 
@@ -569,6 +673,7 @@ class Settings:
     tta: TTASettings = section(TTASettings)
     tags: TagSettings = section(TagSettings)
     ensemble: EnsembleSettings = section(EnsembleSettings)
+    pseudo: PseudoSettings = section(PseudoSettings)
     report: ReportSettings = section(ReportSettings)
     profile: ProfileSettings = section(ProfileSettings)
     kaggle: KaggleSettings = section(KaggleSettings)
