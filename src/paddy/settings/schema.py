@@ -516,9 +516,7 @@ class PseudoSettings:
     """Pseudo-labels (`pseudo`; docs/techniques.md): the pseudo stage, after the ensemble, labels the test images the
     ensemble is confident of and trains every model again on the training images and those."""
 
-    enabled: bool = setting(
-        "false: the pseudo stage only notes that it is off", False, Flag(), ("pseudo",)
-    )
+    enabled: bool = setting("false: the pseudo stage only notes that it is off", False, Flag(), ("pseudo",))
     max_error: float = setting(
         "the confidence threshold is the lowest at which the out-of-fold images the ensemble is at least that "
         "confident of are wrong this often at most: the kept pseudo-labels' expected error",
