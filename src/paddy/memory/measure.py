@@ -1,15 +1,17 @@
 """How much GPU memory the training step and the prediction step take: measured on CUDA, estimated without one.
 
 Both run the real steps (paddy.training.step: the optimizer, the augmentation from uint8 items, accumulation of
-micro-batches, mixed precision), `STEPS` training steps at a micro-batch then the prediction step at each eval batch
-with the training state still alive, as in validation. On CUDA the peaks come from the caching allocator and the
-driver. Without CUDA the same code runs on fake tensors (shapes and dtypes, no data) while a tracker adds up the
-bytes of every live storage, the figure the caching allocator calls `allocated`; a calibrated allowance adds what
-tensors do not show (allocator segments and the CUDA context). See docs/memory.md for the calibration.
+micro-batches, mixed precision, mixup/CutMix, train.ema's copy of the weights), `STEPS` training steps at a
+micro-batch then the prediction step at each eval batch with the training state still alive, as in validation.
+On CUDA the peaks come from the caching allocator and the driver. Without CUDA the same code runs on fake tensors
+(shapes and dtypes, no data) while a tracker adds up the bytes of every live storage, the figure the caching
+allocator calls `allocated`; a calibrated allowance adds what tensors do not show (allocator segments and the CUDA
+context). See docs/memory.md for the calibration.
 """
 
 import dataclasses
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 
@@ -20,7 +22,7 @@ from paddy.training.augment import create_augment
 from paddy.training.models import create_model, fake_model, input_normalization
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.step import Heads, Step, predict_step, train_step
+from paddy.training.step import Heads, Step, create_ema, predict_step, train_step
 
 GiB = 2**30
 
@@ -61,6 +63,7 @@ def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
     )
     generator = torch.Generator(device)
     h, w = spec.model.item_size
+    ema = create_ema(model, spec.train)  # train.ema: a second copy of the weights, alive all along
     meter.start()
     items = torch.randint(0, 256, (spec.train.effective_batch, h, w, 3), dtype=torch.uint8, device=device)
     heads = Heads((spec.num_classes,), spec.multi_label)
@@ -68,9 +71,11 @@ def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
         targets = torch.randint(0, 2, (spec.train.effective_batch, spec.num_classes), dtype=torch.uint8, device=device)
     else:
         targets = torch.randint(0, spec.num_classes, (spec.train.effective_batch,), device=device)
-    step = Step(augment, spec.precision, micro_batch, scaler, heads)
-    for _ in range(STEPS):
+    step = Step.of(spec.train, augment, spec.precision, micro_batch, scaler, heads)
+    for i in range(STEPS):
         train_step(model, optimizer, items, targets, generator, step)
+        if ema is not None:
+            ema.update(model, step=i + 1)
     del items, targets
     train = meter.read()
     evals = []
@@ -180,7 +185,9 @@ def estimate(spec, micro_batch, eval_batches=()):
     with fake_model(spec.model.arch, spec.num_classes, spec.model.head, torch.channels_last) as model:
         for t in [*model.parameters(), *model.buffers()]:
             tracker.track(t)
-        with tracker:
+        with tracker, warnings.catch_warnings():
+            # train.ema's copy of the fake weights (copy.deepcopy) asks for their data pointer, which is harmless here
+            warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
             train, evals = exercise(model, spec, micro_batch, eval_batches, tracker)
     train["seconds"] = round(time.perf_counter() - start, 2)
     return train, evals

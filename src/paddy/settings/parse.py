@@ -123,6 +123,7 @@ def check_together(settings, params, path="params.yaml"):
     check = tighter(schema.ProfileSettings, "min_micro_batch", hi=effective_batch)  # a slice of one step
     check(settings.profile.min_micro_batch, "profile.min_micro_batch", path)
     check_competition(params["competition"], path)
+    _check_mixing(settings, path)
     for name, model in settings.models.items():
         if settings.competition.multi_label and list(model.targets) != ["label"]:
             raise PaddyError(
@@ -139,6 +140,20 @@ def check_together(settings, params, path="params.yaml"):
         raise PaddyError(
             f"Every `models.<name>.weight` in {path} is 0 and `ensemble.weights` is params: the ensemble would "
             "average nothing. Give at least one model a weight above 0, or fit them: `ensemble.weights: fit`."
+        )
+
+
+def _check_mixing(settings, path):
+    """Mixup, CutMix and label smoothing make softmax targets: a multi-label model has none to mix."""
+    train = settings.train
+    mixing = [(k, getattr(train, k)) for k in ("mixup", "cutmix", "label_smoothing") if getattr(train, k) > 0]
+    if settings.competition.multi_label and mixing:
+        key, value = mixing[0]
+        raise PaddyError(
+            f"`train.{key}` in {path} is {value}, but the competition is multi-label (`competition.form: tags`): "
+            "mixup, CutMix and label smoothing mix and smooth one class per image into softmax targets, and a model "
+            "of tags trains a sigmoid per tag with binary cross-entropy instead. Set train.mixup, train.cutmix and "
+            "train.label_smoothing to 0 for this competition (train.ema works with it)."
         )
 
 

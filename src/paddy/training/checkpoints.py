@@ -127,8 +127,9 @@ class Checkpoint:
     def due(self):
         return time.monotonic() - self.last >= self.interval
 
-    def save(self, progress, model, optimizer=None, scaler=None):
-        """model: the plain model, never its DDP wrapper (whose keys start with `module.`). Rank 0 alone writes."""
+    def save(self, progress, model, optimizer=None, scaler=None, ema=None):
+        """model: the plain model, never its DDP wrapper (whose keys start with `module.`). ema: the weights' moving
+        average (timm's ModelEmaV3, train.ema), its copy of the weights. Rank 0 alone writes."""
         if not distributed.is_main():
             return
         state = {"progress": dataclasses.asdict(progress), "model": model.state_dict()}
@@ -136,13 +137,16 @@ class Checkpoint:
             state["optimizer"] = optimizer.state_dict()
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
+        if ema is not None:
+            state["ema"] = ema.module.state_dict()
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
             digests.record_resume(tmp, self.path)  # checked by load
         self.last = time.monotonic()
 
-    def load(self, model, optimizer, scaler=None):
-        """Restore the tensors into model, optimizer and scaler; the Progress, or None when there is nothing.
+    def load(self, model, optimizer, scaler=None, ema=None):
+        """Restore the tensors into model, optimizer, scaler and ema; the Progress, or None when there is nothing.
+        A finished split's checkpoint holds its final weights only (the average's, with an ema): the ema takes them.
         Under DDP rank 0 reads the file and sends it to the others: they need not share its disk."""
         device = next(model.parameters()).device
         if distributed.world_size() > 1:
@@ -157,6 +161,10 @@ class Checkpoint:
             optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
+        if ema is not None and "ema" in state:
+            ema.module.load_state_dict(state["ema"])
+        elif ema is not None:
+            ema.set(model)
         progress = Progress(**state["progress"])
         done = "optimizer" not in state
         note = f"{self.path}: {'finished earlier' if done else 'resumed'} at epoch {progress.epoch + 1 - done}"

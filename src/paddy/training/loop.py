@@ -32,6 +32,7 @@ from paddy.training.schedule import fine_tune_phases, position, set_hyperparamet
 from paddy.training.step import (
     Step,
     accumulation,
+    create_ema,
     free_cuda_cache,
     output_probs,
     predict_chunked,
@@ -108,6 +109,8 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, fit)
                         f"again: it resumes from the last checkpoint. ({str(e).splitlines()[0][:160]})"
                     ) from e
                 _fall_back(optimizer, progress, fit.run.settings.profile.min_micro_batch, e, epoch, i)
+        if fit.ema is not None:  # its warmup counts the run's optimizer steps, so a resumed run counts the same
+            fit.ema.update(plain, step=epoch * steps + i + 1)
         loss = distributed.all_reduce_sum(loss)  # each rank's loss is its share of the batch's
         total += loss * len(items)
         skip = None
@@ -127,7 +130,7 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, fit)
         if save:
             progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
             progress.skipped = int(skipped.item())
-            fit.checkpoint.save(progress, plain, optimizer, fit.scaler)
+            fit.checkpoint.save(progress, plain, optimizer, fit.scaler, fit.ema)
         if stop:
             raise Interrupted(stop)
     seconds += time.perf_counter() - start
@@ -266,6 +269,7 @@ class Fit:
     watch: LossWatch
     checkpoint: Checkpoint | None = None
     clock: CompileClock | None = None
+    ema: object = None  # the weights' moving average (timm.utils.ModelEmaV3: paddy.training.step.create_ema)
 
     @property
     def seed(self):
@@ -274,11 +278,17 @@ class Fit:
     def step(self, micro_batch, shard=None):
         """The training step's settings at this micro-batch (paddy.training.step.Step)."""
         run = self.run
-        return Step(run.data.augment, run.precision, micro_batch, self.scaler, run.heads, shard)
+        return Step.of(run.train, run.data.augment, run.precision, micro_batch, self.scaler, run.heads, shard)
 
     def on_step(self, epoch, step, model, optimizer):
         if self.run.on_step is not None:
             self.run.on_step(self.split, epoch, step, model, optimizer)
+
+
+def scored_model(model, ema):
+    """The weights a split is judged by: validated after every epoch and saved at its end (so TTA'd and predicted
+    with): the exponential moving average's with train.ema on (paddy.training.step.create_ema), else the model's."""
+    return model if ema is None else ema.module
 
 
 def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
@@ -292,6 +302,9 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     after every optimizer step. checkpoint: a paddy.training.checkpoints.Checkpoint to resume from and save to.
     clock: a compiled model's paddy.training.step.CompileClock, ticked at every step. Validation scores the
     competition's metric (run.metric) beside the loss and accuracy. Returns the Progress (history: the metrics).
+
+    With train.ema, the average of the weights is what is validated (scored_model) and, at the end, what `model`
+    holds: the split's final weights are the average's.
 
     Under DDP (paddy.training.distributed) every rank calls this with the same arguments; rank 0 alone validates (the
     other ranks wait at a barrier; their history holds the training metrics only) and writes checkpoints.
@@ -309,12 +322,13 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     scaler = create_scaler(run.precision, device)
     progress = Progress(run.micro_batch)
-    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler)) is not None:
+    ema = create_ema(model, train)
+    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler, ema)) is not None:
         progress = saved
         for e, metrics in enumerate(progress.history):
             if run.on_epoch is not None:
                 run.on_epoch(split, e, metrics)
-    fit = Fit(run, split, scaler, LossWatch(device, fp16=scaler is not None), checkpoint, clock)
+    fit = Fit(run, split, scaler, LossWatch(device, fp16=scaler is not None), checkpoint, clock, ema)
     augment, names = run.data.augment, run.model.targets
     first = 0
     for phase in fine_tune_phases(train.epochs, train.lr, train.frozen_epochs, train.lr_mult):
@@ -328,7 +342,8 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
             start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
             metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, fit)
             if distributed.is_main():
-                metrics.update(validate(model, valid_loader, augment, run.precision, run.heads, names, run.metric))
+                scored = scored_model(model, ema)
+                metrics.update(validate(scored, valid_loader, augment, run.precision, run.heads, names, run.metric))
                 check_valid_loss(metrics, progress.epoch, steps)
             distributed.barrier()
             metrics["epoch_time_s"] = carried + time.perf_counter() - start
@@ -338,11 +353,14 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
                 progress.epoch + 1, 0, 0.0, 0, 0.0, 0,
             )  # fmt: skip
             if checkpoint is not None:
-                checkpoint.save(progress, model, optimizer, scaler)
+                checkpoint.save(progress, model, optimizer, scaler, ema)
             if run.on_epoch is not None:
                 run.on_epoch(split, progress.epoch - 1, metrics)
         first = end
     set_frozen(model, False)
+    final = scored_model(model, ema)
+    if final is not model:
+        model.load_state_dict(final.state_dict())
     if checkpoint is not None:
         checkpoint.save(progress, model)  # done: the weights and the history, no optimizer state to keep
     return progress

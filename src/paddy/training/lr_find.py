@@ -31,7 +31,8 @@ def sweep(run, model, loader, start_lr=1e-7, end_lr=10, num_it=100):
     set_frozen(model, train.frozen_epochs > 0)
     optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     device = next(model.parameters()).device
-    step = Step(run.data.augment, run.precision, run.micro_batch, create_scaler(run.precision, device), run.heads)
+    scaler = create_scaler(run.precision, device)
+    step = Step.of(train, run.data.augment, run.precision, run.micro_batch, scaler, run.heads)
     generator = torch.Generator(device)
     model.train()
     lrs, losses, best, smooth, i, epoch = [], [], math.inf, 0.0, 0, 0

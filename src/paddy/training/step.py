@@ -4,6 +4,7 @@ An optimizer step takes a whole effective batch of uint8 items, moves it to the 
 micro-batch: augments it on the device, runs forward under autocast and backward with the loss scaled by the
 micro-batch's share of the step's samples (so the gradient is the full batch's whatever the accumulation), and
 finally steps the optimizer. The losses are summed on the device: nothing waits for the GPU until an epoch ends.
+With train.mixup or train.cutmix on, each augmented micro-batch is mixed (timm.data.Mixup) and trains on soft targets.
 """
 
 import contextlib
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data.mixup import Mixup, mixup_target
+from timm.loss import SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
 
 from paddy.errors import PaddyError
 from paddy.training.augment import BatchAugment, slice_draws
@@ -46,11 +50,18 @@ def stream_seeds(seed, epoch, step):
     return int(augment), int(dropout)
 
 
+def mix_seed(seed, epoch, step):
+    """The seed of a step's third stream, mixup's and CutMix's draws (stream_seeds' two come first)."""
+    return int(np.random.SeedSequence([seed, epoch, step]).generate_state(3)[2])
+
+
 def seed_step(generator, seed, epoch, step):
-    """Seed the augmentation's generator and torch's global RNG (dropout, drop-path) for one training step."""
+    """Seed the augmentation's generator, torch's global RNG (dropout, drop-path) and numpy's global RNG (timm's
+    Mixup draws its lambda, its choice of CutMix and its box from it) for one training step."""
     augment, dropout = stream_seeds(seed, epoch, step)
     generator.manual_seed(augment)
     torch.manual_seed(dropout)
+    np.random.seed(mix_seed(seed, epoch, step))
 
 
 @dataclass(frozen=True)
@@ -62,16 +73,23 @@ class Heads:
     multi_label: bool = False
 
 
-def target_loss(logits, targets, heads=None):
+def target_loss(logits, targets, heads=None, smoothing=0.0):
     """Cross-entropy of the label; with several targets (targets (B, T), outputs split by heads.sizes), the seed's
     multi-target loss: the sum of each target's cross-entropy over its slice of the outputs. Multi-label (targets
     (B, C) of 0/1): binary cross-entropy of each tag's logit, averaged over images and tags, fastai's
-    BCEWithLogitsLossFlat (tests/training/test_fastai_multi_label_parity.py)."""
+    BCEWithLogitsLossFlat (tests/training/test_fastai_multi_label_parity.py). Float targets (B, sum of the sizes)
+    are a mixed batch's soft targets (mix_batch): timm's SoftTargetCrossEntropy of each target's slice, summed.
+    smoothing: label smoothing of class-index targets (F.cross_entropy's; a mixed batch's soft targets hold theirs)."""
     if heads is not None and heads.multi_label:
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    if targets.is_floating_point():
+        sizes = list(heads.sizes) if heads is not None else [logits.shape[1]]
+        soft = zip(logits.split(sizes, dim=1), targets.split(sizes, dim=1))
+        return sum(SoftTargetCrossEntropy()(part, target) for part, target in soft)
     if targets.dim() == 1:
-        return F.cross_entropy(logits, targets)
-    return sum(F.cross_entropy(part, targets[:, t]) for t, part in enumerate(logits.split(list(heads.sizes), dim=1)))
+        return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+    parts = enumerate(logits.split(list(heads.sizes), dim=1))
+    return sum(F.cross_entropy(part, targets[:, t], label_smoothing=smoothing) for t, part in parts)
 
 
 def output_probs(logits, heads=None):
@@ -85,6 +103,53 @@ def output_probs(logits, heads=None):
 
 
 @dataclass(frozen=True)
+class Mixing:
+    """Mixup, CutMix and label smoothing of the training step (train.mixup, cutmix, mix_prob, label_smoothing).
+
+    timm.data.Mixup in batch mode: at each optimizer step, with probability `prob`, one lambda ~ Beta(alpha, alpha)
+    (mixup or CutMix, half and half when both are on) mixes every image with its mirror in the micro-batch
+    (x.flip(0)), and each target's one-hot (smoothed) likewise. The draws come from numpy's global RNG, which
+    seed_step seeds for each step, and every micro-batch of the step makes the same ones: the same lambda and box
+    whatever the split. The pairs are within a micro-batch, though, so accumulation (1 x 32 or 2 x 16) changes which
+    images are mixed together."""
+
+    mixup: float = 0.0  # alpha of mixup's beta distribution; 0: off
+    cutmix: float = 0.0  # alpha of CutMix's; 0: off
+    prob: float = 1.0  # share of steps mixed
+    smoothing: float = 0.0
+
+    @classmethod
+    def of(cls, train):
+        """The mixing of TrainSettings `train`; None when it mixes and smooths nothing (the step as it always was)."""
+        mixing = cls(train.mixup, train.cutmix, train.mix_prob, train.label_smoothing)
+        return mixing if mixing.mixes or mixing.smoothing > 0 else None
+
+    @property
+    def mixes(self):
+        return self.mixup > 0 or self.cutmix > 0
+
+    def mixer(self):
+        return Mixup(
+            mixup_alpha=self.mixup, cutmix_alpha=self.cutmix, prob=self.prob, switch_prob=0.5, mode="batch",
+            label_smoothing=self.smoothing,
+        )  # fmt: skip
+
+
+def mix_batch(mixer, x, targets, sizes, draws):
+    """Mix a micro-batch in place with timm's Mixup (batch mode: x with x.flip(0)) and return its soft targets,
+    (B, sum of sizes): each target's smoothed one-hot mixed with the same lambda and pairing (timm's mixup_target).
+
+    targets: (B,) class indices, or (B, T) for T targets of `sizes` classes. draws: numpy's global RNG state at the
+    step's start (np.random.get_state()), restored first, so that every micro-batch of a step draws the same lambda,
+    the same choice of CutMix and the same box."""
+    np.random.set_state(draws)
+    lam = mixer._mix_batch(x)  # batch mode's mixing of the images, without __call__'s even-batch assertion
+    columns = targets[:, None] if targets.dim() == 1 else targets
+    parts = [mixup_target(columns[:, t], n, lam, mixer.label_smoothing) for t, n in enumerate(sizes)]
+    return torch.cat(parts, dim=1)
+
+
+@dataclass(frozen=True)
 class Step:
     """How each optimizer step of a run goes: fixed for the run but the micro-batch, which out-of-memory halves."""
 
@@ -94,6 +159,19 @@ class Step:
     scaler: torch.amp.GradScaler | None = None  # fp16's
     heads: Heads | None = None  # a multi-target or multi-label model's outputs (None: one softmax target)
     shard: tuple | None = None  # (rank, world) under DDP
+    mixing: Mixing | None = None  # mixup, CutMix, label smoothing (None: none)
+
+    @classmethod
+    def of(cls, train, augment, precision, micro_batch, scaler=None, heads=None, shard=None):
+        """The step of a run trained with TrainSettings `train`: what training, lr_find and the memory profile run."""
+        return cls(augment, precision, micro_batch, scaler, heads, shard, Mixing.of(train))
+
+
+def create_ema(model, train):
+    """The exponential moving average of the model's weights (train.ema: timm's ModelEmaV3 with its warmup, updated
+    after every optimizer step by the loop), or None when train.ema is off. Its copy of the weights is as large as
+    the model's: the memory profile counts it (paddy.memory.measure.exercise)."""
+    return ModelEmaV3(model, decay=train.ema_decay, use_warmup=True) if train.ema else None
 
 
 def train_step(model, optimizer, items, targets, generator, step, no_sync=None):
@@ -109,10 +187,17 @@ def train_step(model, optimizer, items, targets, generator, step, no_sync=None):
     weights of size x world / B make DDP's average of the ranks' gradients the whole batch's. no_sync: the DDP
     model's no_sync, entered for all but the last micro-batch, so gradients cross between ranks once per step.
     Returns this rank's share of the mean loss: the sum over ranks is the batch's.
+
+    step.mixing (Mixing): each micro-batch, once augmented, is mixed (mix_batch) and trains on its soft targets, or
+    on label-smoothed class indices; the loss returned is then the mixed batch's.
     """
     augment, precision, micro_batch, scaler, heads, shard = (
         step.augment, step.precision, step.micro_batch, step.scaler, step.heads, step.shard,
     )  # fmt: skip
+    mixing = step.mixing
+    mixer = mixing.mixer() if mixing is not None and mixing.mixes else None
+    smoothing = mixing.smoothing if mixing is not None else 0.0
+    mix_draws = np.random.get_state() if mixer is not None else None  # seed_step's: each micro-batch starts from it
     device = next(model.parameters()).device
     n = len(items)
     draws = augment.draw(_like(items, device), generator)  # for the whole batch: the same images whatever the split
@@ -129,8 +214,10 @@ def train_step(model, optimizer, items, targets, generator, step, no_sync=None):
         with local:
             x = augment.apply(items[start - lo : stop - lo], slice_draws(draws, start, stop))
             y = targets[start - lo : stop - lo]
+            if mixer is not None:  # Step.of gives the heads: their sizes are the classes of each target's one-hot
+                y = mix_batch(mixer, x, y, heads.sizes, mix_draws)
             with autocast(device, precision):
-                loss = target_loss(model(x), y, heads)
+                loss = target_loss(model(x), y, heads, smoothing)
             scaled = loss * (len(x) * world / n)
             # The earlier micro-batches' gradients stay in .grad while the later ones run: that is the accumulation.
             with backward_mode(device, precision):
