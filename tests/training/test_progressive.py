@@ -5,7 +5,7 @@ the uninterrupted run; the profile and the check cover every size."""
 import pytest
 import torch
 from helpers.data import prepared_work
-from helpers.settings import settings_with
+from helpers.settings import settings_with, shrunk_params
 from helpers.training import train
 
 from paddy.errors import PaddyError
@@ -86,15 +86,25 @@ class Killed(Exception):
     pass
 
 
-def test_a_resume_inside_the_second_size_repeats_the_uninterrupted_run(work, params, tmp_path):
-    """Killed at the second step of the full-size stage's unfrozen phase (the ViT's position embeddings then have
-    the full size's shape, the checkpoint its state): the resumed run ends on the same weights and metrics."""
-    changes = {**PROGRESSIVE, **MODELS["vit"], "train.frozen_epochs": 1, "train.checkpoint_minutes": 1e-9}
-    settings = settings_with(params, changes)
-    reference = train(settings, work, tmp_path / "reference", (8, 16), name="vit")
+@pytest.fixture(scope="module")
+def resumable(work, tmp_path_factory):
+    """A ViT's settings (1 epoch at half its size, then 1 at its size; a checkpoint after every step) and its
+    uninterrupted run."""
+    changes = {**PROGRESSIVE, **MODELS["vit"], "train.checkpoint_minutes": 1e-9}
+    settings = settings_with(shrunk_params(), changes)
+    out = tmp_path_factory.mktemp("reference")
+    return settings, train(settings, work, out, (8, 16), name="vit"), load_checkpoint(out, "v0")[0]
 
-    def kill(split, epoch, step, model, optimizer):
-        if epoch == 3 and step == 1:  # epochs 0-1: the half size; 2: full size, frozen; 3: full size, unfrozen
+
+@pytest.mark.parametrize("epoch, step", [(1, 0), (1, 1)])
+def test_a_resume_in_the_second_size_repeats_the_uninterrupted_run(work, resumable, tmp_path, epoch, step):
+    """Killed as the full size's first step runs (its last checkpoint, the half size's end, holds the half-size
+    position embeddings) or at its second step (they have the full size's shape): the resumed run ends on the
+    weights and metrics of the uninterrupted one. Epoch 0: the half size; 1: the full size."""
+    settings, reference, weights = resumable
+
+    def kill(split, e, s, model, optimizer):
+        if (e, s) == (epoch, step):
             raise Killed
 
     with pytest.raises(Killed):
@@ -104,13 +114,12 @@ def test_a_resume_inside_the_second_size_repeats_the_uninterrupted_run(work, par
         settings, work, tmp_path / "killed", (8, 16), name="vit", resume_dir=tmp_path / "resume",
         on_epoch=lambda s, e, m: log.append(e),
     )  # fmt: skip
-    assert log == [0, 1, 2, 3] and "resumed at epoch 4, step 2" in resumed[0]["events"][0]
+    assert log == [0, 1] and f"resumed at epoch {epoch + 1}, step {step + 1}" in resumed[0]["events"][0]
     timing = ("time", "images_per_s")
     strip = lambda r: {k: v for k, v in r.items() if not any(t in k for t in timing) and k != "events"}  # noqa: E731
     assert strip(resumed[0]) == strip(reference[0])
-    a, _ = load_checkpoint(tmp_path / "reference", "v0")
-    b, _ = load_checkpoint(tmp_path / "killed", "v0")
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    again, _ = load_checkpoint(tmp_path / "killed", "v0")
+    assert all(torch.equal(x, y) for x, y in zip(weights.state_dict().values(), again.state_dict().values()))
 
 
 def test_the_check_refuses_a_size_the_vit_cannot_take(params):
@@ -122,6 +131,33 @@ def test_the_check_refuses_a_size_the_vit_cannot_take(params):
     bad = settings_with(params, {"models.vit.size": 72})  # 4.5 patches of 16 pixels
     with pytest.raises(PaddyError, match=r"`models.vit.arch` .*test_vit.*\[72, 72\].*multiple of 16"):
         check_archs(bad.models)
-    same = settings_with(params, {**MODELS["resnet"], "train.progressive.scales": [0.3, 0.4]})  # both 32
+    same = {**MODELS["resnet"], "train.progressive.scales": [0.3, 0.4], "train.progressive.epochs": [1, 1]}
+    same = settings_with(params, same)  # both scales give 32
     with pytest.raises(PaddyError, match=r"train.progressive.scales.*0.4.*\[32, 32\]"):
         check_archs(same.models, scales=same.train.progressive.scales)
+
+
+def test_the_profile_covers_every_size():
+    """Each candidate's row is its largest peak over the phases' sizes, so the batches chosen fit all of them."""
+    from paddy.memory import display, measure, profile
+    from paddy.settings import ModelSettings, ProfileSettings, TrainSettings
+    from paddy.settings.schema import ProgressiveSettings
+
+    model = ModelSettings("m", "test_vit", False, "fastai", ("label",), (64, 64), "squish", (64, 64), "auto", 1)
+    train = TrainSettings(effective_batch=16, progressive=ProgressiveSettings(scales=(0.5,), epochs=(1,)))
+    spec = measure.Spec(model, train, 10, "bf16")
+    limits = ProfileSettings(budget_gb=16, headroom=0.1)
+    got = profile.profile_model("m", spec, ([16], [32]), limits, CPU)
+    assert got["sizes"] == [[32, 32], [64, 64]] and display.summary_of(got)["sizes"] == got["sizes"]
+    full, evals = measure.estimate(spec, 16, [32])
+    assert got["table"][0]["size"] == [64, 64] and got["table"][0]["total_gb"] == full["total_gb"]
+    assert got["eval_table"][0]["total_gb"] == evals[0]["total_gb"]
+    assert "progressive resizing trains it at 32x32, 64x64" in display.format_table([got])
+
+    def one(at, micro_batch, eval_batches):  # a phase whose peak is the larger one: the small size's, here
+        total = 5.0 if at.model.size == (32, 32) else 3.0
+        row = {"oom": False, "allocated_gb": 0.0, "reserved_gb": 0.0, "total_gb": total}
+        return row, [dict(row) for _ in eval_batches]
+
+    train_row, eval_rows = profile.every_size(spec, [(32, 32), (64, 64)], one)(16, [32])
+    assert (train_row["total_gb"], train_row["size"]) == (5.0, [32, 32]) and eval_rows[0]["size"] == [32, 32]

@@ -337,7 +337,8 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     stages = training_stages(run)
 
     def to_saved_stage(saved):  # before its weights load: a ViT's position embeddings have that stage's shape
-        set_input_size(model, stage_at(stages, saved.epoch).size, optimizer)
+        # the stage of the epoch it was saved in: the next one's first, at step 0, is not begun (nor resized for)
+        set_input_size(model, stage_at(stages, saved.epoch - (saved.step == 0)).size, optimizer)
 
     if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler, to_saved_stage)) is not None:
         progress = saved
@@ -349,7 +350,8 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     for stage in stages:
         if progress.epoch < first + stage.epochs:
             set_input_size(model, stage.size, optimizer)
-            fit.augment = run.data.augment.at(stage.size)
+            own = stage.size == tuple(run.model.size)  # the run's own augmentation at its own size, as without stages
+            fit.augment = run.data.augment if own else run.data.augment.at(stage.size)
         first = _fine_tune_stage(run, model, (train_loader, valid_loader), stage, first, (progress, fit, optimizer))
     set_frozen(model, False)
     if checkpoint is not None:

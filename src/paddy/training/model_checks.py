@@ -33,14 +33,13 @@ def check_arch(where, arch, size=None, scales=()):
     stride = total_stride(arch)
     fixed = size is not None and fixed_size(arch) and tuple(size) != built
     if fixed and resizable(arch) and stride is not None and any(side % stride for side in size):
-        fits = sorted(
-            {max(stride, side // stride * stride) for side in size} | {-(-side // stride) * stride for side in size}
-        )
+        below = [max(stride, side // stride * stride) for side in size]
+        above = [-(-side // stride) * stride for side in size]
         raise PaddyError(
             f"{where} is {arch}, a fixed-size model whose position embeddings (or windows) timm resamples to the size "
             f"asked, {list(size)}; but it cuts its input into {stride}-pixel patches, and {list(size)} is not a "
-            f"multiple of {stride} a side. Set each side of the size to a multiple of {stride} (e.g. "
-            f"{', '.join(map(str, fits))}), or to {list(built)}, the size it was built for."
+            f"multiple of {stride} a side. Set each side of the size to a multiple of {stride} ({below} or {above}), "
+            f"or to {list(built)}, the size it was built for."
         )
     if fixed and not resizable(arch):
         raise PaddyError(
