@@ -44,7 +44,7 @@ def snapshot(repo):
 
 
 def restore_params(repo):
-    """params.yaml as committed. Not `git checkout`: `dvc exp run -S models.vit.size=[224,224]` leaves the file the
+    """params.yaml as committed. Not `git checkout`: `dvc exp run -S models.vit.size=[200,200]` leaves the file the
     same length with a time git takes for unchanged, and git then restores nothing."""
     committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True, text=True)
     (repo / "params.yaml").write_text(committed.stdout)
@@ -61,7 +61,7 @@ def exp_run(settings):
         (["models.resnet.arch=test_resnett"], "error: `models.resnet.arch` in params.yaml is 'test_resnett', which"),
         (["ensemble.weights=best"], "error: `ensemble.weights` in params.yaml is 'best'; it must be params"),
         # DVC's run-cache ignores every key named `size`: it used to restore the check's verdict for [160, 160]
-        (["models.vit.size=[224,224]"], "is test_vit, built for a fixed input of [160, 160] (its position embeddings"),
+        (["models.vit.size=[200,200]"], "is test_vit, a fixed-size model whose position embeddings (or windows) timm"),
         (["models.vit.weight=0", "models.resnet.weight=0"], "error: Every `models.<name>.weight` in params.yaml is 0"),
         (["train.devices=1000"], "error: `train.devices` in params.yaml is 1000, but this machine has"),
         (["report.top_losses=-1"], "error: `report.top_losses` in params.yaml is -1; it must be an integer at least 0"),

@@ -29,8 +29,9 @@ def check_everything(settings):
     # the checks that import timm (seconds): only when something they read changed
     from paddy.training.model_checks import check_archs, check_models_train
 
-    check_archs(settings.models)  # every architecture and size, and that pretrained weights can be had
+    scales = settings.train.progressive.scales  # progressive resizing's sizes: each is checked too
+    check_archs(settings.models, scales=scales)  # every architecture and size, and that pretrained weights can be had
     check_models_train(
-        settings.models, multi_label=settings.competition.multi_label
+        settings.models, multi_label=settings.competition.multi_label, scales=scales
     )  # every model with its head: one forward and backward on fake tensors
     record_pass(key)

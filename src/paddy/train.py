@@ -26,7 +26,7 @@ from paddy.training import distributed
 from paddy.training.divergence import Diverged
 from paddy.training.folds import run_record, summary, train_model
 from paddy.training.gpus import claim_device
-from paddy.training.loop import Interrupted, stop_at_next_step_on_signals
+from paddy.training.loop import Interrupted, stop_at_next_step_on_signals, training_stages
 from paddy.training.model_checks import check_archs
 from paddy.training.run import create_run
 from paddy.training.step import accumulation
@@ -44,7 +44,7 @@ def train_stage(args):
     devices = settings.train.devices
     if distributed.wanted(devices) and not distributed.launched():
         sys.exit(distributed.relaunch(devices, sys.argv))
-    check_archs(settings.models)
+    check_archs(settings.models, scales=settings.train.progressive.scales)
     if not distributed.launched():
         device = claim_device()  # a GPU no other run holds (dvc queue -j N: one experiment per GPU), or the CPU
         return _train(args, settings, device)
@@ -98,7 +98,7 @@ def _train(args, settings, device):
     # dvcyaml=False: dvc.yaml declares these metrics and plots; letting dvclive rewrite dvc.yaml mid-run corrupts it
     logger = Live(live_dir, dvcyaml=False, save_dvc_exp=False, report=None) if rank0 else contextlib.nullcontext()
     with logger as live:
-        epochs = settings.train.frozen_epochs + settings.train.epochs
+        epochs = sum(stage.epochs for stage in training_stages(run))  # every size's, with train.progressive
         log = EpochLog(live, args.model, epochs, len(run.data.splits))
         run.on_epoch = log if rank0 else None
         try:

@@ -142,8 +142,11 @@ def test_bad_budget_is_refused(params, budget, headroom):
 def test_unknown_architecture_is_refused():
     with pytest.raises(PaddyError, match="--arch convnext_lrage:224 is 'convnext_lrage'.*convnext_large"):
         parse_arch("convnext_lrage:224")
+    assert parse_arch("vit_base_patch16_224:320") == ("vit_base_patch16_224", (320, 320))  # 20 patches a side
+    with pytest.raises(PaddyError, match="not a multiple of 16"):
+        parse_arch("vit_base_patch16_224:328")
     with pytest.raises(PaddyError, match="fixed input"):
-        parse_arch("vit_base_patch16_224:320")
+        parse_arch("mixer_s16_224:320")
     assert parse_arch("vit_base_patch16_224") == ("vit_base_patch16_224", (224, 224))
     assert parse_arch("test_convnext:320x224") == ("test_convnext", (320, 224))
 

@@ -151,9 +151,22 @@ def test_unknown_architecture(params):
 
 
 def test_fixed_size_model_at_another_size(params):
+    """A ViT takes any whole number of its patches (timm resamples its position embeddings); a fixed-size model
+    timm cannot resize (MLP-Mixer: its token-mixing layers have the patch count's width) takes only its own."""
     params["models"]["vit"]["size"] = [128, 96]
-    with pytest.raises(PaddyError, match=r"fixed input of \[160, 160\]"):
+    check_archs(parse_settings(params).models)
+    params["models"]["vit"]["size"] = [120, 96]
+    with pytest.raises(PaddyError, match=r"\[120, 96\] is not a multiple of 16 a side.*\(\[112, 96\] or \[128, 96\]\)"):
         check_archs(parse_settings(params).models)
+    params["models"]["vit"].update(arch="mixer_s16_224", size=[128, 128])
+    with pytest.raises(PaddyError, match=r"mixer_s16_224, built for a fixed input of \[224, 224\]"):
+        check_archs(parse_settings(params).models)
+
+
+def test_progressive_epochs_one_per_scale(params):
+    params["train"]["progressive"] = {"scales": [0.5, 0.75], "epochs": [2]}
+    with pytest.raises(PaddyError, match=r"`train.progressive.epochs` in params.yaml is \[2\].*one number of epochs"):
+        parse_settings(params)
 
 
 def test_micro_batch_larger_than_effective_batch(params):

@@ -15,6 +15,7 @@ def summary_of(profile):
         "peak_gb": chosen["total_gb"] if chosen else None,
         "limit_gb": profile["limit_gb"],
         "peak_gb_at": {str(r["micro_batch"]): (None if r.get("oom") else r["total_gb"]) for r in profile["table"]},
+        **({"sizes": profile["sizes"]} if "sizes" in profile else {}),  # progressive resizing's: every one fits
     }
 
 
@@ -48,7 +49,7 @@ def format_table(profiles):
     for p in profiles:
         for key, table in (("micro_batch", p["table"]), ("eval_batch", p["eval_table"])):
             for r in table:
-                size = f"{p['size'][0]}x{p['size'][1]}"
+                size = f"{r.get('size', p['size'])[0]}x{r.get('size', p['size'])[1]}"  # where the peak was
                 if key == "micro_batch":
                     step, batch = "train", f"{r['micro_batch']}x{r['accumulation']}"
                 else:
@@ -71,6 +72,13 @@ def format_table(profiles):
             f"(budget {p['budget_gb']} GB less {p['headroom']:.0%} headroom); train batch = micro-batch x "
             f"accumulation = {p['effective_batch']} samples per optimizer step"
         )
+    for p in profiles:
+        if "sizes" in p:
+            sizes = ", ".join(f"{h}x{w}" for h, w in p["sizes"])
+            lines.append(
+                f"{p['model']}: progressive resizing trains it at {sizes}; each row is the largest peak over those "
+                "sizes (its size column: where it was), so the batches chosen fit every phase"
+            )
     if any(p["device"] == ESTIMATE for p in profiles):
         lines.append(
             "estimate: an estimate for a CUDA card, in the precision it would train in there (CUDA plan), not a "

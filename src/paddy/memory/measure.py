@@ -117,7 +117,7 @@ def measure(spec, micro_batch, device, eval_batches=()):
     """Peaks (GB) of the real steps on CUDA: (training row, eval rows). Raises torch.OutOfMemoryError in training."""
     start = time.perf_counter()
     with torch.device(device):  # initialising on the GPU is faster than on the CPU and ends in the same memory
-        model = create_model(spec.model.arch, spec.num_classes, pretrained=False, head=spec.model.head)
+        model = create_model(spec.model.arch, spec.num_classes, False, spec.model.head, spec.model.size)
     model = model.to(memory_format=torch.channels_last).train()
     train, evals = exercise(model, spec, micro_batch, eval_batches, CudaMeter(device), on_oom=oom_row)
     train["seconds"] = round(time.perf_counter() - start, 2)
@@ -182,7 +182,7 @@ def estimate(spec, micro_batch, eval_batches=()):
     start = time.perf_counter()
     spec = dataclasses.replace(spec, precision="fp32" if spec.precision == "fp32" else "bf16")
     tracker = _StorageTracker()
-    with fake_model(spec.model.arch, spec.num_classes, spec.model.head, torch.channels_last) as model:
+    with fake_model(spec.model.arch, spec.num_classes, spec.model.head, torch.channels_last, spec.model.size) as model:
         for t in [*model.parameters(), *model.buffers()]:
             tracker.track(t)
         with tracker, warnings.catch_warnings():

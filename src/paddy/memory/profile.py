@@ -3,9 +3,12 @@
 Candidates: train.effective_batch / 1, / 2, / 4, ... down to profile.min_micro_batch for training; 4x and 2x the
 effective batch, then the same halvings, for the prediction step (validation and TTA need no gradients, so far
 larger batches fit). Each candidate runs the real steps (paddy.memory.measure: measured on CUDA, estimated without);
-the choice is the largest whose process total fits budget_gb less the headroom.
+the choice is the largest whose process total fits budget_gb less the headroom. With progressive resizing
+(train.progressive) each candidate runs at every phase's size and its row is the largest of those peaks, so the
+batches chosen fit every phase.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from paddy.errors import PaddyError
 from paddy.files import write_json
 from paddy.memory.measure import GiB, Spec, estimate, oom_row
 from paddy.memory.measure import measure as measure_step
+from paddy.training.archs import phase_sizes
 from paddy.training.precision import device_name, resolve_precision
 from paddy.training.step import accumulation, free_cuda_cache
 
@@ -61,12 +65,14 @@ def profile_model(name, spec, batches, limits, device, micro_batch=None, measure
     micro_batches, eval_batches = batches
     budget_gb, headroom = limits.budget_gb, limits.headroom
     measured = device.type == "cuda" or measure is not None
+    sizes = phase_sizes(spec.model.arch, spec.model.size, spec.train.progressive.scales)
     if measure is None:
-        measure = (
-            (lambda mb, ebs: measure_step(spec, mb, device, ebs))
+        one = (
+            (lambda s, mb, ebs: measure_step(s, mb, device, ebs))
             if measured
-            else (lambda mb, ebs: estimate(spec, mb, ebs))
+            else (lambda s, mb, ebs: estimate(s, mb, ebs))
         )
+        measure = (lambda mb, ebs: one(spec, mb, ebs)) if len(sizes) == 1 else every_size(spec, sizes, one)
     micro_batches = sorted(set(micro_batches) | ({micro_batch} if micro_batch else set()), reverse=True)
     limit = limit_gb(budget_gb, headroom)
     if device.type == "cuda":  # a card smaller than the budget bounds it too
@@ -86,11 +92,13 @@ def profile_model(name, spec, batches, limits, device, micro_batch=None, measure
     used = micro_batch or chosen
     eval_rows = [{"eval_batch": eb, **r} for eb, r in zip(eval_batches, evals.get(used, []))]
     eval_chosen = choose(eval_rows, limit, key="eval_batch")
+    more = {"sizes": [list(s) for s in sizes]} if len(sizes) > 1 else {}  # progressive resizing's, all covered
     return {
         "model": name,
         "arch": spec.model.arch,
         "head": spec.model.head,
         "size": list(spec.model.size),
+        **more,
         "item_size": list(spec.model.item_size),
         "num_classes": spec.num_classes,
         "precision": spec.precision,
@@ -105,6 +113,29 @@ def profile_model(name, spec, batches, limits, device, micro_batch=None, measure
         "eval_table": eval_rows,
         "eval_batch": eval_chosen,
     }
+
+
+def every_size(spec, sizes, one):
+    """measure(micro_batch, eval_batches) over progressive resizing's sizes: one(spec at a size, ...) at each, the
+    largest first (an out-of-memory error there ends it soonest); each row the largest peak of its batch, with the
+    size it was at (`size`), an out-of-memory one wherever any size ran out."""
+
+    def measure(micro_batch, eval_batches):
+        runs = []
+        for size in reversed(sizes):
+            at = dataclasses.replace(spec, model=dataclasses.replace(spec.model, size=tuple(size)))
+            runs.append((size, one(at, micro_batch, eval_batches)))
+            free_cuda_cache()  # the last size's model and cached blocks are not the next one's peak
+        train = _worst([{**t, "size": list(size)} for size, (t, _) in runs])
+        evals = [_worst([{**e[i], "size": list(size)} for size, (_, e) in runs]) for i in range(len(eval_batches))]
+        return train, evals
+
+    return measure
+
+
+def _worst(rows):
+    ooms = [r for r in rows if r.get("oom")]
+    return ooms[0] if ooms else max(rows, key=lambda r: r["total_gb"])
 
 
 def require_fit(profile, what=("micro_batch", "eval_batch")):

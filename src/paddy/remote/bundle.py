@@ -115,8 +115,8 @@ def check_settings(params, where):
     from paddy.training.model_checks import check_arch, check_models_train
 
     for name, model in settings.models.items():
-        check_arch(f"`models.{name}.arch` in {where}", model.arch, model.size)
-    check_models_train(settings.models, where, settings.competition.multi_label)
+        check_arch(f"`models.{name}.arch` in {where}", model.arch, model.size, settings.train.progressive.scales)
+    check_models_train(settings.models, where, settings.competition.multi_label, settings.train.progressive.scales)
     return settings
 
 

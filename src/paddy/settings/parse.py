@@ -119,6 +119,13 @@ def check_together(settings, params, path="params.yaml"):
         tighter(schema.CVSettings, "n_splits", lo=2)(settings.cv.n_splits, "cv.n_splits", path)
     if settings.train.aug.max_zoom < settings.train.aug.min_zoom:
         raise PaddyError(f"`train.aug.max_zoom` in {path} is below `train.aug.min_zoom`: give min_zoom <= max_zoom.")
+    progressive = settings.train.progressive
+    if len(progressive.epochs) != len(progressive.scales):
+        raise PaddyError(
+            f"`train.progressive.epochs` in {path} is {list(progressive.epochs)}, but `train.progressive.scales` is "
+            f"{list(progressive.scales)}: give one number of epochs per scale (the full-size phase trains "
+            "train.epochs), e.g. scales [0.5] with epochs [5]."
+        )
     effective_batch = settings.train.effective_batch
     check = tighter(schema.ProfileSettings, "min_micro_batch", hi=effective_batch)  # a slice of one step
     check(settings.profile.min_micro_batch, "profile.min_micro_batch", path)

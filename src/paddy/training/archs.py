@@ -4,6 +4,7 @@ Hugging Face cache, or the hub, whose reachability is probed first so that offli
 paddy.training.models builds with them; paddy.training.model_checks checks settings against them."""
 
 import functools
+import math
 import os
 import socket
 import warnings
@@ -26,6 +27,29 @@ def total_stride(arch):
     return _arch_facts(arch)[1]
 
 
+def fixed_size(arch):
+    """Whether `arch` is built for one input size (ViT, Swin: position embeddings or windows of that size); such a
+    model takes another size only as timm rebuilds it for that size (resizable)."""
+    return bool(arch_config(arch).get("fixed_input_size"))
+
+
+def resizable(arch):
+    """Whether a fixed-size `arch` can be built for, and switched to, another size: timm's `set_input_size`, which
+    resamples the position embeddings (and a Swin's windows and their relative position tables)."""
+    return _arch_facts(arch)[2]
+
+
+def phase_sizes(arch, size, scales):
+    """The (height, width) of each progressive-resizing phase (train.progressive.scales), then the full `size`: each
+    side of scale x size rounded (halves up) to a multiple of the architecture's total stride (a ViT's patch, a
+    convnet's or Swin's 32), at least one stride, so every phase's last feature map (or patch grid) covers the image
+    whole."""
+    stride = total_stride(arch) or 1
+    size = tuple(size)
+    scaled = [tuple(max(1, math.floor(scale * side / stride + 0.5)) * stride for side in size) for scale in scales]
+    return [*scaled, size]
+
+
 @functools.cache
 def _arch_facts(arch):
     with warnings.catch_warnings(), torch.device("meta"):
@@ -37,7 +61,7 @@ def _arch_facts(arch):
         stride = int(max(reductions))
     except (TypeError, KeyError, AttributeError, ValueError):
         stride = None
-    return dict(model.pretrained_cfg), stride
+    return dict(model.pretrained_cfg), stride, hasattr(model, "set_input_size")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ the one resampling, where fastai shrinks only a crop more than twice the size (f
 batch's crops back from the device).
 """
 
+import copy
 import math
 
 import torch
@@ -39,6 +40,14 @@ class BatchAugment:
         self.size, self.s = tuple(size), settings or AugmentSettings()
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def at(self, size):
+        """The same augmentation with output `size` (progressive resizing's phases): the draws do not depend on it."""
+        if tuple(size) == self.size:
+            return self
+        out = copy.copy(self)
+        out.size = tuple(size)
+        return out
 
     def draw(self, items, generator):
         """The random draws for a batch of items: crop boxes, affine matrices, warps, lighting (per image)."""

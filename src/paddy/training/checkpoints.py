@@ -44,7 +44,7 @@ def read_meta(ckpt_dir):
 
 def model_settings(meta):
     """The ModelSettings a checkpoint's model was trained with, from its meta.json (sizes as (height, width))."""
-    sizes = {k: tuple(meta[k]) if isinstance(meta[k], list) else (meta[k], meta[k]) for k in ("size", "item_size")}
+    sizes = {k: _pair(meta[k]) for k in ("size", "item_size")}
     return ModelSettings(
         name=meta["model"],
         arch=meta["arch"],
@@ -56,6 +56,10 @@ def model_settings(meta):
         weight=0,
         **sizes,
     )
+
+
+def _pair(size):
+    return tuple(size) if isinstance(size, list) else (size, size)
 
 
 def checkpoint_normalization(meta):
@@ -72,7 +76,8 @@ def load_checkpoint(ckpt_dir, split, device="cpu"):
     meta = read_meta(ckpt_dir)
     digests.verify(ckpt_dir, split, meta)
     outputs = sum(len(classes) for classes in meta["targets"].values())
-    model = create_model(meta["arch"], outputs, pretrained=False, head=meta["head"])
+    # at the size it was trained (last) at: a fixed-size model's position embeddings have that shape
+    model = create_model(meta["arch"], outputs, pretrained=False, head=meta["head"], size=_pair(meta["size"]))
     path = Path(ckpt_dir) / f"{split}.safetensors"
     try:
         state = load_file(str(path), device=str(device))
@@ -144,10 +149,12 @@ class Checkpoint:
             digests.record_resume(tmp, self.path)  # checked by load
         self.last = time.monotonic()
 
-    def load(self, model, optimizer, scaler=None, ema=None):
+    def load(self, model, optimizer, scaler=None, ema=None, before=None):
         """Restore the tensors into model, optimizer, scaler and ema; the Progress, or None when there is nothing.
         A finished split's checkpoint holds its final weights only (the average's, with an ema): the ema takes them.
-        Under DDP rank 0 reads the file and sends it to the others: they need not share its disk."""
+        before(progress), where given, runs first: it puts the model (and the ema's) in the shape the saved tensors
+        have (progressive resizing's stage). Under DDP rank 0 reads the file and sends it to the others: they need
+        not share its disk."""
         device = next(model.parameters()).device
         if distributed.world_size() > 1:
             state = self._read("cpu") if distributed.is_main() else None
@@ -156,6 +163,9 @@ class Checkpoint:
             state = self._read(device)
         if state is None:
             return None
+        progress = Progress(**state["progress"])
+        if before is not None:
+            before(progress)
         model.load_state_dict(state["model"])
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
@@ -165,7 +175,6 @@ class Checkpoint:
             ema.module.load_state_dict(state["ema"])
         elif ema is not None:
             ema.set(model)
-        progress = Progress(**state["progress"])
         done = "optimizer" not in state
         note = f"{self.path}: {'finished earlier' if done else 'resumed'} at epoch {progress.epoch + 1 - done}"
         if not done:

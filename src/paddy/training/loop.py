@@ -22,13 +22,14 @@ from paddy.metrics import LABEL_METRICS
 from paddy.settings.schema import fbeta_of, tag_average
 from paddy.tags import VALID_THRESHOLD, counts, fbeta_of_counts
 from paddy.training import distributed
+from paddy.training.archs import phase_sizes
 from paddy.training.checkpoints import Checkpoint, Progress
 from paddy.training.compile import CompileClock
 from paddy.training.divergence import LossWatch, check_valid_loss
-from paddy.training.models import set_frozen
+from paddy.training.models import set_frozen, set_input_size
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters
+from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters, size_stages
 from paddy.training.step import (
     Step,
     accumulation,
@@ -270,6 +271,7 @@ class Fit:
     checkpoint: Checkpoint | None = None
     clock: CompileClock | None = None
     ema: object = None  # the weights' moving average (timm.utils.ModelEmaV3: paddy.training.step.create_ema)
+    augment: object = None  # the current size stage's (paddy.training.augment.BatchAugment); None: the run's own
 
     @property
     def seed(self):
@@ -278,7 +280,8 @@ class Fit:
     def step(self, micro_batch, shard=None):
         """The training step's settings at this micro-batch (paddy.training.step.Step)."""
         run = self.run
-        return Step.of(run.train, run.data.augment, run.precision, micro_batch, self.scaler, run.heads, shard)
+        augment = self.augment or run.data.augment
+        return Step.of(run.train, augment, run.precision, micro_batch, self.scaler, run.heads, shard)
 
     def on_step(self, epoch, step, model, optimizer):
         if self.run.on_step is not None:
@@ -291,12 +294,35 @@ def scored_model(model, ema):
     return model if ema is None else ema.module
 
 
+def training_stages(run):
+    """The run's size stages (paddy.training.schedule.Stage): with train.progressive, fine_tune at each scaled size
+    (paddy.training.archs.phase_sizes) over its progressive.epochs, then at the model's size over train.epochs;
+    without, the one stage at the model's size."""
+    train, model = run.train, run.model
+    sizes = phase_sizes(model.arch, model.size, train.progressive.scales)
+    epochs = [*train.progressive.epochs, train.epochs]
+    return size_stages(sizes, epochs, lambda n: fine_tune_phases(n, train.lr, train.frozen_epochs, train.lr_mult))
+
+
+def stage_at(stages, epoch):
+    """The stage that runs `epoch` (counted over every stage; past the end: the last)."""
+    end = 0
+    for stage in stages:
+        end += stage.epochs
+        if epoch < end:
+            return stage
+    return stages[-1]
+
+
 def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult)
     (paddy.training.schedule) of `model` on split number `split` of a run (paddy.training.run.TrainingRun), over
     loaders = (training loader, validation loader).
 
     One optimizer for both phases; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does.
+    With train.progressive, the whole fine_tune runs once per size stage (training_stages), smallest first, on the
+    same weights: a fixed-size model (ViT, Swin) is switched to each stage's size (set_input_size), and the batch
+    augmentation's output with it; progress.epoch counts over every stage, so a resume lands in the stage it left.
     run.on_epoch(split, epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs
     already done): train/valid loss, accuracies, time, images/s; run.on_step(split, epoch, step, model, optimizer)
     after every optimizer step. checkpoint: a paddy.training.checkpoints.Checkpoint to resume from and save to.
@@ -322,16 +348,51 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     scaler = create_scaler(run.precision, device)
     progress = Progress(run.micro_batch)
+    stages = training_stages(run)
     ema = create_ema(model, train)
-    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler, ema)) is not None:
+
+    def to_saved_stage(saved):  # before its weights load: a ViT's position embeddings have that stage's shape
+        # the stage of the epoch it was saved in: the next one's first, at step 0, is not begun (nor resized for)
+        size = stage_at(stages, saved.epoch - (saved.step == 0)).size
+        set_input_size(model, size, optimizer)
+        if ema is not None:
+            set_input_size(ema.module, size)
+
+    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler, ema, to_saved_stage)) is not None:
         progress = saved
         for e, metrics in enumerate(progress.history):
             if run.on_epoch is not None:
                 run.on_epoch(split, e, metrics)
     fit = Fit(run, split, scaler, LossWatch(device, fp16=scaler is not None), checkpoint, clock, ema)
-    augment, names = run.data.augment, run.model.targets
     first = 0
-    for phase in fine_tune_phases(train.epochs, train.lr, train.frozen_epochs, train.lr_mult):
+    for stage in stages:
+        if progress.epoch < first + stage.epochs:
+            set_input_size(model, stage.size, optimizer)
+            if ema is not None:  # the average's copy is resized alike (its position embeddings resampled)
+                set_input_size(ema.module, stage.size)
+            own = stage.size == tuple(run.model.size)  # the run's own augmentation at its own size, as without stages
+            fit.augment = run.data.augment if own else run.data.augment.at(stage.size)
+        first = _fine_tune_stage(run, model, (train_loader, valid_loader), stage, first, (progress, fit, optimizer))
+    set_frozen(model, False)
+    final = scored_model(model, ema)
+    if final is not model:
+        model.load_state_dict(final.state_dict())
+    if checkpoint is not None:
+        checkpoint.save(progress, model)  # done: the weights and the history, no optimizer state to keep
+    return progress
+
+
+def _fine_tune_stage(run, model, loaders, stage, first, state):
+    """The phases of one size stage from epoch `first` on (those already done skipped); returns its end epoch."""
+    (train_loader, valid_loader), (progress, fit, optimizer) = loaders, state
+    steps, augment, names, scaler, checkpoint = (
+        len(train_loader),
+        fit.augment,
+        run.model.targets,
+        fit.scaler,
+        fit.checkpoint,
+    )
+    for phase in stage.phases:
         end = first + phase.epochs
         if progress.epoch < end:
             set_frozen(model, phase.name == "frozen")
@@ -342,7 +403,7 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
             start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
             metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, fit)
             if distributed.is_main():
-                scored = scored_model(model, ema)
+                scored = scored_model(model, fit.ema)
                 metrics.update(validate(scored, valid_loader, augment, run.precision, run.heads, names, run.metric))
                 check_valid_loss(metrics, progress.epoch, steps)
             distributed.barrier()
@@ -353,14 +414,8 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
                 progress.epoch + 1, 0, 0.0, 0, 0.0, 0,
             )  # fmt: skip
             if checkpoint is not None:
-                checkpoint.save(progress, model, optimizer, scaler, ema)
+                checkpoint.save(progress, model, optimizer, scaler, fit.ema)
             if run.on_epoch is not None:
-                run.on_epoch(split, progress.epoch - 1, metrics)
+                run.on_epoch(fit.split, progress.epoch - 1, metrics)
         first = end
-    set_frozen(model, False)
-    final = scored_model(model, ema)
-    if final is not model:
-        model.load_state_dict(final.state_dict())
-    if checkpoint is not None:
-        checkpoint.save(progress, model)  # done: the weights and the history, no optimizer state to keep
-    return progress
+    return first

@@ -72,7 +72,8 @@ class ModelData:
 
     def create_model(self):
         """A fresh model for these targets, on the device (channels_last on CUDA); seed first for repeatable weights."""
-        model = create_model(self.model.arch, sum(self.sizes), self.model.pretrained, self.model.head).to(self.device)
+        model = create_model(self.model.arch, sum(self.sizes), self.model.pretrained, self.model.head, self.model.size)
+        model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.device.type == "cuda" else model
 
     def _open(self, paths):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from paddy.errors import PaddyError
-from paddy.training.archs import arch_config, pretrained_kwargs
+from paddy.training.archs import arch_config, fixed_size, pretrained_kwargs, resizable
 
 # fastai's norm_types: the layers `train_bn` keeps training in a frozen body, and whose weights get no weight decay
 NORM_TYPES = (
@@ -68,15 +68,15 @@ def to_fake(model):
 
 
 @contextlib.contextmanager
-def fake_model(arch, num_classes, head="fastai", memory_format=None):
-    """create_model(arch, num_classes, head=head) with fake tensors for weights, inside the FakeTensorMode it yields
-    in: no weights, no memory, seconds even for large models. Some timm models cannot be built under fake tensors;
-    built on the meta device first (and moved to `memory_format` there) they can."""
+def fake_model(arch, num_classes, head="fastai", memory_format=None, size=None):
+    """create_model(arch, num_classes, head=head, size=size) with fake tensors for weights, inside the
+    FakeTensorMode it yields in: no weights, no memory, seconds even for large models. Some timm models cannot be
+    built under fake tensors; built on the meta device first (and moved to `memory_format` there) they can."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        model = create_model(arch, num_classes, pretrained=False, head=head)
+        model = create_model(arch, num_classes, pretrained=False, head=head, size=size)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
     with FakeTensorMode(allow_non_fake_inputs=True):
@@ -143,12 +143,16 @@ def create_fastai_head(nf, n_out, pool=True):
     return head
 
 
-def create_model(arch, num_classes, pretrained=False, head="fastai"):
+def create_model(arch, num_classes, pretrained=False, head="fastai", size=None):
     """A timm model for `num_classes` outputs with fastai's head (a Sequential(body, head)) or timm's own.
 
     pretrained: False, True (timm's weights: the Hugging Face hub or its local cache) or the path of a weights file.
+    size: the (height, width) it will see; a fixed-size architecture (ViT, Swin) is built for it (timm resamples
+    pretrained position embeddings on load), any other takes every size as it is.
     """
     weights = pretrained_kwargs(arch, pretrained)
+    if size is not None and fixed_size(arch) and resizable(arch) and tuple(size) != built_size(arch):
+        weights["img_size"] = tuple(size)
     try:
         model = timm.create_model(arch, num_classes=num_classes if head == "timm" else 0, **weights)
     except (OSError, RuntimeError) as e:
@@ -159,6 +163,37 @@ def create_model(arch, num_classes, pretrained=False, head="fastai"):
             "Check that the weights file matches the architecture, or set `pretrained: false` for this model."
         ) from e
     return model if head == "timm" else add_fastai_head(model, num_classes)
+
+
+def built_size(arch):
+    """The (height, width) the architecture's pretrained config was built for."""
+    return tuple(arch_config(arch)["input_size"][1:])
+
+
+def timm_model(model):
+    """The timm model inside create_model's: its body's, under fastai's head."""
+    return model[0].model if isinstance(model, nn.Sequential) and isinstance(model[0], TimmBody) else model
+
+
+def set_input_size(model, size, optimizer=None):
+    """Switch a fixed-size model (ViT, Swin) built by create_model to input `size` (progressive resizing's next
+    phase), through timm's set_input_size: position embeddings (a Swin's windows and relative position tables)
+    resampled. Others take any size: nothing to do. The resampled tensors are new parameters, so `optimizer`'s groups
+    are pointed at them, in the same places (its state is per phase, cleared at a phase's start, or loaded on a
+    resume after this)."""
+    inner = timm_model(model)
+    if not getattr(inner, "pretrained_cfg", {}).get("fixed_input_size") or not hasattr(inner, "set_input_size"):
+        return
+    current = getattr(getattr(inner, "patch_embed", None), "img_size", None)
+    if current is not None and tuple(current) == tuple(size):
+        return
+    before = dict(model.named_parameters())
+    inner.set_input_size(img_size=tuple(size))
+    after = dict(model.named_parameters())
+    swap = {id(before[n]): p for n, p in after.items() if n in before and p is not before[n]}
+    if optimizer is not None and swap:
+        for group in optimizer.param_groups:
+            group["params"] = [swap.get(id(p), p) for p in group["params"]]
 
 
 def add_fastai_head(model, num_classes):

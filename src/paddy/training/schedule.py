@@ -43,6 +43,28 @@ def fine_tune_phases(epochs, lr, frozen_epochs, lr_mult):
     return phases
 
 
+@dataclass(frozen=True)
+class Stage:
+    """Progressive resizing's unit (train.progressive): the recipe's phases, whole, at one input size."""
+
+    size: tuple  # (height, width)
+    phases: list  # of Phase
+
+    @property
+    def epochs(self):
+        return sum(phase.epochs for phase in self.phases)
+
+
+def size_stages(sizes, epochs, recipe_phases):
+    """One Stage per size (paddy.training.archs.phase_sizes: the scaled ones, then the full one), each the recipe's
+    phases over its epochs (progressive.epochs for the scaled sizes, then train.epochs): recipe_phases(epochs) gives
+    them, e.g. fine_tune_phases with the other settings bound, so the one-cycle schedule restarts at every size as
+    fastai's does when fine_tune is called again."""
+    if len(sizes) != len(epochs):
+        raise ValueError(f"{len(sizes)} sizes but {len(epochs)} epoch counts")
+    return [Stage(tuple(size), recipe_phases(n)) for size, n in zip(sizes, epochs)]
+
+
 def _cos(start, end, pos):
     return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
 
