@@ -8,6 +8,7 @@ import pytest
 from paddy.files import write_json
 from paddy.predict.pseudo import choose_threshold, count_kept, error_at, pseudo_labels, split_test_kind
 from paddy.predict.tables import write_table
+from paddy.report.build import pseudo_report
 
 LABELS = ["a", "b", "c"]
 
@@ -89,3 +90,23 @@ def test_kept_and_wrong_counts_per_class_against_the_truth():
         assert counts["wrong"][c] == sum(actual[i] != c for i in mine.image_id)
     assert counts["kept"]["total"] == 30 and counts["wrong"]["total"] == sum(counts["wrong"][c] for c in LABELS)
     assert count_kept(kept, LABELS, truth.iloc[:0])["wrong"] is None  # no truth (Kaggle's test set): no wrong count
+
+
+@pytest.mark.parametrize("max_classes", [30, 2])
+def test_the_report_shows_each_classs_kept_and_wrong_pseudo_labels(tmp_path, max_classes):
+    rng = np.random.default_rng(2)
+    ids = [f"t{i}" for i in range(50)]
+    truth = pd.DataFrame({"image_id": ids, "label": rng.choice(LABELS, len(ids))})
+    kept = pd.DataFrame({"image_id": ids[:35], "split": "v0", "label": rng.choice(LABELS, 35)})
+    counts = count_kept(kept, LABELS, truth)
+    write_json(tmp_path / "pseudo.json", {"enabled": True, "threshold": 0.9, **counts})
+    table, metrics = pseudo_report(tmp_path / "pseudo.json", tmp_path, max_classes)
+    assert pd.read_csv(tmp_path / "pseudo.csv").equals(table)
+    assert table["class"].tolist() == LABELS
+    assert table.kept.tolist() == [counts["kept"][c] for c in LABELS]
+    assert table.wrong.tolist() == [counts["wrong"][c] for c in LABELS]
+    few = len(LABELS) <= max_classes  # more classes than report.max_classes: totals only, not a column per class
+    assert metrics["pseudo_kept"] == (counts["kept"] if few else {"total": 35})
+    assert metrics["pseudo_wrong"]["total"] == counts["wrong"]["total"] and ("a" in metrics["pseudo_wrong"]) == few
+    write_json(tmp_path / "off.json", {"enabled": False})
+    assert pseudo_report(tmp_path / "off.json", tmp_path, max_classes) is None

@@ -22,8 +22,10 @@ from helpers.settings import shrunk_params
 from paddy.files import write_json
 from paddy.predict.pseudo import pseudo_labels, split_test_kind
 from paddy.predict.tables import write_table
+from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings
 from paddy.training.model_data import create_model_data, with_pseudo
+from paddy.training.run import checkpoint_run
 
 CPU = torch.device("cpu")
 SPLITS = ["v0", "v1"]
@@ -177,3 +179,18 @@ def test_a_kill_in_round_two_resumes_to_the_uninterrupted_result(stage_work, ref
     log = run_to_end(stage_work, "killed")
     assert "v0.pt: finished earlier" in log and "resumed at epoch" in log
     assert weights(run) == weights(reference) and len(weights(run)) == 2
+
+
+def test_the_tta_tables_of_each_split_average_to_the_test_table(stage_work, reference):
+    """The tta stage's test_<split> tables, which each split's pseudo-labels come from, are its own models' passes:
+    their mean is the test table (here of round 2's two-split model)."""
+    settings = parse_settings(yaml.safe_load((stage_work / "params.yaml").read_text()))
+    ckpt = reference / "pseudo" / "models" / "resnet"
+    run = checkpoint_run(settings, ckpt, CPU, stage_work / "prepared", stage_work / "split.csv")
+    test, _, per_split = predict_model(run, ckpt, each_split=True)
+    assert list(per_split) == SPLITS and all(np.array_equal(t.ids, test.ids) for t in per_split.values())
+    assert not np.allclose(per_split["v0"].probs, per_split["v1"].probs)
+    assert np.allclose((per_split["v0"].probs + per_split["v1"].probs) / 2, test.probs, atol=1e-6)
+    written = pd.read_csv(reference / "pseudo" / "preds" / "resnet" / "test_ids.csv", dtype=str).image_id
+    assert np.allclose(np.load(reference / "pseudo" / "preds" / "resnet" / "test_probs.npy"), test.probs)
+    assert written.tolist() == list(test.ids)
