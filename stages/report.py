@@ -32,9 +32,7 @@ def main():
         metrics = write_report(inputs, (args.metrics_json, tables, plots), settings.report, settings.competition)
         found = pseudo_report(args.pseudo, tables, settings.report.max_classes) if args.pseudo else None
     if found is not None:  # the pseudo stage was on: its counts join the metrics, still written last
-        table, pseudo_metrics = found
-        write_json(args.metrics_json, metrics | pseudo_metrics)
-        print(f"pseudo-labels per class (wrong: against the generated truth):\n{table.to_string(index=False)}")
+        write_json(args.metrics_json, metrics | found)
     score = format_score(metrics["oof_score"][ENSEMBLE])
     kind, kinds = ("tag", "tags") if settings.competition.multi_label else ("class", "classes")
     print(f"{args.metrics_json}: the ensemble's out-of-fold {metrics['metric']} {score}")

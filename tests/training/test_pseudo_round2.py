@@ -24,6 +24,7 @@ from paddy.predict.pseudo import pseudo_labels, split_test_kind
 from paddy.predict.tables import write_table
 from paddy.predict.tta import predict_model
 from paddy.settings import parse_settings
+from paddy.training.checkpoints import read_meta
 from paddy.training.model_data import create_model_data, with_pseudo
 from paddy.training.run import checkpoint_run
 
@@ -33,14 +34,14 @@ SPLITS = ["v0", "v1"]
 
 @pytest.fixture(scope="module")
 def workspace(competition, tmp_path_factory):
-    """A prepared competition of two bags, params of one model (a checkpoint after every step), and a
-    round 1 to pseudo-label from: its probability tables (the true class made likely, so confident rows are mostly
-    right), ensemble weights and submission."""
+    """A prepared competition of two bags, params of one model (a checkpoint after every step, its micro-batch
+    the memory profile's), and a round 1 to pseudo-label from: its probability tables (the true class made likely,
+    so confident rows are mostly right), ensemble weights and submission."""
     work = tmp_path_factory.mktemp("pseudo")
     index = prepared_work(competition, work, n_splits=2)
     params = shrunk_params()
     params["train"].update(checkpoint_minutes=1e-9, eval_batch=32)
-    params["models"] = {"resnet": params["models"]["resnet"]}
+    params["models"] = {"resnet": {**params["models"]["resnet"], "micro_batch": "auto"}}
     params["pseudo"].update(enabled=True, max_error=0.3)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     labels = json.loads((work / "prepared" / "labels.json").read_text())
@@ -61,6 +62,7 @@ def workspace(competition, tmp_path_factory):
         table(kind, test.image_id.to_numpy(), test.label)
     write_json(work / "ensemble.json", {"weights": {"resnet": 1.0}, "metric": "accuracy"})
     shutil.copy(competition[0] / "sample_submission.csv", work / "submission.csv")
+    write_json(work / "profile" / "resnet.batches.json", {"micro_batch": 8, "device": "estimate"})  # its choice
     return work
 
 
@@ -154,6 +156,9 @@ def test_round_two_trains_predicts_and_mixes(stage_work, reference):
     assert metrics["expected_error"] <= 0.3 and metrics["threshold_from"].startswith("auto")
     for split in SPLITS:
         assert (reference / "pseudo" / "models" / "resnet" / f"{split}.safetensors").is_file()
+    assert (
+        read_meta(reference / "pseudo" / "models" / "resnet")["micro_batch"] == 8
+    )  # params say auto: the memory profile's
     sub = pd.read_csv(reference / "pseudo" / "submission.csv")
     sample = pd.read_csv(stage_work / "raw" / "sample_submission.csv")
     assert sub.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist() and sub.label.isin(labels).all()

@@ -318,8 +318,8 @@ def write_report(inputs, outputs, report, comp):
 def pseudo_report(pseudo_json, tables_dir, max_classes):
     """The pseudo stage's labels (metrics/pseudo.json) in the report, when it was on: tables_dir/pseudo.csv (each
     class's pseudo-labels kept and, on a generated competition, wrong) and report.json's pseudo_kept and
-    pseudo_wrong (totals, and per class up to `max_classes` classes, as the other columns); (the table, those
-    metrics), or None when it was off."""
+    pseudo_wrong (totals, and per class up to `max_classes` classes, as the other columns), or None when it was
+    off. Prints the table."""
     path = Path(pseudo_json)
     figures = json.loads(path.read_text()) if path.is_file() else {}
     if not figures.get("enabled"):
@@ -330,8 +330,9 @@ def pseudo_report(pseudo_json, tables_dir, max_classes):
     if wrong is not None:
         table["wrong"] = [wrong[c] for c in classes]
     write_csv(table, Path(tables_dir) / "pseudo.csv")
+    print(f"pseudo-labels per class (wrong: against the generated truth):\n{table.to_string(index=False)}")
     few = len(classes) <= max_classes
     metrics = {"pseudo_kept": kept if few else {"total": kept["total"]}}
     if wrong is not None:
         metrics["pseudo_wrong"] = wrong if few else {"total": wrong["total"]}
-    return table, metrics
+    return metrics
