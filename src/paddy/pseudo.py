@@ -70,8 +70,9 @@ def pseudo_stage(args):
         if len(kept):
             round2 = second_round(args, settings, kept, out)
         else:  # nothing confident enough: round 2 would be round 1 again
-            print("no test image is confident enough: round 2 is round 1 (its submission copied)")
+            print("no test image is confident enough: round 2 is round 1 (its submission and figures copied)")
             shutil.copy(args.submission_csv, out / "submission.csv")
+            shutil.copy(args.ensemble_json, out / "ensemble.json")
             round2 = round1
     for key in ("oof_score", "test_score"):
         if key in round1:

@@ -4,6 +4,7 @@ off only says so, without torch; on, it trains, predicts and mixes round 2, and 
 uninterrupted result."""
 
 import json
+import runpy
 import shutil
 import signal
 import subprocess
@@ -199,3 +200,25 @@ def test_the_tta_tables_of_each_split_average_to_the_test_table(stage_work, refe
     written = pd.read_csv(reference / "pseudo" / "preds" / "resnet" / "test_ids.csv", dtype=str).image_id
     assert np.allclose(np.load(reference / "pseudo" / "preds" / "resnet" / "test_probs.npy"), test.probs)
     assert written.tolist() == list(test.ids)
+
+
+def test_nothing_confident_enough_makes_round_two_round_one(stage_work, tmp_path, monkeypatch):
+    params = yaml.safe_load((stage_work / "params.yaml").read_text())
+    params["pseudo"]["threshold"] = 0.999999  # above every mixed probability of the fixture's tables
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    round1 = {"weights": {"resnet": 1.0}, "metric": "accuracy", "oof_score": {"ensemble": 0.25}}
+    write_json(tmp_path / "ensemble.json", round1)
+    argv = stage_command(stage_work, tmp_path)[2:]
+    argv[3] = str(tmp_path / "ensemble.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/pseudo.py", *argv])
+    previous = signal.getsignal(signal.SIGTERM)  # the stage's main() installs its own
+    try:
+        runpy.run_path(str(ROOT / "stages" / "pseudo.py"), run_name="__main__")  # in this process: no training
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    metrics = json.loads((tmp_path / "pseudo.json").read_text())
+    assert metrics["kept"]["total"] == 0 and metrics["oof_score"] == {"round1": 0.25, "round2": 0.25}
+    out = tmp_path / "pseudo"
+    assert (out / "submission.csv").read_bytes() == (stage_work / "submission.csv").read_bytes()
+    assert json.loads((out / "ensemble.json").read_text()) == round1 and not (out / "models").exists()
