@@ -5,9 +5,9 @@ same per tag (docs/report.md)."""
 import argparse
 
 from paddy.errors import exit_on_error, say_on_interrupt
-from paddy.files import built_beside
+from paddy.files import built_beside, write_json
 from paddy.metrics import format_score
-from paddy.report.build import ENSEMBLE, write_report
+from paddy.report.build import ENSEMBLE, pseudo_report, write_report
 from paddy.settings import load_settings
 
 
@@ -21,6 +21,7 @@ def main():
     parser.add_argument("metrics_json")
     parser.add_argument("tables_dir")
     parser.add_argument("plots_dir")
+    parser.add_argument("--pseudo", help="metrics/pseudo.json: the pseudo-labels kept and wrong per class")
     args = parser.parse_args()
     kept = f"{args.plots_dir}, {args.tables_dir} and {args.metrics_json} are still the last report's."
     say_on_interrupt("report", kept)
@@ -29,6 +30,9 @@ def main():
     with built_beside(args.plots_dir) as plots, built_beside(args.tables_dir) as tables:
         inputs = (args.prepared_dir, args.preds_dir, args.ensemble_json, args.truth_csv)
         metrics = write_report(inputs, (args.metrics_json, tables, plots), settings.report, settings.competition)
+        found = pseudo_report(args.pseudo, tables, settings.report.max_classes) if args.pseudo else None
+    if found is not None:  # the pseudo stage was on: its counts join the metrics, still written last
+        write_json(args.metrics_json, metrics | found)
     score = format_score(metrics["oof_score"][ENSEMBLE])
     kind, kinds = ("tag", "tags") if settings.competition.multi_label else ("class", "classes")
     print(f"{args.metrics_json}: the ensemble's out-of-fold {metrics['metric']} {score}")

@@ -1,4 +1,5 @@
-"""Stage tta@MODEL: TTA probabilities for the test set (averaged over folds/bags) and out-of-fold rows."""
+"""Stage tta@MODEL: TTA probabilities for the test set (averaged over folds/bags) and out-of-fold rows; with several
+folds/bags, each one's own test probabilities too (test_<split>: the pseudo stage's labels for that split)."""
 
 import argparse
 from pathlib import Path
@@ -25,11 +26,14 @@ def main():
     settings = load_settings()
     check_archs(settings.models)
     device = claim_device()  # a GPU no other run holds, or the CPU
-    test, oof = predict_model(
-        checkpoint_run(settings, args.ckpt_dir, device, args.prepared_dir, args.split_csv), args.ckpt_dir
+    test, oof, per_split = predict_model(
+        checkpoint_run(settings, args.ckpt_dir, device, args.prepared_dir, args.split_csv), args.ckpt_dir, True
     )
+    tables = [("test", test), ("oof", oof)]
+    if len(per_split) > 1:  # one split's own table is `test` itself
+        tables += [(f"test_{split}", table) for split, table in per_split.items()]
     with built_beside(args.out_dir) as out:  # swapped in whole: Ctrl-C or an error keeps the last good one
-        for kind, table in (("test", test), ("oof", oof)):
+        for kind, table in tables:
             write_table(out, kind, table.ids, table.probs, table.classes)
     print(f"{args.out_dir}: {len(test)} test and {len(oof)} out-of-fold rows")
 

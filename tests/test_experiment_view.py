@@ -21,8 +21,8 @@ def declared(kind):
     return paths
 
 
-def test_metrics_are_the_models_the_ensembles_and_its_reports_only():
-    metrics = ["dvclive/${key}/metrics.json", "metrics/ensemble.json", "metrics/report.json"]
+def test_metrics_are_the_models_the_ensembles_its_pseudo_labels_and_its_reports_only():
+    metrics = ["dvclive/${key}/metrics.json", "metrics/ensemble.json", "metrics/pseudo.json", "metrics/report.json"]
     assert sorted(declared("metrics")) == metrics
     assert "metrics/profile/${key}.json" in declared("outs")  # the profile in short: a plain file
 

@@ -44,7 +44,7 @@ def test_changing_a_weight_reruns_only_the_ensemble_and_its_report(repo):
     out = sh("dvc exp run -S models.vit.weight=1", repo)
     ran = [line for line in out.splitlines() if line.startswith("Running stage")]
     expected = ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"]
-    assert ran == expected + ["Running stage 'report':"], out
+    assert ran == expected + ["Running stage 'pseudo':", "Running stage 'report':"], out  # pseudo: off, a second
     shown = sh("dvc exp show --md --no-pager", repo)
     assert "oof_acc.ensemble" in shown and "dvclive/vit/metrics.json:valid_acc" in shown
     header = shown.splitlines()[0]  # no memory profile, no per-split copies, no batch sizes among the metrics
@@ -55,7 +55,7 @@ def test_fitted_weights_rerun_only_the_ensemble_and_beat_the_params_weights(repo
     out = sh("dvc exp run -S ensemble.weights=fit", repo)
     ran = [line for line in out.splitlines() if line.startswith("Running stage")]
     expected = ["Running stage 'check':", "Running stage 'fingerprint':", "Running stage 'ensemble':"]
-    assert ran == expected + ["Running stage 'report':"], out
+    assert ran == expected + ["Running stage 'pseudo':", "Running stage 'report':"], out  # pseudo: off, a second
     metrics = json.loads((repo / "metrics" / "ensemble.json").read_text())
     fit, par = metrics["fit"], metrics["params"]
     assert fit["oof_loss"] <= par["oof_loss"] and metrics["weights"] == fit["weights"]
@@ -80,3 +80,30 @@ def test_a_report_setting_reruns_the_report_alone(repo):
     assert len(list((repo / "plots" / "report" / "top_losses").glob("*.png"))) == 4
     shown = sh("dvc exp show --md --no-pager --keep 'recall' --drop '.*'", repo)
     assert "recall.ensemble.blast" in shown, shown
+
+
+def test_pseudo_labels_train_a_second_round_and_the_report_counts_them(repo):
+    """`dvc exp run -S pseudo.enabled=true`: the pseudo stage alone trains (round 2 of both models on the training
+    rows and the kept test images), then the report; round 1's outputs stay byte for byte."""
+    sh("dvc repro", repo)  # up to date with the workspace's params, whatever the tests before left there
+    kept_files = ["submission.csv", "metrics/ensemble.json"]
+    before = {name: (repo / name).read_bytes() for name in kept_files}
+    out = sh("dvc exp run -S pseudo.enabled=true -S pseudo.threshold=0.1", repo)  # 10 classes: every image kept
+    ran = [line for line in out.splitlines() if line.startswith("Running stage")]
+    expected = ["check", "fingerprint", "pseudo", "report"]
+    assert ran == [f"Running stage '{name}':" for name in expected], out
+    assert {name: (repo / name).read_bytes() for name in kept_files} == before
+    metrics = json.loads((repo / "metrics" / "pseudo.json").read_text())
+    labels = pd.read_csv(repo / "data" / "pseudo" / "labels.csv")
+    truth = pd.read_csv(repo / "data" / "truth.csv").set_index("image_id").label
+    assert metrics["enabled"] and metrics["threshold"] == 0.1 and metrics["kept"]["total"] == len(labels) == 16
+    assert metrics["wrong"]["total"] == int((labels.image_id.map(truth) != labels.label).sum())
+    assert set(metrics["oof_score"]) == {"round1", "round2"} and set(metrics["test_score"]) == {"round1", "round2"}
+    sub = pd.read_csv(repo / "data" / "pseudo" / "submission.csv")
+    sample = pd.read_csv(repo / "data" / "raw" / "sample_submission.csv")
+    assert sub.image_id.tolist() == sample.image_id.tolist() and sub.label.notna().all()
+    report = json.loads((repo / "metrics" / "report.json").read_text())
+    assert report["pseudo_kept"] == metrics["kept"] and report["pseudo_wrong"] == metrics["wrong"]
+    assert not (repo / "data" / "resume" / "pseudo").exists()  # round 2 finished: its checkpoints are gone
+    shown = sh("dvc exp show --md --no-pager --keep 'kept.total|round2' --drop '.*'", repo)
+    assert "kept.total" in shown, shown

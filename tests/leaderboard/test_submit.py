@@ -1,5 +1,6 @@
 """`paddy submit`: validation, staleness, identity in the message, dry run, the ledger row, no leaked key."""
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -243,3 +244,35 @@ def test_a_source_with_other_test_images_is_not_the_competition(repo, tmp_path, 
         err.value
     )
     assert client.sent == [] and snapshot(repo) == before
+
+
+def test_with_pseudo_labels_on_it_sends_round_twos_submission_as_dvc_lock_records_it(repo):
+    """pseudo.enabled: the default file is data/pseudo/submission.csv, fresh when it is the one the pseudo stage's
+    folder output lists (its listing in DVC's cache), and the CV is round 2's."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["pseudo"]["enabled"] = True
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    folder = Path("data/pseudo")
+    folder.mkdir()
+    (folder / "submission.csv").write_text(GOOD.replace("200003.jpg,blast", "200003.jpg,tungro"))
+    (folder / "ensemble.json").write_text(json.dumps({"oof_acc": {"vit": 0.95, "ensemble": 0.97}}))
+
+    def lock(md5):
+        listing = json.dumps([{"md5": md5, "relpath": "submission.csv"}])
+        dir_md5 = hashlib.md5(listing.encode()).hexdigest() + ".dir"
+        cached = Path(".dvc/cache/files/md5") / dir_md5[:2] / dir_md5[2:]
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(listing)
+        outs = [{"path": "data/pseudo", "hash": "md5", "md5": dir_md5, "size": 1, "nfiles": 1}]
+        stages = yaml.safe_load(Path("dvc.lock").read_text())["stages"] | {"pseudo": {"outs": outs}}
+        Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+
+    lock("0" * 32)  # another run's file
+    with pytest.raises(PaddyError, match="data/pseudo/submission.csv is stale"):
+        run(FakeKaggle(), wait=0)
+    lock(submit.file_md5(folder / "submission.csv"))
+    client = FakeKaggle()
+    run(client, wait=0)
+    ((sent, _, _),) = client.sent
+    assert sent == (folder / "submission.csv").read_text() != Path("submission.csv").read_text()
+    assert ledger.read_ledger().iloc[0]["cv"] == pytest.approx(0.97)

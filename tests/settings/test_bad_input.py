@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers.data import TAGS_COMPETITION
 from helpers.pipeline import ROOT, run_script
 from helpers.settings import default_competition, settings_with
 from PIL import Image
@@ -199,6 +200,11 @@ def test_micro_batch_larger_than_effective_batch(params):
         ("tags.threshold", 1.5, "above 0 and below 1"),
         ("tags.fit", "each", "none, global, per_tag"),
         ("tags.min_positives", 0, "an integer at least 1"),
+        ("pseudo.threshold", 0, "auto .*or a probability between 0 and 1"),
+        ("pseudo.threshold", 1, "auto .*or a probability between 0 and 1"),
+        ("pseudo.threshold", 1.5, "auto .*or a probability between 0 and 1"),
+        ("pseudo.threshold", "high", "auto .*or a probability between 0 and 1"),
+        ("pseudo.max_error", 0, "above 0 and below 1"),
     ],
 )
 def test_settings_out_of_range_are_refused(params, key, value, message):
@@ -557,3 +563,17 @@ def test_a_class_whose_every_image_is_left_out_is_refused_by_prepare(comp, tmp_p
     with pytest.raises(PaddyError, match=f"Every training image of the class '{folder.name}' was left out"):
         prepare_competition(comp, tmp_path / "prepared", default_competition(), max_size=64, workers=1)
     assert not (tmp_path / "prepared" / "index.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({**TAGS_COMPETITION}, "multi-label .*not a set of tags"),
+        ({"models.resnet.targets": ["label", "variety"]}, r"models.resnet.targets` is \['label', 'variety'\]"),
+    ],
+    ids=["tags", "multi-target"],
+)
+def test_pseudo_labels_refuse_what_a_test_images_label_cannot_teach(params, changes, message):
+    settings_with(params, changes)  # fine with pseudo-labels off
+    with pytest.raises(PaddyError, match=f"`pseudo.enabled` is true in params.yaml.*{message}"):
+        settings_with(params, {**changes, "pseudo.enabled": True})

@@ -9,11 +9,17 @@ HELP = "validate submission.csv, send it to Kaggle and record it in the ledger"
 
 def arguments(parser):
     parser.add_argument("-m", "--message", required=True, help="what this submission is (Kaggle's description)")
-    parser.add_argument("--file", default="submission.csv", help="file to send (default: %(default)s)")
+    parser.add_argument(
+        "--file", help="file to send (default: submission.csv; data/pseudo/submission.csv with pseudo.enabled)"
+    )
     parser.add_argument("--data", default="data/raw", help="competition folder with its sample submission")
     parser.add_argument("--prepared", default="data/prepared", help="prepare's output: labels.json, the classes")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    parser.add_argument("--metrics", default="metrics/ensemble.json", help="ensemble metrics with the CV figures")
+    parser.add_argument(
+        "--metrics",
+        help="ensemble metrics with the CV figures (default: metrics/ensemble.json; data/pseudo/ensemble.json with "
+        "pseudo.enabled)",
+    )
     parser.add_argument("--kernel", metavar="NAME[/VERSION]",
                         help="send a Kaggle kernel's pulled submission (`paddy kaggle pull NAME`): its file, "
                         "competition CSVs, params and metrics instead of the workspace's")  # fmt: skip

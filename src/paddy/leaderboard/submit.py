@@ -38,6 +38,9 @@ from paddy.leaderboard import compare, ledger
 from paddy.predict.submission import validate_submission
 from paddy.settings import load_settings, parse_settings, read_params
 
+PSEUDO_SUBMISSION = "data/pseudo/submission.csv"  # the pseudo stage's round 2 (pseudo.enabled)
+PSEUDO_METRICS = "data/pseudo/ensemble.json"  # its ensemble's figures, round 2's CV
+
 
 def file_md5(path):
     """The md5 DVC records for a file (dvc.lock), and the ledger's key for it."""
@@ -95,6 +98,14 @@ def locked_md5(path, lock="dvc.lock"):
         for out in stage.get("outs") or []:
             if os.path.normpath(out.get("path", "")) == want:
                 return out.get("md5")
+    for stage in stages.values():  # a file inside a folder output (data/pseudo/submission.csv): the folder's listing
+        for out in stage.get("outs") or []:
+            folder, md5 = os.path.normpath(out.get("path", "")), str(out.get("md5", ""))
+            if want.startswith(folder + os.sep) and md5.endswith(".dir"):
+                listing = lock.parent / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+                if listing.is_file():
+                    files = {f["relpath"]: f["md5"] for f in json.loads(listing.read_text())}
+                    return files.get(Path(os.path.relpath(want, folder)).as_posix())
     return None
 
 
@@ -211,6 +222,10 @@ def submit(args, client=None, exp_json=None, status=None, sleep=time.sleep):
         args.prepared = folder / "data" / "prepared"
     params = read_params(args.params)  # the file's own mapping: what dvc's experiments and the digest compare
     settings = parse_settings(params, args.params)
+    if args.file is None:  # pseudo-labels on: round 2's submission and CV (the pseudo stage's), round 1's otherwise
+        args.file = PSEUDO_SUBMISSION if settings.pseudo.enabled else "submission.csv"
+    if args.metrics is None:
+        args.metrics = PSEUDO_METRICS if settings.pseudo.enabled else "metrics/ensemble.json"
     data, comp = settings.data, settings.competition
     slug = data.competition
     check_competition(data, comp, args.data)

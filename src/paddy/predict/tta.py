@@ -68,20 +68,24 @@ def split_seed(seed, s):
     return seed + 1000 * s
 
 
-def predict_model(run, ckpt_dir):
+def predict_model(run, ckpt_dir, each_split=False):
     """TTA probabilities of one model: the test set averaged over its folds/bags, and each split's validation rows.
     run: the model's checkpoint_run (paddy.training.run), with its data: the items, sizes and input normalisation
     are the checkpoint's (what the model was trained on), the augmentation settings.train.aug. Returns (test, oof)
     paddy.predict.tables.Table of one column per label. Out-of-fold rows that validate in several bags (bagging)
-    are averaged over them, in the order they first validate; rows that never validate are absent.
+    are averaged over them, in the order they first validate; rows that never validate are absent. each_split:
+    also {split: Table} of each split's own test probabilities (pseudo-labels: a split's round-2 model learns only
+    from labels its own round-1 model gave), returned third.
     """
     data, tta, labels = run.data, run.settings.tta, run.vocab["label"]
     test, test_loader = data.test_loader(run.eval_batch)
-    test_sum, positions, oof_parts = None, [], []
+    test_sum, positions, oof_parts, per_split = None, [], [], {}
     for s, col in enumerate(data.splits):
         model, _ = load_checkpoint(ckpt_dir, col, run.device)
         seed = split_seed(run.settings.seed, s)
         p = tta_probs(model, test_loader, data.augment, tta, run.precision, seed, run.heads)
+        if each_split:
+            per_split[col] = Table(test.image_id.to_numpy(), p.numpy().copy(), labels)
         test_sum = p if test_sum is None else test_sum + p
         valid = data.rows(col)[1]
         valid_loader = data.loader(valid, run.eval_batch)
@@ -93,7 +97,8 @@ def predict_model(run, ckpt_dir):
         np.concatenate(positions), oof_parts[0] if len(oof_parts) == 1 else np.concatenate(oof_parts)
     )
     test_table = Table(test.image_id.to_numpy(), (test_sum / len(data.splits)).numpy(), labels)
-    return test_table, Table(data.table.image_id.to_numpy()[rows], oof, labels)
+    oof_table = Table(data.table.image_id.to_numpy()[rows], oof, labels)
+    return (test_table, oof_table, per_split) if each_split else (test_table, oof_table)
 
 
 def average_rows(positions, probs):

@@ -3,6 +3,7 @@ stage chose (metrics/ensemble.json) by the ensemble's own mix, at its temperatur
 the report's metrics, tables and pictures. It reads the probability tables (one source's mixture in memory at a
 time, kept as per-row figures) and only the images it draws."""
 
+import json
 import shutil
 import textwrap
 from dataclasses import dataclass
@@ -311,4 +312,27 @@ def write_report(inputs, outputs, report, comp):
     calibration_table = pd.concat([t.assign(source=name) for name, (t, _) in calibration.items()])
     write_csv(calibration_table, tables / "calibration.csv", float_format="%.6f")
     write_json(metrics_json, metrics)
+    return metrics
+
+
+def pseudo_report(pseudo_json, tables_dir, max_classes):
+    """The pseudo stage's labels (metrics/pseudo.json) in the report, when it was on: tables_dir/pseudo.csv (each
+    class's pseudo-labels kept and, on a generated competition, wrong) and report.json's pseudo_kept and
+    pseudo_wrong (totals, and per class up to `max_classes` classes, as the other columns), or None when it was
+    off. Prints the table."""
+    path = Path(pseudo_json)
+    figures = json.loads(path.read_text()) if path.is_file() else {}
+    if not figures.get("enabled"):
+        return None
+    kept, wrong = figures["kept"], figures.get("wrong")
+    classes = [c for c in kept if c != "total"]
+    table = pd.DataFrame({"class": classes, "kept": [kept[c] for c in classes]})
+    if wrong is not None:
+        table["wrong"] = [wrong[c] for c in classes]
+    write_csv(table, Path(tables_dir) / "pseudo.csv")
+    print(f"pseudo-labels per class (wrong: against the generated truth):\n{table.to_string(index=False)}")
+    few = len(classes) <= max_classes
+    metrics = {"pseudo_kept": kept if few else {"total": kept["total"]}}
+    if wrong is not None:
+        metrics["pseudo_wrong"] = wrong if few else {"total": wrong["total"]}
     return metrics

@@ -143,6 +143,8 @@ def check_together(settings, params, path="params.yaml"):
                 f"({effective_batch}) in {path}: a micro-batch is a slice of one optimizer step. Lower micro_batch, "
                 "or raise effective_batch."
             )
+    if settings.pseudo.enabled:
+        check_pseudo(settings, path)
     if settings.ensemble.weights == "params" and not any(m.weight for m in settings.models.values()):
         raise PaddyError(
             f"Every `models.<name>.weight` in {path} is 0 and `ensemble.weights` is params: the ensemble would "
@@ -162,6 +164,22 @@ def _check_mixing(settings, path):
             "of tags trains a sigmoid per tag with binary cross-entropy instead. Set train.mixup, train.cutmix and "
             "train.label_smoothing to 0 for this competition (train.ema works with it)."
         )
+
+
+def check_pseudo(settings, path="params.yaml"):
+    """pseudo.enabled: a label per test image, which a single-target model learns from."""
+    if settings.competition.multi_label:
+        raise PaddyError(
+            f"`pseudo.enabled` is true in {path}, but the competition is multi-label (`competition.form: tags`): "
+            "pseudo-labels here are one class per test image, not a set of tags. Set pseudo.enabled: false."
+        )
+    for name, model in settings.models.items():
+        if list(model.targets) != ["label"]:
+            raise PaddyError(
+                f"`pseudo.enabled` is true in {path}, but `models.{name}.targets` is {list(model.targets)}: a "
+                "pseudo-labelled test image has a label and nothing else to learn the other targets from. Set "
+                "targets: [label] for round 2, or pseudo.enabled: false."
+            )
 
 
 def check_competition(section, path="params.yaml"):

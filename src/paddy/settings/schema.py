@@ -74,9 +74,14 @@ STEP = ("profile", "train")  # what the training step does, so its memory
 AUG = ("profile", "train", "tta")  # the augmentation: training, its memory, and the TTA passes
 
 
+AGAIN = ("train", "tta", "ensemble")  # what the pseudo stage's second round does again: it reruns on their settings
+
+
 def setting(doc, default=MISSING, check=None, stages=()):
-    """A setting's declaration: the comment params.yaml shows, its default, its check, the stages it reruns."""
-    return field(default=default, metadata={"doc": doc, "check": check, "stages": tuple(stages)})
+    """A setting's declaration: the comment params.yaml shows, its default, its check, the stages it reruns (the
+    pseudo stage among them wherever a stage of AGAIN is)."""
+    stages = tuple(stages) + (("pseudo",) if set(stages) & set(AGAIN) and "pseudo" not in stages else ())
+    return field(default=default, metadata={"doc": doc, "check": check, "stages": stages})
 
 
 def section(cls):

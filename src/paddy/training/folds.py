@@ -44,6 +44,8 @@ def train_model(run, out_dir, resume_dir=None):
             "split": hashlib.sha256(data.table.to_csv(index=False).encode()).hexdigest(),
             "images": hashlib.sha256("".join(data.index.md5.fillna("")).encode()).hexdigest(),
         }
+        if data.extra_rows is not None:  # pseudo-labels: other labels, or other images, are another run
+            key["pseudo"] = hashlib.sha256(data.targets.tobytes() + data.item_rows.tobytes()).hexdigest()
         # Rank 0 alone keeps the folder (and removes stale runs'); the others only name it
         runs = run_dir(resume_dir, key) if distributed.is_main() else Path(resume_dir) / run_key(key)
     results = []

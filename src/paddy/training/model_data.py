@@ -3,6 +3,7 @@ split table's images, their targets, the augmentation (the model's input normali
 and models a split asks for. Training, TTA, the learning-rate finder, the tests and the benchmarks all start here,
 so the chain items -> dataset -> loader -> model -> augmentation is written once."""
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class ModelData:
     items: str  # the item array of the table's images, in its order
     workers: int  # loader processes
     augment: BatchAugment
+    # pseudo-labels (with_pseudo): each split's extra training rows, numbered after the table's; None: none
+    extra_rows: dict | None = None
+    item_rows: np.ndarray | None = None  # a row's position in `items` (with extra rows); None: the row itself
 
     @property
     def sizes(self):
@@ -55,11 +59,15 @@ class ModelData:
     def rows(self, split):
         """(training rows, validation rows) of split column `split`."""
         is_valid = self.table[split].to_numpy() == 1
-        return (~is_valid).nonzero()[0], is_valid.nonzero()[0]
+        train = (~is_valid).nonzero()[0]
+        if self.extra_rows is not None:  # pseudo-labelled test images train; they never validate
+            train = np.concatenate([train, self.extra_rows[split]])
+        return train, is_valid.nonzero()[0]
 
     def loader(self, rows, batch_size, shuffle=False, drop_last=False, seed=0):
         """Batches of the items at `rows` with their targets."""
-        dataset = ItemDataset(self.items, rows, self.targets[rows])
+        items = rows if self.item_rows is None else self.item_rows[rows]
+        dataset = ItemDataset(self.items, items, self.targets[rows])
         return create_loader(dataset, batch_size, self.device, shuffle, drop_last, self.workers, seed)
 
     def test_loader(self, batch_size):
@@ -80,6 +88,34 @@ class ModelData:
         return open_items(
             self.prepared_dir, self.index, paths, self.model.item_size, self.model.item_method, self.workers
         )
+
+
+def with_pseudo(data, kept):
+    """`data` whose each split also trains on its pseudo-labelled test images: kept, a DataFrame of image_id, split
+    and label (paddy.predict.pseudo.pseudo_labels). The item array holds the table's images, then each kept test
+    image once; each split's kept rows get rows of their own after the table's (an image kept by two splits may
+    carry two labels), split after split. Validation rows are the table's only. Single-target models."""
+    if list(data.model.targets) != ["label"]:
+        raise ValueError(f"pseudo-labels train single-target models only, not {list(data.model.targets)}")
+    test = data.index[(data.index.split == "test") & data.index.ok].set_index("image_id")
+    images = list(dict.fromkeys(kept["image_id"]))  # each kept image once, in its first split's order
+    n = len(data.table)
+    position = {image: n + i for i, image in enumerate(images)}
+    classes = {label: k for k, label in enumerate(data.vocab["label"])}
+    train = data.index[data.index.split == "train"].set_index("image_id")
+    paths = train.loc[data.table.image_id, "path"].tolist() + test.loc[images, "path"].tolist()
+    extra, start = {}, n
+    for split in data.splits:
+        count = int((kept["split"] == split).sum())
+        extra[split], start = np.arange(start, start + count), start + count
+    order = pd.concat([kept[kept["split"] == split] for split in data.splits])  # the rows' numbering
+    return dataclasses.replace(
+        data,
+        items=data._open(paths),
+        targets=np.concatenate([data.targets, order["label"].map(classes).to_numpy(dtype=data.targets.dtype)]),
+        extra_rows=extra,
+        item_rows=np.concatenate([np.arange(n), order["image_id"].map(position).to_numpy(dtype=np.int64)]),
+    )
 
 
 def model_augment(model, aug):
