@@ -135,10 +135,40 @@ def check_together(settings, params, path="params.yaml"):
                 f"({effective_batch}) in {path}: a micro-batch is a slice of one optimizer step. Lower micro_batch, "
                 "or raise effective_batch."
             )
+    check_recipe(settings.train, path)
     if settings.ensemble.weights == "params" and not any(m.weight for m in settings.models.values()):
         raise PaddyError(
             f"Every `models.<name>.weight` in {path} is 0 and `ensemble.weights` is params: the ensemble would "
             "average nothing. Give at least one model a weight above 0, or fit them: `ensemble.weights: fit`."
+        )
+
+
+def check_recipe(train, path="params.yaml"):
+    """recipe sgdr's cycles must add up to train.epochs; snapshots need its cycles; SWA averages the last epochs."""
+    if train.recipe == "sgdr":
+        sums = [train.cycle_len]  # the epochs after 1, 2, ... cycles
+        while sums[-1] < train.epochs:
+            sums.append(sums[-1] + train.cycle_len * train.cycle_mult ** len(sums))
+        if sums[-1] != train.epochs:
+            fits = ", ".join(map(str, sums[:6]))
+            raise PaddyError(
+                f"`train.epochs` in {path} is {train.epochs}, but recipe sgdr's cycles (train.cycle_len "
+                f"{train.cycle_len} epochs, each next one train.cycle_mult {train.cycle_mult} times as long) add up "
+                f"to {fits}{', ...' if len(sums) > 6 else ''} epochs, never {train.epochs}: every cycle must end for "
+                f"its rate to anneal to 0. Set train.epochs to such a sum (the nearest: "
+                f"{' or '.join(map(str, sums[-2:]))}), or change train.cycle_len / train.cycle_mult."
+            )
+    elif train.snapshots:
+        raise PaddyError(
+            f"`train.snapshots` in {path} is true, but `train.recipe` is {train.recipe}: snapshots are the weights "
+            "at the end of each of recipe sgdr's cycles, and this recipe has none. Set train.recipe: sgdr, or "
+            "train.snapshots: false."
+        )
+    if train.swa_epochs > train.epochs:
+        raise PaddyError(
+            f"`train.swa_epochs` in {path} is {train.swa_epochs}, more than the {train.epochs} epochs of the last "
+            "phase (train.epochs, after the frozen ones) whose ends it averages. Lower train.swa_epochs to at most "
+            f"{train.epochs}, or 0 to turn weight averaging off."
         )
 
 

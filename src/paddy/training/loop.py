@@ -28,7 +28,7 @@ from paddy.training.divergence import LossWatch, check_valid_loss
 from paddy.training.models import set_frozen
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters
+from paddy.training.schedule import position, recipe_phases, set_hyperparameters
 from paddy.training.step import (
     Step,
     accumulation,
@@ -39,6 +39,7 @@ from paddy.training.step import (
     shard_parts,
     train_step,
 )
+from paddy.training.swa import WeightAverage
 
 
 class Interrupted(Exception):
@@ -127,7 +128,7 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, fit)
         if save:
             progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
             progress.skipped = int(skipped.item())
-            fit.checkpoint.save(progress, plain, optimizer, fit.scaler)
+            fit.checkpoint.save(progress, plain, optimizer, fit.scaler, fit.average)
         if stop:
             raise Interrupted(stop)
     seconds += time.perf_counter() - start
@@ -266,6 +267,7 @@ class Fit:
     watch: LossWatch
     checkpoint: Checkpoint | None = None
     clock: CompileClock | None = None
+    average: WeightAverage | None = None  # train.swa_epochs'
 
     @property
     def seed(self):
@@ -281,12 +283,17 @@ class Fit:
             self.run.on_step(self.split, epoch, step, model, optimizer)
 
 
-def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
-    """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult)
-    (paddy.training.schedule) of `model` on split number `split` of a run (paddy.training.run.TrainingRun), over
-    loaders = (training loader, validation loader).
+def fine_tune(run, model, loaders, split, checkpoint=None, clock=None, snapshots=None, phases=None):
+    """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult), or the
+    other train.recipe's phases (paddy.training.schedule.recipe_phases; `phases`: these instead, e.g. the frozen ones
+    alone) of `model` on split number `split` of a run (paddy.training.run.TrainingRun), over loaders = (training
+    loader, validation loader).
 
-    One optimizer for both phases; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does.
+    One optimizer for every phase; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does
+    (but a later cycle of recipe sgdr's fit: phase.fresh). snapshots: a paddy.training.checkpoints.Snapshots, which
+    keeps the weights at the end of each phase that names a snapshot (train.snapshots). train.swa_epochs > 0: the
+    weights at the ends of the last epochs are averaged (paddy.training.swa) into the final weights before the last
+    epoch is validated, so its metrics are the average's.
     run.on_epoch(split, epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs
     already done): train/valid loss, accuracies, time, images/s; run.on_step(split, epoch, step, model, optimizer)
     after every optimizer step. checkpoint: a paddy.training.checkpoints.Checkpoint to resume from and save to.
@@ -309,24 +316,32 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     scaler = create_scaler(run.precision, device)
     progress = Progress(run.micro_batch)
-    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler)) is not None:
+    phases = recipe_phases(train) if phases is None else phases
+    total, average = sum(p.epochs for p in phases), None
+    if train.swa_epochs and phases[-1].name == "unfrozen":
+        average = WeightAverage(model, total - train.swa_epochs)
+    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler, average)) is not None:
         progress = saved
         for e, metrics in enumerate(progress.history):
             if run.on_epoch is not None:
                 run.on_epoch(split, e, metrics)
-    fit = Fit(run, split, scaler, LossWatch(device, fp16=scaler is not None), checkpoint, clock)
+    fit = Fit(run, split, scaler, LossWatch(device, fp16=scaler is not None), checkpoint, clock, average)
     augment, names = run.data.augment, run.model.targets
     first = 0
-    for phase in fine_tune_phases(train.epochs, train.lr, train.frozen_epochs, train.lr_mult):
+    for phase in phases:
         end = first + phase.epochs
         if progress.epoch < end:
             set_frozen(model, phase.name == "frozen")
             net = distributed.wrap(model)  # after set_frozen: DDP reduces the parameters that require gradients
-            if (progress.epoch, progress.step) == (first, 0):
+            if (progress.epoch, progress.step) == (first, 0) and phase.fresh:
                 optimizer.state.clear()
         while progress.epoch < end:
             start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
             metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, fit)
+            if average is not None:
+                average.epoch_end(progress.epoch)
+                if progress.epoch == total - 1:
+                    average.apply(train_loader, augment, fit, progress)
             if distributed.is_main():
                 metrics.update(validate(model, valid_loader, augment, run.precision, run.heads, names, run.metric))
                 check_valid_loss(metrics, progress.epoch, steps)
@@ -337,8 +352,10 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
             progress.epoch, progress.step, progress.loss_sum, progress.seen, progress.seconds, progress.skipped = (
                 progress.epoch + 1, 0, 0.0, 0, 0.0, 0,
             )  # fmt: skip
+            if phase.snapshot and progress.epoch == end and snapshots is not None:
+                snapshots.take(phase.snapshot, model, progress)
             if checkpoint is not None:
-                checkpoint.save(progress, model, optimizer, scaler)
+                checkpoint.save(progress, model, optimizer, scaler, average)
             if run.on_epoch is not None:
                 run.on_epoch(split, progress.epoch - 1, metrics)
         first = end
