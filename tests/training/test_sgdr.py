@@ -6,13 +6,16 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from helpers.data import prepared_work
 from helpers.settings import settings_with, shrunk_params
 from helpers.training import train
 
+from paddy.data.competition import read_sample_submission
 from paddy.errors import PaddyError
+from paddy.predict.photos import model_probs, prepare_photos
 from paddy.predict.tta import predict_model, split_seed, tta_probs
 from paddy.training.checkpoints import load_checkpoint
 from paddy.training.models import create_model
@@ -179,3 +182,15 @@ def test_a_damaged_snapshot_is_named(work, reference, tmp_path):
     (damaged / "v0.snapshot1.safetensors").write_bytes(b"truncated")
     with pytest.raises(PaddyError, match=r"v0.snapshot1.safetensors is damaged"):
         predict_model(checkpoint_run(settings, damaged, CPU, work / "prepared", work / "split.csv"), damaged)
+
+
+def test_paddy_predict_averages_the_members_as_the_tta_stage(work, reference, competition, tmp_path):
+    """`paddy predict` on the raw test images gets the tta stage's probabilities: the same members, seeds, mean."""
+    settings, out, _, _ = reference
+    test, _ = predict_model(checkpoint_run(settings, out, CPU, work / "prepared", work / "split.csv"), out)
+    sample = read_sample_submission(competition[0], settings.competition)
+    assert test.ids.tolist() == sample.image_id.tolist()
+    files = [competition[0] / "test_images" / i for i in sample.image_id]
+    prepared, _ = prepare_photos(files, tmp_path, settings.prepare.max_size)  # as `paddy predict` does
+    probs = model_probs(checkpoint_run(settings, out, CPU), out, [prepared[f] for f in files])["label"]
+    np.testing.assert_allclose(probs, test.probs, atol=1e-6, rtol=0)
