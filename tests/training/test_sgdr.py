@@ -18,6 +18,7 @@ from paddy.errors import PaddyError
 from paddy.predict.photos import model_probs, prepare_photos
 from paddy.predict.tta import predict_model, split_seed, tta_probs
 from paddy.training.checkpoints import load_checkpoint
+from paddy.training.digests import verify_models
 from paddy.training.models import create_model
 from paddy.training.optim import create_optimizer
 from paddy.training.run import checkpoint_run
@@ -182,6 +183,8 @@ def test_a_damaged_snapshot_is_named(work, reference, tmp_path):
     (damaged / "v0.snapshot1.safetensors").write_bytes(b"truncated")
     with pytest.raises(PaddyError, match=r"v0.snapshot1.safetensors is damaged"):
         predict_model(checkpoint_run(settings, damaged, CPU, work / "prepared", work / "split.csv"), damaged)
+    with pytest.raises(PaddyError, match=r"v0.snapshot1.safetensors is damaged.*dvc repro -f train@resnet"):
+        verify_models(tmp_path, ["damaged"])  # the check stage's look, before DVC would retrain it silently
 
 
 def test_paddy_predict_averages_the_members_as_the_tta_stage(work, reference, competition, tmp_path):
