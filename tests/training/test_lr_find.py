@@ -92,3 +92,51 @@ def test_the_command_writes_its_files(prepared, params, tmp_path, monkeypatch, c
     assert "body frozen" in out and "valley" in out
     assert all((tmp_path / "lr_find" / f"resnet.{ext}").exists() for ext in ("csv", "json", "png"))
     assert main(["lr-find", "resnet", "-S", "train.nonsense=1"]) == 2
+
+
+def test_unfrozen_sweeps_the_whole_model_from_the_weights_after_the_frozen_epochs(
+    prepared, params, tmp_path, monkeypatch, capsys
+):
+    """`paddy lr-find --unfrozen` (2018 lesson 2): the frozen epoch trains first (the head and norm layers learn, the
+    rest of the body stays as it was), then the sweep trains every parameter from those weights."""
+    import yaml
+
+    from paddy.commands import main
+    from paddy.training.step import seed_everything
+
+    seen = []
+    real = lr_find.train_step
+
+    def spy(model, optimizer, items, targets, generator, step, no_sync=None):
+        if not seen:
+            seen.append({k: v.clone() for k, v in model.state_dict().items()})
+            seen.append(all(p.requires_grad for p in model.parameters()))
+        return real(model, optimizer, items, targets, generator, step, no_sync)
+
+    monkeypatch.setattr(lr_find, "train_step", spy)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    paths = [
+        "-S",
+        "train.eval_batch=32",
+        "--prepared",
+        str(prepared / "prepared"),
+        "--split",
+        str(prepared / "split.csv"),
+    ]
+    code = main(["lr-find", "resnet", "-S", "train.frozen_epochs=1", "--num-it", "8", "--unfrozen", *paths])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "training the 1 frozen epoch(s) first" in out and "frozen epoch 1: train_loss" in out
+    assert "whole model after the frozen epochs" in out
+    start, trainable = seen
+    assert trainable  # everything learns in the sweep
+    run = create_run(parse_settings(params), "resnet", CPU, prepared / "prepared", prepared / "split.csv", (8, 16))
+    seed_everything(params["seed"])
+    initial = run.data.create_model().state_dict()  # the command's model before the frozen epoch
+    assert not torch.equal(start["1.8.weight"], initial["1.8.weight"])  # the head trained
+    assert torch.equal(start["0.model.conv1.0.weight"], initial["0.model.conv1.0.weight"])  # the body was frozen
+    seen.clear()
+    assert main(["lr-find", "resnet", "--num-it", "6", "--unfrozen", *paths]) == 0
+    assert "whole model from the start (train.frozen_epochs is 0" in capsys.readouterr().out
+    assert all(torch.equal(v, initial[k]) for k, v in seen[0].items())  # nothing trained before the sweep

@@ -32,6 +32,7 @@ from paddy.predict.tta import require_finite, split_seed, tta_probs
 from paddy.tags import predict_tags
 from paddy.training.augment import create_augment
 from paddy.training.checkpoints import checkpoint_normalization, load_checkpoint, read_meta
+from paddy.training.digests import members
 from paddy.training.run import checkpoint_run
 
 MODELS_DIR = Path("data/models")
@@ -112,10 +113,13 @@ def model_probs(run, ckpt_dir, files):
     batches = PhotoBatches(files, model.item_size, model.item_method, run.eval_batch)
     total = None
     for s, split in enumerate(meta["splits"]):
-        net, _ = load_checkpoint(ckpt_dir, split, run.device)
-        seed = split_seed(run.settings.seed, s)
-        p = tta_probs(net, batches, augment, run.settings.tta, run.precision, seed, run.heads, True)
-        require_finite((p,), ckpt_dir, split, run.name)
+        seed, names, p = split_seed(run.settings.seed, s), members(meta, split), None
+        for member in names:  # train.snapshots: each snapshot, then the final weights, averaged as the tta stage does
+            net, _ = load_checkpoint(ckpt_dir, member, run.device)
+            mp = tta_probs(net, batches, augment, run.settings.tta, run.precision, seed, run.heads, True)
+            require_finite((mp,), ckpt_dir, member, run.name)
+            p = mp if p is None else p + mp
+        p = p if len(names) == 1 else p / len(names)
         total = p if total is None else total + p
     probs = (total / len(meta["splits"])).numpy()
     return dict(zip(model.targets, np.split(probs, np.cumsum(run.sizes)[:-1], axis=1)))
@@ -146,9 +150,9 @@ def ensemble_weights(models_dir=MODELS_DIR, ensemble_json=ENSEMBLE_JSON, only=No
     for name in weights:
         if not (models_dir / name / "meta.json").is_file():
             raise PaddyError(f"{models_dir / name} holds no trained model, yet the ensemble uses {name!r}. {rerun}")
-        missing = [
-            s for s in read_meta(models_dir / name)["splits"] if not (models_dir / name / f"{s}.safetensors").is_file()
-        ]
+        meta = read_meta(models_dir / name)
+        stems = [m for s in meta["splits"] for m in members(meta, s)]  # train.snapshots' too
+        missing = [m for m in stems if not (models_dir / name / f"{m}.safetensors").is_file()]
         if missing:
             raise PaddyError(f"{models_dir / name} lacks the weights of split(s) {', '.join(missing)}. {rerun}")
     return weights

@@ -5,7 +5,8 @@ import torch
 
 from paddy.errors import PaddyError
 from paddy.predict.tables import Table
-from paddy.training.checkpoints import load_checkpoint
+from paddy.training.checkpoints import load_checkpoint, read_meta
+from paddy.training.digests import members
 from paddy.training.step import predict_chunked, stream_seeds
 
 
@@ -73,24 +74,32 @@ def predict_model(run, ckpt_dir, each_split=False):
     run: the model's checkpoint_run (paddy.training.run), with its data: the items, sizes and input normalisation
     are the checkpoint's (what the model was trained on), the augmentation settings.train.aug. Returns (test, oof)
     paddy.predict.tables.Table of one column per label. Out-of-fold rows that validate in several bags (bagging)
-    are averaged over them, in the order they first validate; rows that never validate are absent. each_split:
-    also {split: Table} of each split's own test probabilities (pseudo-labels: a split's round-2 model learns only
-    from labels its own round-1 model gave), returned third.
+    are averaged over them, in the order they first validate; rows that never validate are absent. A split with
+    snapshots (train.snapshots) averages its members first (paddy.training.digests.members: the snapshots and the
+    final weights), each with the split's TTA seeds. each_split: also {split: Table} of each split's own test
+    probabilities (pseudo-labels: a split's round-2 model learns only from labels its own round-1 model gave),
+    returned third.
     """
     data, tta, labels = run.data, run.settings.tta, run.vocab["label"]
+    meta = read_meta(ckpt_dir)
     test, test_loader = data.test_loader(run.eval_batch)
     test_sum, positions, oof_parts, per_split = None, [], [], {}
     for s, col in enumerate(data.splits):
-        model, _ = load_checkpoint(ckpt_dir, col, run.device)
         seed = split_seed(run.settings.seed, s)
-        p = tta_probs(model, test_loader, data.augment, tta, run.precision, seed, run.heads)
+        valid = data.rows(col)[1]
+        valid_loader = data.loader(valid, run.eval_batch)
+        p = oof = None
+        for member in members(meta, col):
+            model, _ = load_checkpoint(ckpt_dir, member, run.device)
+            mp = tta_probs(model, test_loader, data.augment, tta, run.precision, seed, run.heads)
+            mo = tta_probs(model, valid_loader, data.augment, tta, run.precision, seed + 1, run.heads)
+            require_finite((mp, mo), ckpt_dir, member, run.name)
+            p, oof = (mp, mo) if p is None else (p + mp, oof + mo)
+        n = len(members(meta, col))
+        p, oof = (p, oof) if n == 1 else (p / n, oof / n)
         if each_split:
             per_split[col] = Table(test.image_id.to_numpy(), p.numpy().copy(), labels)
         test_sum = p if test_sum is None else test_sum + p
-        valid = data.rows(col)[1]
-        valid_loader = data.loader(valid, run.eval_batch)
-        oof = tta_probs(model, valid_loader, data.augment, tta, run.precision, seed + 1, run.heads)
-        require_finite((p, oof), ckpt_dir, col, run.name)
         positions.append(valid)
         oof_parts.append(oof.numpy())
     rows, oof = average_rows(

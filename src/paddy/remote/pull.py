@@ -75,7 +75,7 @@ def verify(folder, how_to_resume=""):
             raise PaddyError(f"The kernel's manifest lists no {name}: not a complete run of the pipeline.")
     for path in sorted((folder / "data" / "models").glob("*/meta.json")):  # kaggle.keep_weights: the models came too
         meta = digests.read_meta(path.parent)
-        for split in meta["splits"]:
+        for split in (m for s in meta["splits"] for m in digests.members(meta, s)):  # snapshots too
             why = digests.problem(path.parent, split, meta)  # the kernel's own run: rebuilt by running it again
             if why is not None:
                 raise PaddyError(

@@ -145,6 +145,7 @@ def check_together(settings, params, path="params.yaml"):
             )
     if settings.pseudo.enabled:
         check_pseudo(settings, path)
+    check_recipe(settings.train, path)
     if settings.ensemble.weights == "params" and not any(m.weight for m in settings.models.values()):
         raise PaddyError(
             f"Every `models.<name>.weight` in {path} is 0 and `ensemble.weights` is params: the ensemble would "
@@ -180,6 +181,45 @@ def check_pseudo(settings, path="params.yaml"):
                 "pseudo-labelled test image has a label and nothing else to learn the other targets from. Set "
                 "targets: [label] for round 2, or pseudo.enabled: false."
             )
+
+
+def check_recipe(train, path="params.yaml"):
+    """recipe sgdr's cycles must add up to each stage's epochs (train.epochs, and with progressive resizing each of
+    train.progressive.epochs); snapshots need its cycles; SWA averages the last epochs."""
+    if train.recipe == "sgdr":
+        stages = [("train.epochs", train.epochs)]
+        stages += [(f"train.progressive.epochs[{i}]", n) for i, n in enumerate(train.progressive.epochs)]
+        for key, epochs in stages:
+            sums = [train.cycle_len]  # the epochs after 1, 2, ... cycles
+            while sums[-1] < epochs:
+                sums.append(sums[-1] + train.cycle_len * train.cycle_mult ** len(sums))
+            if sums[-1] != epochs:
+                fits = ", ".join(map(str, sums[:6]))
+                raise PaddyError(
+                    f"`{key}` in {path} is {epochs}, but recipe sgdr's cycles (train.cycle_len "
+                    f"{train.cycle_len} epochs, each next one train.cycle_mult {train.cycle_mult} times as long) add "
+                    f"up to {fits}{', ...' if len(sums) > 6 else ''} epochs, never {epochs}: every cycle must end for "
+                    f"its rate to anneal to 0. Set {key} to such a sum (the nearest: "
+                    f"{' or '.join(map(str, sums[-2:]))}), or change train.cycle_len / train.cycle_mult."
+                )
+    elif train.snapshots:
+        raise PaddyError(
+            f"`train.snapshots` in {path} is true, but `train.recipe` is {train.recipe}: snapshots are the weights "
+            "at the end of each of recipe sgdr's cycles, and this recipe has none. Set train.recipe: sgdr, or "
+            "train.snapshots: false."
+        )
+    if train.swa_epochs and train.ema:
+        raise PaddyError(
+            f"`train.swa_epochs` ({train.swa_epochs}) and `train.ema` (true) are both on in {path}: each averages the "
+            "weights into the split's final ones (the ends of the last epochs, or every step's), and only one can be "
+            "what is saved. Keep one: train.swa_epochs: 0, or train.ema: false."
+        )
+    if train.swa_epochs > train.epochs:
+        raise PaddyError(
+            f"`train.swa_epochs` in {path} is {train.swa_epochs}, more than the {train.epochs} epochs of the last "
+            "phase (train.epochs, after the frozen ones) whose ends it averages. Lower train.swa_epochs to at most "
+            f"{train.epochs}, or 0 to turn weight averaging off."
+        )
 
 
 def check_competition(section, path="params.yaml"):

@@ -335,7 +335,9 @@ class TrainSettings:
         "for step (docs/training.md): frozen_epochs of one-cycle (pct_start 0.99, div 25) training the head, the "
         "body's norm layers at lr/10; then one-cycle over everything (pct_start 0.3, div 5) with the body at "
         "lr/2/lr_mult and the head at lr/2. Adam(0.9->sched, 0.99, eps 1e-5), decoupled weight decay, none on norm "
-        "layers and biases.",
+        "layers and biases. recipe sgdr: 2018's fastai 0.7 fit with cycle_len and cycle_mult: frozen_epochs "
+        "one-epoch cosine cycles training the head, then cosine annealing with restarts over everything, the body at "
+        "lr/lr_mult and the head at lr, momentum 0.9 (docs/techniques.md).",
         "fastai", OneOf(RECIPES), ("train",),
     )  # fmt: skip
     epochs: int = setting(

@@ -21,20 +21,50 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from paddy.errors import PaddyError
-from paddy.files import atomic_path, write_json
+from paddy.files import atomic_path, file_digest, write_json
 from paddy.settings import ModelSettings
 from paddy.training import digests, distributed
 from paddy.training.models import create_model, input_normalization
 
 
-def save_checkpoint(model, meta, out_dir, split):
+def save_checkpoint(model, meta, out_dir, split, snapshots=None):
+    """split's final weights into out_dir, and its snapshots ({name: (path, sha256)}, Snapshots.files: train.snapshots'
+    members, checked against the digests taken when they were written, copied from the resume folder); meta.json
+    records every file's sha256 and, under `snapshots`, each split's snapshot names (paddy.training.digests.members)."""
     out_dir = Path(out_dir)
+    found = {}
+    for name, (path, digest) in (snapshots or {}).items():
+        found[name] = _copy_snapshot(path, out_dir / f"{split}.{name}.safetensors", digest)
+    _write_weights(model, out_dir / f"{split}.safetensors")
+    # its sha256, checked whenever it is read (paddy.training.digests)
+    meta = digests.record(out_dir, split, out_dir / f"{split}.safetensors", meta)
+    if found:
+        earlier = digests.recorded(out_dir, digests.SNAPSHOTS)
+        meta[digests.KEY].update({f"{split}.{name}": digest for name, digest in found.items()})
+        meta[digests.SNAPSHOTS] = {**earlier, split: list(found)}
+    write_json(out_dir / "meta.json", meta)
+
+
+def _write_weights(model, path):
     # safetensors refuses non-contiguous tensors, and channels_last weights are not contiguous in its sense
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(out_dir / f"{split}.safetensors") as tmp:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp))
-    # its sha256, checked whenever it is read (paddy.training.digests)
-    write_json(out_dir / "meta.json", digests.record(out_dir, split, out_dir / f"{split}.safetensors", meta))
+
+
+def _copy_snapshot(source, target, digest):
+    """A snapshot taken during training, into the model folder, if it is the file that was written; its digest."""
+    found = file_digest(source) if Path(source).is_file() else None
+    if found != digest:
+        raise PaddyError(
+            f"{source} is {'missing' if found is None else 'damaged'}: the snapshot ensemble's member written at the "
+            f"end of its cycle is not there as written. Delete {Path(source).parent} (the run's resume folder) and "
+            "train again: the run starts over."
+        )
+    if Path(source) != Path(target):
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+    return digest
 
 
 def read_meta(ckpt_dir):
@@ -100,6 +130,29 @@ class Progress:
     seconds: float = 0.0  # this epoch's training time so far
     history: list = dataclasses.field(default_factory=list)  # every finished epoch's metrics
     events: list = dataclasses.field(default_factory=list)  # out-of-memory fallbacks, resumes
+    snapshots: dict = dataclasses.field(default_factory=dict)  # train.snapshots taken so far: name -> sha256
+
+
+class Snapshots:
+    """One split's snapshot ensemble (train.snapshots): the weights at the end of each of recipe sgdr's cycles but
+    the last, each written as <split>.<name>.safetensors into `folder` when it is taken: the run's resume folder,
+    so that a run resumed after a kill keeps those taken before it (save_checkpoint copies them into the model
+    folder once the split is done), or the model folder itself when nothing resumes. The resumable checkpoint's
+    Progress records each one's sha256."""
+
+    def __init__(self, folder, split):
+        self.folder, self.split = Path(folder), split
+
+    def take(self, name, model, progress):
+        """Write the model's weights as snapshot `name` (rank 0) and record it in `progress`."""
+        if distributed.is_main():
+            path = self.folder / f"{self.split}.{name}.safetensors"
+            _write_weights(model, path)
+            progress.snapshots[name] = file_digest(path)
+
+    def files(self, progress):
+        """{name: (path, sha256 recorded when it was written)} of those `progress` took, in the order taken."""
+        return {name: (self.folder / f"{self.split}.{name}.safetensors", d) for name, d in progress.snapshots.items()}
 
 
 def run_key(settings):
@@ -132,9 +185,10 @@ class Checkpoint:
     def due(self):
         return time.monotonic() - self.last >= self.interval
 
-    def save(self, progress, model, optimizer=None, scaler=None, ema=None):
-        """model: the plain model, never its DDP wrapper (whose keys start with `module.`). ema: the weights' moving
-        average (timm's ModelEmaV3, train.ema), its copy of the weights. Rank 0 alone writes."""
+    def save(self, progress, model, optimizer=None, scaler=None, ema=None, average=None):
+        """model: the plain model, never its DDP wrapper (whose keys start with `module.`). Rank 0 alone writes.
+        ema: the weights' moving average (timm's ModelEmaV3, train.ema), its copy of the weights. average:
+        train.swa_epochs' paddy.training.swa.WeightAverage, whose state is kept once it has one."""
         if not distributed.is_main():
             return
         state = {"progress": dataclasses.asdict(progress), "model": model.state_dict()}
@@ -144,17 +198,19 @@ class Checkpoint:
             state["scaler"] = scaler.state_dict()
         if ema is not None:
             state["ema"] = ema.module.state_dict()
+        if average is not None and average.started:
+            state["average"] = average.state_dict()
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
             digests.record_resume(tmp, self.path)  # checked by load
         self.last = time.monotonic()
 
-    def load(self, model, optimizer, scaler=None, ema=None, before=None):
-        """Restore the tensors into model, optimizer, scaler and ema; the Progress, or None when there is nothing.
-        A finished split's checkpoint holds its final weights only (the average's, with an ema): the ema takes them.
-        before(progress), where given, runs first: it puts the model (and the ema's) in the shape the saved tensors
-        have (progressive resizing's stage). Under DDP rank 0 reads the file and sends it to the others: they need
-        not share its disk."""
+    def load(self, model, optimizer, scaler=None, ema=None, average=None, before=None):
+        """Restore the tensors into model, optimizer, scaler, ema and average (the weight average, as save's); the
+        Progress, or None when there is nothing. A finished split's checkpoint holds its final weights only (the
+        average's, with an ema): the ema takes them. before(progress), where given, runs first: it puts the model
+        (and the ema's) in the shape the saved tensors have (progressive resizing's stage). Under DDP rank 0 reads
+        the file and sends it to the others: they need not share its disk."""
         device = next(model.parameters()).device
         if distributed.world_size() > 1:
             state = self._read("cpu") if distributed.is_main() else None
@@ -175,6 +231,8 @@ class Checkpoint:
             ema.module.load_state_dict(state["ema"])
         elif ema is not None:
             ema.set(model)
+        if average is not None and "average" in state:
+            average.load_state_dict(state["average"])
         done = "optimizer" not in state
         note = f"{self.path}: {'finished earlier' if done else 'resumed'} at epoch {progress.epoch + 1 - done}"
         if not done:

@@ -17,18 +17,28 @@ from pathlib import Path
 from paddy.errors import PaddyError
 from paddy.files import cache_dir, file_digest, write_text
 
-KEY = "sha256"  # meta.json: {split: sha256 of <split>.safetensors}
+KEY = "sha256"  # meta.json: {split: sha256 of <split>.safetensors}, and {<split>.<snapshot>: ...} of its snapshots
+SNAPSHOTS = "snapshots"  # meta.json: {split: [snapshot names]} (train.snapshots), each <split>.<name>.safetensors
 
 
 def record(ckpt_dir, split, weights, meta):
     """meta with `weights`' sha256 added under KEY for `split`, beside the earlier splits' that ckpt_dir/meta.json
     recorded (a model's splits are written one by one)."""
-    digests = {}
+    return {**meta, KEY: {**recorded(ckpt_dir, KEY), split: file_digest(weights)}}
+
+
+def recorded(ckpt_dir, key):
+    """What ckpt_dir/meta.json records under `key` for the splits written so far ({} before the first)."""
     try:
-        digests = json.loads((Path(ckpt_dir) / "meta.json").read_text()).get(KEY, {})
+        return json.loads((Path(ckpt_dir) / "meta.json").read_text()).get(key, {})
     except (OSError, ValueError, AttributeError):
-        pass  # the first split
-    return {**meta, KEY: {**digests, split: file_digest(weights)}}
+        return {}
+
+
+def members(meta, split):
+    """The weights TTA averages for `split`, each the stem of a <stem>.safetensors of the model folder: its
+    snapshots (train.snapshots, in the order taken), then its final weights."""
+    return [f"{split}.{name}" for name in (meta.get(SNAPSHOTS) or {}).get(split, [])] + [split]
 
 
 def rebuild(ckpt_dir, model):
@@ -89,7 +99,7 @@ def verify_models(models_dir, names):
         if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
             continue  # not trained yet
         meta = read_meta(ckpt_dir)
-        for split in meta["splits"]:
+        for split in (m for s in meta["splits"] for m in members(meta, s)):
             path = ckpt_dir / f"{split}.safetensors"
             key = _stat_key(path, (meta.get(KEY) or {}).get(split))
             if key is not None and (cache_dir("verified") / key).exists():

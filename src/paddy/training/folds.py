@@ -9,7 +9,7 @@ import torch
 
 from paddy.settings.schema import TrainSettings, read_by
 from paddy.training import distributed
-from paddy.training.checkpoints import Checkpoint, run_dir, run_key, save_checkpoint
+from paddy.training.checkpoints import Checkpoint, Snapshots, run_dir, run_key, save_checkpoint
 from paddy.training.compile import maybe_compile
 from paddy.training.divergence import Diverged
 from paddy.training.loop import fine_tune
@@ -63,8 +63,10 @@ def train_model(run, out_dir, resume_dir=None):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         checkpoint = None if runs is None else Checkpoint(runs / f"{col}.pt", train.checkpoint_minutes)
+        # train.snapshots: beside the resumable checkpoint until the split is done, or straight into out_dir
+        snapshots = Snapshots(out_dir if runs is None else runs, col) if train.snapshots else None
         try:
-            progress = fine_tune(run, model, (train_loader, valid_loader), s, checkpoint, clock)
+            progress = fine_tune(run, model, (train_loader, valid_loader), s, checkpoint, clock, snapshots)
         except Diverged as e:  # the message names the model and split
             e.model, e.split, e.precision, e.base_lr = run.name, col, run.precision, train.lr
             raise
@@ -99,7 +101,7 @@ def train_model(run, out_dir, resume_dir=None):
             "normalization": input_normalization(model_cfg.arch, model_cfg.pretrained),  # what TTA must feed it too
         }
         if distributed.is_main():
-            save_checkpoint(model, meta, out_dir, col)
+            save_checkpoint(model, meta, out_dir, col, snapshots and snapshots.files(progress))
         results.append(result)
         del model, train_loader, valid_loader
         if device.type == "cuda":

@@ -23,13 +23,13 @@ from paddy.settings.schema import fbeta_of, tag_average
 from paddy.tags import VALID_THRESHOLD, counts, fbeta_of_counts
 from paddy.training import distributed
 from paddy.training.archs import phase_sizes
-from paddy.training.checkpoints import Checkpoint, Progress
+from paddy.training.checkpoints import Checkpoint, Progress, Snapshots
 from paddy.training.compile import CompileClock
 from paddy.training.divergence import LossWatch, check_valid_loss
 from paddy.training.models import set_frozen, set_input_size
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
-from paddy.training.schedule import fine_tune_phases, position, set_hyperparameters, size_stages
+from paddy.training.schedule import position, recipe_phases, set_hyperparameters, size_stages
 from paddy.training.step import (
     Step,
     accumulation,
@@ -41,6 +41,7 @@ from paddy.training.step import (
     shard_parts,
     train_step,
 )
+from paddy.training.swa import WeightAverage
 
 
 class Interrupted(Exception):
@@ -131,7 +132,7 @@ def train_one_epoch(model, loader, optimizer, phase, phase_epoch, progress, fit)
         if save:
             progress.loss_sum, progress.seconds = total.item(), seconds + time.perf_counter() - start
             progress.skipped = int(skipped.item())
-            fit.checkpoint.save(progress, plain, optimizer, fit.scaler, fit.ema)
+            fit.checkpoint.save(progress, plain, optimizer, fit.scaler, fit.ema, fit.average)
         if stop:
             raise Interrupted(stop)
     seconds += time.perf_counter() - start
@@ -272,6 +273,9 @@ class Fit:
     clock: CompileClock | None = None
     ema: object = None  # the weights' moving average (timm.utils.ModelEmaV3: paddy.training.step.create_ema)
     augment: object = None  # the current size stage's (paddy.training.augment.BatchAugment); None: the run's own
+    average: WeightAverage | None = None  # train.swa_epochs'
+    snapshots: Snapshots | None = None  # train.snapshots': the weights at the end of each cycle that names one
+    epochs: int = 0  # of every stage and phase: the last one's end
 
     @property
     def seed(self):
@@ -294,14 +298,21 @@ def scored_model(model, ema):
     return model if ema is None else ema.module
 
 
-def training_stages(run):
-    """The run's size stages (paddy.training.schedule.Stage): with train.progressive, fine_tune at each scaled size
-    (paddy.training.archs.phase_sizes) over its progressive.epochs, then at the model's size over train.epochs;
-    without, the one stage at the model's size."""
+def training_stages(run, phases=None):
+    """The run's size stages (paddy.training.schedule.Stage): with train.progressive, the recipe's phases
+    (recipe_phases: fastai's fine_tune or sgdr's cycles) at each scaled size (paddy.training.archs.phase_sizes) over
+    its progressive.epochs, then at the model's size over train.epochs; without, the one stage at the model's size.
+    Snapshots are the last stage's cycles' only (an earlier one's weights are of another size). `phases`: one stage
+    of these instead, at the model's size (lr-find's frozen phase)."""
     train, model = run.train, run.model
+    if phases is not None:
+        return size_stages([tuple(model.size)], [0], lambda n: phases)
     sizes = phase_sizes(model.arch, model.size, train.progressive.scales)
     epochs = [*train.progressive.epochs, train.epochs]
-    return size_stages(sizes, epochs, lambda n: fine_tune_phases(n, train.lr, train.frozen_epochs, train.lr_mult))
+    stages = size_stages(sizes, epochs, lambda n: recipe_phases(train, n))
+    for stage in stages[:-1]:
+        stage.phases[:] = [dataclasses.replace(p, snapshot="") for p in stage.phases]
+    return stages
 
 
 def stage_at(stages, epoch):
@@ -314,13 +325,18 @@ def stage_at(stages, epoch):
     return stages[-1]
 
 
-def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
-    """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult)
-    (paddy.training.schedule) of `model` on split number `split` of a run (paddy.training.run.TrainingRun), over
-    loaders = (training loader, validation loader).
+def fine_tune(run, model, loaders, split, checkpoint=None, clock=None, snapshots=None, phases=None):
+    """fastai's fine_tune(train.epochs, train.lr, freeze_epochs=train.frozen_epochs, lr_mult=train.lr_mult), or the
+    other train.recipe's phases (paddy.training.schedule.recipe_phases; `phases`: these instead, e.g. the frozen ones
+    alone) of `model` on split number `split` of a run (paddy.training.run.TrainingRun), over loaders = (training
+    loader, validation loader).
 
-    One optimizer for both phases; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does.
-    With train.progressive, the whole fine_tune runs once per size stage (training_stages), smallest first, on the
+    One optimizer for every phase; each phase starts with Adam's state cleared, as fastai's Learner.freeze_to does
+    (but a later cycle of recipe sgdr's fit: phase.fresh). snapshots: a paddy.training.checkpoints.Snapshots, which
+    keeps the weights at the end of each phase that names a snapshot (train.snapshots). train.swa_epochs > 0: the
+    weights at the ends of the last epochs are averaged (paddy.training.swa) into the final weights before the last
+    epoch is validated, so its metrics are the average's.
+    With train.progressive, the whole recipe runs once per size stage (training_stages), smallest first, on the
     same weights: a fixed-size model (ViT, Swin) is switched to each stage's size (set_input_size), and the batch
     augmentation's output with it; progress.epoch counts over every stage, so a resume lands in the stage it left.
     run.on_epoch(split, epoch, metrics) after each epoch (frozen ones included; on a resume, first for the epochs
@@ -348,8 +364,11 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
     optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     scaler = create_scaler(run.precision, device)
     progress = Progress(run.micro_batch)
-    stages = training_stages(run)
+    stages = training_stages(run, phases)
     ema = create_ema(model, train)
+    total, average = sum(stage.epochs for stage in stages), None
+    if train.swa_epochs and stages[-1].phases[-1].name == "unfrozen":
+        average = WeightAverage(model, total - train.swa_epochs)
 
     def to_saved_stage(saved):  # before its weights load: a ViT's position embeddings have that stage's shape
         # the stage of the epoch it was saved in: the next one's first, at step 0, is not begun (nor resized for)
@@ -358,12 +377,13 @@ def fine_tune(run, model, loaders, split, checkpoint=None, clock=None):
         if ema is not None:
             set_input_size(ema.module, size)
 
-    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler, ema, to_saved_stage)) is not None:
+    if checkpoint is not None and (saved := checkpoint.load(model, optimizer, scaler, ema, average, to_saved_stage)):
         progress = saved
         for e, metrics in enumerate(progress.history):
             if run.on_epoch is not None:
                 run.on_epoch(split, e, metrics)
-    fit = Fit(run, split, scaler, LossWatch(device, fp16=scaler is not None), checkpoint, clock, ema)
+    watch = LossWatch(device, fp16=scaler is not None)
+    fit = Fit(run, split, scaler, watch, checkpoint, clock, ema, average=average, snapshots=snapshots, epochs=total)
     first = 0
     for stage in stages:
         if progress.epoch < first + stage.epochs:
@@ -397,11 +417,15 @@ def _fine_tune_stage(run, model, loaders, stage, first, state):
         if progress.epoch < end:
             set_frozen(model, phase.name == "frozen")
             net = distributed.wrap(model)  # after set_frozen: DDP reduces the parameters that require gradients
-            if (progress.epoch, progress.step) == (first, 0):
+            if (progress.epoch, progress.step) == (first, 0) and phase.fresh:
                 optimizer.state.clear()
         while progress.epoch < end:
             start, carried = time.perf_counter(), progress.seconds  # a resumed epoch's time before the stop
             metrics = train_one_epoch(net, train_loader, optimizer, phase, progress.epoch - first, progress, fit)
+            if fit.average is not None:
+                fit.average.epoch_end(progress.epoch)
+                if progress.epoch == fit.epochs - 1:
+                    fit.average.apply(train_loader, augment, fit, progress)
             if distributed.is_main():
                 scored = scored_model(model, fit.ema)
                 metrics.update(validate(scored, valid_loader, augment, run.precision, run.heads, names, run.metric))
@@ -413,8 +437,10 @@ def _fine_tune_stage(run, model, loaders, stage, first, state):
             progress.epoch, progress.step, progress.loss_sum, progress.seen, progress.seconds, progress.skipped = (
                 progress.epoch + 1, 0, 0.0, 0, 0.0, 0,
             )  # fmt: skip
+            if phase.snapshot and progress.epoch == end and fit.snapshots is not None:
+                fit.snapshots.take(phase.snapshot, scored_model(model, fit.ema), progress)
             if checkpoint is not None:
-                checkpoint.save(progress, model, optimizer, scaler, fit.ema)
+                checkpoint.save(progress, model, optimizer, scaler, fit.ema, fit.average)
             if run.on_epoch is not None:
                 run.on_epoch(fit.split, progress.epoch - 1, metrics)
         first = end

@@ -12,23 +12,26 @@ import math
 import numpy as np
 import torch
 
+from paddy.training.loop import fine_tune
 from paddy.training.models import set_frozen
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
+from paddy.training.schedule import recipe_phases
 from paddy.training.step import Step, seed_step, train_step
 
 
-def sweep(run, model, loader, start_lr=1e-7, end_lr=10, num_it=100):
+def sweep(run, model, loader, start_lr=1e-7, end_lr=10, num_it=100, unfrozen=False):
     """Train from the model's current weights at exponentially growing rates; returns (lrs, smoothed losses).
 
     The step is the run's (paddy.training.run.TrainingRun: augmentation, accumulation, precision, the summed loss of
-    a multi-target model), on the body frozen like fine_tune's first phase when train.frozen_epochs > 0, with the
-    optimizer its settings make. The model's weights are restored afterwards.
+    a multi-target model), on the body frozen like fine_tune's first phase when train.frozen_epochs > 0 (unless
+    `unfrozen`: the whole model, as after train_frozen), with the optimizer its settings make. The model's weights
+    are restored afterwards.
     """
     num_it = max(num_it, 6)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     train = run.train
-    set_frozen(model, train.frozen_epochs > 0)
+    set_frozen(model, train.frozen_epochs > 0 and not unfrozen)
     optimizer = create_optimizer(model, train.weight_decay, train.lr_mult, train.lr_groups)
     device = next(model.parameters()).device
     scaler = create_scaler(run.precision, device)
@@ -57,6 +60,16 @@ def sweep(run, model, loader, start_lr=1e-7, end_lr=10, num_it=100):
     model.load_state_dict(saved)
     set_frozen(model, False)
     return np.array(lrs), np.array(losses)
+
+
+def train_frozen(run, model, loaders):
+    """2018 lesson 2's step before the finder: train the recipe's frozen phase (train.frozen_epochs, the training's
+    own loop, paddy.training.loop.fine_tune, on split 0 with its seed) on loaders = (training, validation); returns
+    its epochs' metrics ([] without frozen epochs: the model is left as it is)."""
+    frozen = [phase for phase in recipe_phases(run.train) if phase.name == "frozen"]
+    if not frozen:
+        return []
+    return fine_tune(run, model, loaders, 0, phases=frozen).history
 
 
 def suggestions(lrs, losses, num_it=100):
