@@ -190,10 +190,12 @@ def saved_bytes(out):
     return (out / "v0.safetensors").read_bytes()
 
 
-def test_the_memory_estimate_counts_the_averages_copy_of_the_weights():
+@pytest.mark.parametrize("average", [{"ema": True}, {"swa_epochs": 2}])
+def test_the_memory_estimate_counts_the_averages_copy_of_the_weights(average):
+    """train.ema's and train.swa_epochs' averages each hold one more copy of the weights on the device."""
     model = ModelSettings("m", "resnet18", False, "fastai", ("label",), (32, 32), "squish", (32, 32), "auto", 1)
-    rows = [memory.estimate(memory.Spec(model, TrainSettings(effective_batch=2, ema=ema), 10, "bf16"), 2)[0]
-            for ema in (False, True)]  # fmt: skip
+    rows = [memory.estimate(memory.Spec(model, TrainSettings(effective_batch=2, **on), 10, "bf16"), 2)[0]
+            for on in ({}, average)]  # fmt: skip
     state = sum(t.numel() * t.element_size() for t in create_model("resnet18", 10).state_dict().values())
     grown = (rows[1]["allocated_gb"] - rows[0]["allocated_gb"]) * memory.GiB
     assert abs(grown - state) < 0.002 * memory.GiB  # the rows' rounding (0.001 GB each)

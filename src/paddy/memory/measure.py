@@ -1,8 +1,9 @@
 """How much GPU memory the training step and the prediction step take: measured on CUDA, estimated without one.
 
 Both run the real steps (paddy.training.step: the optimizer, the augmentation from uint8 items, accumulation of
-micro-batches, mixed precision, mixup/CutMix, train.ema's copy of the weights), `STEPS` training steps at a
-micro-batch then the prediction step at each eval batch with the training state still alive, as in validation.
+micro-batches, mixed precision, mixup/CutMix, train.ema's and train.swa_epochs' copies of the weights), `STEPS`
+training steps at a micro-batch then the prediction step at each eval batch with the training state still alive, as
+in validation.
 On CUDA the peaks come from the caching allocator and the driver. Without CUDA the same code runs on fake tensors
 (shapes and dtypes, no data) while a tracker adds up the bytes of every live storage, the figure the caching
 allocator calls `allocated`; a calibrated allowance adds what tensors do not show (allocator segments and the CUDA
@@ -23,6 +24,7 @@ from paddy.training.models import create_model, fake_model, input_normalization
 from paddy.training.optim import create_optimizer
 from paddy.training.precision import create_scaler
 from paddy.training.step import Heads, Step, create_ema, predict_step, train_step
+from paddy.training.swa import WeightAverage
 
 GiB = 2**30
 
@@ -64,6 +66,9 @@ def exercise(model, spec, micro_batch, eval_batches, meter, on_oom=None):
     generator = torch.Generator(device)
     h, w = spec.model.item_size
     ema = create_ema(model, spec.train)  # train.ema: a second copy of the weights, alive all along
+    if spec.train.swa_epochs:  # its average's copy of the weights, alive through the last epochs' steps
+        average = WeightAverage(model, 0)
+        average.epoch_end(0)
     meter.start()
     items = torch.randint(0, 256, (spec.train.effective_batch, h, w, 3), dtype=torch.uint8, device=device)
     heads = Heads((spec.num_classes,), spec.multi_label)

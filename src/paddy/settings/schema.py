@@ -446,7 +446,7 @@ class TrainSettings:
         "average the weights at the end of each of the last swa_epochs epochs (torch.optim.swa_utils, BatchNorm's "
         "statistics recomputed on the training images) into the model's final weights; 0: off",
         0, Number(lo=0, hi=1000, integer=True, why=" (the last epochs whose weights are averaged; 0: none)"),
-        ("train",),
+        STEP,
     )  # fmt: skip
     checkpoint_minutes: float = setting(
         "a resumable checkpoint after every epoch and at least this often within one",
