@@ -133,7 +133,7 @@ def run_competition(competition, configs, seeds, where, best):
             changes = CONFIGS[name] if name != "best" else combine(best)
             print(f"{competition} seed {seed} {name}: {changes}", flush=True)
             rows.setdefault(name, {})[str(seed)] = run_one(repo, base, seed, changes)
-            print(f"  {rows[name][str(seed)]}", flush=True)
+            print(f"  {competition} seed {seed} {name}: {rows[name][str(seed)]}", flush=True)
     return rows
 
 
@@ -172,6 +172,22 @@ def table(results):
     return "\n".join(lines)
 
 
+def markdown(results):
+    """The table of docs/techniques.md: per competition and configuration, mean ± sd over the seeds run."""
+    lines = [
+        "| competition | configuration | seeds | test | out of fold | train s | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for competition, rows in results["competitions"].items():
+        for name, f in summarise(rows).items():
+            n = len(rows[name])
+            lines.append(
+                f"| {competition} | {name} | {n} | {f['test'][0]:.3f} ± {f['test'][1]:.3f} | "
+                f"{f['oof'][0]:.3f} ± {f['oof'][1]:.3f} | {f['train_s'][0]:.0f} | {f['wall_s'][0]:.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--competitions", nargs="+", default=list(COMPETITIONS), choices=COMPETITIONS)
@@ -179,13 +195,15 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--best", nargs="+", default=[], choices=list(CONFIGS), help="the configs `best` combines")
     parser.add_argument("--table", action="store_true", help="print the saved results' table only")
+    parser.add_argument("--markdown", action="store_true", help="print the saved results as docs/techniques.md's table")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"competitions": {}}
-    if not args.table:
+    if not (args.table or args.markdown):
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=len(args.competitions)) as pool:
             runs = {c: pool.submit(run_competition, c, args.configs, args.seeds, Path(tmp), args.best)
                     for c in args.competitions}  # fmt: skip
             found = {c: run.result() for c, run in runs.items()}
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else results  # another run may have saved
         for competition, rows in found.items():  # merged into what earlier runs saved
             saved = results["competitions"].setdefault(competition, {})
             for name, seeds in rows.items():
@@ -196,7 +214,7 @@ def main():
             results["best"] = args.best
         results["summary"] = {c: summarise(rows) for c, rows in results["competitions"].items()}
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    print(markdown(results) if args.markdown else table(results))
 
 
 if __name__ == "__main__":
